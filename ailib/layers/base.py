@@ -1,0 +1,125 @@
+"""The `Layer` base class: a forward map X -> Y and its backward map dE/dY -> dE/dX.
+
+Every layer follows the seed document's contract (docs/math.md, section 1): `forward(X)` keeps
+what it needs from X, `backward(dE/dY)` fills ``grads`` with dE/d(parameter) for each entry of
+``params`` and returns dE/dX for the layer before. Layers compute gradients; optimizers update.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import backends
+from ..backends import Backend
+
+
+class Layer:
+    """Base class of every layer.
+
+    Attributes:
+        params: trainable arrays by name (``layer.params["W"]``).
+        grads: dE/d(param) by the same names, filled by `backward`.
+        buffers: arrays that are state but not trained (e.g. running statistics); saved with the model.
+        training: train mode (True) or eval mode (False); `Sequential` switches it.
+        backend: the `Backend` the arrays live on. dtype: their floating dtype.
+    """
+
+    def __init__(self, *, backend: str | Backend | None = None, dtype: Any = None) -> None:
+        self.backend = backends.get(backend)
+        self.dtype = self.backend.dtype(dtype)
+        self.params: dict[str, Any] = {}
+        self.grads: dict[str, Any] = {}
+        self.buffers: dict[str, Any] = {}
+        self.training = True
+
+    @property
+    def xp(self) -> Any:
+        return self.backend.xp
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def forward(self, x: Any) -> Any:
+        """Y = f(X); keeps what `backward` needs."""
+        raise NotImplementedError
+
+    def backward(self, grad_out: Any) -> Any:
+        """Given dE/dY, fills ``self.grads`` and returns dE/dX."""
+        raise NotImplementedError
+
+    def __call__(self, x: Any) -> Any:
+        return self.forward(x)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{self.name}({args})"
+
+    # -- configuration, devices, initialisation ----------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        """The constructor arguments (JSON-serialisable) that rebuild this layer's architecture."""
+        return {}
+
+    def reset_parameters(self, rng: backends.Random) -> None:
+        """Draw fresh initial parameters from ``rng`` (no-op for layers without parameters)."""
+
+    def to(self, backend: str | Backend | None = None, dtype: Any = None) -> "Layer":
+        """Move parameters and buffers to ``backend`` and cast floating ones to ``dtype``, in place."""
+        new = backends.get(backend) if backend is not None else self.backend
+        new_dtype = new.dtype(dtype) if dtype is not None else new.dtype(self.backend.dtype_name(self.dtype))
+        for store in (self.params, self.buffers):
+            for key, value in store.items():
+                host = self.backend.to_host(value)
+                cast = new_dtype if host.dtype.kind == "f" else None
+                store[key] = new.asarray(host, dtype=cast)
+        self.grads = {}
+        self.backend, self.dtype = new, new_dtype
+        return self
+
+    def train(self, mode: bool = True) -> "Layer":
+        self.training = mode
+        return self
+
+    def eval(self) -> "Layer":
+        return self.train(False)
+
+    # -- input checks (errors name the layer, the expectation and what was received) ----------
+    def check_input(self, x: Any, *, ndim: int | None = None, features: int | None = None,
+                    axis: int = -1) -> None:
+        """Raise a clear error unless ``x`` is a floating array of this layer's backend, device
+        and dtype with the expected rank and size along ``axis``."""
+        be = self.backend
+        if not be.owns(x):
+            where = f"{type(x).__module__}.{type(x).__name__}"
+            if be._is_array(x):
+                where += f" on device {be.device_of(x)!r}"
+            raise TypeError(
+                f"{self.name}: expected an array of backend {be.name!r} on device {be.device!r}, "
+                f"received {where}; move it with ailib.backends.get({be.name!r}).asarray(x)"
+            )
+        if x.dtype != self.dtype:
+            raise TypeError(
+                f"{self.name}: expected dtype {be.dtype_name(self.dtype)}, received "
+                f"{be.dtype_name(x.dtype)}; cast with xp.astype(x, xp.{be.dtype_name(self.dtype)})"
+            )
+        if ndim is not None and x.ndim != ndim:
+            raise ValueError(
+                f"{self.name}: expected a {ndim}-d input, received shape {tuple(x.shape)} "
+                f"({x.ndim}-d)"
+            )
+        if features is not None and x.shape[axis] != features:
+            raise ValueError(
+                f"{self.name}: expected {features} features along axis {axis}, received shape "
+                f"{tuple(x.shape)}"
+            )
+
+    def check_grad(self, grad_out: Any, expected_shape: tuple[int, ...]) -> None:
+        if tuple(grad_out.shape) != tuple(expected_shape):
+            raise ValueError(
+                f"{self.name}.backward: expected dE/dY of shape {tuple(expected_shape)}, received "
+                f"{tuple(grad_out.shape)}"
+            )
+
+    def require_forward(self, cached: Any) -> None:
+        if cached is None:
+            raise RuntimeError(f"{self.name}.backward called before forward")

@@ -1,0 +1,71 @@
+"""The Dense (fully connected) layer of the seed document, section 2; derivation in docs/math.md §2."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..backends import Backend, Random
+from . import init as initializers
+from .base import Layer
+
+
+class Dense(Layer):
+    """Y = X·Wᵀ + B: the seed's Y = W·X + B applied to every row of a batch.
+
+    Shapes: X (N, in_features) -> Y (N, out_features); W (out_features, in_features) as in the
+    seed (row j holds the weights into output j); B (out_features,).
+
+    Backward, given dE/dY (N, out) and summing the seed's per-sample formulas over the batch:
+        dE/dW = (dE/dY)ᵀ·X        (out, in)   — the seed's dE/dY·Xᵀ, one outer product per sample
+        dE/dB = Σₙ dE/dYₙ          (out,)
+        dE/dX = dE/dY·W            (N, in)     — the seed's Wᵀ·dE/dY, in row form
+
+    Args:
+        in_features, out_features: sizes of X's and Y's last axis.
+        init: initialiser of W by name ("glorot_uniform", "he_normal", ...; see `ailib.layers.init`).
+        bias: whether to learn B.
+        seed: seed of the initial weights (`Sequential(seed=...)` re-draws them in layer order).
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, init: str = "glorot_uniform",
+                 bias: bool = True, seed: int | None = None, backend: str | Backend | None = None,
+                 dtype: Any = None) -> None:
+        super().__init__(backend=backend, dtype=dtype)
+        if in_features < 1 or out_features < 1:
+            raise ValueError(
+                f"Dense: in_features and out_features must be positive, received "
+                f"({in_features}, {out_features})"
+            )
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.init, self.bias = init, bias
+        initializers.get(init)  # fail early on an unknown name
+        self.x = None
+        self.reset_parameters(self.backend.random(seed))
+
+    def get_config(self) -> dict[str, Any]:
+        return {"in_features": self.in_features, "out_features": self.out_features,
+                "init": self.init, "bias": self.bias}
+
+    def reset_parameters(self, rng: Random) -> None:
+        shape = (self.out_features, self.in_features)
+        self.params["W"] = initializers.get(self.init)(rng, shape, self.in_features,
+                                                       self.out_features, self.dtype)
+        if self.bias:
+            self.params["B"] = initializers.zeros(rng, (self.out_features,), 0, 0, self.dtype)
+
+    def forward(self, x: Any) -> Any:
+        self.check_input(x, ndim=2, features=self.in_features)
+        self.x = x
+        y = self.xp.matmul(x, self.xp.matrix_transpose(self.params["W"]))
+        if self.bias:
+            y += self.params["B"]
+        return y
+
+    def backward(self, grad_out: Any) -> Any:
+        self.require_forward(self.x)
+        xp, x = self.xp, self.x
+        self.check_grad(grad_out, (x.shape[0], self.out_features))
+        self.grads["W"] = xp.matmul(xp.matrix_transpose(grad_out), x)
+        if self.bias:
+            self.grads["B"] = xp.sum(grad_out, axis=0)
+        return xp.matmul(grad_out, self.params["W"])

@@ -1,0 +1,191 @@
+"""Losses: the seed's "calculate error" step (docs/math.md §5).
+
+A loss object is called as ``loss(y_pred, y_true)`` and returns the mean error E over the batch
+as a 0-d array (reading it as a Python float waits for the device, so ailib does that rarely);
+``loss.grad(y_pred, y_true)`` returns dE/dY_pred, the first dE/dY that backpropagation needs.
+``value_and_grad`` gives both from one pass (what `Sequential.train_step` uses).
+
+Targets: `MSE` and `BinaryCrossEntropy` take targets of y_pred's shape; `CategoricalCrossEntropy`
+and `SoftmaxCrossEntropy` take integer class labels (N,) or one-hot / probability rows (N, C).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import array_api_compat
+
+from .layers.activations import softmax
+
+
+class Loss:
+    """Base class: subclasses implement `_value_and_grad(xp, y_pred, target) -> (E, dE/dY)`."""
+
+    #: whether integer class labels are accepted as targets (then converted to one-hot rows)
+    accepts_labels = False
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def __repr__(self) -> str:
+        return f"{self.name}()"
+
+    def __call__(self, y_pred: Any, y_true: Any) -> Any:
+        """E(y_pred, y_true) as a 0-d array."""
+        return self.value_and_grad(y_pred, y_true)[0]
+
+    def grad(self, y_pred: Any, y_true: Any) -> Any:
+        """dE/dY_pred, an array of y_pred's shape."""
+        return self.value_and_grad(y_pred, y_true)[1]
+
+    def value_and_grad(self, y_pred: Any, y_true: Any, *, check: bool = True) -> tuple[Any, Any]:
+        """(E, dE/dY_pred) from one pass. ``check=False`` skips the label-range check, which
+        reads the labels back from the device (`Sequential.fit` checks once, before training)."""
+        xp = array_api_compat.array_namespace(y_pred)
+        target = self.target(xp, y_pred, y_true, check=check)
+        return self._value_and_grad(xp, y_pred, target)
+
+    def _value_and_grad(self, xp: Any, y_pred: Any, target: Any) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    # -- targets -----------------------------------------------------------------------------
+    def target(self, xp: Any, y_pred: Any, y_true: Any, *, check: bool = True) -> Any:
+        """y_true as a floating array of y_pred's shape, dtype and device (labels -> one-hot)."""
+        if not xp.isdtype(y_pred.dtype, "real floating"):
+            raise TypeError(f"{self.name}: y_pred must be floating, received dtype {y_pred.dtype}")
+        try:
+            same_library = array_api_compat.array_namespace(y_pred, y_true) is xp
+        except TypeError:
+            same_library = False
+        if not same_library or array_api_compat.device(y_true) != array_api_compat.device(y_pred):
+            raise TypeError(
+                f"{self.name}: y_true must be an array of y_pred's library and device "
+                f"({type(y_pred).__module__}, {array_api_compat.device(y_pred)!r}), received "
+                f"{type(y_true).__module__}.{type(y_true).__name__}"
+            )
+        if xp.isdtype(y_true.dtype, "integral"):
+            if not self.accepts_labels:
+                raise TypeError(f"{self.name}: y_true must be floating, received {y_true.dtype}")
+            if y_pred.ndim != 2 or tuple(y_true.shape) != (y_pred.shape[0],):
+                raise ValueError(
+                    f"{self.name}: integer labels must have shape ({y_pred.shape[0]},) for "
+                    f"y_pred of shape {tuple(y_pred.shape)}, received {tuple(y_true.shape)}"
+                )
+            if check:
+                check_labels(xp, y_true, y_pred.shape[1], self.name)
+            return one_hot(xp, y_true, y_pred.shape[1], y_pred.dtype)
+        if tuple(y_true.shape) != tuple(y_pred.shape):
+            raise ValueError(
+                f"{self.name}: y_true must have y_pred's shape {tuple(y_pred.shape)}, received "
+                f"{tuple(y_true.shape)}"
+            )
+        if y_true.dtype != y_pred.dtype:
+            y_true = xp.astype(y_true, y_pred.dtype)
+        return y_true
+
+
+def one_hot(xp: Any, labels: Any, num_classes: int, dtype: Any) -> Any:
+    """Rows e_{label}: built from a comparison with arange, never by scatter (which is undefined
+    for repeated indices on some devices)."""
+    classes = xp.arange(num_classes, dtype=labels.dtype, device=array_api_compat.device(labels))
+    return xp.astype(xp.expand_dims(labels, axis=1) == classes, dtype)
+
+
+def check_labels(xp: Any, labels: Any, num_classes: int, who: str) -> None:
+    """Raise ValueError unless every label is in [0, num_classes). Reads two numbers back."""
+    if labels.shape[0] == 0:
+        return
+    low, high = int(xp.min(labels)), int(xp.max(labels))
+    if low < 0 or high >= num_classes:
+        raise ValueError(
+            f"{who}: labels must lie in [0, {num_classes - 1}] for {num_classes} classes, "
+            f"received labels in [{low}, {high}]"
+        )
+
+
+class MSE(Loss):
+    """E = (1/M) Σ (Ŷ − Y)² over all M entries; dE/dŶ = 2(Ŷ − Y)/M."""
+
+    def _value_and_grad(self, xp: Any, y_pred: Any, target: Any) -> tuple[Any, Any]:
+        size = max(1, math.prod(y_pred.shape))
+        diff = y_pred - target
+        return xp.sum(diff * diff) / size, diff * (2.0 / size)
+
+
+class BinaryCrossEntropy(Loss):
+    """E = −(1/M) Σ [Y log Ŷ + (1 − Y) log(1 − Ŷ)] on probabilities Ŷ ∈ (0, 1);
+    dE/dŶ = ((1 − Y)/(1 − Ŷ) − Y/Ŷ)/M.
+
+    Ŷ is clipped to [eps, 1 − eps] so a saturated sigmoid gives a large but finite error.
+    """
+
+    def __init__(self, eps: float = 1e-7) -> None:
+        self.eps = eps
+
+    def _value_and_grad(self, xp: Any, y_pred: Any, target: Any) -> tuple[Any, Any]:
+        size = max(1, math.prod(y_pred.shape))
+        p = xp.clip(y_pred, self.eps, 1.0 - self.eps)
+        value = -xp.sum(target * xp.log(p) + (1.0 - target) * xp.log(1.0 - p)) / size
+        grad = ((1.0 - target) / (1.0 - p) - target / p) / size
+        return value, grad
+
+
+class CategoricalCrossEntropy(Loss):
+    """E = −(1/N) Σₙ Σᵢ Yₙᵢ log Ŷₙᵢ on probability rows Ŷ (e.g. a `Softmax` layer's output);
+    dE/dŶ = −Y/(N·Ŷ). Ŷ is clipped below at eps."""
+
+    accepts_labels = True
+
+    def __init__(self, eps: float = 1e-7) -> None:
+        self.eps = eps
+
+    def _value_and_grad(self, xp: Any, y_pred: Any, target: Any) -> tuple[Any, Any]:
+        n = max(1, y_pred.shape[0])
+        p = xp.clip(y_pred, self.eps, None)
+        return -xp.sum(target * xp.log(p)) / n, -target / (p * n)
+
+
+class SoftmaxCrossEntropy(Loss):
+    """Softmax followed by cross-entropy, fused, on logits Z:
+    E = (1/N) Σₙ [log Σᵢ e^(Zₙᵢ) − Σᵢ Yₙᵢ Zₙᵢ] (for rows Y summing to 1); dE/dZ = (softmax(Z) − Y)/N.
+
+    The fused form never takes the log of a rounded-to-zero probability, and its gradient is the
+    simple (p − y)/N derived in docs/math.md §5.
+    """
+
+    accepts_labels = True
+
+    def _value_and_grad(self, xp: Any, y_pred: Any, target: Any) -> tuple[Any, Any]:
+        n = max(1, y_pred.shape[0])
+        shifted = y_pred - xp.max(y_pred, axis=-1, keepdims=True)
+        log_p = shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
+        value = -xp.sum(target * log_p) / n
+        return value, (xp.exp(log_p) - target) / n
+
+    def probabilities(self, xp: Any, logits: Any) -> Any:
+        return softmax(xp, logits)
+
+
+LOSSES: dict[str, type[Loss]] = {
+    "mse": MSE,
+    "binary_cross_entropy": BinaryCrossEntropy,
+    "bce": BinaryCrossEntropy,
+    "categorical_cross_entropy": CategoricalCrossEntropy,
+    "softmax_cross_entropy": SoftmaxCrossEntropy,
+}
+
+
+def get(loss: str | Loss) -> Loss:
+    """A loss object from a name ("mse", "softmax_cross_entropy", ...) or the object itself."""
+    if isinstance(loss, Loss):
+        return loss
+    try:
+        return LOSSES[loss.lower()]()
+    except (KeyError, AttributeError):
+        raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}") from None
+
+
+__all__ = ["MSE", "BinaryCrossEntropy", "CategoricalCrossEntropy", "Loss", "SoftmaxCrossEntropy",
+           "get"]

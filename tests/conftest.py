@@ -1,0 +1,42 @@
+"""Fixtures shared by the whole suite: every backend, with readable ids, skipped with the reason.
+
+Known per-backend gaps live here, in one place, not as ``if``s in tests.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import ailib
+
+#: every backend the suite runs on; "array_api_strict:device1" is a second (fake) device that
+#: exposes device-mixing bugs without a GPU
+BACKENDS = ["numpy", "array_api_strict", "array_api_strict:device1", "torch", "jax", "cupy"]
+
+#: backends whose arrays are immutable (updates go through the functional path)
+IMMUTABLE = {"jax"}
+
+
+def _backend_or_skip(name: str) -> ailib.backends.Backend:
+    reason = ailib.backends.why_unavailable(name)
+    if reason is not None:
+        pytest.skip(f"backend {name} unavailable: {reason}")
+    return ailib.backends.get(name)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> ailib.backends.Backend:
+    """Each backend in turn; skipped, with the reason, where it cannot run."""
+    return _backend_or_skip(request.param)
+
+
+@pytest.fixture(params=[b for b in BACKENDS if b != "numpy"])
+def other_backend(request: pytest.FixtureRequest) -> ailib.backends.Backend:
+    """Each backend but NumPy, for comparisons against the NumPy reference."""
+    return _backend_or_skip(request.param)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
