@@ -1,0 +1,100 @@
+"""The backend selector: names, availability, errors, defaults, host round trips, RNG."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import ailib
+from ailib.backends import BackendUnavailable
+
+
+def test_unknown_backend_lists_valid_names() -> None:
+    with pytest.raises(ValueError, match="unknown backend 'tensorflow'") as info:
+        ailib.backends.get("tensorflow")
+    for name in ailib.backends.NAMES:
+        assert name in str(info.value)
+
+
+def test_available_always_has_numpy_and_only_runnable_backends() -> None:
+    names = ailib.backends.available()
+    assert "numpy" in names
+    for name in names:
+        assert ailib.backends.why_unavailable(name) is None
+
+
+def test_cupy_unusable_says_why_and_how(monkeypatch: pytest.MonkeyPatch) -> None:
+    reason = ailib.backends.why_unavailable("cupy")
+    if reason is None:
+        pytest.skip("cupy runs here: nothing to explain")
+    assert ("cupy is not installed: pip install 'ailib[cuda12]'" in reason
+            or "cupy is installed but no CUDA device was found" in reason)
+    with pytest.raises(BackendUnavailable):
+        ailib.Sequential([], backend="cupy")
+
+
+def test_missing_library_error_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "jax", None)  # makes `import jax` fail
+    monkeypatch.setattr(ailib.backends, "_cache", {})
+    with pytest.raises(BackendUnavailable, match=r"jax is not installed: pip install 'ailib\[jax\]'"):
+        ailib.backends.get("jax")
+
+
+def test_set_backend_is_the_default_and_keywords_override() -> None:
+    before = ailib.get_default()
+    try:
+        ailib.set_backend("array_api_strict")
+        assert ailib.layers.Dense(2, 3).backend.name == "array_api_strict"
+        assert ailib.layers.Dense(2, 3, backend="numpy").backend.name == "numpy"
+        assert ailib.Sequential([ailib.layers.Tanh()]).backend.name == "array_api_strict"
+    finally:
+        ailib.set_backend(before)
+
+
+def test_aliases_and_device_suffix() -> None:
+    assert ailib.backends.get("np") is ailib.backends.get("numpy")
+    strict1 = ailib.backends.get("array_api_strict:device1")
+    assert strict1.device != ailib.backends.get("array_api_strict").device
+
+
+def test_host_round_trip_keeps_values_and_dtype(backend: ailib.backends.Backend) -> None:
+    host = np.arange(12, dtype=np.float32).reshape(3, 4)
+    dev = backend.asarray(host)
+    assert backend.owns(dev)
+    assert dev.dtype == backend.xp.float32
+    np.testing.assert_array_equal(backend.to_host(dev), host)
+
+
+def test_python_floats_become_float32(backend: ailib.backends.Backend) -> None:
+    assert backend.asarray([0.5, 1.5]).dtype == backend.xp.float32
+    assert backend.float_dtype == backend.xp.float32
+
+
+def test_random_is_seeded_and_identical_across_backends(backend: ailib.backends.Backend) -> None:
+    a = backend.to_host(backend.random(7).normal((3, 2), 0.0, 1.0, "float32"))
+    b = backend.to_host(backend.random(7).normal((3, 2), 0.0, 1.0, "float32"))
+    ref = ailib.backends.get("numpy").random(7).normal((3, 2), 0.0, 1.0, "float32")
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, ref)
+    perm = backend.to_host(backend.random(3).permutation(10))
+    assert sorted(perm.tolist()) == list(range(10))
+
+
+def test_bernoulli_mask_has_the_right_rate(backend: ailib.backends.Backend) -> None:
+    mask = backend.to_host(backend.random(0).bernoulli_mask((200, 50), 0.8, "float32"))
+    assert mask.dtype == np.float32
+    assert set(np.unique(mask).tolist()) <= {0.0, 1.0}
+    assert abs(mask.mean() - 0.8) < 0.02
+
+
+def test_import_ailib_imports_no_gpu_or_framework_library() -> None:
+    code = (
+        "import sys, ailib, ailib.layers, ailib.losses, ailib.optimizers, ailib.model\n"
+        "ailib.Sequential([ailib.layers.Dense(2, 2)], backend='numpy')\n"
+        "bad = [m for m in ('cupy', 'torch', 'jax', 'matplotlib', 'tqdm') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

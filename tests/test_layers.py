@@ -1,0 +1,173 @@
+"""Dense and activation layers: NumPy float64 reference, finite differences, every backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import ailib
+from ailib.layers import Dense, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+
+from .helpers import assert_close, host, layer_gradcheck
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+#: activation class, kwargs, reference f(x), reference f'(x) (None: not elementwise)
+ACTIVATIONS = {
+    "Identity": (Identity, {}, lambda x: x, lambda x: np.ones_like(x)),
+    "Tanh": (Tanh, {}, np.tanh, lambda x: 1 - np.tanh(x) ** 2),
+    "Sigmoid": (Sigmoid, {}, lambda x: 1 / (1 + np.exp(-x)),
+                lambda x: np.exp(-x) / (1 + np.exp(-x)) ** 2),
+    "ReLU": (ReLU, {}, lambda x: np.maximum(x, 0), lambda x: (x > 0).astype(x.dtype)),
+    "LeakyReLU": (LeakyReLU, {"alpha": 0.1}, lambda x: np.where(x > 0, x, 0.1 * x),
+                  lambda x: np.where(x > 0, 1.0, 0.1)),
+    "Softmax": (Softmax, {}, _softmax, None),
+}
+
+
+def _away_from_kinks(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Inputs at least 0.05 away from 0, where ReLU-like derivatives jump."""
+    x = rng.standard_normal(shape)
+    return np.where(np.abs(x) < 0.05, 0.5, x)
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_activation_forward_and_backward_match_reference(
+        name: str, backend: ailib.backends.Backend, rng: np.random.Generator) -> None:
+    cls, kwargs, f, df = ACTIVATIONS[name]
+    x = _away_from_kinks(rng, (5, 7))
+    g = rng.standard_normal((5, 7))
+    layer = cls(**kwargs, backend=backend, dtype="float64")
+    y = layer.forward(backend.asarray(x))
+    assert_close(y, f(x), "float64")
+    dx = layer.backward(backend.asarray(g))
+    if df is not None:
+        expected = g * df(x)
+    else:  # softmax: explicit Jacobian, row by row
+        p = _softmax(x)
+        expected = np.stack([(np.diag(pi) - np.outer(pi, pi)) @ gi for pi, gi in zip(p, g)])
+    assert_close(dx, expected, "float64")
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_activation_gradcheck_float64(name: str, backend: ailib.backends.Backend,
+                                      rng: np.random.Generator) -> None:
+    cls, kwargs, _, _ = ACTIVATIONS[name]
+    layer_gradcheck(cls(**kwargs, backend=backend, dtype="float64"), _away_from_kinks(rng, (3, 4)))
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_activation_float32_agrees_with_numpy(name: str, other_backend: ailib.backends.Backend,
+                                              rng: np.random.Generator) -> None:
+    cls, kwargs, _, _ = ACTIVATIONS[name]
+    x = rng.standard_normal((16, 10)).astype(np.float32)
+    g = rng.standard_normal((16, 10)).astype(np.float32)
+    results = []
+    for be in (ailib.backends.get("numpy"), other_backend):
+        layer = cls(**kwargs, backend=be)
+        y = layer.forward(be.asarray(x))
+        dx = layer.backward(be.asarray(g))
+        assert y.dtype == be.xp.float32 and dx.dtype == be.xp.float32
+        results.append((host(y), host(dx)))
+    for ref, got in zip(results[0], results[1]):
+        assert_close(got, ref, "float32")
+
+
+def test_sigmoid_is_stable_for_large_inputs(backend: ailib.backends.Backend) -> None:
+    x = backend.asarray(np.array([[-1000.0, -50.0, 0.0, 50.0, 1000.0]], dtype=np.float32))
+    y = host(Sigmoid(backend=backend).forward(x))
+    assert np.all(np.isfinite(y))
+    np.testing.assert_allclose(y, [[0.0, 0.0, 0.5, 1.0, 1.0]], atol=1e-6)
+
+
+def test_softmax_is_stable_for_large_logits(backend: ailib.backends.Backend) -> None:
+    x = backend.asarray(np.array([[1000.0, 1000.0, -1000.0]], dtype=np.float32))
+    np.testing.assert_allclose(host(Softmax(backend=backend).forward(x)), [[0.5, 0.5, 0.0]])
+
+
+def test_dense_forward_backward_match_the_seed_formulas(backend: ailib.backends.Backend,
+                                                        rng: np.random.Generator) -> None:
+    layer = Dense(4, 3, backend=backend, dtype="float64", seed=0)
+    w = rng.standard_normal((3, 4))
+    b = rng.standard_normal(3)
+    layer.params["W"], layer.params["B"] = backend.asarray(w), backend.asarray(b)
+    x = rng.standard_normal((5, 4))
+    g = rng.standard_normal((5, 3))
+    assert_close(layer.forward(backend.asarray(x)), x @ w.T + b, "float64")
+    dx = layer.backward(backend.asarray(g))
+    # the seed, per sample n: dE/dW = dE/dY·Xᵀ, dE/dB = dE/dY, dE/dX = Wᵀ·dE/dY; summed over n
+    assert_close(layer.grads["W"], sum(np.outer(g[n], x[n]) for n in range(5)), "float64")
+    assert_close(layer.grads["B"], g.sum(axis=0), "float64")
+    assert_close(dx, np.stack([w.T @ g[n] for n in range(5)]), "float64")
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_dense_gradcheck_float64(bias: bool, backend: ailib.backends.Backend,
+                                 rng: np.random.Generator) -> None:
+    layer = Dense(4, 3, bias=bias, backend=backend, dtype="float64", seed=1)
+    layer_gradcheck(layer, rng.standard_normal((5, 4)))
+    assert set(layer.params) == ({"W", "B"} if bias else {"W"})
+
+
+def test_dense_float32_agrees_with_numpy(other_backend: ailib.backends.Backend,
+                                         rng: np.random.Generator) -> None:
+    x = rng.standard_normal((32, 20)).astype(np.float32)
+    g = rng.standard_normal((32, 8)).astype(np.float32)
+    out = []
+    for be in (ailib.backends.get("numpy"), other_backend):
+        layer = Dense(20, 8, backend=be, seed=3)
+        y = layer.forward(be.asarray(x))
+        dx = layer.backward(be.asarray(g))
+        out.append([host(a) for a in (y, dx, layer.grads["W"], layer.grads["B"])])
+        assert all(a.dtype == be.xp.float32 for a in (y, dx, *layer.grads.values()))
+    for ref, got in zip(*out):
+        assert_close(got, ref, "float32", scale=5)
+
+
+@pytest.mark.parametrize("init", ["glorot_uniform", "glorot_normal", "he_uniform", "he_normal"])
+def test_initialisers_have_the_documented_scale(init: str) -> None:
+    w = host(Dense(400, 300, init=init, backend="numpy", seed=0).params["W"])
+    assert w.dtype == np.float32 and w.shape == (300, 400)
+    expected_var = 2.0 / 700 if init.startswith("glorot") else 2.0 / 400
+    assert abs(w.var() / expected_var - 1) < 0.05
+    if init.endswith("uniform"):
+        limit = np.sqrt(3 * expected_var)
+        assert np.abs(w).max() <= limit and np.abs(w).max() > 0.99 * limit
+
+
+def test_unknown_initialiser_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown initialiser 'ones'"):
+        Dense(2, 2, init="ones")
+
+
+def test_dense_reports_bad_inputs_clearly(backend: ailib.backends.Backend) -> None:
+    layer = Dense(4, 3, backend=backend)
+    with pytest.raises(ValueError, match=r"Dense: expected 4 features along axis -1, received shape \(2, 5\)"):
+        layer.forward(backend.asarray(np.zeros((2, 5), dtype=np.float32)))
+    with pytest.raises(ValueError, match=r"Dense: expected a 2-d input, received shape \(4,\)"):
+        layer.forward(backend.asarray(np.zeros(4, dtype=np.float32)))
+    with pytest.raises(TypeError, match="Dense: expected dtype float32, received int64"):
+        layer.forward(backend.asarray(np.zeros((2, 4), dtype=np.int64)))
+    with pytest.raises(RuntimeError, match="Dense.backward called before forward"):
+        Dense(4, 3, backend=backend).backward(backend.asarray(np.zeros((2, 3), dtype=np.float32)))
+
+
+def test_layer_refuses_an_array_of_another_backend_or_device(backend: ailib.backends.Backend) -> None:
+    layer = Tanh(backend=backend)
+    foreign = "array_api_strict:device1" if backend.name != "array_api_strict" or \
+        backend.device != ailib.backends.get("array_api_strict:device1").device else "numpy"
+    other = ailib.backends.get(foreign)
+    with pytest.raises(TypeError, match=f"Tanh: expected an array of backend '{backend.name}'"):
+        layer.forward(other.asarray(np.zeros((2, 2), dtype=np.float32)))
+
+
+def test_layer_moves_between_backends_keeping_values(other_backend: ailib.backends.Backend) -> None:
+    layer = Dense(3, 2, backend="numpy", seed=0)
+    w = host(layer.params["W"]).copy()
+    layer.to(other_backend)
+    assert other_backend.owns(layer.params["W"])
+    np.testing.assert_array_equal(host(layer.params["W"]), w)
