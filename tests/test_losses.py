@@ -1,0 +1,125 @@
+"""Losses: value and gradient against NumPy float64 references, finite differences, backends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+import ailib
+from ailib.losses import MSE, BinaryCrossEntropy, CategoricalCrossEntropy, SoftmaxCrossEntropy
+
+from .helpers import assert_close, assert_grad_close, host, numeric_grad
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _case(name: str, rng: np.random.Generator) -> tuple[Any, np.ndarray, np.ndarray, float]:
+    """(loss, y_pred, y_true, reference E) for a batch of 6 rows and 4 columns."""
+    if name == "MSE":
+        p, t = rng.standard_normal((6, 4)), rng.standard_normal((6, 4))
+        return MSE(), p, t, np.mean((p - t) ** 2)
+    if name == "BinaryCrossEntropy":
+        p, t = rng.uniform(0.05, 0.95, (6, 4)), rng.integers(0, 2, (6, 4)).astype(float)
+        return BinaryCrossEntropy(), p, t, -np.mean(t * np.log(p) + (1 - t) * np.log(1 - p))
+    labels = rng.integers(0, 4, 6)
+    onehot = np.eye(4)[labels]
+    if name == "CategoricalCrossEntropy":
+        p = _softmax(rng.standard_normal((6, 4)))
+        return CategoricalCrossEntropy(), p, onehot, -np.mean(np.log(p[np.arange(6), labels]))
+    z = rng.standard_normal((6, 4)) * 3
+    return SoftmaxCrossEntropy(), z, onehot, -np.mean(np.log(_softmax(z)[np.arange(6), labels]))
+
+
+NAMES = ["MSE", "BinaryCrossEntropy", "CategoricalCrossEntropy", "SoftmaxCrossEntropy"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_loss_value_matches_reference(name: str, backend: ailib.backends.Backend,
+                                      rng: np.random.Generator) -> None:
+    loss, p, t, expected = _case(name, rng)
+    value = loss(backend.asarray(p), backend.asarray(t))
+    assert value.ndim == 0
+    np.testing.assert_allclose(float(host(value)), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_loss_gradcheck_float64(name: str, backend: ailib.backends.Backend,
+                                rng: np.random.Generator) -> None:
+    loss, p, t, _ = _case(name, rng)
+    t_dev = backend.asarray(t)
+    analytic = loss.grad(backend.asarray(p), t_dev)
+    numeric = numeric_grad(lambda q: float(host(loss(backend.asarray(q), t_dev))), p)
+    assert_grad_close(analytic, numeric, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_loss_float32_agrees_with_numpy(name: str, other_backend: ailib.backends.Backend,
+                                        rng: np.random.Generator) -> None:
+    loss, p, t, _ = _case(name, rng)
+    p32, t32 = p.astype(np.float32), t.astype(np.float32)
+    out = []
+    for be in (ailib.backends.get("numpy"), other_backend):
+        value, grad = loss.value_and_grad(be.asarray(p32), be.asarray(t32))
+        assert value.dtype == be.xp.float32 and grad.dtype == be.xp.float32
+        out.append((host(value), host(grad)))
+    for ref, got in zip(*out):
+        assert_close(got, ref, "float32")
+
+
+@pytest.mark.parametrize("loss", [CategoricalCrossEntropy(), SoftmaxCrossEntropy()])
+def test_integer_labels_equal_one_hot(loss: Any, backend: ailib.backends.Backend,
+                                      rng: np.random.Generator) -> None:
+    labels = rng.integers(0, 5, 8)
+    p = _softmax(rng.standard_normal((8, 5))).astype(np.float32)
+    p_dev = backend.asarray(p)
+    by_label = loss.value_and_grad(p_dev, backend.asarray(labels))
+    by_onehot = loss.value_and_grad(p_dev, backend.asarray(np.eye(5, dtype=np.float32)[labels]))
+    for a, b in zip(by_label, by_onehot):
+        assert_close(a, b, "float32")
+
+
+def test_softmax_cross_entropy_gradient_is_p_minus_y_over_n(backend: ailib.backends.Backend,
+                                                            rng: np.random.Generator) -> None:
+    z = rng.standard_normal((7, 3))
+    labels = rng.integers(0, 3, 7)
+    grad = SoftmaxCrossEntropy().grad(backend.asarray(z), backend.asarray(labels))
+    assert_close(grad, (_softmax(z) - np.eye(3)[labels]) / 7, "float64")
+
+
+def test_softmax_cross_entropy_is_stable_for_huge_logits(backend: ailib.backends.Backend) -> None:
+    z = backend.asarray(np.array([[1e4, 0.0, -1e4], [0.0, 1e4, 0.0]], dtype=np.float32))
+    value, grad = SoftmaxCrossEntropy().value_and_grad(z, backend.asarray(np.array([2, 1])))
+    assert np.isfinite(host(value)) and np.all(np.isfinite(host(grad)))
+    np.testing.assert_allclose(float(host(value)), 1e4, rtol=1e-6)
+
+
+def test_labels_out_of_range_are_refused(backend: ailib.backends.Backend) -> None:
+    z = backend.asarray(np.zeros((3, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\] for 4 classes, received "
+                                         r"labels in \[0, 4\]"):
+        SoftmaxCrossEntropy()(z, backend.asarray(np.array([0, 4, 1])))
+    with pytest.raises(ValueError, match="labels in \\[-1, 1\\]"):
+        CategoricalCrossEntropy()(z, backend.asarray(np.array([0, -1, 1])))
+
+
+def test_shape_and_library_mismatches_are_refused(backend: ailib.backends.Backend) -> None:
+    p = backend.asarray(np.zeros((3, 2), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"MSE: y_true must have y_pred's shape \(3, 2\)"):
+        MSE()(p, backend.asarray(np.zeros((3, 1), dtype=np.float32)))
+    with pytest.raises(TypeError, match="MSE: y_true must be floating"):
+        MSE()(p, backend.asarray(np.zeros((3, 2), dtype=np.int64)))
+    device1 = ailib.backends.get("array_api_strict:device1")
+    other = "numpy" if backend is device1 else "array_api_strict:device1"
+    with pytest.raises(TypeError, match="y_true must be an array of y_pred's library and device"):
+        MSE()(p, ailib.backends.get(other).asarray(np.zeros((3, 2), dtype=np.float32)))
+
+
+def test_loss_lookup_by_name() -> None:
+    assert isinstance(ailib.losses.get("mse"), MSE)
+    with pytest.raises(ValueError, match="unknown loss 'hinge'"):
+        ailib.losses.get("hinge")
