@@ -81,8 +81,9 @@ class ReLU(Activation):
     """
 
     def f(self, x: Any) -> Any:
-        # NOTE: where, not maximum: maximum(x, 0) would pass a NaN through differently per backend.
-        return self.xp.where(x > 0, x, 0.0)
+        # NOTE: where(x <= 0, 0, x), not where(x > 0, x, 0): a NaN input must stay NaN so that a
+        # diverging model shows in the loss instead of being silently zeroed here.
+        return self.xp.where(x <= 0, 0.0, x)
 
     def vjp(self, grad_out: Any) -> Any:
         return self.xp.where(self.x > 0, grad_out, 0.0)
