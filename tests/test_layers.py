@@ -94,14 +94,14 @@ def test_dense_forward_backward_match_the_seed_formulas(backend: ailib.backends.
     layer = Dense(4, 3, backend=backend, dtype="float64", seed=0)
     w = rng.standard_normal((3, 4))
     b = rng.standard_normal(3)
-    layer.params["W"], layer.params["B"] = backend.asarray(w), backend.asarray(b)
+    layer.params["W"], layer.params["b"] = backend.asarray(w), backend.asarray(b)
     x = rng.standard_normal((5, 4))
     g = rng.standard_normal((5, 3))
     assert_close(layer.forward(backend.asarray(x)), x @ w.T + b, "float64")
     dx = layer.backward(backend.asarray(g))
     # the seed, per sample n: dE/dW = dE/dY·Xᵀ, dE/dB = dE/dY, dE/dX = Wᵀ·dE/dY; summed over n
     assert_close(layer.grads["W"], sum(np.outer(g[n], x[n]) for n in range(5)), "float64")
-    assert_close(layer.grads["B"], g.sum(axis=0), "float64")
+    assert_close(layer.grads["b"], g.sum(axis=0), "float64")
     assert_close(dx, np.stack([w.T @ g[n] for n in range(5)]), "float64")
 
 
@@ -110,7 +110,7 @@ def test_dense_gradcheck_float64(bias: bool, backend: ailib.backends.Backend,
                                  rng: np.random.Generator) -> None:
     layer = Dense(4, 3, bias=bias, backend=backend, dtype="float64", seed=1)
     layer_gradcheck(layer, rng.standard_normal((5, 4)))
-    assert set(layer.params) == ({"W", "B"} if bias else {"W"})
+    assert set(layer.params) == ({"W", "b"} if bias else {"W"})
 
 
 def test_dense_float32_agrees_with_numpy(other_backend: ailib.backends.Backend,
@@ -122,7 +122,7 @@ def test_dense_float32_agrees_with_numpy(other_backend: ailib.backends.Backend,
         layer = Dense(20, 8, backend=be, seed=3)
         y = layer.forward(be.asarray(x))
         dx = layer.backward(be.asarray(g))
-        out.append([host(a) for a in (y, dx, layer.grads["W"], layer.grads["B"])])
+        out.append([host(a) for a in (y, dx, layer.grads["W"], layer.grads["b"])])
         assert all(a.dtype == be.xp.float32 for a in (y, dx, *layer.grads.values()))
     for ref, got in zip(*out):
         assert_close(got, ref, "float32", scale=5)
@@ -170,3 +170,19 @@ def test_layer_moves_between_backends_keeping_values(other_backend: ailib.backen
     layer.to(other_backend)
     assert other_backend.owns(layer.params["W"])
     np.testing.assert_array_equal(host(layer.params["W"]), w)
+
+
+def test_activations_follow_the_input_dtype(backend: ailib.backends.Backend) -> None:
+    x64 = backend.asarray(np.ones((2, 3)), dtype="float64")
+    assert Tanh(backend=backend).forward(x64).dtype == backend.xp.float64
+    with pytest.raises(TypeError, match="ReLU: expected a floating array, received int64"):
+        ReLU(backend=backend).forward(backend.asarray(np.ones((2, 3), dtype=np.int64)))
+
+
+def test_dense_computes_in_the_dtype_of_its_parameters(backend: ailib.backends.Backend) -> None:
+    layer = Dense(3, 2, backend=backend, seed=0)  # float32 by default
+    layer.params["W"] = backend.asarray(np.ones((2, 3)), dtype="float64")
+    layer.params["b"] = backend.asarray(np.zeros(2), dtype="float64")
+    y = layer.forward(backend.asarray(np.ones((4, 3)), dtype="float64"))
+    assert y.dtype == backend.xp.float64
+    np.testing.assert_allclose(host(y), 3.0)

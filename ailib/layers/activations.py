@@ -14,7 +14,8 @@ from .base import Layer
 
 
 class Activation(Layer):
-    """Base of the activation layers: no parameters, any input shape, Y has X's shape."""
+    """Base of the activation layers: no parameters, any input shape and floating dtype; Y has
+    X's shape and dtype."""
 
     def __init__(self, *, backend: str | Backend | None = None, dtype: Any = None) -> None:
         super().__init__(backend=backend, dtype=dtype)
@@ -22,7 +23,7 @@ class Activation(Layer):
         self.y = None
 
     def forward(self, x: Any) -> Any:
-        self.check_input(x)
+        self.check_input(x, dtype=None)
         self.x = x
         self.y = self.f(x)
         return self.y

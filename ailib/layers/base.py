@@ -85,9 +85,10 @@ class Layer:
 
     # -- input checks (errors name the layer, the expectation and what was received) ----------
     def check_input(self, x: Any, *, ndim: int | None = None, features: int | None = None,
-                    axis: int = -1) -> None:
-        """Raise a clear error unless ``x`` is a floating array of this layer's backend, device
-        and dtype with the expected rank and size along ``axis``."""
+                    axis: int = -1, dtype: Any = "layer") -> None:
+        """Raise a clear error unless ``x`` is an array of this layer's backend and device, of
+        ``dtype`` (default: the layer's; None: any real floating dtype), with the expected rank and
+        size along ``axis``."""
         be = self.backend
         if not be.owns(x):
             where = f"{type(x).__module__}.{type(x).__name__}"
@@ -97,10 +98,16 @@ class Layer:
                 f"{self.name}: expected an array of backend {be.name!r} on device {be.device!r}, "
                 f"received {where}; move it with ailib.backends.get({be.name!r}).asarray(x)"
             )
-        if x.dtype != self.dtype:
+        expected = self.dtype if isinstance(dtype, str) else dtype
+        if expected is None and not be.is_floating(x.dtype):
             raise TypeError(
-                f"{self.name}: expected dtype {be.dtype_name(self.dtype)}, received "
-                f"{be.dtype_name(x.dtype)}; cast with xp.astype(x, xp.{be.dtype_name(self.dtype)})"
+                f"{self.name}: expected a floating array, received {be.dtype_name(x.dtype)}; cast "
+                f"with xp.astype(x, xp.{be.dtype_name(self.dtype)})"
+            )
+        if expected is not None and x.dtype != expected:
+            raise TypeError(
+                f"{self.name}: expected dtype {be.dtype_name(expected)}, received "
+                f"{be.dtype_name(x.dtype)}; cast with xp.astype(x, xp.{be.dtype_name(expected)})"
             )
         if ndim is not None and x.ndim != ndim:
             raise ValueError(

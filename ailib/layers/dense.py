@@ -13,7 +13,8 @@ class Dense(Layer):
     """Y = X·Wᵀ + B: the seed's Y = W·X + B applied to every row of a batch.
 
     Shapes: X (N, in_features) -> Y (N, out_features); W (out_features, in_features) as in the
-    seed (row j holds the weights into output j); B (out_features,).
+    seed (row j holds the weights into output j); B (out_features,). Stored as ``params["W"]``
+    and ``params["b"]``; their gradients as ``grads["W"]`` and ``grads["b"]``.
 
     Backward, given dE/dY (N, out) and summing the seed's per-sample formulas over the batch:
         dE/dW = (dE/dY)ᵀ·X        (out, in)   — the seed's dE/dY·Xᵀ, one outer product per sample
@@ -51,14 +52,14 @@ class Dense(Layer):
         self.params["W"] = initializers.get(self.init)(rng, shape, self.in_features,
                                                        self.out_features, self.dtype)
         if self.bias:
-            self.params["B"] = initializers.zeros(rng, (self.out_features,), 0, 0, self.dtype)
+            self.params["b"] = initializers.zeros(rng, (self.out_features,), 0, 0, self.dtype)
 
     def forward(self, x: Any) -> Any:
-        self.check_input(x, ndim=2, features=self.in_features)
+        self.check_input(x, ndim=2, features=self.in_features, dtype=self.params["W"].dtype)
         self.x = x
         y = self.xp.matmul(x, self.xp.matrix_transpose(self.params["W"]))
         if self.bias:
-            y += self.params["B"]
+            y += self.params["b"]
         return y
 
     def backward(self, grad_out: Any) -> Any:
@@ -67,5 +68,5 @@ class Dense(Layer):
         self.check_grad(grad_out, (x.shape[0], self.out_features))
         self.grads["W"] = xp.matmul(xp.matrix_transpose(grad_out), x)
         if self.bias:
-            self.grads["B"] = xp.sum(grad_out, axis=0)
+            self.grads["b"] = xp.sum(grad_out, axis=0)
         return xp.matmul(grad_out, self.params["W"])
