@@ -11,6 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)" || echo "note: $(TORCH_SPEC) could not be installed; the torch backend will be skipped"
+	$(PY) -m pip install -q "jax>=0.4.30" || echo "note: jax could not be installed; the jax backend will be skipped"
 	$(PY) -m pip install -q -e ".[test,plot,progress]"
 	touch $@
 
