@@ -1,23 +1,38 @@
-"""Layers: `Dense` (the seed's section 2) and activation layers (section 3), on any backend."""
+"""Layers: `Dense` (the seed's section 2), activation layers (section 3), convolution, pooling,
+reshaping, dropout and batch normalization (docs/math.md §7-§10), on any backend."""
 
 from .activations import Activation, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .base import Layer
+from .conv import Conv2D
 from .dense import Dense
+from .dropout import Dropout
+from .normalization import BatchNorm1D, BatchNorm2D
+from .pooling import AvgPool2D, MaxPool2D
+from .reshape import Flatten, Reshape
 
 #: every layer class by name: what a saved model's config may name (see ailib.io)
 LAYERS: dict[str, type[Layer]] = {
     cls.__name__: cls
-    for cls in (Dense, Identity, Tanh, Sigmoid, ReLU, LeakyReLU, Softmax)
+    for cls in (Dense, Identity, Tanh, Sigmoid, ReLU, LeakyReLU, Softmax, Conv2D, MaxPool2D,
+                AvgPool2D, Flatten, Reshape, Dropout, BatchNorm1D, BatchNorm2D)
 }
 
 __all__ = [
     "LAYERS",
     "Activation",
+    "AvgPool2D",
+    "BatchNorm1D",
+    "BatchNorm2D",
+    "Conv2D",
     "Dense",
+    "Dropout",
+    "Flatten",
     "Identity",
     "Layer",
     "LeakyReLU",
+    "MaxPool2D",
     "ReLU",
+    "Reshape",
     "Sigmoid",
     "Softmax",
     "Tanh",

@@ -1,0 +1,156 @@
+"""2-D convolution on NCHW batches by im2col and one matrix product (docs/math.md §7)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from ..backends import Backend, Random
+from . import init as initializers
+from ._windows import fold, output_size, pad_edges, pair, windows
+from .base import Layer
+
+
+class Conv2D(Layer):
+    """Y[n, o] = Σ_c W[o, c] ⋆ X[n, c] + B[o]: a cross-correlation, as in every deep-learning library.
+
+    Shapes: X (N, C_in, H, W) -> Y (N, C_out, H_out, W_out) with
+    H_out = ⌊(H + 2·p_h − k_h) / s_h⌋ + 1 (likewise W_out); W (C_out, C_in, k_h, k_w); B (C_out,).
+    Stored as ``params["W"]`` and ``params["b"]``.
+
+    im2col (docs/math.md §7): the zero-padded input, laid out channels-first (C, N, H, W), is cut
+    into its k_h·k_w strided windows (`ailib.layers._windows.windows`); stacking them gives the
+    column matrix X̂ of shape (C_in·k_h·k_w, N·H_out·W_out), and then, with Ŵ = W reshaped to
+    (C_out, C_in·k_h·k_w), the seed's Dense formulas apply unchanged:
+        forward:  Ŷ = Ŵ·X̂ + B                           (C_out, N·H_out·W_out)
+        backward: dE/dW = dE/dŶ·X̂ᵀ,  dE/dB = Σ_columns dE/dŶ,  dE/dX̂ = Ŵᵀ·dE/dŶ
+    and dE/dX is col2im of dE/dX̂: each window's slice of it is added back at its offset
+    (`fold`, a sum of shifted pieces built by concatenation, never by scatter), then the padding
+    is cropped.
+
+    Args:
+        in_channels, out_channels: C_in and C_out.
+        kernel_size, stride, padding: an int or a (rows, cols) pair; padding adds zeros on every
+            side.
+        init: initialiser of W by name (fan_in = C_in·k_h·k_w, fan_out = C_out·k_h·k_w).
+        bias: whether to learn B.
+        seed: seed of the initial weights (`Sequential(seed=...)` re-draws them in layer order).
+
+    The attributes ``in_channels`` and ``out_channels`` describe the expected input; the layer
+    has no ``in_features`` since it takes images, not feature rows.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = 1,
+        padding: int | Sequence[int] = 0,
+        *,
+        init: str = "he_normal",
+        bias: bool = True,
+        seed: int | None = None,
+        backend: str | Backend | None = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(backend=backend, dtype=dtype)
+        if not (
+            isinstance(in_channels, int)
+            and isinstance(out_channels, int)
+            and in_channels >= 1
+            and out_channels >= 1
+        ):
+            raise ValueError(
+                f"Conv2D: in_channels and out_channels must be positive ints, "
+                f"received ({in_channels!r}, {out_channels!r})"
+            )
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = pair(kernel_size, "kernel_size", self.name)
+        self.stride = pair(stride, "stride", self.name)
+        self.padding = pair(padding, "padding", self.name, minimum=0)
+        self.init, self.bias = init, bias
+        initializers.get(init)  # fail early on an unknown name
+        self.cols = None
+        self.x_shape: tuple[int, ...] = ()
+        self.reset_parameters(self.backend.random(seed))
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": list(self.padding),
+            "init": self.init,
+            "bias": self.bias,
+        }
+
+    def reset_parameters(self, rng: Random) -> None:
+        kh, kw = self.kernel_size
+        shape = (self.out_channels, self.in_channels, kh, kw)
+        self.params["W"] = initializers.get(self.init)(
+            rng, shape, self.in_channels * kh * kw, self.out_channels * kh * kw, self.dtype
+        )
+        if self.bias:
+            self.params["b"] = initializers.zeros(rng, (self.out_channels,), 0, 0, self.dtype)
+
+    def output_shape(self, height: int, width: int) -> tuple[int, int]:
+        """(H_out, W_out) for an input of height × width."""
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        return output_size(height, kh, sh, ph), output_size(width, kw, sw, pw)
+
+    def forward(self, x: Any) -> Any:
+        self._check(x)
+        xp, w = self.xp, self.params["W"]
+        n, c, h, wd = x.shape
+        oh, ow = self.output_shape(h, wd)
+        (ph, pw), k = self.padding, self.kernel_size[0] * self.kernel_size[1]
+        # NOTE: channels first, so that the stacked windows are already X̂'s (C·k, N·H·W) layout
+        # and no transpose of the large column matrix is needed.
+        image = pad_edges(xp, self.backend.device, xp.permute_dims(x, (1, 0, 2, 3)), ph, ph, pw, pw)
+        pieces = windows(image, self.kernel_size, self.stride, (oh, ow))
+        self.cols = xp.reshape(xp.stack(pieces, axis=1), (c * k, n * oh * ow))
+        self.x_shape = (n, c, h, wd)
+        y = xp.matmul(xp.reshape(w, (self.out_channels, c * k)), self.cols)
+        if self.bias:
+            y += xp.expand_dims(self.params["b"], axis=1)
+        return xp.permute_dims(xp.reshape(y, (self.out_channels, n, oh, ow)), (1, 0, 2, 3))
+
+    def backward(self, grad_out: Any) -> Any:
+        self.require_forward(self.cols)
+        xp, w = self.xp, self.params["W"]
+        n, c, h, wd = self.x_shape
+        oh, ow = self.output_shape(h, wd)
+        self.check_grad(grad_out, (n, self.out_channels, oh, ow))
+        (ph, pw), k = self.padding, self.kernel_size[0] * self.kernel_size[1]
+        grad = xp.reshape(xp.permute_dims(grad_out, (1, 0, 2, 3)), (self.out_channels, n * oh * ow))
+        self.grads["W"] = xp.reshape(xp.matmul(grad, xp.matrix_transpose(self.cols)), w.shape)
+        if self.bias:
+            self.grads["b"] = xp.sum(grad, axis=1)
+        w_hat = xp.reshape(w, (self.out_channels, c * k))
+        grad_cols = xp.reshape(xp.matmul(xp.matrix_transpose(w_hat), grad), (c, k, n, oh, ow))
+        pieces = [grad_cols[:, i, ...] for i in range(k)]
+        image = fold(
+            xp,
+            self.backend.device,
+            pieces,
+            self.kernel_size,
+            self.stride,
+            (h + 2 * ph, wd + 2 * pw),
+        )
+        return xp.permute_dims(image[..., ph : ph + h, pw : pw + wd], (1, 0, 2, 3))
+
+    def _check(self, x: Any) -> None:
+        self.check_input(x, dtype=self.params["W"].dtype)
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{self.name}: expected input of shape (N, {self.in_channels}, H, W) (NCHW), "
+                f"received {tuple(x.shape)}"
+                + ("; add a Reshape layer first for flat rows" if x.ndim == 2 else "")
+            )
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        if x.shape[2] + 2 * ph < kh or x.shape[3] + 2 * pw < kw:
+            raise ValueError(
+                f"{self.name}: the input's spatial size {tuple(x.shape[2:])} plus padding "
+                f"{self.padding} is smaller than the kernel {self.kernel_size}"
+            )

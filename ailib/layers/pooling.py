@@ -1,0 +1,120 @@
+"""Max and average pooling over the spatial axes of NCHW batches (docs/math.md §8)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from ..backends import Backend
+from ._windows import fold, output_size, pair, windows
+from .base import Layer
+
+
+class _Pool2D(Layer):
+    """Shared shape logic: windows of k_h × k_w moved by the stride (default: the kernel size,
+    non-overlapping), no padding; H_out = ⌊(H − k_h) / s_h⌋ + 1, likewise W_out. Rows and columns
+    no window reaches (when the stride does not divide H − k_h) get zero gradient."""
+
+    def __init__(
+        self,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] | None = None,
+        *,
+        backend: str | Backend | None = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(backend=backend, dtype=dtype)
+        self.kernel_size = pair(kernel_size, "kernel_size", self.name)
+        self.stride = self.kernel_size if stride is None else pair(stride, "stride", self.name)
+        self.x_shape: tuple[int, ...] | None = None
+
+    def get_config(self) -> dict[str, Any]:
+        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride)}
+
+    def output_shape(self, height: int, width: int) -> tuple[int, int]:
+        """(H_out, W_out) for an input of height × width."""
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        return output_size(height, kh, sh), output_size(width, kw, sw)
+
+    def _pieces(self, x: Any) -> list[Any]:
+        self.check_input(x, dtype=None)
+        if x.ndim != 4:
+            raise ValueError(
+                f"{self.name}: expected a 4-d input (N, C, H, W), received shape "
+                f"{tuple(x.shape)} ({x.ndim}-d)"
+            )
+        if x.shape[2] < self.kernel_size[0] or x.shape[3] < self.kernel_size[1]:
+            raise ValueError(
+                f"{self.name}: the input's spatial size {tuple(x.shape[2:])} is "
+                f"smaller than the kernel {self.kernel_size}"
+            )
+        self.x_shape = tuple(x.shape)
+        return windows(x, self.kernel_size, self.stride, self.output_shape(*x.shape[2:]))
+
+    def _fold(self, pieces: list[Any]) -> Any:
+        _, _, h, w = self.x_shape
+        return fold(self.xp, self.backend.device, pieces, self.kernel_size, self.stride, (h, w))
+
+    def _check_backward(self, grad_out: Any) -> None:
+        self.require_forward(self.x_shape)
+        n, c, h, w = self.x_shape
+        self.check_grad(grad_out, (n, c, *self.output_shape(h, w)))
+
+
+class MaxPool2D(_Pool2D):
+    """Y[n, c, a, b] = max over the window at (s_h·a, s_w·b) of X[n, c].
+
+    Shapes: X (N, C, H, W) -> Y (N, C, H_out, W_out).
+
+    Backward (docs/math.md §8): the max is locally the selection of one entry, so dE/dY[a, b]
+    goes, whole, to the position of the window's maximum and every other entry of the window
+    gets 0; with overlapping windows an input entry adds up what it receives from each window.
+    Ties: the gradient goes to the FIRST maximal entry in row-major order within the window
+    (the first index `argmax` returns), never split, so the rule is the same on every backend.
+    """
+
+    def __init__(
+        self,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] | None = None,
+        *,
+        backend: str | Backend | None = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(kernel_size, stride, backend=backend, dtype=dtype)
+        self.argmax = None
+
+    def forward(self, x: Any) -> Any:
+        xp = self.xp
+        stacked = xp.stack(self._pieces(x), axis=0)  # (k_h·k_w, N, C, H_out, W_out)
+        self.argmax = xp.argmax(stacked, axis=0)
+        return xp.max(stacked, axis=0)
+
+    def backward(self, grad_out: Any) -> Any:
+        self._check_backward(grad_out)
+        xp = self.xp
+        count = self.kernel_size[0] * self.kernel_size[1]
+        pieces = [xp.where(self.argmax == k, grad_out, 0.0) for k in range(count)]
+        return self._fold(pieces)
+
+
+class AvgPool2D(_Pool2D):
+    """Y[n, c, a, b] = (1 / (k_h·k_w)) Σ over the window at (s_h·a, s_w·b) of X[n, c].
+
+    Shapes: X (N, C, H, W) -> Y (N, C, H_out, W_out).
+
+    Backward (docs/math.md §8): every entry of a window receives dE/dY[a, b] / (k_h·k_w); with
+    overlapping windows the shares add up.
+    """
+
+    def forward(self, x: Any) -> Any:
+        pieces = self._pieces(x)
+        total = pieces[0]
+        for piece in pieces[1:]:
+            total = total + piece
+        return total / float(len(pieces))
+
+    def backward(self, grad_out: Any) -> Any:
+        self._check_backward(grad_out)
+        count = self.kernel_size[0] * self.kernel_size[1]
+        share = grad_out / float(count)
+        return self._fold([share] * count)
