@@ -10,19 +10,23 @@ Importing ailib imports no GPU or framework library; a backend's library is impo
 backend is first asked for.
 """
 
-from . import backends, layers, losses, optimizers
+from . import backends, datasets, layers, losses, optimizers
 from .backends import BackendUnavailable, get_default, set_backend
+from .io import ModelFileError, load
 from .model import Sequential, TrainingDiverged
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailable",
+    "ModelFileError",
     "Sequential",
     "TrainingDiverged",
     "backends",
+    "datasets",
     "get_default",
     "layers",
+    "load",
     "losses",
     "optimizers",
     "set_backend",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any, Callable, Iterable
 
@@ -97,6 +98,13 @@ class Sequential:
         """Every parameter as ``{"<layer index>.<name>": array}``."""
         return {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.params.items()}
 
+    def save(self, path: str | os.PathLike) -> Any:
+        """Write the architecture and weights to one ``.npz`` file; `ailib.load` reads it back
+        on any backend (format: `ailib.io`)."""
+        from . import io as model_io  # io imports this module
+
+        return model_io.save(self, path)
+
     # -- data at the boundary ----------------------------------------------------------------
     def _inputs(self, x: Any, who: str) -> Any:
         """``x`` as a floating array of the model's dtype on its device; NumPy arrays are moved
@@ -174,7 +182,8 @@ class Sequential:
             optimizer: optimizers.Optimizer | str = "sgd", epochs: int = 1, batch_size: int = 32,
             shuffle: bool = True, validation_data: tuple[Any, Any] | None = None,
             verbose: bool = False, progress: Progress | None = None,
-            log_every: int = 50) -> dict[str, list[float]]:
+            log_every: int = 50, checkpoint: str | os.PathLike | None = None,
+            resume: bool = False) -> dict[str, list[float]]:
         """Train on (x, y) for ``epochs`` passes of mini-batches; returns the history.
 
         x and y may be NumPy arrays (moved to the device once, here) or arrays of this backend.
@@ -182,6 +191,11 @@ class Sequential:
         then runs `train_step` per batch. Losses stay on the device and are read back every
         ``log_every`` steps and at the end of the epoch, never per step; a NaN or infinite loss
         stops training with `TrainingDiverged` naming the exact epoch and step.
+
+        With ``checkpoint`` (a path), the model, the optimizer's state, the epoch and the history
+        are saved there after every epoch (`ailib.io.save_checkpoint`). With ``resume=True`` too,
+        a checkpoint already there is restored first and training continues after its epoch up
+        to ``epochs`` (the same result as an uninterrupted run); without one it starts afresh.
 
         Returns:
             ``{"loss": [...], "accuracy": [...], "val_loss": [...], "val_accuracy": [...]}``, one
@@ -202,8 +216,14 @@ class Sequential:
             vx = self._inputs(validation_data[0], who + " (validation_data)")
             vy = self._targets(validation_data[1], vx.shape[0], loss, who + " (validation_data)")
         history: dict[str, list[float]] = {}
+        done = 0
+        if checkpoint is not None:
+            from . import io as model_io  # io imports this module
+
+            if resume and os.path.exists(checkpoint):
+                done, history = model_io.restore_checkpoint(self, checkpoint, optimizer)
         steps = math.ceil(n / batch_size)
-        for epoch in range(1, epochs + 1):
+        for epoch in range(done + 1, epochs + 1):
             self.train()
             start = time.perf_counter()
             order = self.rng.permutation(n) if shuffle else None
@@ -226,6 +246,8 @@ class Sequential:
             record["seconds"] = time.perf_counter() - start
             for key, value in record.items():
                 history.setdefault(key, []).append(value)
+            if checkpoint is not None:
+                model_io.save_checkpoint(self, checkpoint, optimizer, epoch, history)
             if progress is not None:
                 progress({"event": "epoch_end", "epoch": epoch, "epochs": epochs, **record})
             if verbose:
