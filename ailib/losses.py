@@ -149,7 +149,8 @@ class CategoricalCrossEntropy(Loss):
 
 class SoftmaxCrossEntropy(Loss):
     """Softmax followed by cross-entropy, fused, on logits Z:
-    E = (1/N) Σₙ [log Σᵢ e^(Zₙᵢ) − Σᵢ Yₙᵢ Zₙᵢ] (for rows Y summing to 1); dE/dZ = (softmax(Z) − Y)/N.
+    E = −(1/N) Σₙ Σᵢ Yₙᵢ log softmax(Zₙ)ᵢ; for rows Y summing to 1 (labels, one-hot),
+    dE/dZ = (softmax(Z) − Y)/N.
 
     The fused form never takes the log of a rounded-to-zero probability, and its gradient is the
     simple (p − y)/N derived in docs/math.md §5.
@@ -162,7 +163,9 @@ class SoftmaxCrossEntropy(Loss):
         shifted = y_pred - xp.max(y_pred, axis=-1, keepdims=True)
         log_p = shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
         value = -xp.sum(target * log_p) / n
-        return value, (xp.exp(log_p) - target) / n
+        # NOTE: dE/dZ = (P·Σᵢ Yᵢ − Y)/N, which is (P − Y)/N for labels and one-hot rows; keeping
+        # the row sum makes the gradient exact for soft targets that do not sum to 1 too.
+        return value, (xp.exp(log_p) * xp.sum(target, axis=-1, keepdims=True) - target) / n
 
     def probabilities(self, xp: Any, logits: Any) -> Any:
         return softmax(xp, logits)

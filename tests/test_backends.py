@@ -98,3 +98,10 @@ def test_import_ailib_imports_no_gpu_or_framework_library() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_device_that_does_not_exist_is_unavailable_not_a_crash() -> None:
+    with pytest.raises(BackendUnavailable, match="array_api_strict has no device 'gpu'"):
+        ailib.backends.get("array_api_strict:gpu")
+    if ailib.backends.why_unavailable("jax") is None:
+        assert ailib.backends.get("jax:cpu").asarray([1.0]).dtype == ailib.backends.get("jax").xp.float32

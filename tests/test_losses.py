@@ -123,3 +123,12 @@ def test_loss_lookup_by_name() -> None:
     assert isinstance(ailib.losses.get("mse"), MSE)
     with pytest.raises(ValueError, match="unknown loss 'hinge'"):
         ailib.losses.get("hinge")
+
+
+def test_softmax_cross_entropy_gradient_is_exact_for_unnormalised_soft_targets(
+        backend: ailib.backends.Backend, rng: np.random.Generator) -> None:
+    z = rng.standard_normal((4, 3))
+    t = backend.asarray(rng.uniform(0.0, 1.0, (4, 3)))  # rows do not sum to 1
+    loss = SoftmaxCrossEntropy()
+    numeric = numeric_grad(lambda q: float(host(loss(backend.asarray(q), t))), z)
+    assert_grad_close(loss.grad(backend.asarray(z), t), numeric)

@@ -121,7 +121,7 @@ class Backend:
 
         return array_api_compat.device(x)
 
-    def asarray(self, x: Any, dtype: Any = None, copy: bool | None = None) -> Any:
+    def asarray(self, x: Any, dtype: Any = None) -> Any:
         """``x`` (a host NumPy array, a Python scalar/list or an array of this backend) on this
         backend's device, cast to ``dtype`` (a name or a dtype) when given."""
         dtype = None if dtype is None else self.dtype(dtype)

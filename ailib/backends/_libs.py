@@ -119,7 +119,14 @@ def make_jax(device: Any = None) -> Backend:
     jax = _import("jax")
     jax.config.update("jax_enable_x64", True)  # float64 for gradient checks; float32 stays default
     jnp = importlib.import_module("jax.numpy")
-    dev = jax.devices()[0] if device is None else device
+    if device is None or isinstance(device, str):
+        try:  # "cpu", "gpu", "cuda" or "gpu:1" name a platform and an index
+            platform, _, index = (device or "").partition(":")
+            dev = (jax.devices(platform) if platform else jax.devices())[int(index or 0)]
+        except (RuntimeError, IndexError) as exc:
+            raise BackendUnavailable(f"jax has no device {device!r} here ({exc})") from exc
+    else:
+        dev = device
     return Backend(
         "jax",
         jnp,
@@ -134,7 +141,10 @@ def make_jax(device: Any = None) -> Backend:
 
 def make_array_api_strict(device: Any = None) -> Backend:
     xs = _import("array_api_strict")
-    dev = xs.Device("CPU_DEVICE") if device is None else xs.Device(str(device))
+    try:
+        dev = xs.Device("CPU_DEVICE") if device is None else xs.Device(str(device))
+    except ValueError as exc:
+        raise BackendUnavailable(f"array_api_strict has no device {device!r} ({exc})") from exc
     return Backend(
         "array_api_strict",
         xs,
