@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from . import backends, losses, optimizers
+from ._files import atomic_open
 from .backends import Backend
 from .layers import LAYERS
 from .model import Sequential
@@ -50,8 +50,13 @@ def save(model: Sequential, path: str | os.PathLike) -> Path:
     return _write(Path(path), config, arrays)
 
 
-def save_checkpoint(model: Sequential, path: str | os.PathLike, optimizer: optimizers.Optimizer,
-                    epoch: int, history: dict[str, list[float]]) -> Path:
+def save_checkpoint(
+    model: Sequential,
+    path: str | os.PathLike,
+    optimizer: optimizers.Optimizer,
+    epoch: int,
+    history: dict[str, list[float]],
+) -> Path:
     """Write the model plus everything `fit` needs to continue after ``epoch``: the optimizer's
     state, the history so far and the random generators' states."""
     config, arrays = _model_entries(model)
@@ -67,11 +72,20 @@ def save_checkpoint(model: Sequential, path: str | os.PathLike, optimizer: optim
     config["checkpoint"] = {
         "epoch": int(epoch),
         "history": history,
-        "optimizer": {"class": type(optimizer).__name__, "config": optimizer.get_config(),
-                      "iterations": optimizer.iterations, "state": state},
-        "rng": {"model": model.rng.host.bit_generator.state,
-                "layers": {str(i): layer.rng.host.bit_generator.state
-                           for i, layer in enumerate(model.layers) if _has_rng(layer)}},
+        "optimizer": {
+            "class": type(optimizer).__name__,
+            "config": optimizer.get_config(),
+            "iterations": optimizer.iterations,
+            "state": state,
+        },
+        "rng": {
+            "model": model.rng.host.bit_generator.state,
+            "layers": {
+                str(i): layer.rng.host.bit_generator.state
+                for i, layer in enumerate(model.layers)
+                if _has_rng(layer)
+            },
+        },
     }
     return _write(Path(path), config, arrays)
 
@@ -87,8 +101,10 @@ def _model_entries(model: Sequential) -> tuple[dict[str, Any], dict[str, np.ndar
     layers = []
     for i, layer in enumerate(model.layers):
         if LAYERS.get(layer.name) is not type(layer):
-            raise ValueError(f"save: layer {i} ({type(layer).__qualname__}) is not in "
-                             f"ailib.layers.LAYERS, so a saved file could not name it")
+            raise ValueError(
+                f"save: layer {i} ({type(layer).__qualname__}) is not in "
+                f"ailib.layers.LAYERS, so a saved file could not name it"
+            )
         entry: dict[str, Any] = {"class": layer.name, "config": layer.get_config()}
         for kind in ("params", "buffers"):
             entry[kind] = {}
@@ -97,30 +113,31 @@ def _model_entries(model: Sequential) -> tuple[dict[str, Any], dict[str, np.ndar
                 arrays[f"layers.{i}.{kind}.{name}"] = host
                 entry[kind][name] = {"shape": list(host.shape), "dtype": host.dtype.name}
         layers.append(entry)
-    config = {"format": FORMAT, "version": VERSION, "ailib_version": __version__,
-              "dtype": model.backend.dtype_name(model.dtype), "seed": model.seed,
-              "saved_from": model.backend.name, "layers": layers,
-              "loss": type(model.loss).__name__ if model.loss is not None else None}
+    config = {
+        "format": FORMAT,
+        "version": VERSION,
+        "ailib_version": __version__,
+        "dtype": model.backend.dtype_name(model.dtype),
+        "seed": model.seed,
+        "saved_from": model.backend.name,
+        "layers": layers,
+        "loss": type(model.loss).__name__ if model.loss is not None else None,
+    }
     return config, arrays
 
 
 def _write(path: Path, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
     text = json.dumps(config, allow_nan=False)
     arrays = {CONFIG_KEY: np.frombuffer(text.encode("utf-8"), dtype=np.uint8), **arrays}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_open(path) as f:
+        np.savez(f, **arrays)
     return path
 
 
 # -- reading --------------------------------------------------------------------------------
-def load(path: str | os.PathLike, backend: str | Backend | None = None,
-         dtype: str | None = None) -> Sequential:
+def load(
+    path: str | os.PathLike, backend: str | Backend | None = None, dtype: str | None = None
+) -> Sequential:
     """The model saved in ``path`` (a model or a checkpoint file), on ``backend`` (None: the
     default backend), in the saved floating dtype unless ``dtype`` is given.
 
@@ -133,8 +150,9 @@ def load(path: str | os.PathLike, backend: str | Backend | None = None,
     return _build(path, config, arrays, backends.get(backend), dtype)
 
 
-def restore_checkpoint(model: Sequential, path: str | os.PathLike,
-                       optimizer: optimizers.Optimizer) -> tuple[int, dict[str, list[float]]]:
+def restore_checkpoint(
+    model: Sequential, path: str | os.PathLike, optimizer: optimizers.Optimizer
+) -> tuple[int, dict[str, list[float]]]:
     """Put the checkpoint's weights into ``model``, its state into ``optimizer`` (same class;
     its settings are kept) and its random states into the model's generators; returns the last
     completed epoch and the history so far."""
@@ -145,13 +163,17 @@ def restore_checkpoint(model: Sequential, path: str | os.PathLike,
     if not isinstance(ckpt, dict):
         raise ModelFileError(f"{path}: a model file, not a checkpoint (no training state)")
     if _architecture(saved) != _architecture(model):
-        raise ModelFileError(f"{path}: the checkpoint's layers {_architecture(saved)} differ from "
-                             f"the model's {_architecture(model)}")
+        raise ModelFileError(
+            f"{path}: the checkpoint's layers {_architecture(saved)} differ from "
+            f"the model's {_architecture(model)}"
+        )
     try:
         opt = ckpt["optimizer"]
         if opt["class"] != type(optimizer).__name__:
-            raise ModelFileError(f"{path}: checkpoint of a {opt['class']} optimizer, fit was given "
-                                 f"a {type(optimizer).__name__}")
+            raise ModelFileError(
+                f"{path}: checkpoint of a {opt['class']} optimizer, fit was given "
+                f"a {type(optimizer).__name__}"
+            )
         state = {}
         for key, slots in opt["state"].items():
             state[key] = dict(slots["scalars"])
@@ -165,7 +187,9 @@ def restore_checkpoint(model: Sequential, path: str | os.PathLike,
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         if isinstance(exc, ModelFileError):
             raise
-        raise ModelFileError(f"{path}: damaged training state ({type(exc).__name__}: {exc})") from exc
+        raise ModelFileError(
+            f"{path}: damaged training state ({type(exc).__name__}: {exc})"
+        ) from exc
     optimizer.state, optimizer.iterations = state, int(opt["iterations"])
     for layer, source in zip(model.layers, saved.layers):
         layer.params.update(source.params)
@@ -188,8 +212,10 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     except (FileNotFoundError, ModelFileError):
         raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error) as exc:
-        raise ModelFileError(f"{path}: not a readable ailib model file, truncated or damaged "
-                             f"({type(exc).__name__}: {exc})") from exc
+        raise ModelFileError(
+            f"{path}: not a readable ailib model file, truncated or damaged "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
     raw = arrays.pop(CONFIG_KEY, None)
     if raw is None or raw.dtype != np.uint8 or raw.ndim != 1:
         raise ModelFileError(f"{path}: no {CONFIG_KEY} entry; not an ailib model file")
@@ -198,22 +224,33 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFileError(f"{path}: {CONFIG_KEY} is not valid JSON ({exc})") from exc
     if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not an ailib model file (format {config.get('format')!r} "
-                             f"is not {FORMAT!r})" if isinstance(config, dict) else
-                             f"{path}: {CONFIG_KEY} is not a JSON object")
+        raise ModelFileError(
+            f"{path}: not an ailib model file (format {config.get('format')!r} is not {FORMAT!r})"
+            if isinstance(config, dict)
+            else f"{path}: {CONFIG_KEY} is not a JSON object"
+        )
     version = config.get("version")
     if not isinstance(version, int) or not 1 <= version <= VERSION:
-        raise ModelFileError(f"{path}: format version {version!r}; this ailib reads versions 1 "
-                             f"to {VERSION} (upgrade ailib for newer files)")
+        raise ModelFileError(
+            f"{path}: format version {version!r}; this ailib reads versions 1 "
+            f"to {VERSION} (upgrade ailib for newer files)"
+        )
     return config, arrays
 
 
-def _build(path: Path, config: dict[str, Any], arrays: dict[str, np.ndarray], be: Backend,
-           dtype: str | None) -> Sequential:
+def _build(
+    path: Path,
+    config: dict[str, Any],
+    arrays: dict[str, np.ndarray],
+    be: Backend,
+    dtype: str | None,
+) -> Sequential:
     """Rebuild the layers from the config and fill them with validated arrays."""
     saved_dtype = config.get("dtype")
     if saved_dtype not in ("float32", "float64") or not isinstance(config.get("layers"), list):
-        raise ModelFileError(f"{path}: config needs a 'dtype' (float32/float64) and a 'layers' list")
+        raise ModelFileError(
+            f"{path}: config needs a 'dtype' (float32/float64) and a 'layers' list"
+        )
     dtype = dtype or saved_dtype
     used, layers = set(), []
     for i, entry in enumerate(config["layers"]):
@@ -221,14 +258,15 @@ def _build(path: Path, config: dict[str, Any], arrays: dict[str, np.ndarray], be
         for kind in ("params", "buffers"):
             fresh, listed = getattr(layer, kind), entry.get(kind)
             if not isinstance(listed, dict) or set(listed) != set(fresh):
-                raise ModelFileError(f"{path}: layer {i} ({layer.name}) lists {kind} "
-                                     f"{listed if not isinstance(listed, dict) else sorted(listed)}"
-                                     f", the layer has {sorted(fresh)}")
+                raise ModelFileError(
+                    f"{path}: layer {i} ({layer.name}) lists {kind} "
+                    f"{listed if not isinstance(listed, dict) else sorted(listed)}"
+                    f", the layer has {sorted(fresh)}"
+                )
             for name, spec in listed.items():
                 key = f"layers.{i}.{kind}.{name}"
                 array = _checked(path, key, arrays, spec, fresh[name], be, saved_dtype)
-                fresh[name] = be.asarray(array,
-                                         dtype=fresh[name].dtype)
+                fresh[name] = be.asarray(array, dtype=fresh[name].dtype)
                 used.add(key)
         layers.append(layer)
     unknown = sorted(k for k in arrays if k not in used and not k.startswith("optimizer."))
@@ -244,16 +282,18 @@ def _build(path: Path, config: dict[str, Any], arrays: dict[str, np.ndarray], be
 def _layer(path: Path, i: int, entry: Any, be: Backend, dtype: str) -> Any:
     if not isinstance(entry, dict) or entry.get("class") not in LAYERS:
         name = entry.get("class") if isinstance(entry, dict) else entry
-        raise ModelFileError(f"{path}: layer {i} is {name!r}, not one of ailib.layers.LAYERS "
-                             f"({', '.join(LAYERS)})")
+        raise ModelFileError(
+            f"{path}: layer {i} is {name!r}, not one of ailib.layers.LAYERS ({', '.join(LAYERS)})"
+        )
     kwargs = entry.get("config")
     if not isinstance(kwargs, dict):
         raise ModelFileError(f"{path}: layer {i} ({entry['class']}) has no config object")
     try:
         return LAYERS[entry["class"]](**_tuples(kwargs), backend=be, dtype=dtype)
     except (TypeError, ValueError) as exc:
-        raise ModelFileError(f"{path}: layer {i} ({entry['class']}) cannot be built from its "
-                             f"config {kwargs}: {exc}") from exc
+        raise ModelFileError(
+            f"{path}: layer {i} ({entry['class']}) cannot be built from its config {kwargs}: {exc}"
+        ) from exc
 
 
 def _tuples(value: Any) -> Any:
@@ -265,8 +305,15 @@ def _tuples(value: Any) -> Any:
     return value
 
 
-def _checked(path: Path, key: str, arrays: dict[str, np.ndarray], spec: Any, fresh: Any,
-             be: Backend, float_dtype: str) -> np.ndarray:
+def _checked(
+    path: Path,
+    key: str,
+    arrays: dict[str, np.ndarray],
+    spec: Any,
+    fresh: Any,
+    be: Backend,
+    float_dtype: str,
+) -> np.ndarray:
     """arrays[key], after checking it against its config entry and the freshly built layer."""
     if key not in arrays:
         raise ModelFileError(f"{path}: missing array {key}")
@@ -275,11 +322,15 @@ def _checked(path: Path, key: str, arrays: dict[str, np.ndarray], spec: Any, fre
         raise ModelFileError(f"{path}: config entry for {key} is not an object")
     expected_shape = tuple(fresh.shape)
     if list(array.shape) != spec.get("shape") or tuple(array.shape) != expected_shape:
-        raise ModelFileError(f"{path}: {key} has shape {tuple(array.shape)}, the config says "
-                             f"{spec.get('shape')} and the layer needs {expected_shape}")
+        raise ModelFileError(
+            f"{path}: {key} has shape {tuple(array.shape)}, the config says "
+            f"{spec.get('shape')} and the layer needs {expected_shape}"
+        )
     floating = be.is_floating(fresh.dtype)
     needed = float_dtype if floating else be.dtype_name(fresh.dtype)
     if array.dtype.name != spec.get("dtype") or array.dtype.name != needed:
-        raise ModelFileError(f"{path}: {key} has dtype {array.dtype}, the config says "
-                             f"{spec.get('dtype')!r} and the model needs {needed}")
+        raise ModelFileError(
+            f"{path}: {key} has dtype {array.dtype}, the config says "
+            f"{spec.get('dtype')!r} and the model needs {needed}"
+        )
     return array

@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Iterable, TextIO
+
+from .._files import atomic_open
 
 CHUNK = 1 << 16
 
@@ -37,8 +38,16 @@ def file_digest(path: str | os.PathLike, algorithm: str = "md5") -> str:
     return h.hexdigest()
 
 
-def download(filename: str, mirrors: Iterable[str], dest_dir: str | os.PathLike, md5: str, *,
-             timeout: float = 30.0, quiet: bool = False, dead: set[str] | None = None) -> Path:
+def download(
+    filename: str,
+    mirrors: Iterable[str],
+    dest_dir: str | os.PathLike,
+    md5: str,
+    *,
+    timeout: float = 30.0,
+    quiet: bool = False,
+    dead: set[str] | None = None,
+) -> Path:
     """Fetch ``filename`` from the first mirror (base URL) that serves it with the published
     ``md5``, into ``dest_dir/filename``; returns that path.
 
@@ -70,25 +79,19 @@ def download(filename: str, mirrors: Iterable[str], dest_dir: str | os.PathLike,
 
 
 def _fetch_verified(url: str, dest: Path, md5: str, timeout: float, quiet: bool) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        h = hashlib.md5()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            total = int(response.headers.get("Content-Length") or 0)
-            bar = _Bar(url, total, None if quiet else sys.stderr)
-            for chunk in iter(lambda: response.read(CHUNK), b""):
-                out.write(chunk)
-                h.update(chunk)
-                bar.update(len(chunk))
-            bar.close()
-        if h.hexdigest() != md5:
+    h = hashlib.md5()
+    with urllib.request.urlopen(url, timeout=timeout) as response, atomic_open(dest) as out:
+        total = int(response.headers.get("Content-Length") or 0)
+        bar = _Bar(url, total, None if quiet else sys.stderr)
+        for chunk in iter(lambda: response.read(CHUNK), b""):
+            out.write(chunk)
+            h.update(chunk)
+            bar.update(len(chunk))
+        bar.close()
+        if h.hexdigest() != md5:  # raising here deletes the temporary file: nothing is cached
             raise ChecksumMismatch(
                 f"{url}: MD5 {h.hexdigest()} does not match the published {md5}; not kept"
             )
-        os.replace(tmp, dest)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 class _Bar:
@@ -108,8 +111,12 @@ class _Bar:
         if self.tty and now - self.shown > 0.1:
             self.shown = now
             pct = f"{100 * self.done / self.total:5.1f}% " if self.total else ""
-            print(f"\rdownloading {self.url} {pct}{self.done / 1e6:.1f} MB", end="",
-                  file=self.stream, flush=True)
+            print(
+                f"\rdownloading {self.url} {pct}{self.done / 1e6:.1f} MB",
+                end="",
+                file=self.stream,
+                flush=True,
+            )
 
     def close(self) -> None:
         if self.stream is None:

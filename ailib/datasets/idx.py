@@ -11,11 +11,12 @@ from __future__ import annotations
 import gzip
 import math
 import os
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from .._files import atomic_open
 
 #: IDX type byte -> big-endian dtype
 IDX_TYPES: dict[int, np.dtype] = {
@@ -43,7 +44,9 @@ def read_bytes(path: str | os.PathLike) -> bytes:
     try:
         return gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
-        raise IDXFormatError(f"{path}: not a valid gzip file ({exc}); delete it and fetch it again") from exc
+        raise IDXFormatError(
+            f"{path}: not a valid gzip file ({exc}); delete it and fetch it again"
+        ) from exc
 
 
 def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
@@ -86,7 +89,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 def idx_bytes(array: np.ndarray) -> bytes:
     """``array`` encoded as IDX bytes."""
     array = np.asarray(array)
-    codes = [c for c, t in IDX_TYPES.items() if t.newbyteorder(">") == array.dtype.newbyteorder(">")]
+    codes = [
+        c for c, t in IDX_TYPES.items() if t.newbyteorder(">") == array.dtype.newbyteorder(">")
+    ]
     if not codes:
         raise TypeError(f"write_idx: dtype {array.dtype} has no IDX type code")
     code, dtype = codes[0], IDX_TYPES[codes[0]]
@@ -104,19 +109,6 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, *, compress: bool | No
     data = idx_bytes(array)
     if compress:
         data = gzip.compress(data, mtime=0)
-    atomic_write(path, data)
+    with atomic_open(path) as f:
+        f.write(data)
     return path
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename, so
-    readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

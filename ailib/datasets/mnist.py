@@ -65,19 +65,29 @@ DATASETS: dict[str, DatasetSpec] = {
         name="mnist",
         title="MNIST",
         files={
-            "train_images": FileSpec("train-images-idx3-ubyte.gz", (60000, 28, 28),
-                                     "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-            "train_labels": FileSpec("train-labels-idx1-ubyte.gz", (60000,),
-                                     "d53e105ee54ea40749a09fcbcd1e9432"),
+            "train_images": FileSpec(
+                "train-images-idx3-ubyte.gz", (60000, 28, 28), "f68b3c2dcbeaaa9fbdd348bbdeb94873"
+            ),
+            "train_labels": FileSpec(
+                "train-labels-idx1-ubyte.gz", (60000,), "d53e105ee54ea40749a09fcbcd1e9432"
+            ),
             "test_images": FileSpec(
-                "t10k-images-idx3-ubyte.gz", (10000, 28, 28), "9fb629c4189551a2d022fa330f9573f3",
-                "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
+                "t10k-images-idx3-ubyte.gz",
+                (10000, 28, 28),
+                "9fb629c4189551a2d022fa330f9573f3",
+                "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            ),
             "test_labels": FileSpec(
-                "t10k-labels-idx1-ubyte.gz", (10000,), "ec29112dd5afa0611ce80d1b7f02629c",
-                "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+                "t10k-labels-idx1-ubyte.gz",
+                (10000,),
+                "ec29112dd5afa0611ce80d1b7f02629c",
+                "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+            ),
         },
-        mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/",
-                 "https://storage.googleapis.com/cvdf-datasets/mnist/"),
+        mirrors=(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        ),
         mirrors_env="AILIB_MNIST_MIRRORS",
         classes=tuple(str(d) for d in range(10)),
     ),
@@ -86,22 +96,44 @@ DATASETS: dict[str, DatasetSpec] = {
         title="Fashion-MNIST",
         files={
             "train_images": FileSpec(
-                "train-images-idx3-ubyte.gz", (60000, 28, 28), "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-                "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+                "train-images-idx3-ubyte.gz",
+                (60000, 28, 28),
+                "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            ),
             "train_labels": FileSpec(
-                "train-labels-idx1-ubyte.gz", (60000,), "25c81989df183df01b3e8a0aad5dffbe",
-                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+                "train-labels-idx1-ubyte.gz",
+                (60000,),
+                "25c81989df183df01b3e8a0aad5dffbe",
+                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            ),
             "test_images": FileSpec(
-                "t10k-images-idx3-ubyte.gz", (10000, 28, 28), "bef4ecab320f06d8554ea6380940ec79",
-                "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+                "t10k-images-idx3-ubyte.gz",
+                (10000, 28, 28),
+                "bef4ecab320f06d8554ea6380940ec79",
+                "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            ),
             "test_labels": FileSpec(
-                "t10k-labels-idx1-ubyte.gz", (10000,), "bb300cfdad3c16e7a12a480ee83cd310",
-                "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+                "t10k-labels-idx1-ubyte.gz",
+                (10000,),
+                "bb300cfdad3c16e7a12a480ee83cd310",
+                "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+            ),
         },
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
         mirrors_env="AILIB_FASHION_MNIST_MIRRORS",
-        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                 "Sneaker", "Bag", "Ankle boot"),
+        classes=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
         system_dirs=("/usr/share/datasets/fashion-mnist",),
     ),
 }
@@ -134,7 +166,9 @@ def search_dirs(spec: DatasetSpec, root: str | os.PathLike | None = None) -> lis
     return dirs
 
 
-def find_local(spec: DatasetSpec, file: FileSpec, root: str | os.PathLike | None = None) -> Path | None:
+def find_local(
+    spec: DatasetSpec, file: FileSpec, root: str | os.PathLike | None = None
+) -> Path | None:
     """The first local copy of ``file`` (compressed or not) along `search_dirs`, or None."""
     for _, directory in search_dirs(spec, root):
         for name in (file.name, file.name.removesuffix(".gz")):
@@ -161,8 +195,15 @@ def load_file(path: Path, file: FileSpec) -> np.ndarray:
     return array
 
 
-def fetch(spec: DatasetSpec, keys: tuple[str, ...], root: str | os.PathLike | None = None, *,
-          download_missing: bool = True, quiet: bool = False, timeout: float = 30.0) -> dict[str, Path]:
+def fetch(
+    spec: DatasetSpec,
+    keys: tuple[str, ...],
+    root: str | os.PathLike | None = None,
+    *,
+    download_missing: bool = True,
+    quiet: bool = False,
+    timeout: float = 30.0,
+) -> dict[str, Path]:
     """Local paths of ``spec``'s files ``keys``, downloading missing ones into the cache."""
     paths, dead, failures = {}, set(), []
     for key in keys:
@@ -170,26 +211,45 @@ def fetch(spec: DatasetSpec, keys: tuple[str, ...], root: str | os.PathLike | No
         path = find_local(spec, file, root)
         if path is None and download_missing:
             try:
-                path = download(file.name, mirrors(spec), cache_dir() / spec.name, file.md5,
-                                timeout=timeout, quiet=quiet, dead=dead)
+                path = download(
+                    file.name,
+                    mirrors(spec),
+                    cache_dir() / spec.name,
+                    file.md5,
+                    timeout=timeout,
+                    quiet=quiet,
+                    dead=dead,
+                )
             except DownloadFailed as exc:
                 failures.append(str(exc))
         if path is None:
-            raise DatasetUnavailable(_unavailable_message(spec, keys, root, download_missing,
-                                                          failures))
+            raise DatasetUnavailable(
+                _unavailable_message(spec, keys, root, download_missing, failures)
+            )
         paths[key] = path
     return paths
 
 
-def _unavailable_message(spec: DatasetSpec, keys: tuple[str, ...], root: str | os.PathLike | None,
-                         downloaded: bool, failures: list[str]) -> str:
+def _unavailable_message(
+    spec: DatasetSpec,
+    keys: tuple[str, ...],
+    root: str | os.PathLike | None,
+    downloaded: bool,
+    failures: list[str],
+) -> str:
     names = ", ".join(spec.files[k].name for k in keys)
     looked = "\n".join(f"  {label}: {d}" for label, d in search_dirs(spec, root))
     if root is None:
-        looked += "\n  (no root given; $AILIB_DATA is not set)" if "AILIB_DATA" not in os.environ \
+        looked += (
+            "\n  (no root given; $AILIB_DATA is not set)"
+            if "AILIB_DATA" not in os.environ
             else "\n  (no root given)"
-    tried = ("\n".join(failures) if failures else "") if downloaded else \
-        "download=False, so nothing was downloaded"
+        )
+    tried = (
+        ("\n".join(failures) if failures else "")
+        if downloaded
+        else "download=False, so nothing was downloaded"
+    )
     return (
         f"{spec.title} is not available: {names} not found.\nLooked in:\n{looked}\n{tried}\n"
         f"To provide the files, download them from {mirrors(spec)[0]} (or any mirror) and put "
@@ -198,8 +258,14 @@ def _unavailable_message(spec: DatasetSpec, keys: tuple[str, ...], root: str | o
     )
 
 
-def load(name: str, split: str, root: str | os.PathLike | None = None, *, download: bool = True,
-         quiet: bool = False) -> Arrays:
+def load(
+    name: str,
+    split: str,
+    root: str | os.PathLike | None = None,
+    *,
+    download: bool = True,
+    quiet: bool = False,
+) -> Arrays:
     """One split ("train" or "test") of dataset ``name`` ("mnist", "fashion-mnist") as
     (images uint8 (N, 28, 28), labels int64 (N,)) on the host."""
     spec = DATASETS[name]
@@ -209,30 +275,37 @@ def load(name: str, split: str, root: str | os.PathLike | None = None, *, downlo
     return images, labels.astype(np.int64)
 
 
-def load_mnist(root: str | os.PathLike | None = None, *, download: bool = True,
-               quiet: bool = False) -> tuple[Arrays, Arrays]:
+def load_mnist(
+    root: str | os.PathLike | None = None, *, download: bool = True, quiet: bool = False
+) -> tuple[Arrays, Arrays]:
     """MNIST as ``(x_train, y_train), (x_test, y_test)``: uint8 images (N, 28, 28) and int64
     labels (N,), 60,000 + 10,000, on the host. See the module docstring for where the files are
     looked for; ``download=False`` never touches the network; ``quiet`` hides download progress."""
-    return (load("mnist", "train", root, download=download, quiet=quiet),
-            load("mnist", "test", root, download=download, quiet=quiet))
+    return (
+        load("mnist", "train", root, download=download, quiet=quiet),
+        load("mnist", "test", root, download=download, quiet=quiet),
+    )
 
 
-def load_mnist_test(root: str | os.PathLike | None = None, *, download: bool = True,
-                    quiet: bool = False) -> Arrays:
+def load_mnist_test(
+    root: str | os.PathLike | None = None, *, download: bool = True, quiet: bool = False
+) -> Arrays:
     """Only MNIST's 10,000 test digits, ``(x, y)``: needs just the two t10k files, so a directory
     holding only those is enough. Split them with `train_test_split` to train and test on real
     digits without the 60,000-image training files."""
     return load("mnist", "test", root, download=download, quiet=quiet)
 
 
-def load_fashion_mnist(root: str | os.PathLike | None = None, *, download: bool = True,
-                       quiet: bool = False) -> tuple[Arrays, Arrays]:
+def load_fashion_mnist(
+    root: str | os.PathLike | None = None, *, download: bool = True, quiet: bool = False
+) -> tuple[Arrays, Arrays]:
     """Fashion-MNIST as ``(x_train, y_train), (x_test, y_test)``, like `load_mnist`; the class
     names are ``FASHION_MNIST_CLASSES``. Found without a download where Debian's
     ``dataset-fashion-mnist`` package is installed."""
-    return (load("fashion-mnist", "train", root, download=download, quiet=quiet),
-            load("fashion-mnist", "test", root, download=download, quiet=quiet))
+    return (
+        load("fashion-mnist", "train", root, download=download, quiet=quiet),
+        load("fashion-mnist", "test", root, download=download, quiet=quiet),
+    )
 
 
 FASHION_MNIST_CLASSES = DATASETS["fashion-mnist"].classes

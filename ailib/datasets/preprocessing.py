@@ -19,20 +19,26 @@ def flatten(x: np.ndarray) -> np.ndarray:
     return x.reshape(x.shape[0], -1)
 
 
-def one_hot(y: np.ndarray, classes: int | None = None, dtype: str | np.dtype = "float32") -> np.ndarray:
+def one_hot(
+    y: np.ndarray, classes: int | None = None, dtype: str | np.dtype = "float32"
+) -> np.ndarray:
     """Integer labels (N,) -> rows e_label (N, classes); ``classes`` defaults to max(y) + 1."""
     y = np.asarray(y)
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"one_hot: expected integer labels of shape (N,), received {y.dtype} {y.shape}")
+        raise ValueError(
+            f"one_hot: expected integer labels of shape (N,), received {y.dtype} {y.shape}"
+        )
     classes = int(y.max()) + 1 if classes is None else int(classes)
     if y.size and (y.min() < 0 or y.max() >= classes):
-        raise ValueError(f"one_hot: labels must lie in [0, {classes - 1}], received "
-                         f"[{y.min()}, {y.max()}]")
+        raise ValueError(
+            f"one_hot: labels must lie in [0, {classes - 1}], received [{y.min()}, {y.max()}]"
+        )
     return (y[:, None] == np.arange(classes)).astype(dtype)
 
 
-def train_test_split(x: np.ndarray, y: np.ndarray, test_size: int | float = 0.2,
-                     seed: int = 0) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def train_test_split(
+    x: np.ndarray, y: np.ndarray, test_size: int | float = 0.2, seed: int = 0
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """A seeded shuffle of (x, y) split into ``(x_train, y_train), (x_test, y_test)``.
 
     ``test_size`` is a count (int) or a fraction in (0, 1); the same seed gives the same split.
