@@ -29,15 +29,6 @@ class DownloadFailed(OSError):
     """Every mirror failed for one file; the message lists each URL and why."""
 
 
-def file_digest(path: str | os.PathLike, algorithm: str = "md5") -> str:
-    """The hex digest of a file's bytes."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def download(
     filename: str,
     mirrors: Iterable[str],
