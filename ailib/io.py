@@ -204,10 +204,10 @@ def _architecture(model: Sequential) -> list[tuple[str, Any]]:
 def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The config and every array of ``path``, or a ModelFileError saying why not."""
     try:
-        npz = np.load(path, allow_pickle=False)
-        if not isinstance(npz, np.lib.npyio.NpzFile):
-            raise ModelFileError(f"{path}: a single .npy array, not an ailib model archive")
-        with npz:
+        with open(path, "rb") as f:  # np.load leaks its own handle when the archive is damaged
+            npz = np.load(f, allow_pickle=False)
+            if not isinstance(npz, np.lib.npyio.NpzFile):
+                raise ModelFileError(f"{path}: a single .npy array, not an ailib model archive")
             arrays = {key: npz[key] for key in npz.files}
     except (FileNotFoundError, ModelFileError):
         raise

@@ -1,0 +1,337 @@
+"""Model files: round trips across backends and through every layer class, damaged files refused,
+atomic writes, and checkpoints that resume exactly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+import ailib
+from ailib import io, zoo
+from ailib.layers import (
+    LAYERS,
+    AvgPool2D,
+    BatchNorm1D,
+    BatchNorm2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    Identity,
+    LeakyReLU,
+    MaxPool2D,
+    ReLU,
+    Reshape,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
+from ailib.optimizers import SGD, Adam
+
+from .helpers import assert_close, host
+
+X = np.random.default_rng(0).random((16, 64), dtype=np.float32)
+Y = np.arange(16) % 3
+
+
+def every_layer() -> list[ailib.layers.Layer]:
+    """One model holding every class of ailib.layers.LAYERS."""
+    return [
+        Reshape((1, 8, 8)),
+        Conv2D(1, 2, 3, padding=1),
+        BatchNorm2D(2),
+        ReLU(),
+        MaxPool2D(2),
+        AvgPool2D(2),
+        Flatten(),
+        Dense(8, 6),
+        BatchNorm1D(6),
+        Tanh(),
+        Sigmoid(),
+        LeakyReLU(0.2),
+        Identity(),
+        Dropout(0.3),
+        Dense(6, 3),
+        Softmax(),
+    ]
+
+
+def test_the_round_trip_model_covers_every_layer_class() -> None:
+    assert {layer.name for layer in every_layer()} == set(LAYERS)
+
+
+def small_layers() -> list[ailib.layers.Layer]:
+    return [Dense(64, 6), BatchNorm1D(6), Tanh(), Dropout(0.3), Dense(6, 3), Softmax()]
+
+
+def _trained(layers: list[ailib.layers.Layer]) -> ailib.Sequential:
+    model = ailib.Sequential(layers, backend="numpy", seed=0)
+    model.fit(
+        X, Y, loss="categorical_cross_entropy", optimizer=Adam(lr=0.01), epochs=2, batch_size=8
+    )  # moves BatchNorm's running statistics away from 0 and 1
+    return model
+
+
+def _assert_same_model(a: ailib.Sequential, b: ailib.Sequential) -> None:
+    assert [repr(layer) for layer in a.layers] == [repr(layer) for layer in b.layers]
+    for mine, theirs in zip(a.layers, b.layers):
+        for store in ("params", "buffers"):
+            assert set(getattr(mine, store)) == set(getattr(theirs, store))
+            for name, value in getattr(theirs, store).items():
+                np.testing.assert_array_equal(host(getattr(mine, store)[name]), host(value))
+
+
+def test_save_on_one_backend_load_on_another(
+    backend: ailib.backends.Backend, tmp_path: Path
+) -> None:
+    model = _trained(small_layers())
+    there = ailib.load(model.save(tmp_path / "numpy.npz"), backend=backend)
+    assert there.backend is backend and there.dtype == backend.float_dtype
+    _assert_same_model(there, model)
+    assert_close(there.predict(X), model.predict(X))
+    assert type(there.loss).__name__ == "CategoricalCrossEntropy"
+    back = ailib.load(there.save(tmp_path / f"{backend.name}.npz"), backend="numpy")
+    _assert_same_model(back, model)
+
+
+def test_every_layer_class_round_trips(tmp_path: Path) -> None:
+    model = _trained(every_layer())
+    there = ailib.load(model.save(tmp_path / "m.npz"), backend="array_api_strict")
+    _assert_same_model(there, model)
+    assert_close(there.predict(X), model.predict(X))
+
+
+def test_file_is_plain_npz_with_a_json_config(tmp_path: Path) -> None:
+    path = ailib.Sequential(zoo.mlp(4, (3,), 2), backend="numpy", seed=0).save(tmp_path / "m.npz")
+    with np.load(path, allow_pickle=False) as npz:
+        config = json.loads(npz["config.json"].tobytes())
+        assert sorted(npz.files) == [
+            "config.json",
+            "layers.0.params.W",
+            "layers.0.params.b",
+            "layers.2.params.W",
+            "layers.2.params.b",
+        ]
+    assert config["format"] == "ailib.model" and config["version"] == io.VERSION
+    assert config["layers"][0] == {
+        "class": "Dense",
+        "config": {"in_features": 4, "out_features": 3, "init": "he_normal", "bias": True},
+        "params": {
+            "W": {"shape": [3, 4], "dtype": "float32"},
+            "b": {"shape": [3], "dtype": "float32"},
+        },
+        "buffers": {},
+    }
+
+
+def test_float64_models_keep_their_dtype(tmp_path: Path) -> None:
+    model = ailib.Sequential(zoo.mlp(4, (3,), 2), backend="numpy", dtype="float64", seed=0)
+    loaded = ailib.load(model.save(tmp_path / "m.npz"))
+    assert loaded.layers[0].params["W"].dtype == np.float64
+
+
+def test_save_refuses_a_layer_outside_the_registry(tmp_path: Path) -> None:
+    class Custom(ReLU):
+        pass
+
+    with pytest.raises(ValueError, match="not in ailib.layers.LAYERS"):
+        ailib.Sequential([Dense(2, 2), Custom()], backend="numpy").save(tmp_path / "m.npz")
+
+
+# -- damaged files --------------------------------------------------------------------------
+@pytest.fixture
+def saved(tmp_path: Path) -> Path:
+    return ailib.Sequential(zoo.mlp(4, (3,), 2), backend="numpy", seed=0).save(tmp_path / "m.npz")
+
+
+def _rewrite(path: Path, change: Callable[[dict[str, Any], dict[str, np.ndarray]], None]) -> None:
+    """Re-save ``path`` after ``change(config, arrays)`` edits its content."""
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    config = json.loads(arrays.pop("config.json").tobytes())
+    change(config, arrays)
+    np.savez(
+        path, **{"config.json": np.frombuffer(json.dumps(config).encode(), np.uint8)}, **arrays
+    )
+
+
+def _set(mapping: dict, key: str, value: Any) -> None:
+    mapping[key] = value
+
+
+DAMAGE = {
+    "wrong shape": (
+        lambda c, a: _set(a, "layers.0.params.W", np.zeros((4, 3), np.float32)),
+        r"layers.0.params.W has shape \(4, 3\)",
+    ),
+    "wrong dtype": (
+        lambda c, a: _set(a, "layers.0.params.b", np.zeros(3)),
+        "layers.0.params.b has dtype float64",
+    ),
+    "config shape lies": (
+        lambda c, a: _set(c["layers"][0]["params"]["W"], "shape", [3, 5]),
+        r"config says \[3, 5\]",
+    ),
+    "missing array": (lambda c, a: a.pop("layers.2.params.b"), "missing array layers.2.params.b"),
+    "extra array": (
+        lambda c, a: _set(a, "layers.1.params.W", np.zeros(1, np.float32)),
+        "not described by the config: layers.1.params.W",
+    ),
+    "unknown layer": (
+        lambda c, a: _set(c["layers"][1], "class", "os.system"),
+        "'os.system', not one of ailib.layers.LAYERS",
+    ),
+    "bad layer config": (
+        lambda c, a: _set(c["layers"][0]["config"], "units", 3),
+        "cannot be built from its config",
+    ),
+    "params listed wrong": (lambda c, a: _set(c["layers"][0], "params", {}), "lists params"),
+    "newer version": (lambda c, a: _set(c, "version", io.VERSION + 1), "format version 2"),
+    "other format": (lambda c, a: _set(c, "format", "keras"), "not an ailib model file"),
+    "pickled object array": (
+        lambda c, a: _set(a, "layers.0.params.b", np.array([{"x": 1}, None, 3], dtype=object)),
+        "pickle",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_damaged_file_is_refused_naming_file_and_fault(saved: Path, damage: str) -> None:
+    change, message = DAMAGE[damage]
+    _rewrite(saved, change)
+    with pytest.raises(ailib.ModelFileError, match=message) as info:
+        ailib.load(saved)
+    assert str(saved) in str(info.value)
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.9, 0.99])
+def test_truncated_file_is_refused(saved: Path, keep: float) -> None:
+    data = saved.read_bytes()
+    saved.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(ailib.ModelFileError, match=f"{saved}: .*truncated or damaged"):
+        ailib.load(saved)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a model", b'{"format": "ailib.model"}'])
+def test_other_files_are_refused(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "model.npz"
+    path.write_bytes(content)
+    with pytest.raises(ailib.ModelFileError, match=str(path)):
+        ailib.load(path)
+
+
+def test_bad_json_and_npy_files_are_refused(saved: Path, tmp_path: Path) -> None:
+    with np.load(saved) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["config.json"] = np.frombuffer(b'{"format": "ailib.model", ', np.uint8)
+    np.savez(saved, **arrays)
+    with pytest.raises(ailib.ModelFileError, match="not valid JSON"):
+        ailib.load(saved)
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    with pytest.raises(ailib.ModelFileError, match="single .npy array"):
+        ailib.load(tmp_path / "one.npy")
+    with pytest.raises(FileNotFoundError):
+        ailib.load(tmp_path / "absent.npz")
+
+
+def test_a_failed_save_leaves_the_old_file_and_no_debris(
+    saved: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = saved.read_bytes()
+
+    def crash(file: Any, **arrays: Any) -> None:
+        file.write(b"PK half an archive")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", crash)
+    with pytest.raises(OSError, match="disk full"):
+        ailib.Sequential(zoo.mlp(4, (3,), 2), backend="numpy", seed=1).save(saved)
+    assert saved.read_bytes() == before
+    assert [p.name for p in saved.parent.iterdir()] == [saved.name]
+
+
+# -- checkpoints ----------------------------------------------------------------------------
+class Interrupt(Exception):
+    pass
+
+
+def _model() -> ailib.Sequential:
+    return ailib.Sequential(
+        [Dense(64, 16), ReLU(), Dropout(0.2), Dense(16, 3)], backend="numpy", seed=5
+    )
+
+
+OPTIMIZERS = {"sgd": lambda: SGD(lr=0.05, momentum=0.9), "adam": lambda: Adam(lr=0.01)}
+
+
+def _fit(
+    model: ailib.Sequential,
+    optimizer: Any,
+    path: Path | None = None,
+    resume: bool = False,
+    stop_at: int | None = None,
+) -> dict[str, list[float]]:
+    def progress(event: dict[str, Any]) -> None:
+        if event["event"] == "step" and event["epoch"] == stop_at:
+            raise Interrupt
+
+    return model.fit(
+        X,
+        Y,
+        optimizer=optimizer,
+        epochs=4,
+        batch_size=4,
+        checkpoint=path,
+        resume=resume,
+        validation_data=(X[:6], Y[:6]),
+        progress=progress,
+    )
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_resume_gives_the_uninterrupted_result(tmp_path: Path, name: str) -> None:
+    reference = _model()
+    expected = _fit(reference, OPTIMIZERS[name]())
+
+    path = tmp_path / "ckpt.npz"
+    with pytest.raises(Interrupt):  # killed during epoch 3: the checkpoint holds epoch 2
+        _fit(_model(), OPTIMIZERS[name](), path, stop_at=3)
+    assert json.loads(np.load(path)["config.json"].tobytes())["checkpoint"]["epoch"] == 2
+
+    fresh = ailib.Sequential(
+        [Dense(64, 16), ReLU(), Dropout(0.2), Dense(16, 3)], backend="numpy", seed=99
+    )  # other weights: all come from the file
+    history = _fit(fresh, OPTIMIZERS[name](), path, resume=True)
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert history[key] == expected[key], key
+    for mine, theirs in zip(fresh.layers, reference.layers):
+        for key in theirs.params:
+            np.testing.assert_array_equal(mine.params[key], theirs.params[key])
+
+
+def test_checkpoint_loads_as_a_model_and_resume_without_one_starts_afresh(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "ckpt.npz"
+    history = _fit(_model(), Adam(lr=0.01), path, resume=True)
+    assert len(history["loss"]) == 4
+    model = ailib.load(path, backend="array_api_strict")
+    assert [layer.name for layer in model.layers] == ["Dense", "ReLU", "Dropout", "Dense"]
+    again = _fit(_model(), Adam(lr=0.01), path, resume=True)  # already done: nothing to train
+    assert again["loss"] == history["loss"]
+
+
+def test_resume_refuses_another_architecture_or_optimizer(tmp_path: Path) -> None:
+    path = tmp_path / "ckpt.npz"
+    _fit(_model(), Adam(lr=0.01), path, stop_at=None)
+    with pytest.raises(ailib.ModelFileError, match="optimizer"):
+        _fit(_model(), SGD(lr=0.1), path, resume=True)
+    other = ailib.Sequential([Dense(64, 8), ReLU(), Dropout(0.2), Dense(8, 3)], backend="numpy")
+    with pytest.raises(ailib.ModelFileError, match=str(path)):
+        _fit(other, Adam(lr=0.01), path, resume=True)
+    plain = tmp_path / "plain.npz"
+    _model().save(plain)
+    with pytest.raises(ailib.ModelFileError, match="not a checkpoint"):
+        _fit(_model(), Adam(lr=0.01), plain, resume=True)
