@@ -209,8 +209,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.lr is not None and not args.lr > 0:
         raise UsageError(f"--lr must be positive, received {args.lr}")
     builder_kwargs = _hidden(args)
-    out = output_dir(args.out)
     be = pick_backend(args.backend)
+    out = output_dir(args.out)
     name, (x, y), (xt, yt), classes = load_data(args.dataset, args.data_root, args.quiet)
     print(
         f"dataset: {name} ({len(x)} train, {len(xt)} test); model: {args.model}; backend: "
