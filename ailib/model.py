@@ -67,11 +67,23 @@ class Sequential:
         self.output = x
         return x
 
-    def backward(self, grad: Any) -> Any:
-        """Backpropagate dE/dY from the last layer to the first; returns dE/dX of the input."""
-        for layer in reversed(self.layers):
+    def backward(self, grad: Any, *, input_grad: bool = True) -> Any:
+        """Backpropagate dE/dY from the last layer to the first; returns dE/dX of the input.
+
+        With ``input_grad=False`` (what training uses) no dE/dX of the input is formed: the
+        first layer with parameters fills only its gradients (`Layer.backward_params`), the
+        layers before it are skipped, and None is returned."""
+        layers = self.layers
+        if input_grad:
+            for layer in reversed(layers):
+                grad = layer.backward(grad)
+            return grad
+        first = next((i for i, layer in enumerate(layers) if layer.params), len(layers))
+        for layer in reversed(layers[first + 1:]):
             grad = layer.backward(grad)
-        return grad
+        if first < len(layers):
+            layers[first].backward_params(grad)
+        return None
 
     def train_step(self, x: Any, y: Any, loss: losses.Loss | str,
                    optimizer: optimizers.Optimizer | str) -> Any:
@@ -79,7 +91,7 @@ class Sequential:
         loss, optimizer = losses.get(loss), optimizers.get(optimizer)
         y_pred = self.forward(x)                                        # 1-2. feed input, forward propagate
         error, grad = loss.value_and_grad(y_pred, y, check=False)       # 3. calculate error (and dE/dY)
-        self.backward(grad)                                             # 4. backpropagate
+        self.backward(grad, input_grad=False)                           # 4. backpropagate
         optimizer.step(self.layers)                                     #    and step the weights
         return error
 

@@ -48,6 +48,13 @@ class Layer:
         """Given dE/dY, fills ``self.grads`` and returns dE/dX."""
         raise NotImplementedError
 
+    def backward_params(self, grad_out: Any) -> None:
+        """Given dE/dY, fills ``self.grads`` only. `Sequential.train_step` calls this on its first
+        layer with parameters, whose dE/dX nothing needs; this default calls `backward` and drops
+        dE/dX, layers for which dE/dX is real work (Dense: a third of the backward matmuls)
+        override it."""
+        self.backward(grad_out)
+
     def __call__(self, x: Any) -> Any:
         return self.forward(x)
 

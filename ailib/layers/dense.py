@@ -63,10 +63,14 @@ class Dense(Layer):
         return y
 
     def backward(self, grad_out: Any) -> Any:
+        self.backward_params(grad_out)
+        return self.xp.matmul(grad_out, self.params["W"])
+
+    def backward_params(self, grad_out: Any) -> None:
+        """dE/dW and dE/dB only (skips dE/dX: what the first layer of a model needs)."""
         self.require_forward(self.x)
         xp, x = self.xp, self.x
         self.check_grad(grad_out, (x.shape[0], self.out_features))
         self.grads["W"] = xp.matmul(xp.matrix_transpose(grad_out), x)
         if self.bias:
             self.grads["b"] = xp.sum(grad_out, axis=0)
-        return xp.matmul(grad_out, self.params["W"])
