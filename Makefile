@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	$(PY) examples/xor.py
+	PY=$(PY) scripts/demo.sh
 
 test: setup
 	$(PY) -m pytest

@@ -268,7 +268,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     print(
         f"test accuracy: {100 * metrics.accuracy(confusion):.2f}% on {name} "
-        f"({args.epochs} epochs, {seconds:.1f} s on {be.name})"
+        f"({args.epochs} epoch{'s' if args.epochs > 1 else ''}, {seconds:.1f} s on {be.name})"
     )
     print(f"outputs: {', '.join(str(out / f) for f in written)}")
     return 0
