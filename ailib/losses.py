@@ -161,11 +161,16 @@ class SoftmaxCrossEntropy(Loss):
     def _value_and_grad(self, xp: Any, y_pred: Any, target: Any) -> tuple[Any, Any]:
         n = max(1, y_pred.shape[0])
         shifted = y_pred - xp.max(y_pred, axis=-1, keepdims=True)
-        log_p = shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
-        value = -xp.sum(target * log_p) / n
+        e = xp.exp(shifted)
+        total = xp.sum(e, axis=-1, keepdims=True)
+        value = -xp.sum(target * (shifted - xp.log(total))) / n
         # NOTE: dE/dZ = (P·Σᵢ Yᵢ − Y)/N, which is (P − Y)/N for labels and one-hot rows; keeping
         # the row sum makes the gradient exact for soft targets that do not sum to 1 too.
-        return value, (xp.exp(log_p) * xp.sum(target, axis=-1, keepdims=True) - target) / n
+        # P = e/Σe is formed in the fresh array e (in place where arrays are mutable).
+        e *= xp.sum(target, axis=-1, keepdims=True) / total
+        e -= target
+        e /= n
+        return value, e
 
     def probabilities(self, xp: Any, logits: Any) -> Any:
         return softmax(xp, logits)

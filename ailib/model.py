@@ -122,6 +122,9 @@ class Sequential:
         """``x`` as a floating array of the model's dtype on its device; NumPy arrays are moved
         once, arrays of another backend or device are refused."""
         be = self.backend
+        if type(x).__module__ == "numpy" and getattr(x, "dtype", None) is not None \
+                and x.dtype.kind == "f" and not be.owns(x):
+            x = be.asarray(x, dtype=self.dtype)  # cast on the host: no float64 copy on the device
         x = self._own(x, who, "x")
         if not be.is_floating(x.dtype):
             raise TypeError(
@@ -244,7 +247,7 @@ class Sequential:
                 xb, yb = self._take(x, index), self._take(y, index)
                 meter.add(self.train_step(xb, yb, loss, optimizer), self.output, yb, size)
                 if step % log_every == 0 or step == steps:
-                    meter.read(epoch, step)
+                    meter.read(epoch, step, accuracy=step == steps)
                     if progress is not None:
                         progress({"event": "step", "epoch": epoch, "epochs": epochs, "step": step,
                                   "steps": steps, "loss": meter.mean_loss, "samples": meter.samples,
@@ -345,8 +348,9 @@ class _Meter:
         truth = y_true if y_true.ndim == 1 else xp.argmax(y_true, axis=1)
         return xp.sum(xp.astype(guess == truth, xp.int64))
 
-    def read(self, epoch: int, step: int) -> None:
-        """Read pending losses back (one transfer); raise TrainingDiverged at a non-finite one."""
+    def read(self, epoch: int, step: int, accuracy: bool = True) -> None:
+        """Read pending losses back (one transfer) and, if ``accuracy``, the count of correct
+        predictions (one more); raise TrainingDiverged at a non-finite loss."""
         if self.pending:
             values = self.backend.to_host(self.xp.stack(self.pending)).tolist()
             first = step - len(values) + 1
@@ -360,6 +364,6 @@ class _Meter:
                 self.read_samples += size
             self.pending, self.sizes = [], []
             self.mean_loss = self.loss_sum / self.read_samples
-        if self.correct is not None:
+        if accuracy and self.correct is not None:
             self.accuracy = int(self.backend.to_host(self.correct)) / max(1, self.samples)
 
