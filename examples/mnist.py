@@ -1,8 +1,8 @@
 """Train the 784-256-128-10 MLP with the library API (the `ailib train` command does the same).
 
-    python examples/mnist.py                          # Fashion-MNIST (found locally or downloaded)
-    python examples/mnist.py --digits ../shared/data/mnist   # MNIST's 10k test digits, split 8k/2k
-    TARGET_ACCURACY=0.88 python examples/mnist.py     # exit 1 if the target is missed
+python examples/mnist.py                          # Fashion-MNIST (found locally or downloaded)
+python examples/mnist.py --digits ../shared/data/mnist   # MNIST's 10k test digits, split 8k/2k
+TARGET_ACCURACY=0.88 python examples/mnist.py     # exit 1 if the target is missed
 """
 
 import argparse
@@ -30,16 +30,30 @@ x_train, x_test = (datasets.flatten(datasets.to_float(x)) for x in (x_train, x_t
 
 # 2. the model: the same code runs on every backend; the seed fixes the initial weights
 model = ailib.Sequential(
-    [Dense(784, 256, init="he_normal"), ReLU(), Dense(256, 128, init="he_normal"), ReLU(),
-     Dense(128, 10)],
-    backend=args.backend, seed=0,
+    [
+        Dense(784, 256, init="he_normal"),
+        ReLU(),
+        Dense(256, 128, init="he_normal"),
+        ReLU(),
+        Dense(128, 10),
+    ],
+    backend=args.backend,
+    seed=0,
 )
 
 # 3. train; the checkpoint written after every epoch lets the same call with resume=True
 #    continue an interrupted run where it stopped
-history = model.fit(x_train, y_train, loss="softmax_cross_entropy", optimizer=Adam(lr=1e-3),
-                    epochs=args.epochs, batch_size=64, validation_data=(x_test, y_test),
-                    verbose=True, checkpoint="runs/example/checkpoint.npz")
+history = model.fit(
+    x_train,
+    y_train,
+    loss="softmax_cross_entropy",
+    optimizer=Adam(lr=1e-3),
+    epochs=args.epochs,
+    batch_size=64,
+    validation_data=(x_test, y_test),
+    verbose=True,
+    checkpoint="runs/example/checkpoint.npz",
+)
 
 # 4. evaluate, save, and load the file back on NumPy
 accuracy = model.evaluate(x_test, y_test)["accuracy"]
