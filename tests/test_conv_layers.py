@@ -241,3 +241,17 @@ def test_pool_errors_name_the_layer_and_the_shapes(
     with pytest.raises(ValueError, match=f"{name}: kernel_size"):
         POOLS[op](0)
     assert POOLS[op](**layer.get_config()).get_config() == {"kernel_size": [2, 2], "stride": [2, 2]}
+
+
+def test_conv_backward_params_gives_the_same_gradients_without_dx(
+    backend: ailib.backends.Backend, rng: np.random.Generator
+) -> None:
+    layer = _conv(backend, "k3-s1-p1")
+    x, g = rng.standard_normal((2, 2, 5, 4)), rng.standard_normal((2, 3, 5, 4))
+    layer.forward(backend.asarray(x))
+    layer.backward(backend.asarray(g))
+    full = {k: host(v) for k, v in layer.grads.items()}
+    layer.grads = {}
+    assert layer.backward_params(backend.asarray(g)) is None
+    for name, value in full.items():
+        assert_close(layer.grads[name], value, "float64")

@@ -117,16 +117,11 @@ class Conv2D(Layer):
         return xp.permute_dims(xp.reshape(y, (self.out_channels, n, oh, ow)), (1, 0, 2, 3))
 
     def backward(self, grad_out: Any) -> Any:
-        self.require_forward(self.cols)
+        grad = self._backward_params(grad_out)
         xp, w = self.xp, self.params["W"]
         n, c, h, wd = self.x_shape
         oh, ow = self.output_shape(h, wd)
-        self.check_grad(grad_out, (n, self.out_channels, oh, ow))
         (ph, pw), k = self.padding, self.kernel_size[0] * self.kernel_size[1]
-        grad = xp.reshape(xp.permute_dims(grad_out, (1, 0, 2, 3)), (self.out_channels, n * oh * ow))
-        self.grads["W"] = xp.reshape(xp.matmul(grad, xp.matrix_transpose(self.cols)), w.shape)
-        if self.bias:
-            self.grads["b"] = xp.sum(grad, axis=1)
         w_hat = xp.reshape(w, (self.out_channels, c * k))
         grad_cols = xp.reshape(xp.matmul(xp.matrix_transpose(w_hat), grad), (c, k, n, oh, ow))
         pieces = [grad_cols[:, i, ...] for i in range(k)]
@@ -139,6 +134,25 @@ class Conv2D(Layer):
             (h + 2 * ph, wd + 2 * pw),
         )
         return xp.permute_dims(image[..., ph : ph + h, pw : pw + wd], (1, 0, 2, 3))
+
+    def backward_params(self, grad_out: Any) -> None:
+        """dE/dW and dE/dB only: skips dE/dX and its col2im (what a model's first layer needs)."""
+        self._backward_params(grad_out)
+
+    def _backward_params(self, grad_out: Any) -> Any:
+        """Fills dE/dW and dE/dB; returns dE/dŶ as the (C_out, N·H_out·W_out) matrix."""
+        self.require_forward(self.cols)
+        xp = self.xp
+        n, _, h, wd = self.x_shape
+        oh, ow = self.output_shape(h, wd)
+        self.check_grad(grad_out, (n, self.out_channels, oh, ow))
+        grad = xp.reshape(xp.permute_dims(grad_out, (1, 0, 2, 3)), (self.out_channels, n * oh * ow))
+        self.grads["W"] = xp.reshape(
+            xp.matmul(grad, xp.matrix_transpose(self.cols)), self.params["W"].shape
+        )
+        if self.bias:
+            self.grads["b"] = xp.sum(grad, axis=1)
+        return grad
 
     def _check(self, x: Any) -> None:
         self.check_input(x, dtype=self.params["W"].dtype)
