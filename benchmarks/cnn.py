@@ -1,6 +1,7 @@
 """CNN training throughput: ailib (NumPy backend) vs PyTorch CPU eager, same network, same weights.
 
     python -m benchmarks.cnn [--batch 128] [--steps 8] [--rounds 7] [--backend numpy]
+    python -m benchmarks.cnn --accuracy {mnist,fashion} [--epochs N]   # accuracy runs instead
 
 Both sides train `ailib.zoo.cnn()` (Conv 1→32 → ReLU → MaxPool → Conv 32→64 → ReLU → MaxPool →
 Dense 3136→128 → ReLU → Dropout → Dense 128→10) with SGD + momentum on the same batches; PyTorch
@@ -9,7 +10,7 @@ timing. After warm-up, rounds alternate A/B (and which goes first), each timing 
 training steps; the result is the median samples/s of each side and their ratio. Also times
 each ailib layer's forward and backward, to show what bounds the ratio.
 
-Writes benchmarks/results/cnn.json and cnn.md.
+Writes benchmarks/results/cnn.json and cnn.md (accuracy runs: cnn_accuracy_<data>.json).
 """
 
 from __future__ import annotations
@@ -29,6 +30,67 @@ import ailib
 from ailib import zoo
 
 RESULTS = Path(__file__).parent / "results"
+DATA = {
+    # the 10k MNIST test digits, split 8k train / 2k test with a fixed seed
+    "mnist": Path("/work/shared/data/mnist"),
+    "fashion": Path("/usr/share/datasets/fashion-mnist"),
+}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (gzip): magic (2 zero bytes, type, ndim), big-endian sizes, then uint8 data."""
+    import gzip
+
+    data = gzip.decompress(path.read_bytes())
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def load(name: str) -> tuple[np.ndarray, ...]:
+    """(x_train, y_train, x_test, y_test): float32 pixels in [0, 1] as rows of 784, int64 labels."""
+    root = DATA[name]
+
+    def part(prefix: str) -> tuple[np.ndarray, np.ndarray]:
+        x = read_idx(root / f"{prefix}-images-idx3-ubyte.gz").reshape(-1, 784)
+        y = read_idx(root / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
+        return x.astype(np.float32) / 255, y
+
+    if name == "mnist":
+        x, y = part("t10k")
+        order = np.random.default_rng(0).permutation(len(x))
+        train, test = order[:8000], order[8000:]
+        return x[train], y[train], x[test], y[test]
+    return (*part("train"), *part("t10k"))
+
+
+def accuracy_run(name: str, epochs: int, batch: int, lr: float, backend: str) -> dict:
+    """Train zoo.cnn with Adam on ``name`` and record test accuracy and time per epoch."""
+    x, y, xt, yt = load(name)
+    model = ailib.Sequential(zoo.cnn(), backend=backend, seed=0)
+    history = model.fit(
+        x,
+        y,
+        optimizer=ailib.optimizers.Adam(lr),
+        epochs=epochs,
+        batch_size=batch,
+        validation_data=(xt, yt),
+        verbose=True,
+    )
+    result = {
+        "data": name,
+        "train": len(x),
+        "test": len(xt),
+        "epochs": epochs,
+        "batch": batch,
+        "optimizer": f"Adam(lr={lr})",
+        "backend": backend,
+        "history": history,
+        "final_test_accuracy": history["val_accuracy"][-1],
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"cnn_accuracy_{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 def torch_twin(model: ailib.Sequential) -> Any:
@@ -163,7 +225,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--backend", default="numpy")
     parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--accuracy", choices=sorted(DATA), help="train and test instead")
+    parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args(argv)
+    if args.accuracy:
+        lr = 1e-3 if args.lr == parser.get_default("lr") else args.lr
+        return accuracy_run(args.accuracy, args.epochs, args.batch, lr, args.backend)
     import torch
 
     rng = np.random.default_rng(0)
