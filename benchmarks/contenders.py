@@ -24,20 +24,23 @@ Weights = list[tuple[np.ndarray, np.ndarray]]
 LR = 0.05
 
 
-def make_weights(hidden: Sequence[int] = (256, 128), features: int = 784, classes: int = 10,
-                 seed: int = 0) -> Weights:
+def make_weights(
+    hidden: Sequence[int] = (256, 128), features: int = 784, classes: int = 10, seed: int = 0
+) -> Weights:
     """Initial weights drawn by ailib itself (He normal, Glorot uniform at the output)."""
     import ailib
     import ailib.zoo
 
-    model = ailib.Sequential(ailib.zoo.mlp(features, tuple(hidden), classes, backend="numpy"),
-                             backend="numpy", seed=seed)
+    model = ailib.Sequential(
+        ailib.zoo.mlp(features, tuple(hidden), classes, backend="numpy"), backend="numpy", seed=seed
+    )
     dense = [layer for layer in model.layers if "W" in layer.params]
     return [(np.array(d.params["W"]), np.array(d.params["b"])) for d in dense]
 
 
-def make_data(n: int, features: int = 784, classes: int = 10,
-              seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def make_data(
+    n: int, features: int = 784, classes: int = 10, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Synthetic Fashion-MNIST-shaped data: pixels in [0, 1) around one random template per
     class (so the loss falls and contenders can be checked against each other), int64 labels."""
     rng = np.random.default_rng(seed)
@@ -86,8 +89,9 @@ class Ailib(Contender):
         self.device = str(self.be.device)
         hidden = tuple(w.shape[0] for w, _ in weights[:-1])
         features, classes = weights[0][0].shape[1], weights[-1][0].shape[0]
-        self.model = ailib.Sequential(ailib.zoo.mlp(features, hidden, classes, backend=self.be),
-                                      backend=self.be, seed=seed)
+        self.model = ailib.Sequential(
+            ailib.zoo.mlp(features, hidden, classes, backend=self.be), backend=self.be, seed=seed
+        )
         dense = [layer for layer in self.model.layers if "W" in layer.params]
         for layer, (w, b) in zip(dense, weights):
             layer.params["W"], layer.params["b"] = self.be.asarray(w), self.be.asarray(b)
@@ -98,10 +102,19 @@ class Ailib(Contender):
         self.x_test = self.be.asarray(x_test)
 
     def epoch(self, samples: int, batch_size: int) -> float:
-        x, y = (self.x, self.y) if samples >= self.x.shape[0] else (self.x[:samples, ...],
-                                                                      self.y[:samples])
-        history = self.model.fit(x, y, loss="softmax_cross_entropy", optimizer=self.optimizer,
-                                 epochs=1, batch_size=batch_size)
+        x, y = (
+            (self.x, self.y)
+            if samples >= self.x.shape[0]
+            else (self.x[:samples, ...], self.y[:samples])
+        )
+        history = self.model.fit(
+            x,
+            y,
+            loss="softmax_cross_entropy",
+            optimizer=self.optimizer,
+            epochs=1,
+            batch_size=batch_size,
+        )
         return history["loss"][-1]
 
     def predict(self) -> None:
@@ -188,10 +201,13 @@ class NumpyReference(Contender):
         order = self.rng.permutation(samples)
         total = 0.0
         for start in range(0, samples, batch_size):
-            index = order[start:start + batch_size]
+            index = order[start : start + batch_size]
             if index.shape[0] == batch_size:
                 self._buffers(batch_size)
-                xb, yb = np.take(self.x, index, axis=0, out=self.xb), np.take(self.y, index, out=self.yb)
+                xb, yb = (
+                    np.take(self.x, index, axis=0, out=self.xb),
+                    np.take(self.y, index, out=self.yb),
+                )
             else:
                 xb, yb = self.x[index], self.y[index]
             total += self.step(xb, yb) * index.shape[0]
@@ -246,7 +262,7 @@ class TorchEager(Contender):
         order = torch.randperm(samples, device=self.device, generator=self.gen)
         total = torch.zeros((), device=self.device)
         for start in range(0, samples, batch_size):
-            index = order[start:start + batch_size]
+            index = order[start : start + batch_size]
             xb, yb = self.x[index], self.y[index]
             loss = f.cross_entropy(net(xb), yb)
             opt.zero_grad(set_to_none=True)
@@ -286,5 +302,13 @@ def build(name: str, weights: Weights) -> Contender:
     raise ValueError(f"unknown contender {name!r}")
 
 
-__all__ = ["Ailib", "Contender", "NumpyReference", "TorchEager", "build", "flops_per_sample",
-           "make_data", "make_weights"]
+__all__ = [
+    "Ailib",
+    "Contender",
+    "NumpyReference",
+    "TorchEager",
+    "build",
+    "flops_per_sample",
+    "make_data",
+    "make_weights",
+]

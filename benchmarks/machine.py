@@ -13,8 +13,13 @@ import platform
 from typing import Any
 
 LIBRARIES = ("numpy", "array_api_compat", "array_api_strict", "torch", "jax", "jaxlib", "cupy")
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                    "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
+)
 
 
 def cpu_model() -> str:
@@ -56,7 +61,11 @@ def openblas() -> dict[str, Any] | None:
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        for prefix, suffix in (("scipy_openblas_", "64_"), ("openblas_", ""), ("scipy_openblas_", "")):
+        for prefix, suffix in (
+            ("scipy_openblas_", "64_"),
+            ("openblas_", ""),
+            ("scipy_openblas_", ""),
+        ):
             try:
                 config = getattr(lib, f"{prefix}get_config{suffix}")
                 corename = getattr(lib, f"{prefix}get_corename{suffix}")
@@ -64,8 +73,12 @@ def openblas() -> dict[str, Any] | None:
             except AttributeError:
                 continue
             config.restype = corename.restype = ctypes.c_char_p
-            return {"library": os.path.basename(path), "config": config().decode(),
-                    "corename": corename().decode(), "threads": int(threads())}
+            return {
+                "library": os.path.basename(path),
+                "config": config().decode(),
+                "corename": corename().decode(),
+                "threads": int(threads()),
+            }
     return None
 
 
@@ -117,13 +130,17 @@ def warnings(info: dict[str, Any]) -> list[str]:
     load = info.get("load_average")
     cores = info.get("cores") or 1
     if load and load[0] > 0.5 * cores:
-        notes.append(f"the machine was busy (1-min load average {load[0]:.1f} on {cores} cores "
-                     f"at the start): absolute figures are low and noisy; the interleaved ratios "
-                     f"are the figures to read")
+        notes.append(
+            f"the machine was busy (1-min load average {load[0]:.1f} on {cores} cores "
+            f"at the start): absolute figures are low and noisy; the interleaved ratios "
+            f"are the figures to read"
+        )
     env = info.get("environment", {})
     if "OPENBLAS_CORETYPE" in env or "OPENBLAS_L2_SIZE" in env:
         blas = info.get("openblas") or {}
-        notes.append(f"OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE are set ({env}); OpenBLAS uses the "
-                     f"{blas.get('corename', '?')} kernel. Run with `env -u OPENBLAS_CORETYPE -u "
-                     f"OPENBLAS_L2_SIZE` to let it pick the CPU's own")
+        notes.append(
+            f"OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE are set ({env}); OpenBLAS uses the "
+            f"{blas.get('corename', '?')} kernel. Run with `env -u OPENBLAS_CORETYPE -u "
+            f"OPENBLAS_L2_SIZE` to let it pick the CPU's own"
+        )
     return notes

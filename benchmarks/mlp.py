@@ -59,8 +59,9 @@ TARGETS = {
 
 
 # -- which contenders ------------------------------------------------------------------------
-def contender_names(backends: Sequence[str] | None, torch_devices: Sequence[str] | None,
-                    reference: bool) -> tuple[list[str], list[str]]:
+def contender_names(
+    backends: Sequence[str] | None, torch_devices: Sequence[str] | None, reference: bool
+) -> tuple[list[str], list[str]]:
     """(names to run, notes on what was left out and why)."""
     import ailib
 
@@ -111,14 +112,15 @@ def timed(contender: Contender, call: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, out
 
 
-def interleaved(contenders: dict[str, Contender], repeats: int,
-                run: Callable[[Contender], Any]) -> dict[str, dict[str, list[Any]]]:
+def interleaved(
+    contenders: dict[str, Contender], repeats: int, run: Callable[[Contender], Any]
+) -> dict[str, dict[str, list[Any]]]:
     """``repeats`` rounds; each round runs every contender once, the starting one rotating, so
     slow drifts of the machine (thermal, other load) hit every contender alike."""
     names = list(contenders)
     out: dict[str, dict[str, list[Any]]] = {n: {"seconds": [], "values": []} for n in names}
     for r in range(repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             gc.collect()
             seconds, value = timed(contenders[name], lambda name=name: run(contenders[name]))
             out[name]["seconds"].append(seconds)
@@ -130,10 +132,12 @@ def throughput(raw: dict[str, dict[str, list[Any]]], samples: int) -> dict[str, 
     rows = {}
     for name, r in raw.items():
         rates = [samples / s for s in r["seconds"]]
-        rows[name] = {"samples_per_s": statistics.median(rates), "all": rates,
-                      "seconds_median": statistics.median(r["seconds"]),
-                      "loss": (r["values"][-1] if r["values"] and r["values"][-1] is not None
-                               else None)}
+        rows[name] = {
+            "samples_per_s": statistics.median(rates),
+            "all": rates,
+            "seconds_median": statistics.median(r["seconds"]),
+            "loss": (r["values"][-1] if r["values"] and r["values"][-1] is not None else None),
+        }
     return rows
 
 
@@ -228,27 +232,53 @@ def _device_reserved(contender: Contender, peak: bool = False) -> int | None:
     return torch.cuda.max_memory_reserved()
 
 
-def measure_memory(names: Sequence[str], batch: int, steps: int,
-                   timeout: float = 300) -> dict[str, dict[str, Any]]:
+def measure_memory(
+    names: Sequence[str], batch: int, steps: int, timeout: float = 300
+) -> dict[str, dict[str, Any]]:
     out = {}
     for name in names:
-        cmd = [sys.executable, "-m", "benchmarks.mlp", "--memory-child", name,
-               "--batch-size", str(batch), "--steps", str(steps)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.mlp",
+            "--memory-child",
+            name,
+            "--batch-size",
+            str(batch),
+            "--steps",
+            str(steps),
+        ]
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                                  cwd=Path(__file__).resolve().parent.parent)
+            done = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                cwd=Path(__file__).resolve().parent.parent,
+            )
             lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
-            out[name] = (json.loads(lines[-1]) if done.returncode == 0 and lines else
-                         {"error": (done.stderr.strip().splitlines() or ["?"])[-1]})
+            out[name] = (
+                json.loads(lines[-1])
+                if done.returncode == 0 and lines
+                else {"error": (done.stderr.strip().splitlines() or ["?"])[-1]}
+            )
         except subprocess.TimeoutExpired:
             out[name] = {"error": f"timed out after {timeout:.0f} s"}
     return out
 
 
 # -- sweep ---------------------------------------------------------------------------------------
-def sweep(names: Sequence[str], x: np.ndarray, y: np.ndarray, values: Sequence[int], axis: str,
-          batch: int, repeats: int, budget_flops: float,
-          log: Callable[[str], None]) -> dict[str, list[list[float]]]:
+def sweep(
+    names: Sequence[str],
+    x: np.ndarray,
+    y: np.ndarray,
+    values: Sequence[int],
+    axis: str,
+    batch: int,
+    repeats: int,
+    budget_flops: float,
+    log: Callable[[str], None],
+) -> dict[str, list[list[float]]]:
     """Training samples/s against batch size (``axis="batch"``, width 256-128) or against the
     first hidden width H (``axis="width"``, layers 784-H-H/2-10, batch ``batch``). Each point
     trains about ``budget_flops`` (at least 3 steps), interleaved, median of ``repeats``."""
@@ -265,12 +295,15 @@ def sweep(names: Sequence[str], x: np.ndarray, y: np.ndarray, values: Sequence[i
             c.load(x[:samples], y[:samples], x[:b])
             warm = min(samples, 2 * b)
             timed(c, lambda c=c, s=warm, b=b: c.epoch(s, b))  # warm-up (kernels, buffers)
-        rows = throughput(interleaved(contenders, repeats,
-                                      lambda c, s=samples, b=b: c.epoch(s, b)), samples)
+        rows = throughput(
+            interleaved(contenders, repeats, lambda c, s=samples, b=b: c.epoch(s, b)), samples
+        )
         for n in names:
             out[n].append([value, rows[n]["samples_per_s"]])
-        log(f"  {axis}={value}: " + ", ".join(f"{n} {rows[n]['samples_per_s']:,.0f}/s"
-                                               for n in names))
+        log(
+            f"  {axis}={value}: "
+            + ", ".join(f"{n} {rows[n]['samples_per_s']:,.0f}/s" for n in names)
+        )
         del contenders
         gc.collect()
     return out
@@ -281,14 +314,22 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target of issue 4 with the measured ratio and "pass", "short" or "n/a"."""
     rows: list[dict[str, Any]] = []
 
-    def add(what: str, ratio: float | None, goal: float, higher_is_better: bool = True,
-            basis: str = "") -> None:
+    def add(
+        what: str, ratio: float | None, goal: float, higher_is_better: bool = True, basis: str = ""
+    ) -> None:
         if ratio is None:
             status = "n/a"
         else:
             status = "pass" if (ratio >= goal if higher_is_better else ratio <= goal) else "short"
-        rows.append({"target": what, "goal": ("≥ " if higher_is_better else "≤ ") + f"{goal:.2f}",
-                     "measured": ratio, "status": status, "basis": basis})
+        rows.append(
+            {
+                "target": what,
+                "goal": ("≥ " if higher_is_better else "≤ ") + f"{goal:.2f}",
+                "measured": ratio,
+                "status": status,
+                "basis": basis,
+            }
+        )
 
     def train(batch: int) -> tuple[dict[str, Any], str]:
         block = result["training"].get(str(batch), {})
@@ -304,26 +345,49 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             return rows_[a][key] / rows_[b][key]
         return None
 
-    add(f"ailib[numpy] training vs NumPy reference (batch {first})",
-        ratio("ailib:numpy", "reference", rows_b), TARGETS["train_vs_reference"], basis=basis)
-    add(f"ailib[numpy] training vs PyTorch CPU eager (batch {first})",
-        ratio("ailib:numpy", "torch", rows_b), TARGETS["train_vs_torch_cpu"], basis=basis)
-    add("ailib[numpy] inference vs NumPy reference (10k rows)",
+    add(
+        f"ailib[numpy] training vs NumPy reference (batch {first})",
+        ratio("ailib:numpy", "reference", rows_b),
+        TARGETS["train_vs_reference"],
+        basis=basis,
+    )
+    add(
+        f"ailib[numpy] training vs PyTorch CPU eager (batch {first})",
+        ratio("ailib:numpy", "torch", rows_b),
+        TARGETS["train_vs_torch_cpu"],
+        basis=basis,
+    )
+    add(
+        "ailib[numpy] inference vs NumPy reference (10k rows)",
         ratio("ailib:numpy", "reference", result.get("predict", {})),
-        TARGETS["predict_vs_reference"], basis="predict")
-    add(f"ailib[torch] training vs PyTorch eager, CPU (batch {first})",
-        ratio("ailib:torch", "torch", rows_b), TARGETS["ailib_torch_vs_torch"], basis=basis)
+        TARGETS["predict_vs_reference"],
+        basis="predict",
+    )
+    add(
+        f"ailib[torch] training vs PyTorch eager, CPU (batch {first})",
+        ratio("ailib:torch", "torch", rows_b),
+        TARGETS["ailib_torch_vs_torch"],
+        basis=basis,
+    )
     memory = result.get("memory", {})
     key = "traced_mb" if "traced_mb" in memory.get("ailib:numpy", {}) else "rss_mb"
-    add("ailib[numpy] peak training memory vs NumPy reference",
-        ratio("ailib:numpy", "reference", memory, key), TARGETS["memory_vs_reference"],
-        higher_is_better=False, basis=f"{key} (memory, extra over the data)")
+    add(
+        "ailib[numpy] peak training memory vs NumPy reference",
+        ratio("ailib:numpy", "reference", memory, key),
+        TARGETS["memory_vs_reference"],
+        higher_is_better=False,
+        basis=f"{key} (memory, extra over the data)",
+    )
     for batch in result["config"]["batch_sizes"]:
         rows_c, basis_c = train(batch)
         if "ailib:cupy" in rows_c or "torch:cuda" in rows_c:
-            add(f"ailib[cupy] training vs PyTorch eager CUDA (batch {batch}; = epoch-time ratio "
-                f"inverted)", ratio("ailib:cupy", "torch:cuda", rows_c),
-                TARGETS["cupy_vs_torch_cuda"], basis=basis_c)
+            add(
+                f"ailib[cupy] training vs PyTorch eager CUDA (batch {batch}; = epoch-time ratio "
+                f"inverted)",
+                ratio("ailib:cupy", "torch:cuda", rows_c),
+                TARGETS["cupy_vs_torch_cuda"],
+                basis=basis_c,
+            )
     return rows
 
 
@@ -356,57 +420,90 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for note in result["notes"]:
         lines.append(f"- Note: {note}")
-    lines += ["", "## Targets", "", "| target | goal | measured | status | basis |",
-              "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Targets",
+        "",
+        "| target | goal | measured | status | basis |",
+        "|---|---|---|---|---|",
+    ]
     for t in result["targets"]:
-        lines.append(f"| {t['target']} | {t['goal']} | {_fmt(t['measured'])}x | "
-                     f"**{t['status']}** | {t['basis']} |")
+        lines.append(
+            f"| {t['target']} | {t['goal']} | {_fmt(t['measured'])}x | "
+            f"**{t['status']}** | {t['basis']} |"
+        )
     lines += ["", "## Training throughput", ""]
     for batch, block in result["training"].items():
         for phase, rows in block.items():
-            what = (f"{cfg['steps']} steps" if phase == "short"
-                    else f"full epochs of {cfg['samples']:,} rows")
-            lines += [f"### batch {batch}, {what}", "",
-                      "| contender | samples/s (median) | min – max | × reference | × torch eager | "
-                      "GFLOP/s | loss |", "|---|---:|---:|---:|---:|---:|---:|"]
+            what = (
+                f"{cfg['steps']} steps"
+                if phase == "short"
+                else f"full epochs of {cfg['samples']:,} rows"
+            )
+            lines += [
+                f"### batch {batch}, {what}",
+                "",
+                "| contender | samples/s (median) | min – max | × reference | × torch eager | "
+                "GFLOP/s | loss |",
+                "|---|---:|---:|---:|---:|---:|---:|",
+            ]
             for r in rows.values():
                 lines.append(
                     f"| {r['label']} | {r['samples_per_s']:,.0f} | {min(r['all']):,.0f} – "
                     f"{max(r['all']):,.0f} | {_fmt(r['vs_reference'])} | {_fmt(r['vs_torch'])} | "
-                    f"{r['samples_per_s'] * cfg['flops_train'] / 1e9:.1f} | {_fmt(r['loss'], 4)} |")
+                    f"{r['samples_per_s'] * cfg['flops_train'] / 1e9:.1f} | {_fmt(r['loss'], 4)} |"
+                )
             lines.append("")
     if result.get("predict"):
-        lines += [f"## Inference (predict on {TEST_ROWS:,} rows)", "",
-                  "| contender | samples/s (median) | × reference | × torch eager |",
-                  "|---|---:|---:|---:|"]
+        lines += [
+            f"## Inference (predict on {TEST_ROWS:,} rows)",
+            "",
+            "| contender | samples/s (median) | × reference | × torch eager |",
+            "|---|---:|---:|---:|",
+        ]
         for r in result["predict"].values():
-            lines.append(f"| {r['label']} | {r['samples_per_s']:,.0f} | {_fmt(r['vs_reference'])}"
-                         f" | {_fmt(r['vs_torch'])} |")
+            lines.append(
+                f"| {r['label']} | {r['samples_per_s']:,.0f} | {_fmt(r['vs_reference'])}"
+                f" | {_fmt(r['vs_torch'])} |"
+            )
         lines.append("")
     if result.get("memory"):
-        lines += [f"## Peak memory added by training (batch {cfg['batch_sizes'][0]}, "
-                  f"{cfg['memory_steps']} steps, fresh process each)", "",
-                  "| contender | tracemalloc peak MB | RSS peak MB | device MB |",
-                  "|---|---:|---:|---:|"]
+        lines += [
+            f"## Peak memory added by training (batch {cfg['batch_sizes'][0]}, "
+            f"{cfg['memory_steps']} steps, fresh process each)",
+            "",
+            "| contender | tracemalloc peak MB | RSS peak MB | device MB |",
+            "|---|---:|---:|---:|",
+        ]
         for name, m in result["memory"].items():
             if "error" in m:
                 lines.append(f"| {name} | error: {m['error']} | | |")
                 continue
-            lines.append(f"| {name} | {_fmt(m.get('traced_mb'), 1)} | {_fmt(m.get('rss_mb'), 1)} | "
-                         f"{_fmt(m.get('device_mb'), 1)} |")
-        lines += ["", "tracemalloc sees NumPy buffers only (not PyTorch's or JAX's); RSS peak is "
-                  "what the OS gave, allocator caches included.", ""]
+            lines.append(
+                f"| {name} | {_fmt(m.get('traced_mb'), 1)} | {_fmt(m.get('rss_mb'), 1)} | "
+                f"{_fmt(m.get('device_mb'), 1)} |"
+            )
+        lines += [
+            "",
+            "tracemalloc sees NumPy buffers only (not PyTorch's or JAX's); RSS peak is "
+            "what the OS gave, allocator caches included.",
+            "",
+        ]
     if result.get("sweep"):
         for axis, data in result["sweep"].items():
             names = list(data)
             xs = [p[0] for p in data[names[0]]]
             title = "batch size" if axis == "batch" else "first hidden width H (784-H-H/2-10)"
-            lines += [f"## Sweep: training samples/s against {title}", "",
-                      "| " + axis + " | " + " | ".join(names) + " |",
-                      "|---:|" + "---:|" * len(names)]
+            lines += [
+                f"## Sweep: training samples/s against {title}",
+                "",
+                "| " + axis + " | " + " | ".join(names) + " |",
+                "|---:|" + "---:|" * len(names),
+            ]
             for i, xv in enumerate(xs):
-                lines.append(f"| {xv} | " + " | ".join(f"{data[n][i][1]:,.0f}" for n in names)
-                             + " |")
+                lines.append(
+                    f"| {xv} | " + " | ".join(f"{data[n][i][1]:,.0f}" for n in names) + " |"
+                )
             lines.append("")
         if result.get("plot"):
             lines.append(f"![throughput against batch size and width]({Path(result['plot']).name})")
@@ -435,8 +532,11 @@ def plot(result: dict[str, Any], path: Path) -> bool:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     info = result["machine"]
-    fig.suptitle(f"MLP training throughput — {info['cpu']}, {info['cores']} cores"
-                 + (f", {info['gpu']}" if info["gpu"] else "") + f" — {info['date'][:10]}")
+    fig.suptitle(
+        f"MLP training throughput — {info['cpu']}, {info['cores']} cores"
+        + (f", {info['gpu']}" if info["gpu"] else "")
+        + f" — {info['date'][:10]}"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -445,33 +545,56 @@ def plot(result: dict[str, Any], path: Path) -> bool:
 
 # -- main ----------------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.mlp", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help="a smoke run: 50 steps, 3 repeats, epochs of 20,000 rows, a 5-point sweep")
-    p.add_argument("--backends", type=_names,
-                   help="ailib backends to run, comma-separated (default: every available one)")
-    p.add_argument("--torch", type=_names, dest="torch_devices",
-                   help="PyTorch eager devices, e.g. cpu,cuda or none (default: cpu, and cuda "
-                        "when available)")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.mlp",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: 50 steps, 3 repeats, epochs of 20,000 rows, a 5-point sweep",
+    )
+    p.add_argument(
+        "--backends",
+        type=_names,
+        help="ailib backends to run, comma-separated (default: every available one)",
+    )
+    p.add_argument(
+        "--torch",
+        type=_names,
+        dest="torch_devices",
+        help="PyTorch eager devices, e.g. cpu,cuda or none (default: cpu, and cuda when available)",
+    )
     p.add_argument("--no-reference", action="store_true", help="leave out the NumPy reference")
-    p.add_argument("--batch-size", type=_ints, default=[128],
-                   help="batch size(s), comma-separated; the first is the one targets use "
-                        "(default 128)")
+    p.add_argument(
+        "--batch-size",
+        type=_ints,
+        default=[128],
+        help="batch size(s), comma-separated; the first is the one targets use (default 128)",
+    )
     p.add_argument("--steps", type=int, help="batches per short training run (default 150)")
-    p.add_argument("--samples", type=int,
-                   help="rows per full epoch (default 60000; 0 skips full epochs)")
+    p.add_argument(
+        "--samples", type=int, help="rows per full epoch (default 60000; 0 skips full epochs)"
+    )
     p.add_argument("--repeats", type=int, help="interleaved repeats per measurement (default 5)")
     p.add_argument("--no-sweep", action="store_true", help="skip the batch-size / width sweep")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    p.add_argument("--out", type=Path, default=RESULTS / "mlp",
-                   help="output path without suffix: writes OUT.json, OUT.md, OUT.png "
-                        "(default benchmarks/results/mlp)")
-    p.add_argument("--threads", type=int,
-                   help="CPU threads for every library (sets OMP/OPENBLAS/MKL_NUM_THREADS and "
-                        "XLA's flags, then restarts); default: each library's own choice. Use 1 "
-                        "on a machine that others are using: multi-threaded BLAS collapses when "
-                        "its threads are descheduled")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS / "mlp",
+        help="output path without suffix: writes OUT.json, OUT.md, OUT.png "
+        "(default benchmarks/results/mlp)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for every library (sets OMP/OPENBLAS/MKL_NUM_THREADS and "
+        "XLA's flags, then restarts); default: each library's own choice. Use 1 "
+        "on a machine that others are using: multi-threaded BLAS collapses when "
+        "its threads are descheduled",
+    )
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     quick = args.quick
@@ -505,8 +628,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if any(os.environ.get(k) != v for k, v in env.items()):
             # thread pools are sized when a library is first loaded: restart with the variables set
             argv = list(sys.argv[1:] if argv is None else argv)
-            os.execve(sys.executable, [sys.executable, "-m", "benchmarks.mlp", *argv],
-                      {**os.environ, **env})
+            os.execve(
+                sys.executable,
+                [sys.executable, "-m", "benchmarks.mlp", *argv],
+                {**os.environ, **env},
+            )
     if args.memory_child:
         print(json.dumps(memory_child(args.memory_child, args.batch_size[0], args.steps)))
         return {}
@@ -533,30 +659,45 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         c.load(x, y, x_test)
 
     result: dict[str, Any] = {
-        "machine": info, "notes": notes, "training": {},
-        "config": {"hidden": list(HIDDEN), "lr": 0.05, "batch_sizes": args.batch_size,
-                   "steps": args.steps, "samples": args.samples, "repeats": args.repeats,
-                   "memory_steps": args.steps, "flops_forward": flops_fwd,
-                   "flops_train": flops_train, "contenders": labels,
-                   "command": "python -m benchmarks.mlp " + " ".join(sys.argv[1:] if argv is None
-                                                                     else argv)},
+        "machine": info,
+        "notes": notes,
+        "training": {},
+        "config": {
+            "hidden": list(HIDDEN),
+            "lr": 0.05,
+            "batch_sizes": args.batch_size,
+            "steps": args.steps,
+            "samples": args.samples,
+            "repeats": args.repeats,
+            "memory_steps": args.steps,
+            "flops_forward": flops_fwd,
+            "flops_train": flops_train,
+            "contenders": labels,
+            "command": "python -m benchmarks.mlp "
+            + " ".join(sys.argv[1:] if argv is None else argv),
+        },
     }
     for batch in args.batch_size:
         block: dict[str, Any] = {}
         warm = min(n, min(n, 10 * batch) + (args.samples % batch if args.samples else 0))
         for c in contenders.values():  # warm-up: kernels, buffers, the last partial batch shape
             timed(c, lambda c=c, s=warm, b=batch: c.epoch(s, b))
-        phases = [("short", args.steps * batch)] + ([("epoch", args.samples)] if args.samples
-                                                    else [])
+        phases = [("short", args.steps * batch)] + (
+            [("epoch", args.samples)] if args.samples else []
+        )
         for phase, samples in phases:
             log(f"training, batch {batch}, {phase} ({samples:,} rows) x {args.repeats} repeats")
-            rows = throughput(interleaved(contenders, args.repeats,
-                                          lambda c, s=samples, b=batch: c.epoch(s, b)), samples)
+            rows = throughput(
+                interleaved(contenders, args.repeats, lambda c, s=samples, b=batch: c.epoch(s, b)),
+                samples,
+            )
             add_ratios(rows, contenders)
             for name, r in rows.items():
                 r["label"] = labels[name]
-                log(f"  {labels[name]:28s} {r['samples_per_s']:>10,.0f} samples/s  "
-                    f"x ref {_fmt(r['vs_reference'])}  x torch {_fmt(r['vs_torch'])}")
+                log(
+                    f"  {labels[name]:28s} {r['samples_per_s']:>10,.0f} samples/s  "
+                    f"x ref {_fmt(r['vs_reference'])}  x torch {_fmt(r['vs_torch'])}"
+                )
             block[phase] = rows
         result["training"][str(batch)] = block
 
@@ -567,8 +708,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     add_ratios(pred, contenders)
     for name, r in pred.items():
         r["label"] = labels[name]
-        log(f"  {labels[name]:28s} {r['samples_per_s']:>10,.0f} samples/s  "
-            f"x ref {_fmt(r['vs_reference'])}")
+        log(
+            f"  {labels[name]:28s} {r['samples_per_s']:>10,.0f} samples/s  "
+            f"x ref {_fmt(r['vs_reference'])}"
+        )
     result["predict"] = pred
     del contenders
     gc.collect()
@@ -584,13 +727,29 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         budget = 1.5e9 if args.quick else 4e9
         result["sweep"] = {}
         log("sweep over batch size")
-        result["sweep"]["batch"] = sweep(sweep_names, x, y,
-                                         QUICK_BATCHES if args.quick else SWEEP_BATCHES, "batch",
-                                         args.batch_size[0], max(2, args.repeats // 2), budget, log)
+        result["sweep"]["batch"] = sweep(
+            sweep_names,
+            x,
+            y,
+            QUICK_BATCHES if args.quick else SWEEP_BATCHES,
+            "batch",
+            args.batch_size[0],
+            max(2, args.repeats // 2),
+            budget,
+            log,
+        )
         log("sweep over hidden width")
-        result["sweep"]["width"] = sweep(sweep_names, x, y,
-                                         QUICK_WIDTHS if args.quick else SWEEP_WIDTHS, "width",
-                                         args.batch_size[0], max(2, args.repeats // 2), budget, log)
+        result["sweep"]["width"] = sweep(
+            sweep_names,
+            x,
+            y,
+            QUICK_WIDTHS if args.quick else SWEEP_WIDTHS,
+            "width",
+            args.batch_size[0],
+            max(2, args.repeats // 2),
+            budget,
+            log,
+        )
 
     result["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     result["wall_seconds"] = time.perf_counter() - started
@@ -601,8 +760,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         result["plot"] = str(out.with_suffix(".png"))
     out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     out.with_suffix(".md").write_text(markdown(result) + "\n")
-    log(f"wrote {out.with_suffix('.json')}, {out.with_suffix('.md')}"
-        + (f", {result['plot']}" if result.get("plot") else ""))
+    log(
+        f"wrote {out.with_suffix('.json')}, {out.with_suffix('.md')}"
+        + (f", {result['plot']}" if result.get("plot") else "")
+    )
     print()
     print("| target | goal | measured | status |")
     print("|---|---|---|---|")
