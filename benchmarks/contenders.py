@@ -94,7 +94,9 @@ class Ailib(Contender):
         )
         dense = [layer for layer in self.model.layers if "W" in layer.params]
         for layer, (w, b) in zip(dense, weights):
-            layer.params["W"], layer.params["b"] = self.be.asarray(w), self.be.asarray(b)
+            # copies: the model owns its parameters, as every other contender does
+            layer.params["W"] = self.be.asarray(np.array(w))
+            layer.params["b"] = self.be.asarray(np.array(b))
         self.optimizer = ailib.optimizers.SGD(lr=LR)
 
     def load(self, x: np.ndarray, y: np.ndarray, x_test: np.ndarray) -> None:

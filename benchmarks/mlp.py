@@ -158,7 +158,9 @@ def memory_child(name: str, batch: int, steps: int) -> dict[str, Any]:
       counter is reset first through /proc/self/clear_refs), for every CPU contender — what the
       operating system had to give, including allocator caches;
     - ``traced_mb``: tracemalloc's peak for NumPy-based contenders (NumPy reports its buffers to
-      tracemalloc; PyTorch and JAX do not), the bytes actually live at the worst moment;
+      tracemalloc; PyTorch and JAX do not), the bytes actually live at the worst moment, traced
+      from before the model is built so that parameters, gradients and preallocated buffers
+      count, less the loaded data;
     - ``device_mb``: for CUDA contenders, what the memory pool had to reserve (CuPy pool total,
       torch ``max_memory_reserved``).
     """
@@ -166,21 +168,26 @@ def memory_child(name: str, batch: int, steps: int) -> dict[str, Any]:
 
     weights = make_weights(HIDDEN)
     x, y = make_data(steps * batch)
+    tracemalloc.start()  # from before the model exists: parameters and buffers count
     contender = build(name, weights)
+    before_load = tracemalloc.get_traced_memory()[0]
     contender.load(x, y, x[:batch])
+    data_copy = tracemalloc.get_traced_memory()[0] - before_load  # the data, if it was copied
     del x, y
     gc.collect()
     result: dict[str, Any] = {"name": name}
     traced = contender.backend in ("numpy", "array_api_strict") and not on_gpu(contender)
+    if not traced:
+        tracemalloc.stop()
     device_before = _device_reserved(contender)
     rss_before = _status_kb("VmRSS")
     reset = _reset_peak_rss()
     if traced:
-        tracemalloc.start()
+        tracemalloc.reset_peak()
     contender.epoch(steps * batch, batch)
     contender.synchronize()
     if traced:
-        result["traced_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
+        result["traced_mb"] = (tracemalloc.get_traced_memory()[1] - data_copy) / 2**20
         tracemalloc.stop()
     peak = _status_kb("VmHWM")
     if reset and peak is not None and rss_before is not None:

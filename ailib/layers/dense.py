@@ -71,6 +71,7 @@ class Dense(Layer):
         self.require_forward(self.x)
         xp, x = self.xp, self.x
         self.check_grad(grad_out, (x.shape[0], self.out_features))
+        self.grads.clear()  # free the previous step's dE/dW before forming the next one
         self.grads["W"] = xp.matmul(xp.matrix_transpose(grad_out), x)
         if self.bias:
             self.grads["b"] = xp.sum(grad_out, axis=0)
