@@ -120,10 +120,15 @@ class Ailib(Contender):
         return history["loss"][-1]
 
     def predict(self) -> None:
-        self.model.predict(self.x_test)
+        self.output = self.model.predict(self.x_test)
 
     def synchronize(self) -> None:
         self.be.synchronize()
+        if getattr(self, "output", None) is not None:
+            # NOTE: reading one value back is what proves the prediction exists: JAX dispatches
+            # asynchronously and its synchronize (effects_barrier) does not wait for computations.
+            self.be.to_host(self.output[:1, ...])
+            self.output = None
 
 
 # -- the hand-written NumPy reference -------------------------------------------------------
