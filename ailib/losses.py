@@ -195,5 +195,11 @@ def get(loss: str | Loss) -> Loss:
         raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}") from None
 
 
-__all__ = ["MSE", "BinaryCrossEntropy", "CategoricalCrossEntropy", "Loss", "SoftmaxCrossEntropy",
-           "get"]
+__all__ = [
+    "MSE",
+    "BinaryCrossEntropy",
+    "CategoricalCrossEntropy",
+    "Loss",
+    "SoftmaxCrossEntropy",
+    "get",
+]

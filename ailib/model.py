@@ -30,8 +30,13 @@ class Sequential:
             seed gives the same initial weights on every backend; it also seeds shuffling.
     """
 
-    def __init__(self, layers: Iterable[Layer], backend: str | Backend | None = None,
-                 dtype: Any = "float32", seed: int | None = None) -> None:
+    def __init__(
+        self,
+        layers: Iterable[Layer],
+        backend: str | Backend | None = None,
+        dtype: Any = "float32",
+        seed: int | None = None,
+    ) -> None:
         self.backend = backends.get(backend)
         self.dtype = self.backend.dtype(dtype)
         self.layers: list[Layer] = list(layers)
@@ -52,8 +57,10 @@ class Sequential:
 
     def __repr__(self) -> str:
         inner = ",\n".join(f"  {layer!r}" for layer in self.layers)
-        return (f"Sequential([\n{inner}\n], backend={self.backend.name!r}, "
-                f"dtype={self.backend.dtype_name(self.dtype)!r})")
+        return (
+            f"Sequential([\n{inner}\n], backend={self.backend.name!r}, "
+            f"dtype={self.backend.dtype_name(self.dtype)!r})"
+        )
 
     @property
     def xp(self) -> Any:
@@ -79,36 +86,39 @@ class Sequential:
                 grad = layer.backward(grad)
             return grad
         first = next((i for i, layer in enumerate(layers) if layer.params), len(layers))
-        for layer in reversed(layers[first + 1:]):
+        for layer in reversed(layers[first + 1 :]):
             grad = layer.backward(grad)
         if first < len(layers):
             layers[first].backward_params(grad)
         return None
 
-    def train_step(self, x: Any, y: Any, loss: losses.Loss | str,
-                   optimizer: optimizers.Optimizer | str) -> Any:
+    def train_step(
+        self, x: Any, y: Any, loss: losses.Loss | str, optimizer: optimizers.Optimizer | str
+    ) -> Any:
         """One iteration of the seed's loop on a batch already on the device; returns E (0-d)."""
         loss, optimizer = losses.get(loss), optimizers.get(optimizer)
-        y_pred = self.forward(x)                                        # 1-2. feed input, forward propagate
-        error, grad = loss.value_and_grad(y_pred, y, check=False)       # 3. calculate error (and dE/dY)
-        self.backward(grad, input_grad=False)                           # 4. backpropagate
-        optimizer.step(self.layers)                                     #    and step the weights
+        y_pred = self.forward(x)  # 1-2. feed input, forward propagate
+        error, grad = loss.value_and_grad(y_pred, y, check=False)  # 3. calculate error (and dE/dY)
+        self.backward(grad, input_grad=False)  # 4. backpropagate
+        optimizer.step(self.layers)  #    and step the weights
         return error
 
     # -- modes -------------------------------------------------------------------------------
-    def train(self, mode: bool = True) -> "Sequential":
+    def train(self, mode: bool = True) -> Sequential:
         """Train mode (dropout active, batch statistics); `eval()` switches it off."""
         for layer in self.layers:
             layer.train(mode)
         return self
 
-    def eval(self) -> "Sequential":
+    def eval(self) -> Sequential:
         return self.train(False)
 
     @property
     def params(self) -> dict[str, Any]:
         """Every parameter as ``{"<layer index>.<name>": array}``."""
-        return {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.params.items()}
+        return {
+            f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.params.items()
+        }
 
     def save(self, path: str | os.PathLike) -> Any:
         """Write the architecture and weights to one ``.npz`` file; `ailib.load` reads it back
@@ -122,8 +132,12 @@ class Sequential:
         """``x`` as a floating array of the model's dtype on its device; NumPy arrays are moved
         once, arrays of another backend or device are refused."""
         be = self.backend
-        if type(x).__module__ == "numpy" and getattr(x, "dtype", None) is not None \
-                and x.dtype.kind == "f" and not be.owns(x):
+        if (
+            type(x).__module__ == "numpy"
+            and getattr(x, "dtype", None) is not None
+            and x.dtype.kind == "f"
+            and not be.owns(x)
+        ):
             x = be.asarray(x, dtype=self.dtype)  # cast on the host: no float64 copy on the device
         x = self._own(x, who, "x")
         if not be.is_floating(x.dtype):
@@ -193,12 +207,23 @@ class Sequential:
         return self.xp.take(a, index, axis=0)
 
     # -- training and evaluation -------------------------------------------------------------
-    def fit(self, x: Any, y: Any, *, loss: losses.Loss | str = "softmax_cross_entropy",
-            optimizer: optimizers.Optimizer | str = "sgd", epochs: int = 1, batch_size: int = 32,
-            shuffle: bool = True, validation_data: tuple[Any, Any] | None = None,
-            verbose: bool = False, progress: Progress | None = None,
-            log_every: int = 50, checkpoint: str | os.PathLike | None = None,
-            resume: bool = False) -> dict[str, list[float]]:
+    def fit(
+        self,
+        x: Any,
+        y: Any,
+        *,
+        loss: losses.Loss | str = "softmax_cross_entropy",
+        optimizer: optimizers.Optimizer | str = "sgd",
+        epochs: int = 1,
+        batch_size: int = 32,
+        shuffle: bool = True,
+        validation_data: tuple[Any, Any] | None = None,
+        verbose: bool = False,
+        progress: Progress | None = None,
+        log_every: int = 50,
+        checkpoint: str | os.PathLike | None = None,
+        resume: bool = False,
+    ) -> dict[str, list[float]]:
         """Train on (x, y) for ``epochs`` passes of mini-batches; returns the history.
 
         x and y may be NumPy arrays (moved to the device once, here) or arrays of this backend.
@@ -218,8 +243,10 @@ class Sequential:
         """
         who = "Sequential.fit"
         if epochs < 1 or batch_size < 1 or log_every < 1:
-            raise ValueError(f"{who}: epochs, batch_size and log_every must be positive, received "
-                             f"{epochs}, {batch_size}, {log_every}")
+            raise ValueError(
+                f"{who}: epochs, batch_size and log_every must be positive, received "
+                f"{epochs}, {batch_size}, {log_every}"
+            )
         self.loss = loss = losses.get(loss)
         self.optimizer = optimizer = optimizers.get(optimizer)
         x = self._inputs(x, who)
@@ -249,9 +276,18 @@ class Sequential:
                 if step % log_every == 0 or step == steps:
                     meter.read(epoch, step, accuracy=step == steps)
                     if progress is not None:
-                        progress({"event": "step", "epoch": epoch, "epochs": epochs, "step": step,
-                                  "steps": steps, "loss": meter.mean_loss, "samples": meter.samples,
-                                  "seconds": time.perf_counter() - start})
+                        progress(
+                            {
+                                "event": "step",
+                                "epoch": epoch,
+                                "epochs": epochs,
+                                "step": step,
+                                "steps": steps,
+                                "loss": meter.mean_loss,
+                                "samples": meter.samples,
+                                "seconds": time.perf_counter() - start,
+                            }
+                        )
             record = {"loss": meter.mean_loss}
             if meter.accuracy is not None:
                 record["accuracy"] = meter.accuracy
@@ -266,8 +302,11 @@ class Sequential:
             if progress is not None:
                 progress({"event": "epoch_end", "epoch": epoch, "epochs": epochs, **record})
             if verbose:
-                print(f"epoch {epoch}/{epochs}: " + ", ".join(
-                    f"{k}={v:.4f}" for k, v in record.items()), flush=True)
+                print(
+                    f"epoch {epoch}/{epochs}: "
+                    + ", ".join(f"{k}={v:.4f}" for k, v in record.items()),
+                    flush=True,
+                )
         return history
 
     def predict(self, x: Any, batch_size: int | None = None) -> Any:
@@ -278,14 +317,16 @@ class Sequential:
         try:
             if batch_size is None or x.shape[0] <= batch_size:
                 return self.forward(x)
-            outs = [self.forward(self._take(x, idx)) for _, idx in
-                    self._batches(x.shape[0], batch_size)]
+            outs = [
+                self.forward(self._take(x, idx)) for _, idx in self._batches(x.shape[0], batch_size)
+            ]
             return self.xp.concat(outs, axis=0)
         finally:
             self.train()
 
-    def evaluate(self, x: Any, y: Any, *, loss: losses.Loss | str | None = None,
-                 batch_size: int = 1024) -> dict[str, float]:
+    def evaluate(
+        self, x: Any, y: Any, *, loss: losses.Loss | str | None = None, batch_size: int = 1024
+    ) -> dict[str, float]:
         """Mean loss and, for classification, accuracy on (x, y), in eval mode.
 
         ``loss`` defaults to the one last used by `fit`; without either, only accuracy is given.
@@ -366,4 +407,3 @@ class _Meter:
             self.mean_loss = self.loss_sum / self.read_samples
         if accuracy and self.correct is not None:
             self.accuracy = int(self.backend.to_host(self.correct)) / max(1, self.samples)
-

@@ -62,13 +62,18 @@ class Optimizer:
 class SGD(Optimizer):
     """Stochastic gradient descent, optionally with momentum μ (and Nesterov's look-ahead).
 
-        plain:     W ← W − lr·g
-        momentum:  V ← μV + g;  W ← W − lr·V
-        Nesterov:  V ← μV + g;  W ← W − lr·(g + μV)
+    plain:     W ← W − lr·g
+    momentum:  V ← μV + g;  W ← W − lr·V
+    Nesterov:  V ← μV + g;  W ← W − lr·(g + μV)
     """
 
-    def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        lr: float = 0.01,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+    ) -> None:
         super().__init__(lr, weight_decay)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"SGD: momentum must lie in [0, 1), received {momentum}")
@@ -104,8 +109,14 @@ class Adam(Optimizer):
     (the bias corrections folded into the step size, as in the paper's section 2).
     """
 
-    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999,
-                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        lr: float = 0.001,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
         super().__init__(lr, weight_decay)
         for name, beta in (("beta1", beta1), ("beta2", beta2)):
             if not 0.0 <= beta < 1.0:
@@ -129,7 +140,9 @@ class Adam(Optimizer):
             state["M"], state["V"] = m, v
         step = self.lr * math.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
         eps_hat = self.eps * math.sqrt(1.0 - self.beta2**t)
-        param -= step * state["M"] / (array_api_compat.array_namespace(param).sqrt(state["V"]) + eps_hat)
+        param -= (
+            step * state["M"] / (array_api_compat.array_namespace(param).sqrt(state["V"]) + eps_hat)
+        )
         return param
 
 

@@ -8,8 +8,9 @@ from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Reshape
 from .layers.base import Layer
 
 
-def mlp(in_features: int = 784, hidden: Sequence[int] = (256, 128), classes: int = 10,
-        **kwargs: Any) -> list[Layer]:
+def mlp(
+    in_features: int = 784, hidden: Sequence[int] = (256, 128), classes: int = 10, **kwargs: Any
+) -> list[Layer]:
     """Dense → ReLU → … → Dense(classes): logits for `SoftmaxCrossEntropy`. He-initialised."""
     layers: list[Layer] = []
     sizes = [in_features, *hidden]
@@ -19,8 +20,15 @@ def mlp(in_features: int = 784, hidden: Sequence[int] = (256, 128), classes: int
     return layers
 
 
-def cnn(in_channels: int = 1, classes: int = 10, size: int = 28, channels: Sequence[int] = (32, 64),
-        hidden: int = 128, dropout: float = 0.25, **kwargs: Any) -> list[Layer]:
+def cnn(
+    in_channels: int = 1,
+    classes: int = 10,
+    size: int = 28,
+    channels: Sequence[int] = (32, 64),
+    hidden: int = 128,
+    dropout: float = 0.25,
+    **kwargs: Any,
+) -> list[Layer]:
     """A LeNet-style network: logits for `SoftmaxCrossEntropy`. He-initialised.
 
     Reshape((in_channels, size, size)) → [Conv2D(3×3, padding 1) → MaxPool2D(2) → ReLU] per entry
@@ -33,15 +41,22 @@ def cnn(in_channels: int = 1, classes: int = 10, size: int = 28, channels: Seque
     ``size`` must be divisible by 2 ** len(channels).
     """
     if size % 2 ** len(channels):
-        raise ValueError(f"cnn: size {size} must be divisible by 2**{len(channels)} (one halving "
-                         f"per max-pool)")
+        raise ValueError(
+            f"cnn: size {size} must be divisible by 2**{len(channels)} (one halving per max-pool)"
+        )
     layers: list[Layer] = [Reshape((in_channels, size, size), **kwargs)]
     for fan_in, fan_out in zip([in_channels, *channels[:-1]], channels):
-        layers += [Conv2D(fan_in, fan_out, 3, padding=1, **kwargs), MaxPool2D(2, **kwargs),
-                   ReLU(**kwargs)]
+        layers += [
+            Conv2D(fan_in, fan_out, 3, padding=1, **kwargs),
+            MaxPool2D(2, **kwargs),
+            ReLU(**kwargs),
+        ]
     side = size // 2 ** len(channels)
-    layers += [Flatten(**kwargs), Dense(channels[-1] * side * side, hidden, init="he_normal", **kwargs),
-               ReLU(**kwargs)]
+    layers += [
+        Flatten(**kwargs),
+        Dense(channels[-1] * side * side, hidden, init="he_normal", **kwargs),
+        ReLU(**kwargs),
+    ]
     if dropout:
         layers.append(Dropout(dropout, **kwargs))
     layers.append(Dense(hidden, classes, init="glorot_uniform", **kwargs))

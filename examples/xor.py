@@ -19,17 +19,27 @@ from ailib.optimizers import SGD
 
 def main(argv: list[str] | None = None) -> float:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default="numpy", help="numpy, torch, array_api_strict, jax, cupy")
+    parser.add_argument(
+        "--backend", default="numpy", help="numpy, torch, array_api_strict, jax, cupy"
+    )
     parser.add_argument("--epochs", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)
     y = np.array([[0], [1], [1], [0]], dtype=np.float32)
-    model = ailib.Sequential([Dense(2, 3), Tanh(), Dense(3, 1), Tanh()],
-                             backend=args.backend, seed=args.seed)
-    history = model.fit(x, y, loss="mse", optimizer=SGD(lr=0.1, momentum=0.9),
-                        epochs=args.epochs, batch_size=4, log_every=1000)
+    model = ailib.Sequential(
+        [Dense(2, 3), Tanh(), Dense(3, 1), Tanh()], backend=args.backend, seed=args.seed
+    )
+    history = model.fit(
+        x,
+        y,
+        loss="mse",
+        optimizer=SGD(lr=0.1, momentum=0.9),
+        epochs=args.epochs,
+        batch_size=4,
+        log_every=1000,
+    )
     pred = model.backend.to_host(model.predict(x))
     print(f"backend: {model.backend.name}   final loss: {history['loss'][-1]:.6f}")
     for xi, pi in zip(x, pred):

@@ -24,8 +24,9 @@ def host(x: Any) -> np.ndarray:
 
 def assert_close(actual: Any, expected: Any, dtype: str = "float32", scale: float = 1.0) -> None:
     t = tol(dtype)
-    np.testing.assert_allclose(host(actual), host(expected), rtol=t["rtol"] * scale,
-                               atol=t["atol"] * scale)
+    np.testing.assert_allclose(
+        host(actual), host(expected), rtol=t["rtol"] * scale, atol=t["atol"] * scale
+    )
 
 
 def numeric_grad(f: Callable[[np.ndarray], float], x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
@@ -50,8 +51,9 @@ def assert_grad_close(analytic: Any, numeric: np.ndarray, rtol: float = 1e-6) ->
     np.testing.assert_allclose(a, numeric, rtol=rtol, atol=rtol * max(1.0, np.abs(numeric).max()))
 
 
-def layer_gradcheck(layer: ailib.layers.Layer, x: np.ndarray, seed: int = 0,
-                    rtol: float = 1e-6) -> None:
+def layer_gradcheck(
+    layer: ailib.layers.Layer, x: np.ndarray, seed: int = 0, rtol: float = 1e-6
+) -> None:
     """Finite-difference check, in float64, of a layer's dE/dX and every dE/d(param), for
     E = Σ R ∘ layer(X) with a fixed random R (so dE/dY = R)."""
     be = layer.backend

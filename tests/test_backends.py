@@ -30,8 +30,10 @@ def test_cupy_unusable_says_why_and_how(monkeypatch: pytest.MonkeyPatch) -> None
     reason = ailib.backends.why_unavailable("cupy")
     if reason is None:
         pytest.skip("cupy runs here: nothing to explain")
-    assert ("cupy is not installed: pip install 'ailib[cuda12]'" in reason
-            or "cupy is installed but no CUDA device was found" in reason)
+    assert (
+        "cupy is not installed: pip install 'ailib[cuda12]'" in reason
+        or "cupy is installed but no CUDA device was found" in reason
+    )
     with pytest.raises(BackendUnavailable):
         ailib.Sequential([], backend="cupy")
 
@@ -39,7 +41,9 @@ def test_cupy_unusable_says_why_and_how(monkeypatch: pytest.MonkeyPatch) -> None
 def test_missing_library_error_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "jax", None)  # makes `import jax` fail
     monkeypatch.setattr(ailib.backends, "_cache", {})
-    with pytest.raises(BackendUnavailable, match=r"jax is not installed: pip install 'ailib\[jax\]'"):
+    with pytest.raises(
+        BackendUnavailable, match=r"jax is not installed: pip install 'ailib\[jax\]'"
+    ):
         ailib.backends.get("jax")
 
 
@@ -104,4 +108,7 @@ def test_a_device_that_does_not_exist_is_unavailable_not_a_crash() -> None:
     with pytest.raises(BackendUnavailable, match="array_api_strict has no device 'gpu'"):
         ailib.backends.get("array_api_strict:gpu")
     if ailib.backends.why_unavailable("jax") is None:
-        assert ailib.backends.get("jax:cpu").asarray([1.0]).dtype == ailib.backends.get("jax").xp.float32
+        assert (
+            ailib.backends.get("jax:cpu").asarray([1.0]).dtype
+            == ailib.backends.get("jax").xp.float32
+        )

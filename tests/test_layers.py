@@ -20,11 +20,19 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 ACTIVATIONS = {
     "Identity": (Identity, {}, lambda x: x, lambda x: np.ones_like(x)),
     "Tanh": (Tanh, {}, np.tanh, lambda x: 1 - np.tanh(x) ** 2),
-    "Sigmoid": (Sigmoid, {}, lambda x: 1 / (1 + np.exp(-x)),
-                lambda x: np.exp(-x) / (1 + np.exp(-x)) ** 2),
+    "Sigmoid": (
+        Sigmoid,
+        {},
+        lambda x: 1 / (1 + np.exp(-x)),
+        lambda x: np.exp(-x) / (1 + np.exp(-x)) ** 2,
+    ),
     "ReLU": (ReLU, {}, lambda x: np.maximum(x, 0), lambda x: (x > 0).astype(x.dtype)),
-    "LeakyReLU": (LeakyReLU, {"alpha": 0.1}, lambda x: np.where(x > 0, x, 0.1 * x),
-                  lambda x: np.where(x > 0, 1.0, 0.1)),
+    "LeakyReLU": (
+        LeakyReLU,
+        {"alpha": 0.1},
+        lambda x: np.where(x > 0, x, 0.1 * x),
+        lambda x: np.where(x > 0, 1.0, 0.1),
+    ),
     "Softmax": (Softmax, {}, _softmax, None),
 }
 
@@ -37,7 +45,8 @@ def _away_from_kinks(rng: np.random.Generator, shape: tuple[int, ...]) -> np.nda
 
 @pytest.mark.parametrize("name", ACTIVATIONS)
 def test_activation_forward_and_backward_match_reference(
-        name: str, backend: ailib.backends.Backend, rng: np.random.Generator) -> None:
+    name: str, backend: ailib.backends.Backend, rng: np.random.Generator
+) -> None:
     cls, kwargs, f, df = ACTIVATIONS[name]
     x = _away_from_kinks(rng, (5, 7))
     g = rng.standard_normal((5, 7))
@@ -54,15 +63,17 @@ def test_activation_forward_and_backward_match_reference(
 
 
 @pytest.mark.parametrize("name", ACTIVATIONS)
-def test_activation_gradcheck_float64(name: str, backend: ailib.backends.Backend,
-                                      rng: np.random.Generator) -> None:
+def test_activation_gradcheck_float64(
+    name: str, backend: ailib.backends.Backend, rng: np.random.Generator
+) -> None:
     cls, kwargs, _, _ = ACTIVATIONS[name]
     layer_gradcheck(cls(**kwargs, backend=backend, dtype="float64"), _away_from_kinks(rng, (3, 4)))
 
 
 @pytest.mark.parametrize("name", ACTIVATIONS)
-def test_activation_float32_agrees_with_numpy(name: str, other_backend: ailib.backends.Backend,
-                                              rng: np.random.Generator) -> None:
+def test_activation_float32_agrees_with_numpy(
+    name: str, other_backend: ailib.backends.Backend, rng: np.random.Generator
+) -> None:
     cls, kwargs, _, _ = ACTIVATIONS[name]
     x = rng.standard_normal((16, 10)).astype(np.float32)
     g = rng.standard_normal((16, 10)).astype(np.float32)
@@ -89,8 +100,9 @@ def test_softmax_is_stable_for_large_logits(backend: ailib.backends.Backend) -> 
     np.testing.assert_allclose(host(Softmax(backend=backend).forward(x)), [[0.5, 0.5, 0.0]])
 
 
-def test_dense_forward_backward_match_the_seed_formulas(backend: ailib.backends.Backend,
-                                                        rng: np.random.Generator) -> None:
+def test_dense_forward_backward_match_the_seed_formulas(
+    backend: ailib.backends.Backend, rng: np.random.Generator
+) -> None:
     layer = Dense(4, 3, backend=backend, dtype="float64", seed=0)
     w = rng.standard_normal((3, 4))
     b = rng.standard_normal(3)
@@ -106,15 +118,17 @@ def test_dense_forward_backward_match_the_seed_formulas(backend: ailib.backends.
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_dense_gradcheck_float64(bias: bool, backend: ailib.backends.Backend,
-                                 rng: np.random.Generator) -> None:
+def test_dense_gradcheck_float64(
+    bias: bool, backend: ailib.backends.Backend, rng: np.random.Generator
+) -> None:
     layer = Dense(4, 3, bias=bias, backend=backend, dtype="float64", seed=1)
     layer_gradcheck(layer, rng.standard_normal((5, 4)))
     assert set(layer.params) == ({"W", "b"} if bias else {"W"})
 
 
-def test_dense_float32_agrees_with_numpy(other_backend: ailib.backends.Backend,
-                                         rng: np.random.Generator) -> None:
+def test_dense_float32_agrees_with_numpy(
+    other_backend: ailib.backends.Backend, rng: np.random.Generator
+) -> None:
     x = rng.standard_normal((32, 20)).astype(np.float32)
     g = rng.standard_normal((32, 8)).astype(np.float32)
     out = []
@@ -146,7 +160,9 @@ def test_unknown_initialiser_is_refused() -> None:
 
 def test_dense_reports_bad_inputs_clearly(backend: ailib.backends.Backend) -> None:
     layer = Dense(4, 3, backend=backend)
-    with pytest.raises(ValueError, match=r"Dense: expected 4 features along axis -1, received shape \(2, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"Dense: expected 4 features along axis -1, received shape \(2, 5\)"
+    ):
         layer.forward(backend.asarray(np.zeros((2, 5), dtype=np.float32)))
     with pytest.raises(ValueError, match=r"Dense: expected a 2-d input, received shape \(4,\)"):
         layer.forward(backend.asarray(np.zeros(4, dtype=np.float32)))
@@ -156,7 +172,9 @@ def test_dense_reports_bad_inputs_clearly(backend: ailib.backends.Backend) -> No
         Dense(4, 3, backend=backend).backward(backend.asarray(np.zeros((2, 3), dtype=np.float32)))
 
 
-def test_layer_refuses_an_array_of_another_backend_or_device(backend: ailib.backends.Backend) -> None:
+def test_layer_refuses_an_array_of_another_backend_or_device(
+    backend: ailib.backends.Backend,
+) -> None:
     layer = Tanh(backend=backend)
     device1 = ailib.backends.get("array_api_strict:device1")
     other = ailib.backends.get("numpy") if backend is device1 else device1

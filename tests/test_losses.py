@@ -39,8 +39,9 @@ NAMES = ["MSE", "BinaryCrossEntropy", "CategoricalCrossEntropy", "SoftmaxCrossEn
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_loss_value_matches_reference(name: str, backend: ailib.backends.Backend,
-                                      rng: np.random.Generator) -> None:
+def test_loss_value_matches_reference(
+    name: str, backend: ailib.backends.Backend, rng: np.random.Generator
+) -> None:
     loss, p, t, expected = _case(name, rng)
     value = loss(backend.asarray(p), backend.asarray(t))
     assert value.ndim == 0
@@ -48,8 +49,9 @@ def test_loss_value_matches_reference(name: str, backend: ailib.backends.Backend
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_loss_gradcheck_float64(name: str, backend: ailib.backends.Backend,
-                                rng: np.random.Generator) -> None:
+def test_loss_gradcheck_float64(
+    name: str, backend: ailib.backends.Backend, rng: np.random.Generator
+) -> None:
     loss, p, t, _ = _case(name, rng)
     t_dev = backend.asarray(t)
     analytic = loss.grad(backend.asarray(p), t_dev)
@@ -58,8 +60,9 @@ def test_loss_gradcheck_float64(name: str, backend: ailib.backends.Backend,
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_loss_float32_agrees_with_numpy(name: str, other_backend: ailib.backends.Backend,
-                                        rng: np.random.Generator) -> None:
+def test_loss_float32_agrees_with_numpy(
+    name: str, other_backend: ailib.backends.Backend, rng: np.random.Generator
+) -> None:
     loss, p, t, _ = _case(name, rng)
     p32, t32 = p.astype(np.float32), t.astype(np.float32)
     out = []
@@ -72,8 +75,9 @@ def test_loss_float32_agrees_with_numpy(name: str, other_backend: ailib.backends
 
 
 @pytest.mark.parametrize("loss", [CategoricalCrossEntropy(), SoftmaxCrossEntropy()])
-def test_integer_labels_equal_one_hot(loss: Any, backend: ailib.backends.Backend,
-                                      rng: np.random.Generator) -> None:
+def test_integer_labels_equal_one_hot(
+    loss: Any, backend: ailib.backends.Backend, rng: np.random.Generator
+) -> None:
     labels = rng.integers(0, 5, 8)
     p = _softmax(rng.standard_normal((8, 5))).astype(np.float32)
     p_dev = backend.asarray(p)
@@ -83,8 +87,9 @@ def test_integer_labels_equal_one_hot(loss: Any, backend: ailib.backends.Backend
         assert_close(a, b, "float32")
 
 
-def test_softmax_cross_entropy_gradient_is_p_minus_y_over_n(backend: ailib.backends.Backend,
-                                                            rng: np.random.Generator) -> None:
+def test_softmax_cross_entropy_gradient_is_p_minus_y_over_n(
+    backend: ailib.backends.Backend, rng: np.random.Generator
+) -> None:
     z = rng.standard_normal((7, 3))
     labels = rng.integers(0, 3, 7)
     grad = SoftmaxCrossEntropy().grad(backend.asarray(z), backend.asarray(labels))
@@ -100,8 +105,11 @@ def test_softmax_cross_entropy_is_stable_for_huge_logits(backend: ailib.backends
 
 def test_labels_out_of_range_are_refused(backend: ailib.backends.Backend) -> None:
     z = backend.asarray(np.zeros((3, 4), dtype=np.float32))
-    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\] for 4 classes, received "
-                                         r"labels in \[0, 4\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"labels must lie in \[0, 3\] for 4 classes, received "
+        r"labels in \[0, 4\]",
+    ):
         SoftmaxCrossEntropy()(z, backend.asarray(np.array([0, 4, 1])))
     with pytest.raises(ValueError, match="labels in \\[-1, 1\\]"):
         CategoricalCrossEntropy()(z, backend.asarray(np.array([0, -1, 1])))
@@ -126,7 +134,8 @@ def test_loss_lookup_by_name() -> None:
 
 
 def test_softmax_cross_entropy_gradient_is_exact_for_unnormalised_soft_targets(
-        backend: ailib.backends.Backend, rng: np.random.Generator) -> None:
+    backend: ailib.backends.Backend, rng: np.random.Generator
+) -> None:
     z = rng.standard_normal((4, 3))
     t = backend.asarray(rng.uniform(0.0, 1.0, (4, 3)))  # rows do not sum to 1
     loss = SoftmaxCrossEntropy()

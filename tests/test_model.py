@@ -21,8 +21,9 @@ def xor_model(backend: ailib.backends.Backend) -> ailib.Sequential:
 
 def test_xor_learns_on_every_backend(backend: ailib.backends.Backend) -> None:
     model = xor_model(backend)
-    history = model.fit(XOR_X, XOR_Y, loss="mse", optimizer=SGD(lr=0.1, momentum=0.9),
-                        epochs=600, batch_size=4)
+    history = model.fit(
+        XOR_X, XOR_Y, loss="mse", optimizer=SGD(lr=0.1, momentum=0.9), epochs=600, batch_size=4
+    )
     assert history["loss"][-1] < 0.01
     pred = host(model.predict(XOR_X))
     np.testing.assert_array_equal(pred > 0.5, XOR_Y > 0.5)
@@ -36,19 +37,29 @@ def _blobs(n: int = 256, features: int = 20, classes: int = 4) -> tuple[np.ndarr
 
 
 def _mlp(backend: ailib.backends.Backend) -> ailib.Sequential:
-    return ailib.Sequential([Dense(20, 32), ReLU(), Dense(32, 16), Tanh(), Dense(16, 4)],
-                            backend=backend, seed=42)
+    return ailib.Sequential(
+        [Dense(20, 32), ReLU(), Dense(32, 16), Tanh(), Dense(16, 4)], backend=backend, seed=42
+    )
 
 
-def test_first_20_training_losses_agree_across_backends(other_backend: ailib.backends.Backend) -> None:
+def test_first_20_training_losses_agree_across_backends(
+    other_backend: ailib.backends.Backend,
+) -> None:
     x, y = _blobs()
     runs = []
     for be in (ailib.backends.get("numpy"), other_backend):
         model = _mlp(be)
         opt = SGD(lr=0.05, momentum=0.9)
         xd, yd = be.asarray(x), be.asarray(y)
-        losses = [model.train_step(xd[i * 16:(i + 1) * 16, ...], yd[i * 16:(i + 1) * 16],
-                                   "softmax_cross_entropy", opt) for i in range(16)]
+        losses = [
+            model.train_step(
+                xd[i * 16 : (i + 1) * 16, ...],
+                yd[i * 16 : (i + 1) * 16],
+                "softmax_cross_entropy",
+                opt,
+            )
+            for i in range(16)
+        ]
         losses += [model.train_step(xd, yd, "softmax_cross_entropy", opt) for _ in range(4)]
         runs.append(np.array([float(host(v)) for v in losses]))
     assert runs[0][-1] < runs[0][0]  # it learns
@@ -58,8 +69,14 @@ def test_first_20_training_losses_agree_across_backends(other_backend: ailib.bac
 def test_fit_history_and_evaluate(backend: ailib.backends.Backend) -> None:
     x, y = _blobs()
     model = _mlp(backend)
-    history = model.fit(x[:200], y[:200], optimizer=SGD(lr=0.05, momentum=0.9), epochs=5,
-                        batch_size=32, validation_data=(x[200:], y[200:]))
+    history = model.fit(
+        x[:200],
+        y[:200],
+        optimizer=SGD(lr=0.05, momentum=0.9),
+        epochs=5,
+        batch_size=32,
+        validation_data=(x[200:], y[200:]),
+    )
     assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy", "seconds"}
     assert all(len(v) == 5 for v in history.values())
     assert history["loss"][-1] < history["loss"][0]
@@ -71,7 +88,8 @@ def test_fit_history_and_evaluate(backend: ailib.backends.Backend) -> None:
 
 
 def test_fit_accepts_arrays_of_its_own_backend_and_one_hot_targets(
-        backend: ailib.backends.Backend) -> None:
+    backend: ailib.backends.Backend,
+) -> None:
     x, y = _blobs(64)
     model = _mlp(backend)
     onehot = backend.asarray(np.eye(4, dtype=np.float32)[y])
@@ -87,17 +105,25 @@ def test_same_seed_same_weights_on_every_backend(other_backend: ailib.backends.B
 
 def test_dtype_stays_float32_end_to_end(backend: ailib.backends.Backend) -> None:
     x, y = _blobs(64)
-    model = ailib.Sequential([Dense(20, 8), Sigmoid(), Dense(8, 4), Softmax()], backend=backend,
-                             seed=0)
-    model.fit(x.astype(np.float64), y, loss="categorical_cross_entropy",
-              optimizer="adam", epochs=1, batch_size=16)
+    model = ailib.Sequential(
+        [Dense(20, 8), Sigmoid(), Dense(8, 4), Softmax()], backend=backend, seed=0
+    )
+    model.fit(
+        x.astype(np.float64),
+        y,
+        loss="categorical_cross_entropy",
+        optimizer="adam",
+        epochs=1,
+        batch_size=16,
+    )
     xp = backend.xp
     assert model.output.dtype == xp.float32
     for layer in model.layers:
         for arr in (*layer.params.values(), *layer.grads.values()):
             assert arr.dtype == xp.float32
-    loss = model.train_step(backend.asarray(x[:8]), backend.asarray(y[:8]),
-                            "categorical_cross_entropy", "sgd")
+    loss = model.train_step(
+        backend.asarray(x[:8]), backend.asarray(y[:8]), "categorical_cross_entropy", "sgd"
+    )
     assert loss.dtype == xp.float32
 
 
@@ -112,8 +138,9 @@ def test_model_gradient_matches_finite_differences() -> None:
     from .helpers import assert_grad_close, numeric_grad
 
     be = ailib.backends.get("numpy")
-    model = ailib.Sequential([Dense(3, 4), Tanh(), Dense(4, 2), Sigmoid()], backend=be,
-                             dtype="float64", seed=0)
+    model = ailib.Sequential(
+        [Dense(3, 4), Tanh(), Dense(4, 2), Sigmoid()], backend=be, dtype="float64", seed=0
+    )
     loss = ailib.losses.BinaryCrossEntropy()
     x = np.random.default_rng(0).standard_normal((5, 3))
     t = be.asarray(np.random.default_rng(1).integers(0, 2, (5, 2)).astype(np.float64))
@@ -124,10 +151,14 @@ def test_model_gradient_matches_finite_differences() -> None:
 
 # -- bad input ------------------------------------------------------------------------------
 
+
 def test_wrong_feature_count_names_the_first_layer() -> None:
     model = xor_model(ailib.backends.get("numpy"))
-    with pytest.raises(ValueError, match=r"first layer \(Dense\) expects x of shape \(N, 2\), "
-                                         r"received \(4, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"first layer \(Dense\) expects x of shape \(N, 2\), "
+        r"received \(4, 3\)",
+    ):
         model.fit(np.zeros((4, 3), dtype=np.float32), XOR_Y, loss="mse")
     with pytest.raises(ValueError, match=r"expects x of shape \(N, 2\), received \(4,\)"):
         model.predict(np.zeros(4, dtype=np.float32))
@@ -142,8 +173,11 @@ def test_integer_inputs_are_refused_with_the_fix() -> None:
 def test_arrays_of_another_backend_or_device_are_refused() -> None:
     model = xor_model(ailib.backends.get("array_api_strict"))
     other = ailib.backends.get("array_api_strict:device1").asarray(XOR_X)
-    with pytest.raises(TypeError, match=r"x must be a NumPy array or an array of backend "
-                                        r"'array_api_strict' on device .*received .*device1"):
+    with pytest.raises(
+        TypeError,
+        match=r"x must be a NumPy array or an array of backend "
+        r"'array_api_strict' on device .*received .*device1",
+    ):
         model.predict(other)
 
 
@@ -151,8 +185,11 @@ def test_labels_out_of_range_are_refused_before_training() -> None:
     x, y = _blobs(32)
     model = _mlp(ailib.backends.get("numpy"))
     w = host(model.params["0.W"]).copy()
-    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\] for 4 classes, received "
-                                         r"labels in \[0, 7\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"labels must lie in \[0, 3\] for 4 classes, received "
+        r"labels in \[0, 7\]",
+    ):
         model.fit(x, np.where(y == 3, 7, y), epochs=1)
     np.testing.assert_array_equal(host(model.params["0.W"]), w)  # nothing was trained
 

@@ -42,8 +42,9 @@ CASES = {
 
 
 @pytest.mark.parametrize("kind", CASES)
-def test_update_rule_matches_reference(kind: str, backend: ailib.backends.Backend,
-                                       rng: np.random.Generator) -> None:
+def test_update_rule_matches_reference(
+    kind: str, backend: ailib.backends.Backend, rng: np.random.Generator
+) -> None:
     make, kw = CASES[kind]
     layer = Dense(3, 2, bias=False, backend=backend, dtype="float64", seed=0)
     w0 = host(layer.params["W"]).copy()

@@ -17,8 +17,13 @@ from ._base import Backend, Random, to_numpy
 from ._libs import MAKERS, BackendUnavailable
 
 NAMES: tuple[str, ...] = tuple(MAKERS)
-ALIASES = {"np": "numpy", "cp": "cupy", "pytorch": "torch", "strict": "array_api_strict",
-           "array-api-strict": "array_api_strict"}
+ALIASES = {
+    "np": "numpy",
+    "cp": "cupy",
+    "pytorch": "torch",
+    "strict": "array_api_strict",
+    "array-api-strict": "array_api_strict",
+}
 
 _cache: dict[tuple[str, str], Backend] = {}
 _default: Backend | None = None

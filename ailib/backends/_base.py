@@ -28,7 +28,7 @@ class Random:
     the only draw made inside a training loop.
     """
 
-    def __init__(self, backend: "Backend", seed: int | None) -> None:
+    def __init__(self, backend: Backend, seed: int | None) -> None:
         self.backend = backend
         self.seed = seed
         self.host = np.random.default_rng(seed)
@@ -95,7 +95,9 @@ class Backend:
             return self.float_dtype
         if isinstance(spec, str):
             if spec not in DTYPE_NAMES:
-                raise ValueError(f"unknown dtype {spec!r}; expected one of {', '.join(DTYPE_NAMES)}")
+                raise ValueError(
+                    f"unknown dtype {spec!r}; expected one of {', '.join(DTYPE_NAMES)}"
+                )
             return getattr(self.xp, spec)
         if isinstance(spec, np.dtype) or (isinstance(spec, type) and issubclass(spec, np.generic)):
             return getattr(self.xp, np.dtype(spec).name)
@@ -131,7 +133,11 @@ class Backend:
             if dtype is not None and x.dtype != dtype:
                 x = self.xp.astype(x, dtype)
             return x
-        if not isinstance(x, np.ndarray) and not np.isscalar(x) and not isinstance(x, (list, tuple)):
+        if (
+            not isinstance(x, np.ndarray)
+            and not np.isscalar(x)
+            and not isinstance(x, (list, tuple))
+        ):
             # an array of another library: go through the host, never silently through __array__
             x = to_numpy(x)
         host = np.asarray(x)

@@ -13,8 +13,23 @@ from .reshape import Flatten, Reshape
 #: every layer class by name: what a saved model's config may name (see ailib.io)
 LAYERS: dict[str, type[Layer]] = {
     cls.__name__: cls
-    for cls in (Dense, Identity, Tanh, Sigmoid, ReLU, LeakyReLU, Softmax, Conv2D, MaxPool2D,
-                AvgPool2D, Flatten, Reshape, Dropout, BatchNorm1D, BatchNorm2D)
+    for cls in (
+        Dense,
+        Identity,
+        Tanh,
+        Sigmoid,
+        ReLU,
+        LeakyReLU,
+        Softmax,
+        Conv2D,
+        MaxPool2D,
+        AvgPool2D,
+        Flatten,
+        Reshape,
+        Dropout,
+        BatchNorm1D,
+        BatchNorm2D,
+    )
 }
 
 __all__ = [

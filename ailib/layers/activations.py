@@ -102,8 +102,9 @@ class LeakyReLU(Activation):
         alpha: the slope α for negative inputs (default 0.01).
     """
 
-    def __init__(self, alpha: float = 0.01, *, backend: str | Backend | None = None,
-                 dtype: Any = None) -> None:
+    def __init__(
+        self, alpha: float = 0.01, *, backend: str | Backend | None = None, dtype: Any = None
+    ) -> None:
         super().__init__(backend=backend, dtype=dtype)
         self.alpha = float(alpha)
 

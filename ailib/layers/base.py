@@ -70,10 +70,14 @@ class Layer:
     def reset_parameters(self, rng: backends.Random) -> None:
         """Draw fresh initial parameters from ``rng`` (no-op for layers without parameters)."""
 
-    def to(self, backend: str | Backend | None = None, dtype: Any = None) -> "Layer":
+    def to(self, backend: str | Backend | None = None, dtype: Any = None) -> Layer:
         """Move parameters and buffers to ``backend`` and cast floating ones to ``dtype``, in place."""
         new = backends.get(backend) if backend is not None else self.backend
-        new_dtype = new.dtype(dtype) if dtype is not None else new.dtype(self.backend.dtype_name(self.dtype))
+        new_dtype = (
+            new.dtype(dtype)
+            if dtype is not None
+            else new.dtype(self.backend.dtype_name(self.dtype))
+        )
         for store in (self.params, self.buffers):
             for key, value in store.items():
                 host = self.backend.to_host(value)
@@ -83,16 +87,23 @@ class Layer:
         self.backend, self.dtype = new, new_dtype
         return self
 
-    def train(self, mode: bool = True) -> "Layer":
+    def train(self, mode: bool = True) -> Layer:
         self.training = mode
         return self
 
-    def eval(self) -> "Layer":
+    def eval(self) -> Layer:
         return self.train(False)
 
     # -- input checks (errors name the layer, the expectation and what was received) ----------
-    def check_input(self, x: Any, *, ndim: int | None = None, features: int | None = None,
-                    axis: int = -1, dtype: Any = "layer") -> None:
+    def check_input(
+        self,
+        x: Any,
+        *,
+        ndim: int | None = None,
+        features: int | None = None,
+        axis: int = -1,
+        dtype: Any = "layer",
+    ) -> None:
         """Raise a clear error unless ``x`` is an array of this layer's backend and device, of
         ``dtype`` (default: the layer's; None: any real floating dtype), with the expected rank and
         size along ``axis``."""

@@ -28,9 +28,17 @@ class Dense(Layer):
         seed: seed of the initial weights (`Sequential(seed=...)` re-draws them in layer order).
     """
 
-    def __init__(self, in_features: int, out_features: int, *, init: str = "glorot_uniform",
-                 bias: bool = True, seed: int | None = None, backend: str | Backend | None = None,
-                 dtype: Any = None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        init: str = "glorot_uniform",
+        bias: bool = True,
+        seed: int | None = None,
+        backend: str | Backend | None = None,
+        dtype: Any = None,
+    ) -> None:
         super().__init__(backend=backend, dtype=dtype)
         if in_features < 1 or out_features < 1:
             raise ValueError(
@@ -44,13 +52,18 @@ class Dense(Layer):
         self.reset_parameters(self.backend.random(seed))
 
     def get_config(self) -> dict[str, Any]:
-        return {"in_features": self.in_features, "out_features": self.out_features,
-                "init": self.init, "bias": self.bias}
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "init": self.init,
+            "bias": self.bias,
+        }
 
     def reset_parameters(self, rng: Random) -> None:
         shape = (self.out_features, self.in_features)
-        self.params["W"] = initializers.get(self.init)(rng, shape, self.in_features,
-                                                       self.out_features, self.dtype)
+        self.params["W"] = initializers.get(self.init)(
+            rng, shape, self.in_features, self.out_features, self.dtype
+        )
         if self.bias:
             self.params["b"] = initializers.zeros(rng, (self.out_features,), 0, 0, self.dtype)
 

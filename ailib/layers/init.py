@@ -16,12 +16,16 @@ from typing import Any, Callable
 from ..backends import Random
 
 
-def glorot_uniform(rng: Random, shape: tuple[int, ...], fan_in: int, fan_out: int, dtype: Any) -> Any:
+def glorot_uniform(
+    rng: Random, shape: tuple[int, ...], fan_in: int, fan_out: int, dtype: Any
+) -> Any:
     a = math.sqrt(6.0 / (fan_in + fan_out))
     return rng.uniform(shape, -a, a, dtype)
 
 
-def glorot_normal(rng: Random, shape: tuple[int, ...], fan_in: int, fan_out: int, dtype: Any) -> Any:
+def glorot_normal(
+    rng: Random, shape: tuple[int, ...], fan_in: int, fan_out: int, dtype: Any
+) -> Any:
     return rng.normal(shape, 0.0, math.sqrt(2.0 / (fan_in + fan_out)), dtype)
 
 
