@@ -112,3 +112,10 @@ def test_a_device_that_does_not_exist_is_unavailable_not_a_crash() -> None:
             ailib.backends.get("jax:cpu").asarray([1.0]).dtype
             == ailib.backends.get("jax").xp.float32
         )
+
+
+def test_synchronize_waits_with_or_without_arrays(backend: ailib.backends.Backend) -> None:
+    x = backend.asarray([1.0, 2.0]) * 3.0
+    backend.synchronize()
+    backend.synchronize(x)  # JAX waits for x itself (it has no global queue)
+    np.testing.assert_array_equal(backend.to_host(x), [3.0, 6.0])

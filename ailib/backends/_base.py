@@ -69,7 +69,7 @@ class Backend:
         *,
         to_host: Callable[[Any], np.ndarray],
         is_array: Callable[[Any], bool],
-        synchronize: Callable[[], None] = lambda: None,
+        synchronize: Callable[[tuple[Any, ...]], None] = lambda arrays: None,
         mutable: bool = True,
         random_cls: type[Random] = Random,
         library: Any = None,
@@ -162,9 +162,10 @@ class Backend:
         """A 0-d array as a Python float (this waits for the device: call it rarely)."""
         return float(self.to_host(x))
 
-    def synchronize(self) -> None:
-        """Wait until the device has finished the work queued so far (for timing)."""
-        self._synchronize()
+    def synchronize(self, *arrays: Any) -> None:
+        """Wait until the device has finished the work queued so far (for timing). JAX, which has
+        no global queue to wait on, waits for the given ``arrays`` instead."""
+        self._synchronize(arrays)
 
     def random(self, seed: int | None = None) -> Random:
         """A seeded random source; the same seed gives the same draws on every backend."""

@@ -76,7 +76,7 @@ def make_cupy(device: Any = None) -> Backend:
         dev,
         to_host=lambda x: x.get() if isinstance(x, cupy.ndarray) else np.asarray(x),
         is_array=lambda x: isinstance(x, cupy.ndarray),
-        synchronize=lambda: cupy.cuda.get_current_stream().synchronize(),
+        synchronize=lambda arrays: cupy.cuda.get_current_stream().synchronize(),
         random_cls=_CupyRandom,
         library=cupy,
     )
@@ -109,7 +109,9 @@ def make_torch(device: Any = None) -> Backend:
         dev,
         to_host=lambda x: x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x),
         is_array=torch.is_tensor,
-        synchronize=(lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None),
+        synchronize=(lambda arrays: torch.cuda.synchronize(dev))
+        if dev.type == "cuda"
+        else (lambda arrays: None),
         random_cls=_TorchRandom,
         library=torch,
     )
@@ -133,7 +135,7 @@ def make_jax(device: Any = None) -> Backend:
         dev,
         to_host=lambda x: np.asarray(jax.device_get(x)),
         is_array=lambda x: isinstance(x, jax.Array),
-        synchronize=lambda: jax.effects_barrier(),
+        synchronize=lambda arrays: jax.block_until_ready(arrays),
         mutable=False,
         library=jax,
     )
