@@ -15,11 +15,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import backends, datasets, io, metrics, zoo
+from . import backends, datasets, io, metrics, optimizers, zoo
 from .cli_progress import Progress
 from .model import Sequential
 from .optimizers import SGD, Adam, Optimizer
@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="learning rate (default: 1e-3 for adam, 0.05 for sgd with momentum 0.9)",
+    )
+    train.add_argument(
+        "--schedule",
+        choices=("cosine", "constant"),
+        default="cosine",
+        help="learning rate over the epochs: cosine decay to 0 (default) or constant",
     )
     train.add_argument(
         "--hidden",
@@ -232,6 +238,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         validation_data=(xt, yt),
         progress=Progress(len(x), quiet=args.quiet),
         log_every=20,
+        lr_schedule=make_schedule(args),
     )
     seconds = time.perf_counter() - start
 
@@ -277,6 +284,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def make_optimizer(args: argparse.Namespace) -> Optimizer:
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
     return Adam(lr=lr) if args.optimizer == "adam" else SGD(lr=lr, momentum=0.9)
+
+
+def make_schedule(args: argparse.Namespace) -> Callable[[int], float] | None:
+    if args.schedule == "constant":
+        return None
+    lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
+    return optimizers.cosine_schedule(lr, args.epochs)
 
 
 def _confusion(model: Sequential, x: np.ndarray, y: np.ndarray, classes: int) -> np.ndarray:

@@ -223,6 +223,7 @@ class Sequential:
         log_every: int = 50,
         checkpoint: str | os.PathLike | None = None,
         resume: bool = False,
+        lr_schedule: Callable[[int], float] | None = None,
     ) -> dict[str, list[float]]:
         """Train on (x, y) for ``epochs`` passes of mini-batches; returns the history.
 
@@ -236,6 +237,9 @@ class Sequential:
         are saved there after every epoch (`ailib.io.save_checkpoint`). With ``resume=True`` too,
         a checkpoint already there is restored first and training continues after its epoch up
         to ``epochs`` (the same result as an uninterrupted run); without one it starts afresh.
+
+        ``lr_schedule(epoch)`` (epochs count from 1), if given, sets the optimizer's learning rate
+        at the start of each epoch (e.g. `ailib.optimizers.cosine_schedule`); history gains "lr".
 
         Returns:
             ``{"loss": [...], "accuracy": [...], "val_loss": [...], "val_accuracy": [...]}``, one
@@ -266,6 +270,8 @@ class Sequential:
                 done, history = model_io.restore_checkpoint(self, checkpoint, optimizer)
         steps = math.ceil(n / batch_size)
         for epoch in range(done + 1, epochs + 1):
+            if lr_schedule is not None:
+                optimizer.lr = float(lr_schedule(epoch))
             self.train()
             start = time.perf_counter()
             order = self.rng.permutation(n) if shuffle else None
@@ -289,6 +295,8 @@ class Sequential:
                             }
                         )
             record = {"loss": meter.mean_loss}
+            if lr_schedule is not None:
+                record["lr"] = optimizer.lr
             if meter.accuracy is not None:
                 record["accuracy"] = meter.accuracy
             if validation_data is not None:

@@ -13,7 +13,7 @@ is what gets stored.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import array_api_compat
 
@@ -146,6 +146,22 @@ class Adam(Optimizer):
         return param
 
 
+def cosine_schedule(base_lr: float, epochs: int, final_lr: float = 0.0) -> Callable[[int], float]:
+    """Cosine decay for `Sequential.fit(lr_schedule=...)`: epoch e (1..epochs) trains with
+    lr = final + (base − final)·(1 + cos(π(e − 1)/epochs))/2, so epoch 1 uses base_lr and the
+    rate falls smoothly towards final_lr (which settles the weights instead of letting the last
+    epochs bounce between minima)."""
+    if epochs < 1:
+        raise ValueError(f"cosine_schedule: epochs must be positive, received {epochs}")
+
+    def lr(epoch: int) -> float:
+        return final_lr + (base_lr - final_lr) * 0.5 * (
+            1 + math.cos(math.pi * (epoch - 1) / epochs)
+        )
+
+    return lr
+
+
 OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam}
 
 
@@ -162,4 +178,4 @@ def get(optimizer: str | Optimizer, **kwargs: Any) -> Optimizer:
     return cls(**kwargs)
 
 
-__all__ = ["SGD", "Adam", "Optimizer", "get"]
+__all__ = ["SGD", "Adam", "Optimizer", "cosine_schedule", "get"]

@@ -88,3 +88,23 @@ def test_bad_hyperparameters_are_refused() -> None:
         Adam(beta1=1.0)
     with pytest.raises(ValueError, match="unknown optimizer 'lbfgs'"):
         ailib.optimizers.get("lbfgs")
+
+
+def test_cosine_schedule_starts_at_base_and_decays_to_final() -> None:
+    lr = ailib.optimizers.cosine_schedule(0.1, epochs=4, final_lr=0.01)
+    values = [lr(e) for e in range(1, 5)]
+    assert values[0] == pytest.approx(0.1)
+    assert all(a > b for a, b in zip(values, values[1:]))
+    assert values[-1] > 0.01
+    with pytest.raises(ValueError, match="epochs must be positive"):
+        ailib.optimizers.cosine_schedule(0.1, epochs=0)
+
+
+def test_fit_applies_the_schedule_each_epoch() -> None:
+    x = np.random.default_rng(0).standard_normal((32, 3)).astype(np.float32)
+    y = (x[:, :1] > 0).astype(np.float32)
+    model = ailib.Sequential([Dense(3, 1)], backend="numpy", seed=0)
+    opt = SGD(lr=1.0)
+    history = model.fit(x, y, loss="mse", optimizer=opt, epochs=3, lr_schedule=lambda e: 0.1 / e)
+    assert history["lr"] == pytest.approx([0.1, 0.05, 0.1 / 3])
+    assert opt.lr == pytest.approx(0.1 / 3)
