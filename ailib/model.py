@@ -54,6 +54,7 @@ class Sequential:
         self.loss: losses.Loss | None = None
         self.optimizer: optimizers.Optimizer | None = None
         self.output: Any = None  # the last forward output, kept for metrics
+        self.backprops: list[Any] = []  # one per layer, from the last forward
 
     def __repr__(self) -> str:
         inner = ",\n".join(f"  {layer!r}" for layer in self.layers)
@@ -68,29 +69,33 @@ class Sequential:
 
     # -- the seed's steps --------------------------------------------------------------------
     def forward(self, x: Any) -> Any:
-        """Forward propagate: Y = layerₖ(… layer₁(X)); each layer keeps what backward needs."""
+        """Forward propagate: Y = layerₖ(… layer₁(X)); each call's backprop is kept for
+        `backward` (the previous pass's are dropped first, so only one pass is held)."""
+        self.backprops = []
         for layer in self.layers:
-            x = layer.forward(x)
+            x, backprop = layer.call(x)
+            self.backprops.append(backprop)
         self.output = x
         return x
 
     def backward(self, grad: Any, *, input_grad: bool = True) -> Any:
         """Backpropagate dE/dY from the last layer to the first; returns dE/dX of the input.
 
+        Every layer's gradients are zeroed first, then each call's backprop adds its share.
         With ``input_grad=False`` (what training uses) no dE/dX of the input is formed: the
-        first layer with parameters fills only its gradients (`Layer.backward_params`), the
-        layers before it are skipped, and None is returned."""
-        layers = self.layers
-        if input_grad:
-            for layer in reversed(layers):
-                grad = layer.backward(grad)
-            return grad
-        first = next((i for i, layer in enumerate(layers) if layer.params), len(layers))
-        for layer in reversed(layers[first + 1 :]):
-            grad = layer.backward(grad)
-        if first < len(layers):
-            layers[first].backward_params(grad)
-        return None
+        first layer with parameters fills only its gradients, the layers before it are skipped,
+        and None is returned."""
+        layers, backprops = self.layers, self.backprops
+        if len(backprops) != len(layers):
+            raise RuntimeError("Sequential.backward called before forward")
+        for layer in layers:
+            layer.zero_grad()
+        first = 0 if input_grad else next((i for i, la in enumerate(layers) if la.params), None)
+        if first is None:
+            return None
+        for i in range(len(layers) - 1, first - 1, -1):
+            grad = backprops[i](grad, input_grad=input_grad or i > first)
+        return grad
 
     def train_step(
         self, x: Any, y: Any, loss: losses.Loss | str, optimizer: optimizers.Optimizer | str

@@ -10,35 +10,29 @@ from __future__ import annotations
 from typing import Any
 
 from ..backends import Backend
-from .base import Layer
+from .base import Backprop, Layer
 
 
 class Activation(Layer):
     """Base of the activation layers: no parameters, any input shape and floating dtype; Y has
-    X's shape and dtype."""
+    X's shape and dtype. A subclass writes the function `f` and, right under it, `vjp`."""
 
-    def __init__(self, *, backend: str | Backend | None = None, dtype: Any = None) -> None:
-        super().__init__(backend=backend, dtype=dtype)
-        self.x = None
-        self.y = None
-
-    def forward(self, x: Any) -> Any:
+    def call(self, x: Any) -> tuple[Any, Backprop]:
         self.check_input(x, dtype=None)
-        self.x = x
-        self.y = self.f(x)
-        return self.y
+        y = self.f(x)
 
-    def backward(self, grad_out: Any) -> Any:
-        self.require_forward(self.y)
-        self.check_grad(grad_out, tuple(self.y.shape))
-        return self.vjp(grad_out)
+        def backprop(grad_out: Any, input_grad: bool = True) -> Any:
+            self.check_grad(grad_out, tuple(y.shape))
+            return self.vjp(grad_out, x, y) if input_grad else None
+
+        return y, backprop
 
     def f(self, x: Any) -> Any:
         """Y = f(X)."""
         raise NotImplementedError
 
-    def vjp(self, grad_out: Any) -> Any:
-        """dE/dX from dE/dY, using the cached X (``self.x``) and Y (``self.y``)."""
+    def vjp(self, grad_out: Any, x: Any, y: Any) -> Any:
+        """dE/dX from dE/dY, given this call's X and Y."""
         raise NotImplementedError
 
 
@@ -48,7 +42,7 @@ class Identity(Activation):
     def f(self, x: Any) -> Any:
         return x
 
-    def vjp(self, grad_out: Any) -> Any:
+    def vjp(self, grad_out: Any, x: Any, y: Any) -> Any:
         return grad_out
 
 
@@ -58,8 +52,8 @@ class Tanh(Activation):
     def f(self, x: Any) -> Any:
         return self.xp.tanh(x)
 
-    def vjp(self, grad_out: Any) -> Any:
-        return grad_out * (1.0 - self.y * self.y)
+    def vjp(self, grad_out: Any, x: Any, y: Any) -> Any:
+        return grad_out * (1.0 - y * y)
 
 
 class Sigmoid(Activation):
@@ -71,8 +65,8 @@ class Sigmoid(Activation):
         e = xp.exp(-xp.abs(x))
         return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
-    def vjp(self, grad_out: Any) -> Any:
-        return grad_out * self.y * (1.0 - self.y)
+    def vjp(self, grad_out: Any, x: Any, y: Any) -> Any:
+        return grad_out * y * (1.0 - y)
 
 
 class ReLU(Activation):
@@ -87,10 +81,10 @@ class ReLU(Activation):
         # pass, where `where` is a slow path on NumPy).
         return self.xp.maximum(x, 0.0)
 
-    def vjp(self, grad_out: Any) -> Any:
+    def vjp(self, grad_out: Any, x: Any, y: Any) -> Any:
         # NOTE: dE/dY ∘ 1[X > 0] as a product into the fresh mask (in place where arrays are
         # mutable), not where(X > 0, dE/dY, 0): a third of the time on NumPy.
-        grad = self.xp.astype(self.x > 0, grad_out.dtype)
+        grad = self.xp.astype(x > 0, grad_out.dtype)
         grad *= grad_out
         return grad
 
@@ -114,8 +108,8 @@ class LeakyReLU(Activation):
     def f(self, x: Any) -> Any:
         return self.xp.where(x > 0, x, self.alpha * x)
 
-    def vjp(self, grad_out: Any) -> Any:
-        return self.xp.where(self.x > 0, grad_out, self.alpha * grad_out)
+    def vjp(self, grad_out: Any, x: Any, y: Any) -> Any:
+        return self.xp.where(x > 0, grad_out, self.alpha * grad_out)
 
 
 class Softmax(Activation):
@@ -129,8 +123,8 @@ class Softmax(Activation):
     def f(self, x: Any) -> Any:
         return softmax(self.xp, x)
 
-    def vjp(self, grad_out: Any) -> Any:
-        xp, y = self.xp, self.y
+    def vjp(self, grad_out: Any, x: Any, y: Any) -> Any:
+        xp = self.xp
         return y * (grad_out - xp.sum(grad_out * y, axis=-1, keepdims=True))
 
 

@@ -1,16 +1,28 @@
 """The `Layer` base class: a forward map X -> Y and its backward map dE/dY -> dE/dX.
 
-Every layer follows the seed document's contract (docs/math.md, section 1): `forward(X)` keeps
-what it needs from X, `backward(dE/dY)` fills ``grads`` with dE/d(parameter) for each entry of
-``params`` and returns dE/dX for the layer before. Layers compute gradients; optimizers update.
+Every layer implements one method, ``call(X) -> (Y, backprop)`` (the protocol of Thinc): the
+forward math, and right under it a closure ``backprop(dE/dY, input_grad=True)`` that mirrors it
+(docs/math.md, section 1). What backward needs (X, Y, im2col columns, masks) lives in that
+closure, not on the layer, so one layer object can be called at several places of a model; each
+call's backprop adds its dE/d(parameter) into ``layer.grads`` (`Layer.accumulate`), so a layer
+used twice gets the sum of both uses (docs/math.md §12), and returns dE/dX for the layer before
+(or None, without forming it, when ``input_grad=False``). Models zero the gradients at the start
+of each backward pass. Layers compute gradients; optimizers update.
+
+The seed's single-use API stays: `forward(X)` runs `call` and keeps its backprop, `backward(dE/dY)`
+sets ``grads`` to that call's gradients and returns dE/dX.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from .. import backends
 from ..backends import Backend
+
+#: ``backprop(dE/dY, input_grad=True) -> dE/dX`` (None when input_grad is False), the closure
+#: that `Layer.call` returns with Y; merge layers return one dE/dX per input, as a list
+Backprop = Callable[..., Any]
 
 
 class Layer:
@@ -18,7 +30,8 @@ class Layer:
 
     Attributes:
         params: trainable arrays by name (``layer.params["W"]``).
-        grads: dE/d(param) by the same names, filled by `backward`.
+        grads: dE/d(param) by the same names, summed over the calls backpropagated since the
+            last `zero_grad`.
         buffers: arrays that are state but not trained (e.g. running statistics); saved with the model.
         training: train mode (True) or eval mode (False); `Sequential` switches it.
         backend: the `Backend` the arrays live on. dtype: their floating dtype.
@@ -31,6 +44,7 @@ class Layer:
         self.grads: dict[str, Any] = {}
         self.buffers: dict[str, Any] = {}
         self.training = True
+        self.latest: Backprop | None = None  # the backprop of the latest `forward`
 
     @property
     def xp(self) -> Any:
@@ -40,20 +54,47 @@ class Layer:
     def name(self) -> str:
         return type(self).__name__
 
-    def forward(self, x: Any) -> Any:
-        """Y = f(X); keeps what `backward` needs."""
+    def call(self, x: Any) -> tuple[Any, Backprop]:
+        """(Y, backprop): Y = f(X), and the closure ``backprop(dE/dY, input_grad=True)`` that adds
+        this call's dE/d(param) to ``grads`` and returns dE/dX (None when ``input_grad`` is False:
+        what a model's first layer with parameters is asked, since nothing needs its dE/dX).
+        Train or eval behaviour follows ``self.training`` at the time of the call."""
         raise NotImplementedError
+
+    def forward(self, x: Any) -> Any:
+        """Y = f(X) for single use: runs `call` and keeps its backprop for `backward`."""
+        y, self.latest = self.call(x)
+        return y
 
     def backward(self, grad_out: Any) -> Any:
-        """Given dE/dY, fills ``self.grads`` and returns dE/dX."""
-        raise NotImplementedError
+        """Given dE/dY of the latest `forward`, sets ``grads`` to that call's dE/d(param) and
+        returns dE/dX."""
+        backprop = self._latest()
+        self.zero_grad()
+        return backprop(grad_out)
 
     def backward_params(self, grad_out: Any) -> None:
-        """Given dE/dY, fills ``self.grads`` only. `Sequential.train_step` calls this on its first
-        layer with parameters, whose dE/dX nothing needs; this default calls `backward` and drops
-        dE/dX, layers for which dE/dX is real work (Dense: a third of the backward matmuls)
-        override it."""
-        self.backward(grad_out)
+        """Like `backward`, but fills ``grads`` only, without forming dE/dX."""
+        backprop = self._latest()
+        self.zero_grad()
+        backprop(grad_out, input_grad=False)
+
+    def _latest(self) -> Backprop:
+        if self.latest is None:
+            raise RuntimeError(f"{self.name}.backward called before forward")
+        return self.latest
+
+    def zero_grad(self) -> None:
+        """Forget the gradients (models call this at the start of each backward pass; it also
+        frees the previous step's dE/dW before the next one is formed)."""
+        self.grads.clear()
+
+    def accumulate(self, name: str, grad: Any) -> None:
+        """grads[name] += grad: each call's backprop adds its share, so a layer used at several
+        places of a model gets the sum over its uses (docs/math.md §12)."""
+        total = self.grads.get(name)
+        # NOTE: a new array, not +=: the first share may be an array others still hold (dE/dY)
+        self.grads[name] = grad if total is None else total + grad
 
     def __call__(self, x: Any) -> Any:
         return self.forward(x)
@@ -83,7 +124,7 @@ class Layer:
                 host = self.backend.to_host(value)
                 cast = new_dtype if host.dtype.kind == "f" else None
                 store[key] = new.asarray(host, dtype=cast)
-        self.grads = {}
+        self.grads, self.latest = {}, None
         self.backend, self.dtype = new, new_dtype
         return self
 
@@ -144,7 +185,3 @@ class Layer:
                 f"{self.name}.backward: expected dE/dY of shape {tuple(expected_shape)}, received "
                 f"{tuple(grad_out.shape)}"
             )
-
-    def require_forward(self, cached: Any) -> None:
-        if cached is None:
-            raise RuntimeError(f"{self.name}.backward called before forward")

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 from ..backends import Backend, Random
 from . import init as initializers
 from ._windows import fold, output_size, pad_edges, pair, windows
-from .base import Layer
+from .base import Backprop, Layer
 
 
 class Conv2D(Layer):
@@ -70,8 +70,6 @@ class Conv2D(Layer):
         self.padding = pair(padding, "padding", self.name, minimum=0)
         self.init, self.bias = init, bias
         initializers.get(init)  # fail early on an unknown name
-        self.cols = None
-        self.x_shape: tuple[int, ...] = ()
         self.reset_parameters(self.backend.random(seed))
 
     def get_config(self) -> dict[str, Any]:
@@ -99,60 +97,41 @@ class Conv2D(Layer):
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         return output_size(height, kh, sh, ph), output_size(width, kw, sw, pw)
 
-    def forward(self, x: Any) -> Any:
+    def call(self, x: Any) -> tuple[Any, Backprop]:
+        """Ŷ = Ŵ·X̂ + B; backprop: dE/dW = dE/dŶ·X̂ᵀ, dE/dB = Σ_columns dE/dŶ, and dE/dX =
+        col2im(Ŵᵀ·dE/dŶ) with the padding cropped."""
         self._check(x)
-        xp, w = self.xp, self.params["W"]
+        xp, w, device = self.xp, self.params["W"], self.backend.device
         n, c, h, wd = x.shape
         oh, ow = self.output_shape(h, wd)
         (ph, pw), k = self.padding, self.kernel_size[0] * self.kernel_size[1]
+        out = self.out_channels
+        w_hat = xp.reshape(w, (out, c * k))
         # NOTE: channels first, so that the stacked windows are already X̂'s (C·k, N·H·W) layout
         # and no transpose of the large column matrix is needed.
-        image = pad_edges(xp, self.backend.device, xp.permute_dims(x, (1, 0, 2, 3)), ph, ph, pw, pw)
+        image = pad_edges(xp, device, xp.permute_dims(x, (1, 0, 2, 3)), ph, ph, pw, pw)
         pieces = windows(image, self.kernel_size, self.stride, (oh, ow))
-        self.cols = xp.reshape(xp.stack(pieces, axis=1), (c * k, n * oh * ow))
-        self.x_shape = (n, c, h, wd)
-        y = xp.matmul(xp.reshape(w, (self.out_channels, c * k)), self.cols)
+        cols = xp.reshape(xp.stack(pieces, axis=1), (c * k, n * oh * ow))
+        y = xp.matmul(w_hat, cols)
         if self.bias:
             y += xp.expand_dims(self.params["b"], axis=1)
-        return xp.permute_dims(xp.reshape(y, (self.out_channels, n, oh, ow)), (1, 0, 2, 3))
+        y = xp.permute_dims(xp.reshape(y, (out, n, oh, ow)), (1, 0, 2, 3))
 
-    def backward(self, grad_out: Any) -> Any:
-        grad = self._backward_params(grad_out)
-        xp, w = self.xp, self.params["W"]
-        n, c, h, wd = self.x_shape
-        oh, ow = self.output_shape(h, wd)
-        (ph, pw), k = self.padding, self.kernel_size[0] * self.kernel_size[1]
-        w_hat = xp.reshape(w, (self.out_channels, c * k))
-        grad_cols = xp.reshape(xp.matmul(xp.matrix_transpose(w_hat), grad), (c, k, n, oh, ow))
-        pieces = [grad_cols[:, i, ...] for i in range(k)]
-        image = fold(
-            xp,
-            self.backend.device,
-            pieces,
-            self.kernel_size,
-            self.stride,
-            (h + 2 * ph, wd + 2 * pw),
-        )
-        return xp.permute_dims(image[..., ph : ph + h, pw : pw + wd], (1, 0, 2, 3))
+        def backprop(grad_out: Any, input_grad: bool = True) -> Any:
+            self.check_grad(grad_out, (n, out, oh, ow))
+            grad = xp.reshape(xp.permute_dims(grad_out, (1, 0, 2, 3)), (out, n * oh * ow))
+            self.accumulate("W", xp.reshape(xp.matmul(grad, xp.matrix_transpose(cols)), w.shape))
+            if self.bias:
+                self.accumulate("b", xp.sum(grad, axis=1))
+            if not input_grad:  # skips dE/dX̂ and its col2im
+                return None
+            grad_cols = xp.reshape(xp.matmul(xp.matrix_transpose(w_hat), grad), (c, k, n, oh, ow))
+            pieces = [grad_cols[:, i, ...] for i in range(k)]
+            size = (h + 2 * ph, wd + 2 * pw)
+            image = fold(xp, device, pieces, self.kernel_size, self.stride, size)
+            return xp.permute_dims(image[..., ph : ph + h, pw : pw + wd], (1, 0, 2, 3))
 
-    def backward_params(self, grad_out: Any) -> None:
-        """dE/dW and dE/dB only: skips dE/dX and its col2im (what a model's first layer needs)."""
-        self._backward_params(grad_out)
-
-    def _backward_params(self, grad_out: Any) -> Any:
-        """Fills dE/dW and dE/dB; returns dE/dŶ as the (C_out, N·H_out·W_out) matrix."""
-        self.require_forward(self.cols)
-        xp = self.xp
-        n, _, h, wd = self.x_shape
-        oh, ow = self.output_shape(h, wd)
-        self.check_grad(grad_out, (n, self.out_channels, oh, ow))
-        grad = xp.reshape(xp.permute_dims(grad_out, (1, 0, 2, 3)), (self.out_channels, n * oh * ow))
-        self.grads["W"] = xp.reshape(
-            xp.matmul(grad, xp.matrix_transpose(self.cols)), self.params["W"].shape
-        )
-        if self.bias:
-            self.grads["b"] = xp.sum(grad, axis=1)
-        return grad
+        return y, backprop
 
     def _check(self, x: Any) -> None:
         self.check_input(x, dtype=self.params["W"].dtype)

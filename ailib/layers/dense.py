@@ -6,7 +6,7 @@ from typing import Any
 
 from ..backends import Backend, Random
 from . import init as initializers
-from .base import Layer
+from .base import Backprop, Layer
 
 
 class Dense(Layer):
@@ -48,7 +48,6 @@ class Dense(Layer):
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.init, self.bias = init, bias
         initializers.get(init)  # fail early on an unknown name
-        self.x = None
         self.reset_parameters(self.backend.random(seed))
 
     def get_config(self) -> dict[str, Any]:
@@ -67,24 +66,19 @@ class Dense(Layer):
         if self.bias:
             self.params["b"] = initializers.zeros(rng, (self.out_features,), 0, 0, self.dtype)
 
-    def forward(self, x: Any) -> Any:
-        self.check_input(x, ndim=2, features=self.in_features, dtype=self.params["W"].dtype)
-        self.x = x
-        y = self.xp.matmul(x, self.xp.matrix_transpose(self.params["W"]))
+    def call(self, x: Any) -> tuple[Any, Backprop]:
+        """Y = X·Wᵀ + B; backprop: dE/dW = (dE/dY)ᵀ·X, dE/dB = Σₙ dE/dYₙ, dE/dX = dE/dY·W."""
+        xp, w = self.xp, self.params["W"]
+        self.check_input(x, ndim=2, features=self.in_features, dtype=w.dtype)
+        y = xp.matmul(x, xp.matrix_transpose(w))
         if self.bias:
             y += self.params["b"]
-        return y
 
-    def backward(self, grad_out: Any) -> Any:
-        self.backward_params(grad_out)
-        return self.xp.matmul(grad_out, self.params["W"])
+        def backprop(grad_out: Any, input_grad: bool = True) -> Any:
+            self.check_grad(grad_out, (x.shape[0], self.out_features))
+            self.accumulate("W", xp.matmul(xp.matrix_transpose(grad_out), x))
+            if self.bias:
+                self.accumulate("b", xp.sum(grad_out, axis=0))
+            return xp.matmul(grad_out, w) if input_grad else None
 
-    def backward_params(self, grad_out: Any) -> None:
-        """dE/dW and dE/dB only (skips dE/dX: what the first layer of a model needs)."""
-        self.require_forward(self.x)
-        xp, x = self.xp, self.x
-        self.check_grad(grad_out, (x.shape[0], self.out_features))
-        self.grads.clear()  # free the previous step's dE/dW before forming the next one
-        self.grads["W"] = xp.matmul(xp.matrix_transpose(grad_out), x)
-        if self.bias:
-            self.grads["b"] = xp.sum(grad_out, axis=0)
+        return y, backprop

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..backends import Backend, Random
-from .base import Layer
+from .base import Backprop, Layer
 
 
 class Dropout(Layer):
@@ -39,8 +39,6 @@ class Dropout(Layer):
         self.p = float(p)
         self.seed = seed
         self.rng: Random = self.backend.random(seed)
-        self.scaled_mask: Any = None
-        self.x_shape: tuple[int, ...] | None = None
 
     def get_config(self) -> dict[str, Any]:
         return {"p": self.p}
@@ -55,17 +53,20 @@ class Dropout(Layer):
             self.rng = self.backend.random(self.seed)
         return self
 
-    def forward(self, x: Any) -> Any:
+    def call(self, x: Any) -> tuple[Any, Backprop]:
         self.check_input(x, dtype=None)
-        self.x_shape = tuple(x.shape)
+        x_shape = tuple(x.shape)
         if not self.training or self.p == 0.0:
-            self.scaled_mask = None
-            return x
-        mask = self.rng.bernoulli_mask(tuple(x.shape), 1.0 - self.p, dtype=x.dtype)
-        self.scaled_mask = mask * (1.0 / (1.0 - self.p))
-        return x * self.scaled_mask
+            scaled_mask, y = None, x
+        else:
+            mask = self.rng.bernoulli_mask(x_shape, 1.0 - self.p, dtype=x.dtype)
+            scaled_mask = mask * (1.0 / (1.0 - self.p))
+            y = x * scaled_mask
 
-    def backward(self, grad_out: Any) -> Any:
-        self.require_forward(self.x_shape)
-        self.check_grad(grad_out, self.x_shape)
-        return grad_out if self.scaled_mask is None else grad_out * self.scaled_mask
+        def backprop(grad_out: Any, input_grad: bool = True) -> Any:
+            self.check_grad(grad_out, x_shape)
+            if not input_grad:
+                return None
+            return grad_out if scaled_mask is None else grad_out * scaled_mask
+
+        return y, backprop

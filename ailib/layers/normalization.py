@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from ..backends import Backend, Random
-from .base import Layer
+from .base import Backprop, Layer
 
 
 class _BatchNorm(Layer):
@@ -53,7 +53,6 @@ class _BatchNorm(Layer):
                 f"momentum={momentum}, eps={eps}"
             )
         self.features, self.momentum, self.eps = features, float(momentum), float(eps)
-        self.cache: tuple[Any, Any, bool] | None = None
         self.reset_parameters(self.backend.random(0))
 
     def get_config(self) -> dict[str, Any]:
@@ -71,15 +70,15 @@ class _BatchNorm(Layer):
         """A (features,) vector shaped to broadcast against the input."""
         return self.xp.reshape(v, (1, self.features) + (1,) * (self.ndim - 2))
 
-    def forward(self, x: Any) -> Any:
+    def call(self, x: Any) -> tuple[Any, Backprop]:
         self.check_input(x, dtype=self.params["gamma"].dtype)
         if x.ndim != self.ndim or x.shape[1] != self.features:
             raise ValueError(
                 f"{self.name}: expected input of shape {self.layout} with "
                 f"{self.features} features on axis 1, received {tuple(x.shape)}"
             )
-        xp = self.xp
-        if self.training:
+        xp, training = self.xp, self.training
+        if training:
             count = math.prod(x.shape) // self.features  # M, the entries per feature
             if count < 2:
                 raise ValueError(
@@ -101,25 +100,25 @@ class _BatchNorm(Layer):
             var = self._per_feature(self.buffers["running_var"])
         inv_std = 1.0 / xp.sqrt(var + self.eps)
         x_hat = centred * inv_std
-        self.cache = (x_hat, inv_std, self.training)
-        return self._per_feature(self.params["gamma"]) * x_hat + self._per_feature(
-            self.params["beta"]
-        )
+        gamma = self._per_feature(self.params["gamma"])
+        y = gamma * x_hat + self._per_feature(self.params["beta"])
 
-    def backward(self, grad_out: Any) -> Any:
-        self.require_forward(self.cache)
-        x_hat, inv_std, training = self.cache
-        self.check_grad(grad_out, tuple(x_hat.shape))
-        xp = self.xp
-        self.grads["gamma"] = xp.reshape(xp.sum(grad_out * x_hat, axis=self.axes), (self.features,))
-        self.grads["beta"] = xp.reshape(xp.sum(grad_out, axis=self.axes), (self.features,))
-        scale = self._per_feature(self.params["gamma"]) * inv_std
-        if not training:
-            return scale * grad_out
-        # mean over the M entries = (1/M)·Σ; this is the formula above divided through by M
-        mean_grad = xp.mean(grad_out, axis=self.axes, keepdims=True)
-        mean_grad_xhat = xp.mean(grad_out * x_hat, axis=self.axes, keepdims=True)
-        return scale * (grad_out - mean_grad - x_hat * mean_grad_xhat)
+        def backprop(grad_out: Any, input_grad: bool = True) -> Any:
+            self.check_grad(grad_out, tuple(x_hat.shape))
+            sums = (self.features,)
+            self.accumulate("gamma", xp.reshape(xp.sum(grad_out * x_hat, axis=self.axes), sums))
+            self.accumulate("beta", xp.reshape(xp.sum(grad_out, axis=self.axes), sums))
+            if not input_grad:
+                return None
+            scale = gamma * inv_std
+            if not training:
+                return scale * grad_out
+            # mean over the M entries = (1/M)·Σ; this is the formula above divided through by M
+            mean_grad = xp.mean(grad_out, axis=self.axes, keepdims=True)
+            mean_grad_xhat = xp.mean(grad_out * x_hat, axis=self.axes, keepdims=True)
+            return scale * (grad_out - mean_grad - x_hat * mean_grad_xhat)
+
+        return y, backprop
 
 
 class BatchNorm1D(_BatchNorm):

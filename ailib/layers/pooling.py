@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 from ..backends import Backend
 from ._windows import fold, output_size, pair, windows
-from .base import Layer
+from .base import Backprop, Layer
 
 
 class _Pool2D(Layer):
@@ -25,7 +25,6 @@ class _Pool2D(Layer):
         super().__init__(backend=backend, dtype=dtype)
         self.kernel_size = pair(kernel_size, "kernel_size", self.name)
         self.stride = self.kernel_size if stride is None else pair(stride, "stride", self.name)
-        self.x_shape: tuple[int, ...] | None = None
 
     def get_config(self) -> dict[str, Any]:
         return {"kernel_size": list(self.kernel_size), "stride": list(self.stride)}
@@ -47,20 +46,14 @@ class _Pool2D(Layer):
                 f"{self.name}: the input's spatial size {tuple(x.shape[2:])} is "
                 f"smaller than the kernel {self.kernel_size}"
             )
-        self.x_shape = tuple(x.shape)
         return self._windows(x)
 
     def _windows(self, x: Any) -> list[Any]:
         return windows(x, self.kernel_size, self.stride, self.output_shape(*x.shape[2:]))
 
-    def _fold(self, pieces: list[Any]) -> Any:
-        _, _, h, w = self.x_shape
+    def _fold(self, pieces: list[Any], x_shape: tuple[int, ...]) -> Any:
+        _, _, h, w = x_shape
         return fold(self.xp, self.backend.device, pieces, self.kernel_size, self.stride, (h, w))
-
-    def _check_backward(self, grad_out: Any) -> None:
-        self.require_forward(self.x_shape)
-        n, c, h, w = self.x_shape
-        self.check_grad(grad_out, (n, c, *self.output_shape(h, w)))
 
 
 class MaxPool2D(_Pool2D):
@@ -76,39 +69,32 @@ class MaxPool2D(_Pool2D):
     receives dE/dY where X at k equals Y and no earlier offset did.
     """
 
-    def __init__(
-        self,
-        kernel_size: int | Sequence[int],
-        stride: int | Sequence[int] | None = None,
-        *,
-        backend: str | Backend | None = None,
-        dtype: Any = None,
-    ) -> None:
-        super().__init__(kernel_size, stride, backend=backend, dtype=dtype)
-        self.x, self.y = None, None
-
-    def forward(self, x: Any) -> Any:
+    def call(self, x: Any) -> tuple[Any, Backprop]:
         pieces = self._pieces(x)
         y = pieces[0]
         for piece in pieces[1:]:
             y = self.xp.maximum(y, piece)  # NOTE: maximum propagates NaN, so a NaN input shows
-        self.x, self.y = x, y
-        return y
 
-    def backward(self, grad_out: Any) -> Any:
-        self._check_backward(grad_out)
-        xp, y = self.xp, self.y
-        # NOTE: masks multiply (not xp.where): on NumPy, where is ~10x slower than a product
-        free, pieces = None, []
-        for piece in self._windows(self.x):
-            hit = piece == y
-            if free is not None:
-                hit = xp.logical_and(hit, free)
-            free = (
-                xp.logical_not(hit) if free is None else xp.logical_and(free, xp.logical_not(hit))
-            )
-            pieces.append(grad_out * xp.astype(hit, grad_out.dtype))
-        return self._fold(pieces)
+        def backprop(grad_out: Any, input_grad: bool = True) -> Any:
+            self.check_grad(grad_out, tuple(y.shape))
+            if not input_grad:
+                return None
+            xp = self.xp
+            # NOTE: masks multiply (not xp.where): on NumPy, where is ~10x slower than a product
+            free, grads = None, []
+            for piece in self._windows(x):
+                hit = piece == y
+                if free is not None:
+                    hit = xp.logical_and(hit, free)
+                free = (
+                    xp.logical_not(hit)
+                    if free is None
+                    else xp.logical_and(free, xp.logical_not(hit))
+                )
+                grads.append(grad_out * xp.astype(hit, grad_out.dtype))
+            return self._fold(grads, tuple(x.shape))
+
+        return y, backprop
 
 
 class AvgPool2D(_Pool2D):
@@ -120,15 +106,19 @@ class AvgPool2D(_Pool2D):
     overlapping windows the shares add up.
     """
 
-    def forward(self, x: Any) -> Any:
-        pieces = self._pieces(x)
+    def call(self, x: Any) -> tuple[Any, Backprop]:
+        pieces, x_shape = self._pieces(x), tuple(x.shape)
+        count = len(pieces)  # k_h·k_w
         total = pieces[0]
         for piece in pieces[1:]:
             total = total + piece
-        return total / float(len(pieces))
+        y = total / float(count)
 
-    def backward(self, grad_out: Any) -> Any:
-        self._check_backward(grad_out)
-        count = self.kernel_size[0] * self.kernel_size[1]
-        share = grad_out / float(count)
-        return self._fold([share] * count)
+        def backprop(grad_out: Any, input_grad: bool = True) -> Any:
+            self.check_grad(grad_out, tuple(y.shape))
+            if not input_grad:
+                return None
+            share = grad_out / float(count)
+            return self._fold([share] * count, x_shape)
+
+        return y, backprop

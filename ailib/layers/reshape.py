@@ -10,7 +10,7 @@ import math
 from typing import Any, Sequence
 
 from ..backends import Backend
-from .base import Layer
+from .base import Backprop, Layer
 
 
 class Flatten(Layer):
@@ -19,22 +19,22 @@ class Flatten(Layer):
 
     def __init__(self, *, backend: str | Backend | None = None, dtype: Any = None) -> None:
         super().__init__(backend=backend, dtype=dtype)
-        self.x_shape: tuple[int, ...] | None = None
 
-    def forward(self, x: Any) -> Any:
+    def call(self, x: Any) -> tuple[Any, Backprop]:
         self.check_input(x, dtype=None)
         if x.ndim < 2:
             raise ValueError(
                 f"{self.name}: expected at least a 2-d input (N, ...), received "
                 f"shape {tuple(x.shape)}"
             )
-        self.x_shape = tuple(x.shape)
-        return self.xp.reshape(x, (x.shape[0], math.prod(x.shape[1:])))
+        x_shape = tuple(x.shape)
+        y = self.xp.reshape(x, (x.shape[0], math.prod(x.shape[1:])))
 
-    def backward(self, grad_out: Any) -> Any:
-        self.require_forward(self.x_shape)
-        self.check_grad(grad_out, (self.x_shape[0], math.prod(self.x_shape[1:])))
-        return self.xp.reshape(grad_out, self.x_shape)
+        def backprop(grad_out: Any, input_grad: bool = True) -> Any:
+            self.check_grad(grad_out, tuple(y.shape))
+            return self.xp.reshape(grad_out, x_shape) if input_grad else None
+
+        return y, backprop
 
 
 class Reshape(Layer):
@@ -58,12 +58,11 @@ class Reshape(Layer):
             )
         self.shape = shape
         self.size = math.prod(shape)
-        self.x_shape: tuple[int, ...] | None = None
 
     def get_config(self) -> dict[str, Any]:
         return {"shape": list(self.shape)}
 
-    def forward(self, x: Any) -> Any:
+    def call(self, x: Any) -> tuple[Any, Backprop]:
         self.check_input(x, dtype=None)
         if x.ndim < 1 or math.prod(x.shape[1:]) != self.size:
             raise ValueError(
@@ -71,10 +70,11 @@ class Reshape(Layer):
                 f"{self.shape}, e.g. input shape (N, {self.size}) or (N, *{self.shape}), "
                 f"received {tuple(x.shape)}"
             )
-        self.x_shape = tuple(x.shape)
-        return self.xp.reshape(x, (x.shape[0], *self.shape))
+        x_shape = tuple(x.shape)
+        y = self.xp.reshape(x, (x.shape[0], *self.shape))
 
-    def backward(self, grad_out: Any) -> Any:
-        self.require_forward(self.x_shape)
-        self.check_grad(grad_out, (self.x_shape[0], *self.shape))
-        return self.xp.reshape(grad_out, self.x_shape)
+        def backprop(grad_out: Any, input_grad: bool = True) -> Any:
+            self.check_grad(grad_out, tuple(y.shape))
+            return self.xp.reshape(grad_out, x_shape) if input_grad else None
+
+        return y, backprop
