@@ -1,11 +1,13 @@
 """Layers: `Dense` (the seed's section 2), activation layers (section 3), convolution, pooling,
-reshaping, dropout and batch normalization (docs/math.md §7-§10), on any backend."""
+reshaping, dropout and batch normalization (docs/math.md §7-§10), and the merge layers of graph
+models (§12), on any backend."""
 
 from .activations import Activation, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .base import Layer
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
+from .merge import Add, Concatenate, Multiply
 from .normalization import BatchNorm1D, BatchNorm2D
 from .pooling import AvgPool2D, MaxPool2D
 from .reshape import Flatten, Reshape
@@ -29,15 +31,20 @@ LAYERS: dict[str, type[Layer]] = {
         Dropout,
         BatchNorm1D,
         BatchNorm2D,
+        Add,
+        Concatenate,
+        Multiply,
     )
 }
 
 __all__ = [
     "LAYERS",
     "Activation",
+    "Add",
     "AvgPool2D",
     "BatchNorm1D",
     "BatchNorm2D",
+    "Concatenate",
     "Conv2D",
     "Dense",
     "Dropout",
@@ -46,6 +53,7 @@ __all__ = [
     "Layer",
     "LeakyReLU",
     "MaxPool2D",
+    "Multiply",
     "ReLU",
     "Reshape",
     "Sigmoid",
