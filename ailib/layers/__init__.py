@@ -9,7 +9,7 @@ from .dense import Dense
 from .dropout import Dropout
 from .merge import Add, Concatenate, Multiply
 from .normalization import BatchNorm1D, BatchNorm2D
-from .pooling import AvgPool2D, MaxPool2D
+from .pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from .reshape import Flatten, Reshape
 
 #: every layer class by name: what a saved model's config may name (see ailib.io)
@@ -26,6 +26,7 @@ LAYERS: dict[str, type[Layer]] = {
         Conv2D,
         MaxPool2D,
         AvgPool2D,
+        GlobalAvgPool2D,
         Flatten,
         Reshape,
         Dropout,
@@ -49,6 +50,7 @@ __all__ = [
     "Dense",
     "Dropout",
     "Flatten",
+    "GlobalAvgPool2D",
     "Identity",
     "Layer",
     "LeakyReLU",

@@ -1,4 +1,4 @@
-"""Max and average pooling over the spatial axes of NCHW batches (docs/math.md §8)."""
+"""Max, average and global average pooling over the spatial axes of NCHW batches (docs/math.md §8)."""
 
 from __future__ import annotations
 
@@ -130,5 +130,37 @@ class AvgPool2D(_Pool2D):
                 return None
             share = grad_out / float(count)
             return self._fold([share] * count, x_shape)
+
+        return y, backprop
+
+
+class GlobalAvgPool2D(Layer):
+    """Y[n, c] = (1 / (H·W)) Σ_{h,w} X[n, c, h, w]: each channel's mean over the whole image.
+
+    Shapes: X (N, C, H, W) -> Y (N, C): the usual last step of a convolutional network before
+    its Dense classifier, whatever the image size.
+
+    Backward (docs/math.md §8, a window as large as the image): every entry of channel c
+    receives dE/dY[n, c] / (H·W).
+    """
+
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        shape = tuple(input_shape)
+        if len(shape) != 3:
+            raise ValueError(f"{self.name}: expected samples of shape (C, H, W), received {shape}")
+        return (shape[0],)
+
+    def call(self, x: Any) -> tuple[Any, Backprop]:
+        self.check_input(x, ndim=4, dtype=None)
+        xp, x_shape = self.xp, tuple(x.shape)
+        n, c, h, w = x_shape
+        y = xp.mean(x, axis=(2, 3))
+
+        def backprop(grad_out: Any, input_grad: bool = True) -> Any:
+            self.check_grad(grad_out, (n, c))
+            if not input_grad:
+                return None
+            share = xp.reshape(grad_out / float(h * w), (n, c, 1, 1))
+            return xp.broadcast_to(share, x_shape)
 
         return y, backprop
