@@ -88,6 +88,8 @@ class Model:
         self.optimizer: optimizers.Optimizer | None = None
         self.output: Any = None  # the last forward output, kept for metrics
         self.backprops: list[Any] = []  # one per layer call, from the last forward
+        self.plan_key: tuple[bool, ...] | None = None  # see _plan
+        self.plan: tuple[list[bool], list[bool]] = ([], [])
 
     def _wire(self) -> None:
         """Number the arrays of the graph (inputs 0..I-1, then one per node) and list, per node,
@@ -239,17 +241,22 @@ class Model:
     def _plan(self, input_grad: bool) -> tuple[list[bool], list[bool]]:
         """Per call: whether to run its backprop, and whether it must form dE/dX. Everything,
         for dE/dX of the inputs; else only calls with parameters at or before them, and dE/dX
-        only where a call before them has parameters."""
+        only where a call before them has parameters. (Kept while the layers that have
+        parameters stay the same.)"""
         n = len(self.wiring)
         if input_grad:
             return [True] * n, [True] * n
-        needed, upstream = [False] * n, [False] * n
-        for j, (layer, ins, _, _) in enumerate(self.wiring):
-            upstream[j] = any(
-                self.producer[i] is not None and needed[self.producer[i]] for i in ins
-            )
-            needed[j] = upstream[j] or bool(layer.params)
-        return needed, upstream
+        key = tuple(bool(layer.params) for layer in self.layers)
+        if self.plan_key != key:
+            needed, upstream = [False] * n, [False] * n
+            for j, (layer, ins, _, _) in enumerate(self.wiring):
+                for i in ins:
+                    producer = self.producer[i]
+                    if producer is not None and needed[producer]:
+                        upstream[j] = True
+                needed[j] = upstream[j] or bool(layer.params)
+            self.plan, self.plan_key = (needed, upstream), key
+        return self.plan
 
     def train_step(self, x: Any, y: Any, loss: Any, optimizer: optimizers.Optimizer | str) -> Any:
         """One iteration of the seed's loop on a batch already on the device; returns E (0-d)."""
