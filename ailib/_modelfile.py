@@ -242,7 +242,9 @@ def _depth(value: Any) -> int:
 
 
 def _why(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    """``exc`` on one short line."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text if len(text) <= 200 else text[:200] + '...'}"
 
 
 # -- the config -----------------------------------------------------------------------------
