@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .download import ChecksumMismatch, DownloadFailed, download
-from .idx import IDXFormatError, parse_idx, read_bytes
+from .idx import read_idx
 
 Arrays = tuple[np.ndarray, np.ndarray]
 
@@ -178,19 +178,14 @@ def find_local(
 
 
 def load_file(path: Path, file: FileSpec) -> np.ndarray:
-    """Read ``path`` and check it is ``file``: content SHA-256 (when known) and shape."""
-    data = read_bytes(path)
-    if file.sha256 is not None:
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != file.sha256:
-            raise ChecksumMismatch(
-                f"{path}: SHA-256 of the decompressed content is {digest}, expected "
-                f"{file.sha256} ({file.name}); delete the file and fetch it again"
-            )
-    array = parse_idx(data, str(path))
-    if array.shape != file.shape or array.dtype != np.uint8:
-        raise IDXFormatError(
-            f"{path}: holds {array.dtype} {array.shape}, expected uint8 {file.shape} for {file.name}"
+    """Read ``path`` and check it is ``file``: its IDX header (shape, uint8) before the data is
+    decompressed, then the content's SHA-256 (when known)."""
+    digest = hashlib.sha256()
+    array = read_idx(path, shape=file.shape, dtype=np.uint8, digest=digest)
+    if file.sha256 is not None and digest.hexdigest() != file.sha256:
+        raise ChecksumMismatch(
+            f"{path}: SHA-256 of the decompressed content is {digest.hexdigest()}, expected "
+            f"{file.sha256} ({file.name}); delete the file and fetch it again"
         )
     return array
 
