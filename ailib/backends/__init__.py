@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._base import Backend, Random, to_numpy
+from ._host import extremes, host_numbers
 from ._libs import MAKERS, BackendUnavailable
 
 NAMES: tuple[str, ...] = tuple(MAKERS)
@@ -101,8 +102,10 @@ __all__ = [
     "BackendUnavailable",
     "Random",
     "available",
+    "extremes",
     "get",
     "get_default",
+    "host_numbers",
     "set_backend",
     "to_numpy",
     "why_unavailable",
