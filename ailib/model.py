@@ -342,6 +342,11 @@ class Sequential:
                 record["accuracy"] = meter.accuracy
             if validation_data is not None:
                 val = self._evaluate(vx, vy, loss, 1024)
+                if not math.isfinite(val.get("loss", 0.0)):
+                    raise TrainingDiverged(
+                        f"{who}: the validation loss became {val['loss']} after epoch {epoch}; "
+                        f"lower the learning rate"
+                    )
                 record.update({f"val_{k}": v for k, v in val.items()})
             record["seconds"] = time.perf_counter() - start
             for key, value in record.items():
@@ -402,7 +407,7 @@ class Sequential:
                 meter.add(value, out, yb, size)
         finally:
             self.train()
-        meter.read(0, 0)
+        meter.read(0, 0, strict=False)
         result = {}
         if loss is not None:
             result["loss"] = meter.mean_loss
@@ -446,14 +451,15 @@ class _Meter:
         truth = y_true if y_true.ndim == 1 else xp.argmax(y_true, axis=1)
         return xp.sum(xp.astype(guess == truth, xp.int64))
 
-    def read(self, epoch: int, step: int, accuracy: bool = True) -> None:
+    def read(self, epoch: int, step: int, accuracy: bool = True, strict: bool = True) -> None:
         """Read pending losses back (one transfer) and, if ``accuracy``, the count of correct
-        predictions (one more); raise TrainingDiverged at a non-finite loss."""
+        predictions (one more); raise TrainingDiverged at a non-finite loss when ``strict``
+        (else the mean loss becomes NaN or inf)."""
         if self.pending:
             values = self.backend.to_host(self.xp.stack(self.pending)).tolist()
             first = step - len(values) + 1
             for k, (value, size) in enumerate(zip(values, self.sizes)):
-                if not math.isfinite(value):
+                if strict and not math.isfinite(value):
                     raise TrainingDiverged(
                         f"Sequential.fit: the loss became {value} at epoch {epoch}, step "
                         f"{first + k}; lower the learning rate or check the inputs for NaN/inf"

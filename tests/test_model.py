@@ -212,6 +212,16 @@ def test_a_diverging_loss_stops_fit_at_the_exact_step(backend: ailib.backends.Ba
         model.fit(x, targets, loss="mse", epochs=1, batch_size=8, shuffle=False, log_every=3)
 
 
+def test_a_diverged_model_evaluates_to_a_nan_loss() -> None:
+    """evaluate reports what it measures; only fit treats a non-finite loss as divergence."""
+    be = ailib.backends.get("numpy")
+    model = _mlp(be)
+    model.layers[-1].params["W"] = be.asarray(np.full((4, 16), np.inf, dtype=np.float32))
+    with np.errstate(invalid="ignore"):
+        result = model.evaluate(_x, _y, loss="softmax_cross_entropy")
+    assert np.isnan(result["loss"])
+
+
 def _spy(monkeypatch: pytest.MonkeyPatch, be: ailib.backends.Backend, method: str) -> list:
     """Record the calls of ``be.method`` (then made as before)."""
     calls: list = []
