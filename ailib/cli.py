@@ -41,7 +41,7 @@ exit status:
   1    a model file, dataset or download that cannot be used, data that does not fit the
        model, training that diverged, out of memory: ailib's message on stderr, no traceback
   2    a bad argument: one line on stderr
-  130  interrupted (Ctrl-C)
+  130  interrupted (Ctrl-C); 141 the output pipe was closed (e.g. by `head`)
 --debug (or the environment variable AILIB_DEBUG=1) also prints the traceback of status 1,
 for bug reports."""
 
@@ -167,6 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
+    except BrokenPipeError:  # e.g. `ailib evaluate ... | head`: the reader left, nothing to say
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 141
     except KeyboardInterrupt:
         if debug:
             traceback.print_exc()
