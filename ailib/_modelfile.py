@@ -54,6 +54,18 @@ LAYER_ARRAY = re.compile(r"layers\.(\d+)\.(params|buffers)\.(.+)")
 OPTIMIZER_ARRAY = re.compile(r"optimizer\.(\d+\.[^.]+)\.(.+)")
 
 
+#: what zipfile, zlib and NumPy's header parser raise for damaged input
+READ_ERRORS = (
+    zipfile.BadZipFile,
+    ValueError,
+    OSError,
+    EOFError,
+    zlib.error,
+    RecursionError,
+    NotImplementedError,  # zipfile: an unsupported zip feature
+)
+
+
 class ModelFileError(ValueError):
     """A model or checkpoint file that cannot be used; the message names the file and the fault."""
 
@@ -149,7 +161,7 @@ class Archive:
                 header = f.tell()
         except ModelFileError as exc:
             self.fail(f"member {name!r}: {exc}")
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error) as exc:
+        except READ_ERRORS as exc:
             self.fail(f"member {name!r} is not a readable .npy array ({_why(exc)})")
         member = Member(name[:-4], shape, dtype, fortran_order, info)
         if info.file_size != header + member.nbytes:
@@ -173,7 +185,9 @@ class Archive:
                     if not n:
                         self.fail(f"member {key}.npy ends early; truncated or damaged")
                     done += n
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error) as exc:
+        except ModelFileError:
+            raise
+        except READ_ERRORS as exc:
             self.fail(f"not a readable ailib model file, truncated or damaged ({_why(exc)})")
         array = buffer.view(member.dtype).reshape(
             member.shape, order="F" if member.fortran_order else "C"
@@ -218,7 +232,7 @@ def _npy_header(f: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
         )
     if dtype.fields is not None or dtype.subdtype is not None or dtype.name not in DTYPES:
         raise ModelFileError(f"dtype {dtype} is not one of {', '.join(DTYPES)}")
-    if not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise ModelFileError(f"bad shape {shape!r}")
     return tuple(shape), bool(fortran_order), dtype
 

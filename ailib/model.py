@@ -128,7 +128,7 @@ class Sequential:
         return model_io.save(self, path)
 
     # -- data at the boundary ----------------------------------------------------------------
-    def _inputs(self, x: Any, who: str, check_values: bool = True) -> Any:
+    def _check_inputs(self, x: Any, who: str, check_values: bool = True) -> Any:
         """``x`` checked, still where it was (`_device` moves it): NumPy arrays and lists hold
         real floats without NaN or inf (checked on the host), of a shape that fits the first
         layer. Arrays of this backend are checked with two reductions and one read back
@@ -155,12 +155,16 @@ class Sequential:
             self._finite(x, who, "x")
         return x
 
+    def _inputs(self, x: Any, who: str, check_values: bool = True) -> Any:
+        """``x`` checked (`_check_inputs`) and on the device, as the model's dtype."""
+        return self._device(self._check_inputs(x, who, check_values), self.dtype)
+
     def _device(self, a: Any, dtype: Any) -> Any:
         """A checked array on the model's device as ``dtype`` (NumPy arrays are cast on the
         host first: no float64 copy on the device)."""
         return self.backend.asarray(a, dtype=dtype)
 
-    def _targets(
+    def _check_targets(
         self, y: Any, n: int, loss: losses.Loss, who: str, check_values: bool = True
     ) -> tuple[Any, Any]:
         """(``y`` checked, the dtype the loss needs it in): int64 labels in range of the model's
@@ -290,14 +294,14 @@ class Sequential:
             )
         self.loss = loss = losses.get(loss)
         self.optimizer = optimizer = optimizers.get(optimizer)
-        x = self._inputs(x, who)
+        x = self._check_inputs(x, who)
         n = x.shape[0]
         if n == 0:
             raise ValueError(f"{who}: x has no samples")
-        y, y_dtype = self._targets(y, n, loss, who)
+        y, y_dtype = self._check_targets(y, n, loss, who)
         if validation_data is not None:
-            vx = self._inputs(validation_data[0], who + " (validation_data)")
-            vy, vy_dtype = self._targets(
+            vx = self._check_inputs(validation_data[0], who + " (validation_data)")
+            vy, vy_dtype = self._check_targets(
                 validation_data[1], vx.shape[0], loss, who + " (validation_data)"
             )
             vx, vy = self._device(vx, self.dtype), self._device(vy, vy_dtype)
@@ -366,7 +370,7 @@ class Sequential:
     def predict(self, x: Any, batch_size: int | None = None) -> Any:
         """The model's output for x (NumPy or this backend's array), in eval mode, as an array of
         this backend. With ``batch_size``, runs in batches to bound memory."""
-        x = self._device(self._inputs(x, "Sequential.predict", check_values=False), self.dtype)
+        x = self._inputs(x, "Sequential.predict", check_values=False)
         self.eval()
         try:
             if batch_size is None or x.shape[0] <= batch_size:
@@ -387,8 +391,8 @@ class Sequential:
         """
         who = "Sequential.evaluate"
         loss = losses.get(loss) if loss is not None else self.loss
-        x = self._inputs(x, who)
-        y, y_dtype = self._targets(y, x.shape[0], loss or losses.SoftmaxCrossEntropy(), who)
+        x = self._check_inputs(x, who)
+        y, y_dtype = self._check_targets(y, x.shape[0], loss or losses.SoftmaxCrossEntropy(), who)
         return self._evaluate(
             self._device(x, self.dtype), self._device(y, y_dtype), loss, batch_size
         )

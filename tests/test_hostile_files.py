@@ -156,6 +156,30 @@ HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
         ),
         "member 'x.npy' is not a readable .npy array",
     ),
+    "a negative dimension": (
+        lambda p: _model(
+            p,
+            dense_config(4, 3),
+            {**_dense_arrays(), "x.npy": npy_header((3,)).replace(b"(3,)", b"(-3,)")},
+        ),
+        r"member 'x.npy': bad shape \(-3,\)",
+    ),
+    "a header nested 4000 deep": (
+        lambda p: _model(
+            p,
+            dense_config(4, 3),
+            {
+                **_dense_arrays(),
+                "x.npy": b"\x93NUMPY\x01\x00"
+                + (8118).to_bytes(2, "little")
+                + b"(" * 4000
+                + b")" * 4000
+                + b" " * 117
+                + b"\n",
+            },
+        ),
+        "member 'x.npy' is not a readable .npy array",
+    ),
     "bzip2-compressed members": (
         lambda p: _model(p, dense_config(4, 3), compression=zipfile.ZIP_BZIP2),
         "uses compression method 12",
