@@ -181,9 +181,7 @@ def _device_index(device: Any, count: int) -> int:
     return int(text)
 
 
-def _probe(
-    cupy: Any, xp: Any, dev: Any, count: int, packages: list[tuple[str, str]]
-) -> None:
+def _probe(cupy: Any, xp: Any, dev: Any, count: int, packages: list[tuple[str, str]]) -> None:
     """Run an elementwise kernel (compiled by NVRTC) and a float32 matrix product (cuBLAS) on
     ``dev`` and check their values; raise BackendUnavailable saying what failed."""
     stage = "an elementwise kernel"
@@ -205,7 +203,9 @@ def _kernel_failure(
     cupy: Any, stage: str, exc: Exception, dev: Any, count: int, packages: list[tuple[str, str]]
 ) -> str:
     text = f"{type(exc).__name__}: {exc}"
-    seen = f"cupy is installed and sees {count} CUDA device(s), but {stage} failed on device {dev.id}"
+    seen = (
+        f"cupy is installed and sees {count} CUDA device(s), but {stage} failed on device {dev.id}"
+    )
     missing = [lib for lib in ("NVRTC", "cuBLAS") if lib.lower() in text.lower()]
     if not missing:
         return f"{seen} ({text})"

@@ -53,8 +53,7 @@ def import_library(name: str) -> Any:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         except Warning as exc:
             raise BackendUnavailable(
-                f"importing {name} warns and warnings are errors here ({type(exc).__name__}: "
-                f"{exc})"
+                f"importing {name} warns and warnings are errors here ({type(exc).__name__}: {exc})"
             ) from exc
     return sys.modules[name]
 
