@@ -150,11 +150,12 @@ class BinaryCrossEntropy(Loss):
 
     @staticmethod
     def _from_logits(xp: Any, z: Any, target: Any, size: int) -> tuple[Any, Any]:
-        # NOTE: e^−|Z| never overflows; σ(Z) = 1/(1 + e^−|Z|) for Z ≥ 0 and e^−|Z|/(1 + e^−|Z|)
-        # for Z < 0 keeps full relative precision on both sides.
+        # NOTE: e^−|Z| never overflows; σ(Z) = r for Z ≥ 0 and e^−|Z|·r for Z < 0, with
+        # r = 1/(1 + e^−|Z|), keeps full relative precision on both sides.
         e = xp.exp(-xp.abs(z))
         value = xp.sum(xp.maximum(z, 0.0) - z * target + xp.log1p(e)) / size
-        sigmoid = xp.where(z >= 0, 1.0, e) / (1.0 + e)
+        r = 1.0 / (1.0 + e)
+        sigmoid = xp.where(z >= 0, r, e * r)
         return value, (sigmoid - target) / size
 
 
