@@ -47,8 +47,9 @@ class Loss:
         """(E, dE/dY_pred) from one pass. ``check=False`` skips the label-range check, which
         reads the labels back from the device (`Sequential.fit` checks once, before training)."""
         xp = backends.namespace(y_pred)
-        target = self.target(xp, y_pred, y_true, check=check)
-        return self._value_and_grad(xp, y_pred, target)
+        with backends.device_context(y_pred):  # CuPy: kernels on y_pred's GPU
+            target = self.target(xp, y_pred, y_true, check=check)
+            return self._value_and_grad(xp, y_pred, target)
 
     def _value_and_grad(self, xp: Any, y_pred: Any, target: Any) -> tuple[Any, Any]:
         raise NotImplementedError

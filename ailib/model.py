@@ -393,9 +393,10 @@ class _Meter:
             self.pending.append(value)
             self.sizes.append(size)
         self.samples += size
-        hits = self._hits(y_pred, y_true)
-        if hits is not None:
-            self.correct = hits if self.correct is None else self.correct + hits
+        with self.backend.context():  # CuPy: count on the model's GPU
+            hits = self._hits(y_pred, y_true)
+            if hits is not None:
+                self.correct = hits if self.correct is None else self.correct + hits
 
     def _hits(self, y_pred: Any, y_true: Any) -> Any:
         xp = self.xp

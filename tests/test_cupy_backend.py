@@ -54,8 +54,28 @@ class FakeDevice:
 
 
 class FakeArray(np.ndarray):
+    """A CuPy array stand-in: every ufunc (what launches a kernel on CuPy: arithmetic,
+    comparisons, matmul, reductions) records the device that was current when it ran."""
+
+    kernels: list[int] = []
+
     def get(self) -> np.ndarray:
         return np.asarray(self)
+
+    @property
+    def device(self) -> FakeDevice:
+        return FakeDevice(1)
+
+    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        FakeArray.kernels.append(FakeDevice.current)
+        plain = [np.asarray(a) if isinstance(a, FakeArray) else a for a in inputs]
+        out = kwargs.get("out")
+        if out is not None:
+            kwargs["out"] = tuple(np.asarray(o) if isinstance(o, FakeArray) else o for o in out)
+        result = getattr(ufunc, method)(*plain, **kwargs)
+        if out is not None:
+            return out[0] if len(out) == 1 else out
+        return result.view(FakeArray) if isinstance(result, np.ndarray) else result
 
 
 class RecordingXP:
@@ -158,6 +178,27 @@ def test_training_steps_and_predictions_run_under_the_backends_device() -> None:
     model.predict(x)
     assert _WhereAmI.seen == [1, 1, 1]
     assert xp.calls and all(device == 1 for _, device in xp.calls)
+    assert FakeDevice.current == 0
+
+
+def test_fit_evaluate_and_losses_launch_every_kernel_on_the_backends_device(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    be, _ = _build(1)
+    monkeypatch.setattr(FakeArray, "__module__", "cupy._core.core")  # a CuPy array to ailib
+    monkeypatch.setitem(ailib.backends._cache, ("cupy", repr(1)), be)
+    rng = np.random.default_rng(0)
+    x = be.asarray(rng.standard_normal((12, 3)).astype(np.float32))
+    y = be.asarray(rng.integers(0, 2, 12), dtype=be.index_dtype)
+    model = ailib.Sequential(
+        [Dense(3, 4), BatchNorm1D(4), Dropout(0.5), Dense(4, 2)], backend=be, seed=0
+    )
+    FakeArray.kernels = []
+    model.fit(x, y, epochs=2, batch_size=5, optimizer="adam", validation_data=(x, y))
+    model.evaluate(x, y)
+    ailib.losses.SoftmaxCrossEntropy().value_and_grad(model.predict(x), y)  # standalone
+    assert len(FakeArray.kernels) > 100
+    assert set(FakeArray.kernels) == {1}
     assert FakeDevice.current == 0
 
 

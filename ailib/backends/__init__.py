@@ -12,7 +12,8 @@ to compute with for an array that arrived without its backend.
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import nullcontext
+from typing import Any, ContextManager
 
 from ._base import API_VERSION, Backend, BackendUnavailable, Random, to_numpy
 from ._libs import MAKERS
@@ -88,6 +89,15 @@ def why_unavailable(name: str) -> str | None:
     return None
 
 
+def device_context(x: Any) -> ContextManager[Any]:
+    """``with device_context(x):`` runs the enclosed operations on ``x``'s device: for a CuPy
+    array, the context of its backend (CuPy launches kernels on the current device); for any
+    other array, nothing."""
+    if type(x).__module__.split(".")[0] == "cupy":
+        return get("cupy", x.device.id).context()
+    return nullcontext()
+
+
 def namespace(x: Any) -> Any:
     """The array-API namespace to compute with for the array ``x``: array-api-compat's, except
     for a CuPy array, for which it is the namespace of the CuPy backend of ``x``'s device (which
@@ -121,6 +131,7 @@ __all__ = [
     "BackendUnavailable",
     "Random",
     "available",
+    "device_context",
     "get",
     "get_default",
     "namespace",
