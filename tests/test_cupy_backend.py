@@ -306,6 +306,7 @@ def fresh(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callable[
 def test_two_cupy_packages_are_named_with_the_fix(
     monkeypatch: pytest.MonkeyPatch, fresh: Callable[[str], None]
 ) -> None:
+    fresh("raise AssertionError('imported although two packages are installed')\n")
     both = [("cupy-cuda12x", "13.6.0"), ("cupy-cuda13x", "14.2.0")]
     monkeypatch.setattr(_cupy, "cupy_packages", lambda: both)
     reason = ailib.backends.why_unavailable("cupy")

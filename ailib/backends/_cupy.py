@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import importlib.util
 import types
 from typing import Any, Callable
 
@@ -64,8 +65,10 @@ def _on_device(fn: Callable[..., Any], device: Any) -> Callable[..., Any]:
 
 
 # -- what is installed ----------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
 def cupy_packages() -> list[tuple[str, str]]:
-    """(name, version) of every installed CuPy distribution ("cupy-cuda13x", "cupy", ...)."""
+    """(name, version) of every installed CuPy distribution ("cupy-cuda13x", "cupy", ...);
+    read once per process."""
     found = {}
     for dist in importlib.metadata.distributions():
         name = (dist.metadata["Name"] or "").lower().replace("_", "-")
@@ -101,10 +104,20 @@ def two_packages(packages: list[tuple[str, str]]) -> str:
 
 
 # -- the backend ----------------------------------------------------------------------------
+def _findable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def make_cupy(device: Any = None) -> Backend:
-    packages = cupy_packages()
-    if len(packages) > 1:
-        raise BackendUnavailable(two_packages(packages))
+    if _findable("cupy"):  # only then is the (slow) look at every installed package worth it
+        packages = cupy_packages()
+        if len(packages) > 1:
+            raise BackendUnavailable(two_packages(packages))
+    else:
+        packages = []
     cupy = import_library("cupy")
     return build(cupy, compat("cupy"), device, packages)
 
