@@ -149,7 +149,7 @@ class Backend:
             raise BackendUnavailable(
                 f"{name}: its array-API namespace ({getattr(xp, '__name__', xp)}) implements "
                 f"version {version}, ailib needs {API_VERSION} or later; upgrade it "
-                f"(pip install -U 'array-api-compat>=1.12' 'array-api-strict>=2.3')"
+                f"(pip install -U 'array-api-compat>=1.11' 'array-api-strict>=2.3')"
             )
         self.name = name
         self.xp = xp
