@@ -134,26 +134,22 @@ class Sequential:
         return model_io.save(self, path)
 
     # -- data at the boundary ----------------------------------------------------------------
-    def _inputs(self, x: Any, who: str) -> Any:
-        """``x`` as a floating array of the model's dtype on its device; NumPy arrays are moved
-        once, arrays of another backend or device are refused."""
+    def _inputs(self, x: Any, who: str, check_values: bool = True) -> Any:
+        """``x`` checked, still where it was (`_device` moves it): NumPy arrays and lists hold
+        real floats without NaN or inf (checked on the host), of a shape that fits the first
+        layer. Arrays of this backend are checked with two reductions and one read back
+        (``check_values=False`` skips that); arrays of another backend or device are refused."""
         be = self.backend
-        if (
-            type(x).__module__ == "numpy"
-            and getattr(x, "dtype", None) is not None
-            and x.dtype.kind == "f"
-            and not be.owns(x)
-        ):
-            x = be.asarray(x, dtype=self.dtype)  # cast on the host: no float64 copy on the device
-        x = self._own(x, who, "x")
-        if not be.is_floating(x.dtype):
+        host = backends.host_numbers(x, who, "x")
+        x = host if host is not None else self._own(x, who, "x")
+        floating = x.dtype.kind == "f" if host is not None else be.is_floating(x.dtype)
+        if not floating:
+            name = x.dtype.name if host is not None else be.dtype_name(x.dtype)
             raise TypeError(
-                f"{who}: x has dtype {be.dtype_name(x.dtype)} but the model needs floats "
+                f"{who}: x has dtype {name} but the model needs floats "
                 f"({be.dtype_name(self.dtype)}); scale it first, e.g. "
                 f"ailib.datasets.to_float(x) for uint8 pixels"
             )
-        if x.dtype != self.dtype:
-            x = self.xp.astype(x, self.dtype)
         first = self.layers[0] if self.layers else None
         features = getattr(first, "in_features", None)
         if features is not None and (x.ndim != 2 or x.shape[1] != features):
@@ -161,28 +157,66 @@ class Sequential:
                 f"{who}: the first layer ({first.name}) expects x of shape (N, {features}), "
                 f"received {tuple(x.shape)}"
             )
+        if host is not None or check_values:
+            self._finite(x, who, "x")
         return x
 
-    def _targets(self, y: Any, n: int, loss: losses.Loss, who: str) -> Any:
+    def _device(self, a: Any, dtype: Any) -> Any:
+        """A checked array on the model's device as ``dtype`` (NumPy arrays are cast on the
+        host first: no float64 copy on the device)."""
+        return self.backend.asarray(a, dtype=dtype)
+
+    def _targets(
+        self, y: Any, n: int, loss: losses.Loss, who: str, check_values: bool = True
+    ) -> tuple[Any, Any]:
+        """(``y`` checked, the dtype the loss needs it in): int64 labels in range of the model's
+        outputs, or floats of the model's dtype without NaN or inf. NumPy arrays and lists are
+        checked on the host and stay there (`_device` moves them)."""
         be = self.backend
-        if type(y).__module__ == "numpy" and getattr(y, "dtype", None) is not None:
-            if y.dtype.kind == "f" and not be.owns(y):
-                y = be.asarray(y, dtype=self.dtype)  # cast on the host, as for x
-        y = self._own(y, who, "y")
-        if y.shape[0] != n:
-            raise ValueError(f"{who}: x has {n} samples but y has {y.shape[0]}")
-        if self.xp.isdtype(y.dtype, "integral"):
-            if not loss.accepts_labels:
-                y = self.xp.astype(y, self.dtype)
-            else:
-                classes = self._num_outputs()
-                if classes is not None:
-                    losses.check_labels(self.xp, y, classes, who)
-                if y.dtype != be.index_dtype:
-                    y = self.xp.astype(y, be.index_dtype)
-        elif y.dtype != self.dtype:
-            y = self.xp.astype(y, self.dtype)
-        return be.asarray(y)
+        host = backends.host_numbers(y, who, "y")
+        y = host if host is not None else self._own(y, who, "y")
+        if y.ndim == 0 or y.shape[0] != n:
+            raise ValueError(f"{who}: x has {n} samples but y has {y.shape[0] if y.ndim else 0}")
+        integral = (
+            (y.dtype.kind in "iu") if host is not None else be.xp.isdtype(y.dtype, "integral")
+        )
+        floating = (y.dtype.kind == "f") if host is not None else be.is_floating(y.dtype)
+        classes = self._num_outputs() if loss.accepts_labels else None
+        if integral and loss.accepts_labels:
+            if y.ndim != 1:
+                raise ValueError(
+                    f"{who}: integer y holds class labels and must have shape ({n},), received "
+                    f"{tuple(y.shape)}"
+                )
+            if classes is not None and n and (host is not None or check_values):
+                low, high = backends.extremes(be, y)
+                if low < 0 or high >= classes:
+                    raise ValueError(
+                        f"{who}: y's labels must lie in [0, {classes - 1}] for {classes} classes, "
+                        f"received labels in [{low}, {high}] (the model has {classes} outputs)"
+                    )
+            return y, be.index_dtype
+        if floating and loss.accepts_labels and classes is not None:
+            if y.ndim != 2 or y.shape[1] != classes:
+                raise ValueError(
+                    f"{who}: float y must be one-hot or probability rows of shape ({n}, "
+                    f"{classes}) for {loss.name}, received {tuple(y.shape)}; pass integer "
+                    f"class labels of shape ({n},) instead"
+                )
+        if floating and n and (host is not None or check_values):
+            self._finite(y, who, "y")
+        return y, self.dtype
+
+    def _finite(self, a: Any, who: str, what: str) -> None:
+        """Raise ValueError naming ``what`` when the floating array ``a`` holds NaN or inf."""
+        if math.prod(a.shape) == 0:
+            return
+        low, high = backends.extremes(self.backend, a)
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise ValueError(
+                f"{who}: {what} holds {'NaN' if math.isnan(low) or math.isnan(high) else 'inf'} "
+                f"values (its range is [{low}, {high}]); remove or impute them first"
+            )
 
     def _own(self, a: Any, who: str, what: str) -> Any:
         be = self.backend
@@ -266,10 +300,14 @@ class Sequential:
         n = x.shape[0]
         if n == 0:
             raise ValueError(f"{who}: x has no samples")
-        y = self._targets(y, n, loss, who)
+        y, y_dtype = self._targets(y, n, loss, who)
         if validation_data is not None:
             vx = self._inputs(validation_data[0], who + " (validation_data)")
-            vy = self._targets(validation_data[1], vx.shape[0], loss, who + " (validation_data)")
+            vy, vy_dtype = self._targets(
+                validation_data[1], vx.shape[0], loss, who + " (validation_data)"
+            )
+            vx, vy = self._device(vx, self.dtype), self._device(vy, vy_dtype)
+        x, y = self._device(x, self.dtype), self._device(y, y_dtype)  # all checked: now move
         history: dict[str, list[float]] = {}
         done = 0
         if checkpoint is not None:
@@ -309,7 +347,12 @@ class Sequential:
             if meter.accuracy is not None:
                 record["accuracy"] = meter.accuracy
             if validation_data is not None:
-                val = self.evaluate(vx, vy, loss=loss)
+                val = self._evaluate(vx, vy, loss, 1024)
+                if not math.isfinite(val.get("loss", 0.0)):
+                    raise TrainingDiverged(
+                        f"{who}: the validation loss became {val['loss']} after epoch {epoch}; "
+                        f"lower the learning rate"
+                    )
                 record.update({f"val_{k}": v for k, v in val.items()})
             record["seconds"] = time.perf_counter() - start
             for key, value in record.items():
@@ -329,7 +372,7 @@ class Sequential:
     def predict(self, x: Any, batch_size: int | None = None) -> Any:
         """The model's output for x (NumPy or this backend's array), in eval mode, as an array of
         this backend. With ``batch_size``, runs in batches to bound memory."""
-        x = self._inputs(x, "Sequential.predict")
+        x = self._device(self._inputs(x, "Sequential.predict", check_values=False), self.dtype)
         self.eval()
         try:
             if batch_size is None or x.shape[0] <= batch_size:
@@ -351,7 +394,15 @@ class Sequential:
         who = "Sequential.evaluate"
         loss = losses.get(loss) if loss is not None else self.loss
         x = self._inputs(x, who)
-        y = self._targets(y, x.shape[0], loss or losses.SoftmaxCrossEntropy(), who)
+        y, y_dtype = self._targets(y, x.shape[0], loss or losses.SoftmaxCrossEntropy(), who)
+        return self._evaluate(
+            self._device(x, self.dtype), self._device(y, y_dtype), loss, batch_size
+        )
+
+    def _evaluate(
+        self, x: Any, y: Any, loss: losses.Loss | None, batch_size: int
+    ) -> dict[str, float]:
+        """`evaluate` on inputs already checked and on the device."""
         meter = _Meter(self, loss)
         self.eval()
         try:
@@ -362,7 +413,7 @@ class Sequential:
                 meter.add(value, out, yb, size)
         finally:
             self.train()
-        meter.read(0, 0)
+        meter.read(0, 0, strict=False)
         result = {}
         if loss is not None:
             result["loss"] = meter.mean_loss
@@ -409,14 +460,15 @@ class _Meter:
         truth = y_true if y_true.ndim == 1 else xp.argmax(y_true, axis=1)
         return xp.sum(xp.astype(guess == truth, self.backend.index_dtype))
 
-    def read(self, epoch: int, step: int, accuracy: bool = True) -> None:
+    def read(self, epoch: int, step: int, accuracy: bool = True, strict: bool = True) -> None:
         """Read pending losses back (one transfer) and, if ``accuracy``, the count of correct
-        predictions (one more); raise TrainingDiverged at a non-finite loss."""
+        predictions (one more); raise TrainingDiverged at a non-finite loss when ``strict``
+        (else the mean loss becomes NaN or inf)."""
         if self.pending:
             values = self.backend.to_host(self.xp.stack(self.pending)).tolist()
             first = step - len(values) + 1
             for k, (value, size) in enumerate(zip(values, self.sizes)):
-                if not math.isfinite(value):
+                if strict and not math.isfinite(value):
                     raise TrainingDiverged(
                         f"Sequential.fit: the loss became {value} at epoch {epoch}, step "
                         f"{first + k}; lower the learning rate or check the inputs for NaN/inf"

@@ -356,3 +356,25 @@ def test_a_bce_from_logits_model_loads_with_its_loss(tmp_path: Path) -> None:
     model.loss = ailib.losses.BinaryCrossEntropy(from_logits=True)
     model.save(tmp_path / "m.npz")
     assert ailib.load(tmp_path / "m.npz").loss.from_logits
+
+
+def test_every_layer_declares_the_shapes_it_holds() -> None:
+    """`Layer.array_shapes(config)` (what loading checks files against, without allocating) is
+    what the built layer holds, and `Layer.from_arrays` rebuilds the layer from those arrays."""
+    for layer in every_layer() + [Dense(3, 2, bias=False), Conv2D(2, 4, (3, 1), bias=False)]:
+        config = json.loads(json.dumps(layer.get_config()))  # as stored: lists for tuples
+        shapes = type(layer).array_shapes(config)
+        for kind in ("params", "buffers"):
+            held = {k: tuple(v.shape) for k, v in getattr(layer, kind).items()}
+            assert shapes[kind] == held, (layer.name, kind)
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+        rebuilt = type(layer).from_arrays(
+            kwargs,
+            {k: host(v) for k, v in layer.params.items()},
+            {k: host(v) for k, v in layer.buffers.items()},
+            backend="array_api_strict",
+        )
+        assert repr(rebuilt) == repr(layer) and rebuilt.backend.name == "array_api_strict"
+        for kind in ("params", "buffers"):
+            for name, value in getattr(layer, kind).items():
+                np.testing.assert_array_equal(host(getattr(rebuilt, kind)[name]), host(value))

@@ -16,6 +16,7 @@ from contextlib import nullcontext
 from typing import Any, ContextManager
 
 from ._base import API_VERSION, Backend, BackendUnavailable, Random, to_numpy
+from ._host import extremes, host_numbers
 from ._libs import MAKERS
 
 NAMES: tuple[str, ...] = tuple(MAKERS)
@@ -132,8 +133,10 @@ __all__ = [
     "Random",
     "available",
     "device_context",
+    "extremes",
     "get",
     "get_default",
+    "host_numbers",
     "namespace",
     "set_backend",
     "to_numpy",

@@ -70,6 +70,43 @@ class Layer:
     def reset_parameters(self, rng: backends.Random) -> None:
         """Draw fresh initial parameters from ``rng`` (no-op for layers without parameters)."""
 
+    @classmethod
+    def array_shapes(cls, config: dict[str, Any]) -> dict[str, dict[str, tuple[int, ...]]]:
+        """The shapes of the params and buffers a layer built from ``config`` (what `get_config`
+        returns, with lists for tuples) holds, found without allocating anything:
+        ``{"params": {"W": (out, in), ...}, "buffers": {...}}``; all are floating arrays of the
+        layer's dtype. `ailib.io` checks a file's arrays against them before reading any. Raises
+        ValueError when a size in ``config`` is missing or not a positive int. Layers with
+        params or buffers override this."""
+        return {"params": {}, "buffers": {}}
+
+    @classmethod
+    def from_arrays(
+        cls,
+        config: dict[str, Any],
+        params: dict[str, Any],
+        buffers: dict[str, Any],
+        *,
+        backend: str | Backend | None = None,
+        dtype: Any = None,
+    ) -> Layer:
+        """The layer ``cls(**config)`` holding ``params`` and ``buffers`` (host or device arrays
+        of the shapes `array_shapes` gives), built without drawing initial values first."""
+        layer = cls.__new__(cls)
+        # NOTE: constructors draw initial parameters through reset_parameters; shadowing it on
+        # the instance skips that allocation, whose values would be overwritten right away.
+        layer.reset_parameters = lambda rng: None  # type: ignore[method-assign]
+        try:
+            layer.__init__(**config, backend=backend, dtype=dtype)  # type: ignore[misc]
+        finally:
+            del layer.reset_parameters
+        be = layer.backend
+        for store, arrays in ((layer.params, params), (layer.buffers, buffers)):
+            store.clear()
+            for name, value in arrays.items():
+                store[name] = be.asarray(value, dtype=layer.dtype)
+        return layer
+
     def to(self, backend: str | Backend | None = None, dtype: Any = None) -> Layer:
         """Move parameters and buffers to ``backend`` and cast floating ones to ``dtype``, in place."""
         new = backends.get(backend) if backend is not None else self.backend
@@ -148,3 +185,19 @@ class Layer:
     def require_forward(self, cached: Any) -> None:
         if cached is None:
             raise RuntimeError(f"{self.name}.backward called before forward")
+
+
+def config_size(config: dict[str, Any], key: str, who: str) -> int:
+    """``config[key]`` when it is a positive int (not a bool), else a ValueError naming it."""
+    value = config.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{who}: {key} must be a positive int, received {value!r}")
+    return value
+
+
+def config_flag(config: dict[str, Any], key: str, default: bool, who: str) -> bool:
+    """``config[key]`` (``default`` when absent) when it is a bool, else a ValueError naming it."""
+    value = config.get(key, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"{who}: {key} must be true or false, received {value!r}")
+    return value

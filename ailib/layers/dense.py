@@ -6,7 +6,7 @@ from typing import Any
 
 from ..backends import Backend, Random
 from . import init as initializers
-from .base import Layer
+from .base import Layer, config_flag, config_size
 
 
 class Dense(Layer):
@@ -58,6 +58,16 @@ class Dense(Layer):
             "init": self.init,
             "bias": self.bias,
         }
+
+    @classmethod
+    def array_shapes(cls, config: dict[str, Any]) -> dict[str, dict[str, tuple[int, ...]]]:
+        n_in, n_out = (
+            config_size(config, k, cls.__name__) for k in ("in_features", "out_features")
+        )
+        params = {"W": (n_out, n_in)}
+        if config_flag(config, "bias", True, cls.__name__):
+            params["b"] = (n_out,)
+        return {"params": params, "buffers": {}}
 
     def reset_parameters(self, rng: Random) -> None:
         shape = (self.out_features, self.in_features)

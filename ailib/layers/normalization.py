@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from ..backends import Backend, Random
-from .base import Layer
+from .base import Layer, config_size
 
 
 class _BatchNorm(Layer):
@@ -58,6 +58,17 @@ class _BatchNorm(Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {"momentum": self.momentum, "eps": self.eps}
+
+    #: the config key of the number of features ("features", "channels")
+    size_key = "features"
+
+    @classmethod
+    def array_shapes(cls, config: dict[str, Any]) -> dict[str, dict[str, tuple[int, ...]]]:
+        shape = (config_size(config, cls.size_key, cls.__name__),)
+        return {
+            "params": {"gamma": shape, "beta": shape},
+            "buffers": {"running_mean": shape, "running_var": shape},
+        }
 
     def reset_parameters(self, rng: Random) -> None:
         """γ = 1, β = 0 and fresh running statistics (nothing is random)."""
@@ -156,7 +167,7 @@ class BatchNorm2D(_BatchNorm):
         channels: C. momentum: weight of the new batch in the running statistics. eps: ε.
     """
 
-    axes, ndim, layout = (0, 2, 3), 4, "(N, C, H, W)"
+    axes, ndim, layout, size_key = (0, 2, 3), 4, "(N, C, H, W)", "channels"
 
     def __init__(
         self,
