@@ -69,8 +69,9 @@ class Sequential:
     # -- the seed's steps --------------------------------------------------------------------
     def forward(self, x: Any) -> Any:
         """Forward propagate: Y = layerₖ(… layer₁(X)); each layer keeps what backward needs."""
-        for layer in self.layers:
-            x = layer.forward(x)
+        with self.backend.context():  # CuPy: this backend's GPU is the current one
+            for layer in self.layers:
+                x = layer.forward(x)
         self.output = x
         return x
 
@@ -80,6 +81,10 @@ class Sequential:
         With ``input_grad=False`` (what training uses) no dE/dX of the input is formed: the
         first layer with parameters fills only its gradients (`Layer.backward_params`), the
         layers before it are skipped, and None is returned."""
+        with self.backend.context():
+            return self._backward(grad, input_grad)
+
+    def _backward(self, grad: Any, input_grad: bool) -> Any:
         layers = self.layers
         if input_grad:
             for layer in reversed(layers):
@@ -97,10 +102,11 @@ class Sequential:
     ) -> Any:
         """One iteration of the seed's loop on a batch already on the device; returns E (0-d)."""
         loss, optimizer = losses.get(loss), optimizers.get(optimizer)
-        y_pred = self.forward(x)  # 1-2. feed input, forward propagate
-        error, grad = loss.value_and_grad(y_pred, y, check=False)  # 3. calculate error (and dE/dY)
-        self.backward(grad, input_grad=False)  # 4. backpropagate
-        optimizer.step(self.layers)  #    and step the weights
+        with self.backend.context():  # CuPy: kernels and allocations on this backend's GPU
+            y_pred = self.forward(x)  # 1-2. feed input, forward propagate
+            error, grad = loss.value_and_grad(y_pred, y, check=False)  # 3. calculate error
+            self.backward(grad, input_grad=False)  # 4. backpropagate
+            optimizer.step(self.layers)  #    and step the weights
         return error
 
     # -- modes -------------------------------------------------------------------------------
@@ -193,7 +199,7 @@ class Sequential:
                         f"{who}: y's labels must lie in [0, {classes - 1}] for {classes} classes, "
                         f"received labels in [{low}, {high}] (the model has {classes} outputs)"
                     )
-            return y, "int64"
+            return y, be.index_dtype
         if floating and loss.accepts_labels and classes is not None:
             if y.ndim != 2 or y.shape[1] != classes:
                 raise ValueError(
@@ -433,6 +439,7 @@ class _Meter:
         self.correct: Any = None
         self.classify = loss is None or loss.accepts_labels
         self.binary = isinstance(loss, losses.BinaryCrossEntropy)
+        self.threshold = 0.0 if getattr(loss, "from_logits", False) else 0.5  # logit 0 = p 0.5
         self.accuracy: float | None = None
         self.mean_loss = math.nan
 
@@ -441,19 +448,21 @@ class _Meter:
             self.pending.append(value)
             self.sizes.append(size)
         self.samples += size
-        hits = self._hits(y_pred, y_true)
-        if hits is not None:
-            self.correct = hits if self.correct is None else self.correct + hits
+        with self.backend.context():  # CuPy: count on the model's GPU
+            hits = self._hits(y_pred, y_true)
+            if hits is not None:
+                self.correct = hits if self.correct is None else self.correct + hits
 
     def _hits(self, y_pred: Any, y_true: Any) -> Any:
         xp = self.xp
         if self.binary and y_pred.shape[-1] == 1:
-            return xp.sum(xp.astype((y_pred > 0.5) == (y_true > 0.5), xp.int64))
+            hits = (y_pred > self.threshold) == (y_true > 0.5)
+            return xp.sum(xp.astype(hits, self.backend.index_dtype))
         if not self.classify or y_pred.ndim != 2 or y_pred.shape[1] < 2:
             return None
         guess = xp.argmax(y_pred, axis=1)
         truth = y_true if y_true.ndim == 1 else xp.argmax(y_true, axis=1)
-        return xp.sum(xp.astype(guess == truth, xp.int64))
+        return xp.sum(xp.astype(guess == truth, self.backend.index_dtype))
 
     def read(self, epoch: int, step: int, accuracy: bool = True, strict: bool = True) -> None:
         """Read pending losses back (one transfer) and, if ``accuracy``, the count of correct
