@@ -293,9 +293,9 @@ class LearningRateScheduler(Callback):
 
 
 class ReduceLROnPlateau(Callback):
-    """Multiply the learning rate by ``factor`` when ``monitor`` has not improved for
-    ``patience`` epochs, then wait ``cooldown`` epochs before counting again; never below
-    ``min_lr``. (Keras's ReduceLROnPlateau, with an absolute ``min_delta``.)"""
+    """Multiply the learning rate by ``factor`` once ``monitor`` has not improved for
+    ``patience`` epochs (0 and 1: at the first), never going below ``min_lr``; the ``cooldown``
+    epochs after a reduction do not count towards the next one (as in PyTorch)."""
 
     def __init__(
         self,
@@ -323,16 +323,9 @@ class ReduceLROnPlateau(Callback):
         self.tracker.best, self.wait, self.cooling = None, 0, 0
 
     def on_epoch_end(self, epoch: int, logs: Logs) -> None:
-        value = self.tracker.value(logs)
+        self.wait = 0 if self.tracker.improved(self.tracker.value(logs)) else self.wait + 1
         if self.cooling > 0:
-            self.cooling -= 1
-            self.wait = 0
-        if self.tracker.improved(value):
-            self.wait = 0
-            return
-        if self.cooling > 0:
-            return
-        self.wait += 1
+            self.cooling, self.wait = self.cooling - 1, 0
         optimizer = self.trainer.optimizer
         if self.wait >= max(1, self.patience) and optimizer.lr > self.min_lr:
             optimizer.lr = max(optimizer.lr * self.factor, self.min_lr)
