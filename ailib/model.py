@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Iterable, Sequence
 
-from . import backends, losses, optimizers, training
+from . import backends, batches, losses, optimizers, training
 from .backends import Backend
 from .callbacks import Callback
 from .layers.base import Layer
@@ -137,7 +137,7 @@ class Sequential:
 
     # -- data at the boundary, training and evaluation (ailib.training) -----------------------
     def _inputs(self, x: Any, who: str) -> Any:
-        return training.model_inputs(self, x, who)
+        return batches.model_inputs(self, x, who)
 
     def fit(
         self,

@@ -239,10 +239,11 @@ def _bn_model() -> ailib.Sequential:
 
 def test_a_final_batch_of_one_sample_joins_the_previous_batch() -> None:
     x, y = _data(33)
-    sizes = Sizes()
-    history = _bn_model().fit(x, y, epochs=2, batch_size=8, callbacks=[sizes])
-    assert sizes.sizes == [[8, 8, 8, 9]] * 2
+    history = _bn_model().fit(x, y, epochs=2, batch_size=8)
     assert np.isfinite(history["loss"]).all()
+    sizes = Sizes()
+    _bn_model().fit(x, y, epochs=2, batch_size=8, callbacks=[sizes])
+    assert sizes.sizes == [[8, 8, 8, 9]] * 2
     sizes = Sizes()
     _bn_model().fit(x, y, batch_size=8, drop_last=True, callbacks=[sizes])
     assert sizes.sizes == [[8, 8, 8, 8]]
@@ -290,5 +291,5 @@ def _module_imports(path: Path) -> set[str]:
 def test_io_and_the_model_do_not_import_each_other() -> None:
     io_imports = _module_imports(ROOT / "ailib" / "io.py")
     assert not io_imports & {"model", "training", "callbacks"}, io_imports
-    for module in ("model.py", "training.py"):
+    for module in ("model.py", "training.py", "batches.py"):
         assert "io" not in _module_imports(ROOT / "ailib" / module), module
