@@ -208,8 +208,8 @@ def test_predict_evaluate_and_fit_restore_the_mode_the_model_was_in(mode: bool) 
         lambda: model.fit(x, y, validation_data=(x, y), batch_size=8),
     ):
         run()
-        assert model.training is mode
         assert [layer.training for layer in model.layers] == [mode] * 3
+        assert model.training is mode
     if not mode:  # still in eval mode: dropout is off, so outputs repeat
         np.testing.assert_array_equal(
             host(model.forward(model._inputs(x, "t"))), host(model.predict(x))
@@ -225,8 +225,8 @@ def test_train_step_with_an_optimizer_name_keeps_one_optimizer() -> None:
     for _ in range(3):
         by_name.train_step(xd, yd, "softmax_cross_entropy", "adam")
         by_object.train_step(xd, yd, "softmax_cross_entropy", adam)
-    assert isinstance(by_name.optimizer, Adam) and by_name.optimizer.iterations == 3
     _assert_same_params(by_name, by_object)
+    assert isinstance(by_name.optimizer, Adam) and by_name.optimizer.iterations == 3
     by_name.train_step(xd, yd, "softmax_cross_entropy", "sgd")  # another name: a new optimizer
     assert isinstance(by_name.optimizer, SGD)
 
