@@ -205,6 +205,11 @@ def batches_of(
 ) -> ArrayBatches | IterableBatches:
     """The batches of ``x, y`` (arrays) or of ``x`` (an iterable of pairs, with ``y=None``)."""
     if y is None:
+        if hasattr(x, "shape"):
+            raise ValueError(
+                f"{who}: y is missing; give the targets with the x array, or give x as an "
+                f"iterable of (x, y) batches"
+            )
         return IterableBatches(model, x, loss, who, steps=steps, passes=passes)
     if steps is not None:
         raise ValueError(

@@ -163,6 +163,8 @@ def test_bad_iterables_are_refused() -> None:
         model.fit(x, y, validation_data=iter(_batches(x, y, 8)))
     with pytest.raises(ValueError, match="gave no batch in epoch 1"):
         model.fit([])
+    with pytest.raises(ValueError, match="y is missing; give the targets with the x array"):
+        model.evaluate(x)
 
 
 # -- freezing -----------------------------------------------------------------------------------
