@@ -46,14 +46,17 @@ def model_inputs(model: Any, x: Any, who: str) -> Any:
 def model_targets(
     model: Any, y: Any, n: int, loss: losses.Loss, who: str, *, check: bool = True
 ) -> Any:
-    """``y`` on the model's device: class labels as int64 (range-checked: on the host for NumPy
+    """``y`` on the model's device: class labels in ``backend.index_dtype`` (range-checked: on the host for NumPy
     labels, else on the device when ``check``, which reads two numbers back), other targets in
     the model's dtype."""
-    xp = model.xp
+    xp, be = model.xp, model.backend
     classes = _num_outputs(model) if loss.accepts_labels else None
-    if classes is not None and type(y).__module__ == "numpy" and y.dtype.kind in "iu":
-        losses.check_labels(array_api_compat.array_namespace(y), y, classes, who)
-        check = False
+    if type(y).__module__ == "numpy" and getattr(y, "dtype", None) is not None:
+        if classes is not None and y.dtype.kind in "iu":
+            losses.check_labels(array_api_compat.array_namespace(y), y, classes, who)
+            check = False
+        elif y.dtype.kind == "f" and not be.owns(y):
+            y = be.asarray(y, dtype=model.dtype)  # cast on the host, as for x
     y = _own(model, y, who, "y")
     if y.shape[0] != n:
         raise ValueError(f"{who}: x has {n} samples but y has {y.shape[0]}")
@@ -62,7 +65,7 @@ def model_targets(
             return xp.astype(y, model.dtype)
         if check and classes is not None:
             losses.check_labels(xp, y, classes, who)
-        return y if y.dtype == xp.int64 else xp.astype(y, xp.int64)
+        return y if y.dtype == be.index_dtype else xp.astype(y, be.index_dtype)
     return y if y.dtype == model.dtype else xp.astype(y, model.dtype)
 
 
@@ -101,7 +104,7 @@ class ArrayBatches:
 
     def __init__(
         self,
-        xp: Any,
+        backend: Any,
         x: Any,
         y: Any,
         batch_size: int,
@@ -122,15 +125,17 @@ class ArrayBatches:
                 )
         elif len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
             bounds[-2:] = [(bounds[-2][0], n)]
-        self.xp, self.x, self.y, self.bounds = xp, x, y, bounds
+        self.backend, self.xp, self.x, self.y, self.bounds = backend, backend.xp, x, y, bounds
         self.shuffle, self.rng = shuffle, rng
         self.steps = len(bounds)
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         order = self.rng.permutation(self.x.shape[0]) if self.shuffle else None
         for start, stop in self.bounds:
-            index = slice(start, stop) if order is None else order[start:stop]
-            yield _take(self.xp, self.x, index), _take(self.xp, self.y, index)
+            with self.backend.context():  # CuPy: the gather runs on the model's GPU
+                index = slice(start, stop) if order is None else order[start:stop]
+                batch = _take(self.xp, self.x, index), _take(self.xp, self.y, index)
+            yield batch
 
 
 class IterableBatches:
@@ -221,7 +226,14 @@ def batches_of(
         raise ValueError(f"{who}: x has no samples")
     y = model_targets(model, y, x.shape[0], loss, who)
     return ArrayBatches(
-        model.xp, x, y, batch_size, shuffle=shuffle, drop_last=drop_last, rng=model.rng, who=who
+        model.backend,
+        x,
+        y,
+        batch_size,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        rng=model.rng,
+        who=who,
     )
 
 

@@ -7,7 +7,9 @@ A model file is a NumPy ``.npz`` archive holding
 - ``layers.<i>.params.<name>`` and ``layers.<i>.buffers.<name>``: the arrays, on the host.
 
 A checkpoint is a model file whose config also has a ``checkpoint`` entry (epoch, history, the
-optimizer's class, settings and scalar state, random-generator states) and whose archive also
+optimizer's class, settings and scalar state, and each random source's `Random.get_state`: the
+host generator and the device stream of the model's shuffling and of every Dropout layer, so a
+resumed run draws exactly what the uninterrupted one would have) and whose archive also
 holds ``optimizer.<param>.<slot>`` arrays. `ailib.load` reads either as a model.
 
 Files are written atomically (a temporary file in the same directory, then `os.replace`) and
@@ -82,9 +84,9 @@ def save_checkpoint(
             "state": state,
         },
         "rng": {
-            "model": model.rng.host.bit_generator.state,
+            "model": model.rng.get_state(),
             "layers": {
-                str(i): layer.rng.host.bit_generator.state
+                str(i): layer.rng.get_state()
                 for i, layer in enumerate(model.layers)
                 if _has_rng(layer)
             },
@@ -135,6 +137,8 @@ def _model_entries(model: Sequential) -> tuple[dict[str, Any], dict[str, np.ndar
         "layers": layers,
         "loss": type(model.loss).__name__ if model.loss is not None else None,
     }
+    if getattr(model.loss, "from_logits", False):
+        config["loss_from_logits"] = True
     return config, arrays
 
 
@@ -194,9 +198,9 @@ def restore_checkpoint(
         rng_states = ckpt["rng"]
         epoch = int(ckpt["epoch"])
         history = {k: [_from_json_number(v) for v in vs] for k, vs in ckpt["history"].items()}
-        model.rng.host.bit_generator.state = rng_states["model"]
+        model.rng.set_state(rng_states["model"])
         for index, layer_state in rng_states["layers"].items():
-            model.layers[int(index)].rng.host.bit_generator.state = layer_state
+            model.layers[int(index)].rng.set_state(layer_state)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         if isinstance(exc, ModelFileError):
             raise
@@ -293,9 +297,26 @@ def _build(
 
     model = Sequential(layers, backend=be, dtype=dtype)
     model.seed = config.get("seed")
+    _seed_random_sources(model)
     loss = LOSS_CLASSES.get(config.get("loss") or "")
-    model.loss = loss() if loss is not None else None
+    if loss is losses.BinaryCrossEntropy:
+        model.loss = loss(from_logits=config.get("loss_from_logits") is True)
+    else:
+        model.loss = loss() if loss is not None else None
     return model
+
+
+def _seed_random_sources(model: Sequential) -> None:
+    """Seed a loaded model's shuffling (as `Sequential` does: the model's seed + 1) and its
+    Dropout masks from the saved seed (0 when none was saved), so that training a loaded model
+    is reproducible; weights are not touched."""
+    seed = model.seed if isinstance(model.seed, int) else 0
+    model.rng = model.backend.random(seed + 1)
+    layer_seeds = model.backend.random(seed)
+    for layer in model.layers:
+        if _has_rng(layer):
+            layer.seed = int(layer_seeds.host.integers(2**31))
+            layer.rng = model.backend.random(layer.seed)
 
 
 def _layer(path: Path, i: int, entry: Any, be: Backend, dtype: str) -> Any:

@@ -68,8 +68,9 @@ class Sequential:
     # -- the seed's steps --------------------------------------------------------------------
     def forward(self, x: Any) -> Any:
         """Forward propagate: Y = layerₖ(… layer₁(X)); each layer keeps what backward needs."""
-        for layer in self.layers:
-            x = layer.forward(x)
+        with self.backend.context():  # CuPy: this backend's GPU is the current one
+            for layer in self.layers:
+                x = layer.forward(x)
         self.output = x
         return x
 
@@ -80,6 +81,10 @@ class Sequential:
         first layer with trainable parameters fills only its gradients
         (`Layer.backward_params`), the layers before it (frozen or without parameters) are
         skipped, and None is returned."""
+        with self.backend.context():
+            return self._backward(grad, input_grad)
+
+    def _backward(self, grad: Any, input_grad: bool) -> Any:
         layers = self.layers
         if input_grad:
             for layer in reversed(layers):

@@ -53,11 +53,12 @@ def train_step(
     """One iteration of the seed's loop on a batch already on the device; returns (E, Y): the
     error (0-d, on the device) and the model's output. ``update=False`` stops after backward,
     leaving dE/dW in the layers' grads (gradient accumulation)."""
-    y_pred = model.forward(x)  # 1-2. feed input, forward propagate
-    error, grad = loss.value_and_grad(y_pred, y, check=False)  # 3. calculate error (and dE/dY)
-    model.backward(grad, input_grad=False)  # 4. backpropagate
-    if update:
-        optimizer.step(model.layers)  #    and step the weights
+    with model.backend.context():  # CuPy: kernels and allocations on the model's GPU
+        y_pred = model.forward(x)  # 1-2. feed input, forward propagate
+        error, grad = loss.value_and_grad(y_pred, y, check=False)  # 3. calculate error
+        model.backward(grad, input_grad=False)  # 4. backpropagate
+        if update:
+            optimizer.step(model.layers)  #    and step the weights
     return error, y_pred
 
 
@@ -118,6 +119,7 @@ class Meter:
         self.correct: Any = None
         self.classify = loss is None or loss.accepts_labels
         self.binary = isinstance(loss, losses.BinaryCrossEntropy)
+        self.threshold = 0.0 if getattr(loss, "from_logits", False) else 0.5  # logit 0 = p 0.5
         self.accuracy: float | None = None
         self.mean_loss = math.nan
 
@@ -126,19 +128,21 @@ class Meter:
             self.pending.append(value)
             self.sizes.append(size)
         self.samples += size
-        hits = self._hits(y_pred, y_true)
-        if hits is not None:
-            self.correct = hits if self.correct is None else self.correct + hits
+        with self.backend.context():  # CuPy: count on the model's GPU
+            hits = self._hits(y_pred, y_true)
+            if hits is not None:
+                self.correct = hits if self.correct is None else self.correct + hits
 
     def _hits(self, y_pred: Any, y_true: Any) -> Any:
         xp = self.xp
         if self.binary and y_pred.shape[-1] == 1:
-            return xp.sum(xp.astype((y_pred > 0.5) == (y_true > 0.5), xp.int64))
+            hits = (y_pred > self.threshold) == (y_true > 0.5)
+            return xp.sum(xp.astype(hits, self.backend.index_dtype))
         if not self.classify or y_pred.ndim != 2 or y_pred.shape[1] < 2:
             return None
         guess = xp.argmax(y_pred, axis=1)
         truth = y_true if y_true.ndim == 1 else xp.argmax(y_true, axis=1)
-        return xp.sum(xp.astype(guess == truth, xp.int64))
+        return xp.sum(xp.astype(guess == truth, self.backend.index_dtype))
 
     def read(
         self, epoch: int = 0, step: int = 0, *, accuracy: bool = True, diverge: bool = False
@@ -147,7 +151,9 @@ class Meter:
         predictions (one more). With ``diverge``, a non-finite loss raises TrainingDiverged
         naming ``epoch`` and the step (``step`` being the last one added)."""
         if self.pending:
-            values = self.backend.to_host(self.xp.stack(self.pending)).tolist()
+            with self.backend.context():
+                stacked = self.xp.stack(self.pending)
+            values = self.backend.to_host(stacked).tolist()
             first = step - len(values) + 1
             for k, (value, size) in enumerate(zip(values, self.sizes)):
                 if diverge and not math.isfinite(value):
@@ -282,8 +288,10 @@ class Trainer:
             if first or not isinstance(data, IterableBatches) or not data.one_shot:
                 raise ValueError(f"{self.who}: the data gave no batch in epoch {epoch}")
             return None
-        if self.accumulator is not None and self.accumulator.flush():
-            optimizer.step(model.layers)  # the epoch's last, incomplete group of batches
+        if self.accumulator is not None:
+            with model.backend.context():
+                if self.accumulator.flush():
+                    optimizer.step(model.layers)  # the epoch's last, incomplete group
         meter.read(epoch, step, diverge=True)
         return meter.results()
 
@@ -299,8 +307,10 @@ class Trainer:
                 f"model cannot train on ({exc}); use batches of at least 2 samples "
                 f"(batch_size, or drop_last=True)"
             ) from exc
-        if acc is not None and acc.add(model.layers, yb.shape[0]):
-            self.optimizer.step(model.layers)
+        if acc is not None:
+            with model.backend.context():
+                if acc.add(model.layers, yb.shape[0]):
+                    self.optimizer.step(model.layers)
         return error, y_pred
 
 
@@ -426,7 +436,8 @@ def evaluate_batches(
     try:
         for xb, yb in batches:
             out = model.forward(xb)
-            value = loss.value_and_grad(out, yb, check=False)[0] if loss is not None else None
+            with model.backend.context():
+                value = loss.value_and_grad(out, yb, check=False)[0] if loss else None
             meter.add(value, out, yb, yb.shape[0])
     finally:
         model.train(was_training)
@@ -469,7 +480,8 @@ def predict(model: Any, x: Any, batch_size: int | None = None) -> Any:
             model.forward(x[start : start + batch_size, ...])
             for start in range(0, x.shape[0], batch_size)
         ]
-        return model.xp.concat(outs, axis=0)
+        with model.backend.context():
+            return model.xp.concat(outs, axis=0)
     finally:
         model.train(was_training)
 

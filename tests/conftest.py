@@ -11,8 +11,18 @@ import pytest
 import ailib
 
 #: every backend the suite runs on; "array_api_strict:device1" is a second (fake) device that
-#: exposes device-mixing bugs without a GPU
-BACKENDS = ["numpy", "array_api_strict", "array_api_strict:device1", "torch", "jax", "cupy"]
+#: exposes device-mixing bugs without a GPU. The GPU ones ("cupy", "torch:cuda", "jax:gpu") skip
+#: with the reason on a machine without one; benchmarks/gpu.sh runs them where there is one.
+BACKENDS = [
+    "numpy",
+    "array_api_strict",
+    "array_api_strict:device1",
+    "torch",
+    "jax",
+    "cupy",
+    "torch:cuda",
+    "jax:gpu",
+]
 
 #: backends whose arrays are immutable (updates go through the functional path)
 IMMUTABLE = {"jax"}
@@ -40,3 +50,18 @@ def other_backend(request: pytest.FixtureRequest) -> ailib.backends.Backend:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line per skip reason (with a count), not one per test location: a machine without
+    CuPy skips every CuPy case for the same reason, and that is one fact."""
+    reasons: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    if reasons:
+        terminalreporter.section("skipped, by reason", sep="-")
+        for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
+            terminalreporter.line(f"SKIPPED [{count}] {reason}")

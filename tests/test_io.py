@@ -340,3 +340,24 @@ def test_resume_refuses_another_architecture_or_optimizer(tmp_path: Path) -> Non
     _model().save(plain)
     with pytest.raises(ailib.ModelFileError, match="not a checkpoint"):
         _fit(_model(), Adam(lr=0.01), plain, resume=True)
+
+
+def test_a_loaded_model_trains_reproducibly(tmp_path: Path) -> None:
+    """Its shuffling and its Dropout masks are seeded (from the saved seed), not drawn from
+    the operating system's entropy."""
+    path = tmp_path / "model.npz"
+    _model().save(path)
+    weights = []
+    for _ in range(2):
+        model = ailib.load(path)
+        model.fit(X, Y, epochs=2, batch_size=4, shuffle=True, optimizer="sgd")
+        weights.append([np.asarray(p) for p in model.params.values()])
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_bce_from_logits_model_loads_with_its_loss(tmp_path: Path) -> None:
+    model = ailib.Sequential([Dense(64, 1)], backend="numpy", seed=0)
+    model.loss = ailib.losses.BinaryCrossEntropy(from_logits=True)
+    model.save(tmp_path / "m.npz")
+    assert ailib.load(tmp_path / "m.npz").loss.from_logits

@@ -16,9 +16,12 @@ class Dropout(Layer):
     at inference. Backward uses the same mask: dE/dX = dE/dY ∘ M / (1 − p) (training), dE/dY
     (eval).
 
-    The mask is drawn on the device by ``backend.random(seed).bernoulli_mask``; `reset_parameters`
-    (called by `Sequential(seed=...)`) reseeds it from the model's random source, so a seeded
-    model drops the same units on every run.
+    The mask is made on the device by ``backend.random(seed).bernoulli_mask``, a counter-based
+    hash of (seed, call number) in integer operations (`ailib.backends.Random`): the same seed
+    gives the same masks, bit for bit, on every backend and device, with nothing copied to the
+    device per call. `reset_parameters` (called by `Sequential(seed=...)`) reseeds it from the
+    model's random source, so a seeded model drops the same units on every run and backend; the
+    mask stream's position is part of ``rng.get_state()``, which checkpoints save.
 
     Args:
         p: the probability of dropping an entry, 0 <= p < 1.
@@ -51,8 +54,10 @@ class Dropout(Layer):
 
     def to(self, backend: str | Backend | None = None, dtype: Any = None) -> Dropout:
         super().to(backend, dtype)
-        if self.rng.backend is not self.backend:
+        if self.rng.backend is not self.backend:  # same draws, continued on the new backend
+            state = self.rng.get_state()
             self.rng = self.backend.random(self.seed)
+            self.rng.set_state(state)
         return self
 
     def forward(self, x: Any) -> Any:
