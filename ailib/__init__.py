@@ -10,10 +10,11 @@ Importing ailib imports no GPU or framework library; a backend's library is impo
 backend is first asked for.
 """
 
-from . import backends, datasets, layers, losses, optimizers
+from . import backends, callbacks, datasets, layers, losses, optimizers, schedules, training
 from .backends import BackendUnavailable, get_default, set_backend
 from .io import ModelFileError, load
-from .model import Sequential, TrainingDiverged
+from .model import Sequential
+from .training import TrainingDiverged
 
 __version__ = "0.1.0"
 
@@ -23,11 +24,14 @@ __all__ = [
     "Sequential",
     "TrainingDiverged",
     "backends",
+    "callbacks",
     "datasets",
     "get_default",
     "layers",
     "load",
     "losses",
     "optimizers",
+    "schedules",
     "set_backend",
+    "training",
 ]

@@ -24,9 +24,10 @@ drawing initial weights first. Limits and guarantees: docs/reliability.md.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,7 +36,9 @@ from ._files import atomic_open
 from ._modelfile import Archive, ModelFileError, check_arrays, check_config
 from .backends import Backend
 from .layers import LAYERS
-from .model import Sequential
+
+if TYPE_CHECKING:  # model.py and the callbacks call this module; it imports model.py on use
+    from .model import Sequential
 
 FORMAT = "ailib.model"
 VERSION = 1
@@ -62,7 +65,7 @@ def save_checkpoint(
     state, the history so far and the random generators' states."""
     config, arrays = _model_entries(model)
     state = {}
-    for key, slots in optimizer.state.items():
+    for key, slots in optimizer.named_state(model.layers).items():
         state[key] = {"scalars": {}, "arrays": []}
         for slot, value in slots.items():
             if isinstance(value, (int, float)):
@@ -72,7 +75,7 @@ def save_checkpoint(
                 state[key]["arrays"].append(slot)
     config["checkpoint"] = {
         "epoch": int(epoch),
-        "history": history,
+        "history": {k: [_json_number(v) for v in values] for k, values in history.items()},
         "optimizer": {
             "class": type(optimizer).__name__,
             "config": optimizer.get_config(),
@@ -89,6 +92,15 @@ def save_checkpoint(
         },
     }
     return _write(Path(path), config, arrays)
+
+
+def _json_number(value: Any) -> Any:
+    """NaN and ±inf (a diverged validation loss) as strings: JSON has no such numbers."""
+    return str(value) if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _from_json_number(value: Any) -> Any:
+    return float(value) if value in ("nan", "inf", "-inf") else value
 
 
 def _has_rng(layer: Any) -> bool:
@@ -183,7 +195,8 @@ def restore_checkpoint(
             for slot in slots["arrays"]:
                 state[key][slot] = model.backend.asarray(arrays[f"optimizer.{key}.{slot}"])
         rng_states = ckpt["rng"]
-        epoch, history = int(ckpt["epoch"]), {k: list(v) for k, v in ckpt["history"].items()}
+        epoch = int(ckpt["epoch"])
+        history = {k: [_from_json_number(v) for v in vs] for k, vs in ckpt["history"].items()}
         model.rng.set_state(rng_states["model"])
         for index, layer_state in rng_states["layers"].items():
             model.layers[int(index)].rng.set_state(layer_state)
@@ -193,7 +206,11 @@ def restore_checkpoint(
         raise ModelFileError(
             f"{path}: damaged training state ({type(exc).__name__}: {exc})"
         ) from exc
-    optimizer.state, optimizer.iterations = state, int(opt["iterations"])
+    try:
+        optimizer.load_named_state(model.layers, state)
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: {exc}") from exc
+    optimizer.iterations = int(opt["iterations"])
     for layer, source in zip(model.layers, saved.layers):
         layer.params.update(source.params)
         layer.buffers.update(source.buffers)
@@ -240,6 +257,8 @@ def _build(
                 f"{config['layers'][i]['config']}: {exc}"
             ) from exc
         layers.append(layer)
+    from .model import Sequential  # model.py imports this module
+
     model = Sequential(layers, backend=be, dtype=dtype)
     model.seed = config.get("seed")
     _seed_random_sources(model)

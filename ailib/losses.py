@@ -176,18 +176,41 @@ class CategoricalCrossEntropy(Loss):
 
 
 class SoftmaxCrossEntropy(Loss):
-    """Softmax followed by cross-entropy, fused, on logits Z:
+    """Softmax followed by cross-entropy, fused, on logits Z (N, C):
     E = −(1/N) Σₙ Σᵢ Yₙᵢ log softmax(Zₙ)ᵢ; for rows Y summing to 1 (labels, one-hot),
     dE/dZ = (softmax(Z) − Y)/N.
 
     The fused form never takes the log of a rounded-to-zero probability, and its gradient is the
     simple (p − y)/N derived in docs/math.md §5.
+
+    Args:
+        label_smoothing: ε in [0, 1): the targets become Y' = (1 − ε)·Y + ε/C before the loss
+            (labels and one-hot rows: 1 − ε + ε/C on the true class, ε/C elsewhere), which keeps
+            the model from pushing logits towards ±∞ to reach probabilities of exactly 0 and 1.
+            Then dE/dZ = (softmax(Z) − Y')/N. Same definition as PyTorch's
+            ``CrossEntropyLoss(label_smoothing=ε)``.
     """
 
     accepts_labels = True
 
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(
+                f"SoftmaxCrossEntropy: label_smoothing must lie in [0, 1), received "
+                f"{label_smoothing}"
+            )
+        self.label_smoothing = float(label_smoothing)
+
+    def __repr__(self) -> str:
+        if not self.label_smoothing:
+            return f"{self.name}()"
+        return f"{self.name}(label_smoothing={self.label_smoothing!r})"
+
     def _value_and_grad(self, xp: Any, y_pred: Any, target: Any) -> tuple[Any, Any]:
         n = max(1, y_pred.shape[0])
+        if self.label_smoothing:
+            eps = self.label_smoothing
+            target = target * (1.0 - eps) + eps / y_pred.shape[-1]
         shifted = y_pred - xp.max(y_pred, axis=-1, keepdims=True)
         e = xp.exp(shifted)
         total = xp.sum(e, axis=-1, keepdims=True)

@@ -30,7 +30,7 @@ from ailib.layers import (
     Softmax,
     Tanh,
 )
-from ailib.optimizers import SGD, Adam
+from ailib.optimizers import SGD, Adam, AdamW, RMSprop
 
 from .helpers import assert_close, host
 
@@ -265,7 +265,12 @@ def _model() -> ailib.Sequential:
     )
 
 
-OPTIMIZERS = {"sgd": lambda: SGD(lr=0.05, momentum=0.9), "adam": lambda: Adam(lr=0.01)}
+OPTIMIZERS = {
+    "sgd": lambda: SGD(lr=0.05, momentum=0.9),
+    "adam": lambda: Adam(lr=0.01),
+    "adamw-clipped": lambda: AdamW(lr=0.01, clip_norm=0.5),
+    "rmsprop-centered-momentum": lambda: RMSprop(lr=0.01, momentum=0.5, centered=True),
+}
 
 
 def _fit(

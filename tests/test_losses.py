@@ -159,6 +159,78 @@ def test_softmax_cross_entropy_gradient_is_exact_for_unnormalised_soft_targets(
     assert_grad_close(loss.grad(backend.asarray(z), t), numeric)
 
 
+# -- label smoothing ---------------------------------------------------------------------------
+def _smoothed(eps: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Logits (6, 4), labels (6,) and the smoothed one-hot targets (1 − ε)·Y + ε/C."""
+    z = rng.standard_normal((6, 4)) * 3
+    labels = rng.integers(0, 4, 6)
+    return z, labels, np.eye(4)[labels] * (1 - eps) + eps / 4
+
+
+@pytest.mark.parametrize("eps", [0.1, 0.37])
+def test_label_smoothing_value_and_gradcheck_float64(
+    eps: float, backend: ailib.backends.Backend, rng: np.random.Generator
+) -> None:
+    z, labels, smooth = _smoothed(eps, rng)
+    loss = SoftmaxCrossEntropy(label_smoothing=eps)
+    expected = -np.mean(np.sum(smooth * np.log(_softmax(z)), axis=1))
+    for target in (backend.asarray(labels), backend.asarray(np.eye(4)[labels])):
+        value, grad = loss.value_and_grad(backend.asarray(z), target)
+        np.testing.assert_allclose(float(host(value)), expected, rtol=1e-12)
+        assert_close(grad, (_softmax(z) - smooth) / 6, "float64")
+        numeric = numeric_grad(lambda q, t=target: float(host(loss(backend.asarray(q), t))), z)
+        assert_grad_close(grad, numeric)
+
+
+def test_label_smoothing_float32_agrees_with_numpy(
+    other_backend: ailib.backends.Backend, rng: np.random.Generator
+) -> None:
+    z, labels, _ = _smoothed(0.2, rng)
+    loss = SoftmaxCrossEntropy(label_smoothing=0.2)
+    out = []
+    for be in (ailib.backends.get("numpy"), other_backend):
+        value, grad = loss.value_and_grad(be.asarray(z.astype(np.float32)), be.asarray(labels))
+        assert value.dtype == be.xp.float32 and grad.dtype == be.xp.float32
+        out.append((host(value), host(grad)))
+    for ref, got in zip(*out):
+        assert_close(got, ref, "float32")
+
+
+@pytest.mark.parametrize("targets", ["labels", "probabilities"])
+def test_label_smoothing_matches_torch_cross_entropy(
+    targets: str, rng: np.random.Generator
+) -> None:
+    torch = pytest.importorskip("torch", reason="torch is not installed: no reference")
+    be = ailib.backends.get("numpy")
+    for eps in rng.uniform(0.0, 0.9, 5):
+        z = rng.standard_normal((7, 5)) * 2
+        t = rng.integers(0, 5, 7) if targets == "labels" else _softmax(rng.standard_normal((7, 5)))
+        zt = torch.tensor(z, requires_grad=True)
+        ref = torch.nn.functional.cross_entropy(zt, torch.tensor(t), label_smoothing=float(eps))
+        ref.backward()
+        value, grad = SoftmaxCrossEntropy(label_smoothing=eps).value_and_grad(
+            be.asarray(z), be.asarray(t)
+        )
+        np.testing.assert_allclose(float(value), ref.item(), rtol=1e-12)
+        np.testing.assert_allclose(grad, zt.grad.numpy(), rtol=1e-10, atol=1e-14)
+
+
+def test_label_smoothing_zero_is_the_plain_loss_and_bad_values_are_refused(
+    rng: np.random.Generator,
+) -> None:
+    z, labels, _ = _smoothed(0.0, rng)
+    plain = SoftmaxCrossEntropy().value_and_grad(z, labels)
+    zero = SoftmaxCrossEntropy(label_smoothing=0.0).value_and_grad(z, labels)
+    for a, b in zip(plain, zero):
+        np.testing.assert_array_equal(a, b)
+    assert repr(SoftmaxCrossEntropy(label_smoothing=0.1)) == (
+        "SoftmaxCrossEntropy(label_smoothing=0.1)"
+    )
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="label_smoothing must lie in \\[0, 1\\)"):
+            SoftmaxCrossEntropy(label_smoothing=bad)
+
+
 # -- BinaryCrossEntropy(from_logits=True) -----------------------------------------------------
 def test_bce_from_logits_keeps_the_true_gradient_of_saturated_logits(
     backend: ailib.backends.Backend,

@@ -79,7 +79,7 @@ def test_fit_history_and_evaluate(backend: ailib.backends.Backend) -> None:
         batch_size=32,
         validation_data=(x[200:], y[200:]),
     )
-    assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy", "seconds"}
+    assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"}
     assert all(len(v) == 5 for v in history.values())
     assert history["loss"][-1] < history["loss"][0]
     assert history["accuracy"][-1] > 0.9
@@ -347,7 +347,8 @@ def test_device_data_is_checked_with_one_read_back(
 
 def test_bad_fit_arguments() -> None:
     model = xor_model(ailib.backends.get("numpy"))
-    with pytest.raises(ValueError, match="epochs, batch_size and log_every must be positive"):
-        model.fit(XOR_X, XOR_Y, loss="mse", epochs=0)
+    for name in ("epochs", "batch_size", "log_every", "accumulate", "steps_per_epoch"):
+        with pytest.raises(ValueError, match=f"{name} must be a positive int, received 0"):
+            model.fit(XOR_X, XOR_Y, loss="mse", **{name: 0})
     with pytest.raises(TypeError, match="item 1 is str, not a Layer"):
         ailib.Sequential([Dense(2, 2), "relu"])

@@ -31,6 +31,7 @@ class Layer:
         self.grads: dict[str, Any] = {}
         self.buffers: dict[str, Any] = {}
         self.training = True
+        self.trainable = True
 
     @property
     def xp(self) -> Any:
