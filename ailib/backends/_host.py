@@ -20,7 +20,7 @@ def host_numbers(a: Any, who: str, what: str) -> np.ndarray | None:
         TypeError: strings, bytes, Python objects, complex numbers, dates... (naming ``what``).
         ValueError: a ragged nesting of lists.
     """
-    if isinstance(a, np.ndarray):
+    if type(a) is np.ndarray:  # NOTE: not subclasses, which may stand for device arrays
         array = a
     elif isinstance(a, (list, tuple)):
         try:
@@ -45,7 +45,9 @@ def host_numbers(a: Any, who: str, what: str) -> np.ndarray | None:
 def extremes(backend: Backend, a: Any) -> tuple[Any, Any]:
     """(min, max) of the non-empty array ``a`` (NumPy on the host, or of ``backend``) as Python
     numbers; NaN when ``a`` holds a NaN. Device arrays cost two reductions and one transfer."""
-    if isinstance(a, np.ndarray):
+    if type(a) is np.ndarray:
         return a.min().item(), a.max().item()
     xp = backend.xp
-    return tuple(backend.to_host(xp.stack([xp.min(a), xp.max(a)])).tolist())
+    with backend.context():  # CuPy: reduce on the backend's GPU
+        both = xp.stack([xp.min(a), xp.max(a)])
+    return tuple(backend.to_host(both).tolist())
