@@ -23,7 +23,14 @@ import warnings
 from typing import Any, Callable, Iterable, Sequence
 
 from . import losses, optimizers
-from .batches import ArrayBatches, IterableBatches, batches_of, model_inputs
+from .batches import (
+    ArrayBatches,
+    IterableBatches,
+    batches_of,
+    check_inputs,
+    check_targets,
+    model_inputs,
+)
 from .callbacks import (
     Callback,
     LearningRateScheduler,
@@ -386,6 +393,17 @@ def fit(
         raise ValueError(f"{who}: resume=True needs checkpoint=<path> to resume from")
     model.loss = loss = losses.get(loss)
     model.optimizer = optimizer = optimizers.get(optimizer)
+    pair = (
+        validation_data is not None
+        and isinstance(validation_data, tuple)
+        and len(validation_data) == 2
+        and not isinstance(validation_data[0], (tuple, list))
+    )
+    if pair and y is not None:  # arrays: every argument is checked before any of it moves
+        check_inputs(model, x, who)
+        vwho = who + " (validation_data)"
+        vx = check_inputs(model, validation_data[0], vwho)
+        check_targets(model, validation_data[1], vx.shape[0], loss, vwho)
     data = batches_of(
         model,
         x,
@@ -400,11 +418,6 @@ def fit(
     )
     validation = None
     if validation_data is not None:
-        pair = (
-            isinstance(validation_data, tuple)
-            and len(validation_data) == 2
-            and not isinstance(validation_data[0], (tuple, list))
-        )
         vx, vy = validation_data if pair else (validation_data, None)
         validation = batches_of(model, vx, vy, loss, who + " (validation_data)", batch_size=1024)
         if isinstance(validation, IterableBatches) and validation.one_shot:

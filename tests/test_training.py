@@ -268,12 +268,13 @@ def test_a_batch_of_one_that_cannot_be_normalised_is_a_clear_error() -> None:
 
 def test_evaluate_gives_a_nan_loss_instead_of_raising() -> None:
     x, y = _data(32)
-    x[5] = np.nan
-    model = _mlp()
+    model = _mlp()  # inputs with NaN/inf are refused up front: a diverged model gives the NaN
+    first = model.layers[0]
+    w = host(first.params["W"]).copy()
+    w[0, 0] = np.nan
+    first.params["W"] = model.backend.asarray(w)
     result = model.evaluate(x, y, loss="softmax_cross_entropy")
     assert np.isnan(result["loss"]) and 0.0 <= result["accuracy"] <= 1.0
-    history = _mlp().fit(x[8:], y[8:], epochs=2, validation_data=(x[:8], y[:8]))
-    assert np.isnan(history["val_loss"]).all() and np.isfinite(history["loss"]).all()
 
 
 # -- structure ----------------------------------------------------------------------------------
