@@ -4,8 +4,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # A CPU build of torch; on the project's machines this exact version comes from local disk.
 TORCH_SPEC ?= torch==2.13.0
+# test-min: the oldest versions pyproject.toml allows, in their own venv, with `.[test]` alone
+# (no torch, jax, matplotlib or tqdm): the lower bounds are tested, not guessed.
+MIN_VENV ?= .venv-min
+MIN_PY := $(MIN_VENV)/bin/python
+MIN_SPECS ?= numpy==2.0.0 array-api-compat==1.11 array-api-strict==2.3 pytest==8.0.0
+# gpu-wheels: what the GPU machine (CPython 3.12, no network) lacks, for benchmarks/gpu.sh
+GPU_WHEELS ?= array-api-compat==1.16.0 array-api-strict==2.6.1
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-min lint bench gpu-wheels clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +30,16 @@ demo: setup
 test: setup
 	$(PY) -m pytest
 
+$(MIN_VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_PY) -m pip install -q $(MIN_SPECS)
+	$(MIN_PY) -m pip install -q -e ".[test]" $(MIN_SPECS)
+	touch $@
+
+test-min: $(MIN_VENV)/.installed
+	$(MIN_PY) -m pip list 2>/dev/null | grep -i -E "^(numpy|array.api|pytest) "
+	$(MIN_PY) -m pytest -m "not slow"
+
 lint: setup
 	$(PY) -m ruff check ailib tests examples benchmarks
 	$(PY) -m ruff format --check ailib tests examples benchmarks
@@ -30,5 +47,12 @@ lint: setup
 bench: setup
 	$(PY) -m benchmarks.mlp
 
+gpu-wheels:
+	rm -rf .whl && mkdir -p .whl
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
+	ls -1 .whl
+
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(MIN_VENV) .whl .pytest_cache build *.egg-info

@@ -17,11 +17,12 @@ Importing ailib imports no GPU or framework library; a backend's library is impo
 backend is first asked for.
 """
 
-from . import backends, datasets, graph, layers, losses, optimizers
+from . import backends, callbacks, datasets, graph, layers, losses, optimizers, schedules, training
 from .backends import BackendUnavailable, get_default, set_backend
 from .graph import Input, Symbol
 from .io import ModelFileError, load
-from .model import Model, Sequential, TrainingDiverged
+from .model import Model, Sequential
+from .training import TrainingDiverged
 
 __version__ = "0.1.0"
 
@@ -34,6 +35,7 @@ __all__ = [
     "Symbol",
     "TrainingDiverged",
     "backends",
+    "callbacks",
     "datasets",
     "get_default",
     "graph",
@@ -41,5 +43,7 @@ __all__ = [
     "load",
     "losses",
     "optimizers",
+    "schedules",
     "set_backend",
+    "training",
 ]

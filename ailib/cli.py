@@ -3,17 +3,21 @@
     ailib train --dataset fashion-mnist --epochs 10 --out runs/fashion
     ailib evaluate --model runs/fashion/model.npz --dataset fashion-mnist
 
-Bad arguments give one line on stderr and exit status 2; a dataset or model file that cannot be
-used gives its message and status 1.
+Bad arguments give one line on stderr and exit status 2. Anything else a user can run into (a
+model file or dataset that cannot be used, failed downloads, data that does not fit the model,
+diverged training, running out of memory) gives ailib's message, without a traceback, and exit
+status 1; ``--debug`` or ``AILIB_DEBUG=1`` adds the traceback (for bug reports). See `EPILOG`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -31,6 +35,27 @@ SPLIT_SEED = 0
 DEFAULT_LR = {"adam": 1e-3, "sgd": 0.05}
 
 
+EPILOG = """\
+exit status:
+  0    success
+  1    a model file, dataset or download that cannot be used, data that does not fit the
+       model, training that diverged, out of memory: ailib's message on stderr, no traceback
+  2    a bad argument: one line on stderr
+  130  interrupted (Ctrl-C); 141 the output pipe was closed (e.g. by `head`)
+--debug (or the environment variable AILIB_DEBUG=1) also prints the traceback of status 1,
+for bug reports."""
+
+#: what a user's mistake, a bad file or a failing network raises: reported without traceback
+USER_ERRORS = (
+    ValueError,  # bad data or files: ModelFileError, IDXFormatError, ChecksumMismatch, shapes
+    TypeError,  # data of the wrong kind (strings as labels, ints as inputs)
+    OSError,  # files and networks: DatasetUnavailable, DownloadFailed, permissions, disk full
+    FloatingPointError,  # TrainingDiverged
+    MemoryError,
+    backends.BackendUnavailable,
+)
+
+
 class UsageError(ValueError):
     """A bad command-line argument (exit status 2)."""
 
@@ -42,7 +67,13 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="ailib", description="Train and evaluate ailib models on MNIST-like data."
+        prog="ailib",
+        description="Train and evaluate ailib models on MNIST-like data.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="print the traceback of an error (AILIB_DEBUG=1)"
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -82,18 +113,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="output directory for model.npz, history.json, training.png",
     )
     train.set_defaults(func=cmd_train)
+    _debug_flag(train)
 
     evaluate = sub.add_parser("evaluate", help="accuracy and per-class accuracy of a saved model")
     evaluate.add_argument("--model", required=True, help="a model.npz written by ailib train")
     _data_args(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
+    _debug_flag(evaluate)
 
     fetch = sub.add_parser("fetch", help="find or download a dataset and verify it")
     fetch.add_argument("dataset", choices=DATASETS[1:])
     fetch.add_argument("--data-root", default=None, help="directory searched first for the files")
     fetch.add_argument("--quiet", action="store_true")
     fetch.set_defaults(func=cmd_fetch)
+    _debug_flag(fetch)
     return parser
+
+
+def _debug_flag(parser: argparse.ArgumentParser) -> None:
+    """--debug after the command too (SUPPRESS: not resetting one given before it)."""
+    parser.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="print tracebacks"
+    )
 
 
 def _data_args(parser: argparse.ArgumentParser) -> None:
@@ -115,7 +156,10 @@ def _data_args(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line ``argv`` (default: sys.argv[1:]); returns the exit status."""
+    """Run the command line ``argv`` (default: sys.argv[1:]); returns the exit status (see
+    `EPILOG`): errors are reported as ailib's message, tracebacks only with --debug."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv or os.environ.get("AILIB_DEBUG", "") not in ("", "0")
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
@@ -124,14 +168,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
-    except (
-        datasets.DatasetUnavailable,
-        datasets.IDXFormatError,
-        datasets.ChecksumMismatch,
-        io.ModelFileError,
-    ) as exc:
-        print(f"ailib: {exc}", file=sys.stderr)
+    except BrokenPipeError:  # e.g. `ailib evaluate ... | head`: the reader left, nothing to say
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 141
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print("ailib: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"ailib: {describe(exc)}", file=sys.stderr)
         return 1
+
+
+def describe(exc: BaseException) -> str:
+    """The message of ``exc`` for the command line: ailib's own, with a hint for memory."""
+    if isinstance(exc, MemoryError):
+        detail = str(exc) or "MemoryError"
+        return f"out of memory ({detail}); try smaller --hidden sizes or --batch-size"
+    text = str(exc)
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:  # e.g. PermissionError
+        text = f"{exc.filename}: {exc.strerror}"
+    return text or type(exc).__name__
 
 
 # -- argument checks ------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Losses: the seed's "calculate error" step (docs/math.md §5).
 
 A loss object is called as ``loss(y_pred, y_true)`` and returns the mean error E over the batch
-as a 0-d array (reading it as a Python float waits for the device, so ailib does that rarely);
+as a 0-d array (reading it as a Python float waits for the device, so ailib does that rarely; no
+loss reads anything back from the device on its own: clamps are ``maximum``/``minimum``, never
+``clip``, which array-api-compat implements with boolean masks on CuPy);
 ``loss.grad(y_pred, y_true)`` returns dE/dY_pred, the first dE/dY that backpropagation needs.
 ``value_and_grad`` gives both from one pass (what `Sequential.train_step` uses).
 
@@ -16,6 +18,7 @@ from typing import Any
 
 import array_api_compat
 
+from . import backends
 from .layers.activations import softmax
 
 
@@ -43,9 +46,10 @@ class Loss:
     def value_and_grad(self, y_pred: Any, y_true: Any, *, check: bool = True) -> tuple[Any, Any]:
         """(E, dE/dY_pred) from one pass. ``check=False`` skips the label-range check, which
         reads the labels back from the device (`Sequential.fit` checks once, before training)."""
-        xp = array_api_compat.array_namespace(y_pred)
-        target = self.target(xp, y_pred, y_true, check=check)
-        return self._value_and_grad(xp, y_pred, target)
+        xp = backends.namespace(y_pred)
+        with backends.device_context(y_pred):  # CuPy: kernels on y_pred's GPU
+            target = self.target(xp, y_pred, y_true, check=check)
+            return self._value_and_grad(xp, y_pred, target)
 
     def _value_and_grad(self, xp: Any, y_pred: Any, target: Any) -> tuple[Any, Any]:
         raise NotImplementedError
@@ -56,7 +60,9 @@ class Loss:
         if not xp.isdtype(y_pred.dtype, "real floating"):
             raise TypeError(f"{self.name}: y_pred must be floating, received dtype {y_pred.dtype}")
         try:
-            same_library = array_api_compat.array_namespace(y_pred, y_true) is xp
+            same_library = array_api_compat.array_namespace(
+                y_pred, y_true
+            ) is array_api_compat.array_namespace(y_pred)
         except TypeError:
             same_library = False
         if not same_library or array_api_compat.device(y_true) != array_api_compat.device(y_pred):
@@ -115,26 +121,48 @@ class MSE(Loss):
 
 
 class BinaryCrossEntropy(Loss):
-    """E = −(1/M) Σ [Y log Ŷ + (1 − Y) log(1 − Ŷ)] on probabilities Ŷ ∈ (0, 1);
-    dE/dŶ = ((1 − Y)/(1 − Ŷ) − Y/Ŷ)/M.
+    """E = −(1/M) Σ [Y log Ŷ + (1 − Y) log(1 − Ŷ)] over all M entries.
 
-    Ŷ is clipped to [eps, 1 − eps] so a saturated sigmoid gives a large but finite error.
+    On probabilities Ŷ ∈ (0, 1) (the default, e.g. after a `Sigmoid` layer):
+    dE/dŶ = ((1 − Y)/(1 − Ŷ) − Y/Ŷ)/M, with Ŷ clamped to [eps, 1 − eps] (by ``maximum`` and
+    ``minimum``) so a saturated sigmoid gives a large but finite error.
+
+    With ``from_logits=True``, y_pred are logits Z and Ŷ = σ(Z) is fused in (docs/math.md §5):
+    E = (1/M) Σ [max(Z, 0) − Z·Y + log(1 + e^−|Z|)], dE/dZ = (σ(Z) − Y)/M. Nothing is clamped,
+    so a saturated logit still gets its true gradient (Z = 20, Y = 0: E ≈ 20, dE/dZ ≈ 1/M, where
+    Sigmoid followed by this loss on probabilities gives dE/dZ = 0 in float32).
     """
 
-    def __init__(self, eps: float = 1e-7) -> None:
+    def __init__(self, eps: float = 1e-7, *, from_logits: bool = False) -> None:
         self.eps = eps
+        self.from_logits = bool(from_logits)
+
+    def __repr__(self) -> str:
+        return f"{self.name}(from_logits=True)" if self.from_logits else f"{self.name}()"
 
     def _value_and_grad(self, xp: Any, y_pred: Any, target: Any) -> tuple[Any, Any]:
         size = max(1, math.prod(y_pred.shape))
-        p = xp.clip(y_pred, self.eps, 1.0 - self.eps)
+        if self.from_logits:
+            return self._from_logits(xp, y_pred, target, size)
+        p = xp.minimum(xp.maximum(y_pred, self.eps), 1.0 - self.eps)
         value = -xp.sum(target * xp.log(p) + (1.0 - target) * xp.log(1.0 - p)) / size
         grad = ((1.0 - target) / (1.0 - p) - target / p) / size
         return value, grad
 
+    @staticmethod
+    def _from_logits(xp: Any, z: Any, target: Any, size: int) -> tuple[Any, Any]:
+        # NOTE: e^−|Z| never overflows; σ(Z) = r for Z ≥ 0 and e^−|Z|·r for Z < 0, with
+        # r = 1/(1 + e^−|Z|), keeps full relative precision on both sides.
+        e = xp.exp(-xp.abs(z))
+        value = xp.sum(xp.maximum(z, 0.0) - z * target + xp.log1p(e)) / size
+        r = 1.0 / (1.0 + e)
+        sigmoid = xp.where(z >= 0, r, e * r)
+        return value, (sigmoid - target) / size
+
 
 class CategoricalCrossEntropy(Loss):
     """E = −(1/N) Σₙ Σᵢ Yₙᵢ log Ŷₙᵢ on probability rows Ŷ (e.g. a `Softmax` layer's output);
-    dE/dŶ = −Y/(N·Ŷ). Ŷ is clipped below at eps."""
+    dE/dŶ = −Y/(N·Ŷ). Ŷ is clamped below at eps (by ``maximum``)."""
 
     accepts_labels = True
 
@@ -143,23 +171,46 @@ class CategoricalCrossEntropy(Loss):
 
     def _value_and_grad(self, xp: Any, y_pred: Any, target: Any) -> tuple[Any, Any]:
         n = max(1, y_pred.shape[0])
-        p = xp.clip(y_pred, self.eps, None)
+        p = xp.maximum(y_pred, self.eps)
         return -xp.sum(target * xp.log(p)) / n, -target / (p * n)
 
 
 class SoftmaxCrossEntropy(Loss):
-    """Softmax followed by cross-entropy, fused, on logits Z:
+    """Softmax followed by cross-entropy, fused, on logits Z (N, C):
     E = −(1/N) Σₙ Σᵢ Yₙᵢ log softmax(Zₙ)ᵢ; for rows Y summing to 1 (labels, one-hot),
     dE/dZ = (softmax(Z) − Y)/N.
 
     The fused form never takes the log of a rounded-to-zero probability, and its gradient is the
     simple (p − y)/N derived in docs/math.md §5.
+
+    Args:
+        label_smoothing: ε in [0, 1): the targets become Y' = (1 − ε)·Y + ε/C before the loss
+            (labels and one-hot rows: 1 − ε + ε/C on the true class, ε/C elsewhere), which keeps
+            the model from pushing logits towards ±∞ to reach probabilities of exactly 0 and 1.
+            Then dE/dZ = (softmax(Z) − Y')/N. Same definition as PyTorch's
+            ``CrossEntropyLoss(label_smoothing=ε)``.
     """
 
     accepts_labels = True
 
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(
+                f"SoftmaxCrossEntropy: label_smoothing must lie in [0, 1), received "
+                f"{label_smoothing}"
+            )
+        self.label_smoothing = float(label_smoothing)
+
+    def __repr__(self) -> str:
+        if not self.label_smoothing:
+            return f"{self.name}()"
+        return f"{self.name}(label_smoothing={self.label_smoothing!r})"
+
     def _value_and_grad(self, xp: Any, y_pred: Any, target: Any) -> tuple[Any, Any]:
         n = max(1, y_pred.shape[0])
+        if self.label_smoothing:
+            eps = self.label_smoothing
+            target = target * (1.0 - eps) + eps / y_pred.shape[-1]
         shifted = y_pred - xp.max(y_pred, axis=-1, keepdims=True)
         e = xp.exp(shifted)
         total = xp.sum(e, axis=-1, keepdims=True)

@@ -1,24 +1,22 @@
 """Models: `Model`, a graph of layers from `ailib.Input` symbols to outputs, and `Sequential`,
 layers in a row (the simplest graph); both trained with the seed document's four steps
-(docs/math.md §1; graphs: docs/models.md and docs/math.md §12)."""
+(docs/math.md §1; graphs: docs/models.md and docs/math.md §12). The loop itself (`fit`,
+`evaluate`, `predict`, callbacks) is `ailib.training`."""
 
 from __future__ import annotations
 
 import math
 import os
-import time
 from typing import Any, Callable, Iterable, Sequence
 
-from . import backends, graph, losses, optimizers
+from . import backends, batches, graph, losses, optimizers, training
 from .backends import Backend
+from .callbacks import Callback
 from .graph import Symbol
 from .layers.base import Layer
+from .training import Progress, TrainingDiverged
 
-Progress = Callable[[dict[str, Any]], None]
-
-
-class TrainingDiverged(FloatingPointError):
-    """The loss became NaN or infinite during `fit`; the message gives the step."""
+__all__ = ["Model", "OutputLosses", "Sequential", "TrainingDiverged"]
 
 
 class Model:
@@ -86,7 +84,9 @@ class Model:
         self.rng = self.backend.random(None if seed is None else seed + 1)
         self.loss: Any = None
         self.optimizer: optimizers.Optimizer | None = None
-        self.output: Any = None  # the last forward output, kept for metrics
+        self.output: Any = None  # the last forward output
+        self.training = True
+        self.stop_training = False  # a callback sets it to end `fit`
         self.backprops: list[Any] = []  # one per layer call, from the last forward
         self.plan_key: tuple[bool, ...] | None = None  # see _plan
         self.plan: tuple[list[bool], list[bool]] = ([], [])
@@ -180,9 +180,20 @@ class Model:
         if not self.built:
             self.build([graph.sample_shape(a) for a in xs])
         self.backprops = []
-        outs = self._run(xs, self.backprops)
+        with self.backend.context():  # CuPy: this backend's GPU is the current one
+            outs = self._run(xs, self.backprops)
         self.output = outs[0] if self.single_output else outs
         return self.output
+
+    def infer(self, x: Any) -> Any:
+        """The output for x, like `forward`, but keeping no backprops: each array is dropped as
+        soon as no later call reads it (what `predict` and `evaluate` use)."""
+        xs = [x] if self.single_input else list(x)
+        if not self.built:
+            self.build([graph.sample_shape(a) for a in xs])
+        with self.backend.context():
+            outs = self._run(xs, None)
+        return outs[0] if self.single_output else outs
 
     def _run(self, xs: list[Any], backprops: list[Any] | None) -> list[Any]:
         """The outputs for inputs ``xs``; appends each call's backprop to ``backprops`` unless
@@ -208,8 +219,9 @@ class Model:
         (a list for several inputs).
 
         With ``input_grad=False`` (what training uses) no dE/dX is formed that no parameter
-        needs: calls with no parameters at or before them are skipped, the first calls with
-        parameters fill only their gradients, and None is returned."""
+        needs: calls with no trainable parameters at or before them (frozen or parameter-free
+        layers) are skipped, the first calls with trainable parameters fill only their
+        gradients, and None is returned."""
         grads = [grad] if self.single_output else list(grad)
         if len(self.backprops) != len(self.wiring):
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
@@ -218,6 +230,10 @@ class Model:
                 f"{type(self).__name__}.backward: expected {len(self.outputs)} gradients, one "
                 f"per output, received {len(grads)}"
             )
+        with self.backend.context():
+            return self._backward(grads, input_grad)
+
+    def _backward(self, grads: list[Any], input_grad: bool) -> Any:
         for layer in self.layers:
             layer.zero_grad()
         calls, wants = self._plan(input_grad)
@@ -246,7 +262,7 @@ class Model:
         n = len(self.wiring)
         if input_grad:
             return [True] * n, [True] * n
-        key = tuple(bool(layer.params) for layer in self.layers)
+        key = tuple(bool(layer.params) and layer.trainable for layer in self.layers)
         if self.plan_key != key:
             needed, upstream = [False] * n, [False] * n
             for j, (layer, ins, _, _) in enumerate(self.wiring):
@@ -254,22 +270,27 @@ class Model:
                     producer = self.producer[i]
                     if producer is not None and needed[producer]:
                         upstream[j] = True
-                needed[j] = upstream[j] or bool(layer.params)
+                needed[j] = upstream[j] or (bool(layer.params) and layer.trainable)
             self.plan, self.plan_key = (needed, upstream), key
         return self.plan
 
     def train_step(self, x: Any, y: Any, loss: Any, optimizer: optimizers.Optimizer | str) -> Any:
-        """One iteration of the seed's loop on a batch already on the device; returns E (0-d)."""
-        loss, optimizer = self._losses(loss), optimizers.get(optimizer)
-        y_pred = self.forward(x)  # 1-2. feed input, forward propagate
-        error, grad = loss.value_and_grad(y_pred, y, check=False)  # 3. calculate error (and dE/dY)
-        self.backward(grad, input_grad=False)  # 4. backpropagate
-        optimizer.step(self.layers)  #    and step the weights
-        return error
+        """One iteration of the seed's loop on a batch already on the device (`training.train_step`:
+        feed input, forward, error, backward, update); returns E (0-d).
 
-    def _losses(self, loss: Any) -> Any:
-        """The loss object; for several outputs an `OutputLosses` (a list is matched to the
-        outputs in order, a single loss serves every output)."""
+        An optimizer given by name is made once and kept (``self.optimizer``) while the same
+        name is given, so its state (momenta, moments) carries over from call to call."""
+        loss = self.loss_for(loss)
+        if isinstance(optimizer, str):
+            keep = self.optimizer
+            same = keep is not None and optimizers.OPTIMIZERS.get(optimizer.lower()) is type(keep)
+            optimizer = keep if same else optimizers.get(optimizer)
+        self.loss, self.optimizer = loss, optimizer
+        return training.train_step(self, x, y, loss, optimizer)[0]
+
+    def loss_for(self, loss: Any) -> Any:
+        """The loss object for ``loss`` (a name or a loss); for several outputs an
+        `OutputLosses` (a list is matched to the outputs in order, one loss serves them all)."""
         if self.single_output:
             return losses.get(loss)
         if isinstance(loss, OutputLosses):
@@ -288,6 +309,7 @@ class Model:
     # -- modes -------------------------------------------------------------------------------
     def train(self, mode: bool = True) -> Model:
         """Train mode (dropout active, batch statistics); `eval()` switches it off."""
+        self.training = bool(mode)
         for layer in self.layers:
             layer.train(mode)
         return self
@@ -306,54 +328,13 @@ class Model:
     def save(self, path: str | os.PathLike) -> Any:
         """Write the architecture and weights to one ``.npz`` file; `ailib.load` reads it back
         on any backend (format: `ailib.io`)."""
-        from . import io as model_io  # io imports this module
+        from . import io as model_io  # io builds models: imported when needed
 
         return model_io.save(self, path)
 
-    # -- data at the boundary ----------------------------------------------------------------
-    def _inputs(self, x: Any, who: str) -> Any:
-        """x as the model's inputs: one array (or, for several inputs, a list of arrays with as
-        many samples each) of the model's dtype on its device."""
-        if self.single_input:
-            return self._input(x, who, 0)
-        count = len(self.inputs)
-        if not isinstance(x, (list, tuple)) or len(x) != count:
-            raise ValueError(
-                f"{who}: the model has {count} inputs; pass x as a list of {count} arrays, "
-                f"received {type(x).__name__}"
-                + (f" of {len(x)}" if isinstance(x, (list, tuple)) else "")
-            )
-        xs = [self._input(a, who, k) for k, a in enumerate(x)]
-        sizes = [a.shape[0] for a in xs]
-        if len(set(sizes)) > 1:
-            raise ValueError(f"{who}: the inputs have different numbers of samples: {sizes}")
-        return xs
-
-    def _input(self, x: Any, who: str, k: int) -> Any:
-        """Input k as a floating array of the model's dtype on its device; NumPy arrays are moved
-        once, arrays of another backend or device are refused."""
-        be = self.backend
-        what = "x" if self.single_input else f"x[{k}]"
-        if (
-            type(x).__module__ == "numpy"
-            and getattr(x, "dtype", None) is not None
-            and x.dtype.kind == "f"
-            and not be.owns(x)
-        ):
-            x = be.asarray(x, dtype=self.dtype)  # cast on the host: no float64 copy on the device
-        x = self._own(x, who, what)
-        if not be.is_floating(x.dtype):
-            raise TypeError(
-                f"{who}: {what} has dtype {be.dtype_name(x.dtype)} but the model needs floats "
-                f"({be.dtype_name(self.dtype)}); scale it first, e.g. "
-                f"ailib.datasets.to_float(x) for uint8 pixels"
-            )
-        if x.dtype != self.dtype:
-            x = self.xp.astype(x, self.dtype)
-        self._check_input_shape(x, who, k)
-        return x
-
-    def _check_input_shape(self, x: Any, who: str, k: int) -> None:
+    # -- data at the boundary (used by ailib.batches) -----------------------------------------
+    def check_input_shape(self, x: Any, who: str, k: int = 0) -> None:
+        """Raise ValueError unless array ``x`` (host or device) fits input k's shape."""
         shape = self.inputs[k].shape
         if shape is not None and (x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape):
             what = "x" if self.single_input else f"x[{k}]"
@@ -362,238 +343,81 @@ class Model:
                 f"{', '.join(map(str, shape))}), received {tuple(x.shape)}"
             )
 
-    def _targets(self, y: Any, n: int, loss: Any, who: str) -> Any:
-        if self.single_output:
-            return self._target(y, n, loss, who, 0)
-        count = len(self.outputs)
-        if not isinstance(y, (list, tuple)) or len(y) != count:
-            raise ValueError(
-                f"{who}: the model has {count} outputs; pass y as a list of {count} target "
-                f"arrays, received {type(y).__name__}"
-            )
-        return [self._target(t, n, item, who, k) for k, (t, item) in enumerate(zip(y, loss.items))]
-
-    def _target(self, y: Any, n: int, loss: losses.Loss, who: str, k: int) -> Any:
-        be = self.backend
-        y = self._own(y, who, "y" if self.single_output else f"y[{k}]")
-        if y.shape[0] != n:
-            raise ValueError(f"{who}: x has {n} samples but y has {y.shape[0]}")
-        if self.xp.isdtype(y.dtype, "integral"):
-            if not loss.accepts_labels:
-                y = self.xp.astype(y, self.dtype)
-            else:
-                classes = self._num_outputs(k)
-                if classes is not None:
-                    losses.check_labels(self.xp, y, classes, who)
-                if y.dtype != self.xp.int64:
-                    y = self.xp.astype(y, self.xp.int64)
-        elif y.dtype != self.dtype:
-            y = self.xp.astype(y, self.dtype)
-        return be.asarray(y)
-
-    def _own(self, a: Any, who: str, what: str) -> Any:
-        be = self.backend
-        if be.owns(a):
-            return a
-        if type(a).__module__ == "numpy" or isinstance(a, (list, tuple)):
-            return be.asarray(a)
-        where = f"{type(a).__module__}.{type(a).__name__}"
-        if be._is_array(a):
-            where += f" on device {be.device_of(a)!r}"
-        raise TypeError(
-            f"{who}: {what} must be a NumPy array or an array of backend {be.name!r} on device "
-            f"{be.device!r}, received {where}"
-        )
-
-    def _num_outputs(self, k: int = 0) -> int | None:
+    def num_classes(self, k: int = 0) -> int | None:
         """The number of classes output k scores, where its shape says (one axis)."""
         shape = self.shapes[self.output_slots[k]]
         return int(shape[0]) if shape is not None and len(shape) == 1 else None
 
-    def _count(self, x: Any) -> int:
-        return (x if self.single_input else x[0]).shape[0]
+    # -- training and evaluation (ailib.training) ----------------------------------------------
+    def _inputs(self, x: Any, who: str) -> Any:
+        return batches.model_inputs(self, x, who)
 
-    def _batches(self, n: int, batch_size: int, order: Any = None) -> Iterable[tuple[int, Any]]:
-        """(batch length, index) pairs: a slice, or a block of the device permutation ``order``."""
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            yield stop - start, slice(start, stop) if order is None else order[start:stop]
-
-    def _take(self, a: Any, index: Any) -> Any:
-        if isinstance(a, list):
-            return [self._take(item, index) for item in a]
-        if isinstance(index, slice):
-            return a[index, ...]
-        return self.xp.take(a, index, axis=0)
-
-    # -- training and evaluation -------------------------------------------------------------
     def fit(
         self,
         x: Any,
-        y: Any,
+        y: Any = None,
         *,
         loss: Any = "softmax_cross_entropy",
         optimizer: optimizers.Optimizer | str = "sgd",
         epochs: int = 1,
         batch_size: int = 32,
         shuffle: bool = True,
-        validation_data: tuple[Any, Any] | None = None,
+        validation_data: Any = None,
+        callbacks: Sequence[Callback] = (),
+        steps_per_epoch: int | None = None,
+        accumulate: int = 1,
+        drop_last: bool = False,
+        log_every: int = 50,
         verbose: bool = False,
         progress: Progress | None = None,
-        log_every: int = 50,
         checkpoint: str | os.PathLike | None = None,
         resume: bool = False,
         lr_schedule: Callable[[int], float] | None = None,
-    ) -> dict[str, list[float]]:
-        """Train on (x, y) for ``epochs`` passes of mini-batches; returns the history.
-
-        x and y may be NumPy arrays (moved to the device once, here) or arrays of this backend.
-        Each epoch shuffles on the device (one permutation per epoch, drawn from the model's seed),
-        then runs `train_step` per batch. Losses stay on the device and are read back every
-        ``log_every`` steps and at the end of the epoch, never per step; a NaN or infinite loss
-        stops training with `TrainingDiverged` naming the exact epoch and step.
-
-        With ``checkpoint`` (a path), the model, the optimizer's state, the epoch and the history
-        are saved there after every epoch (`ailib.io.save_checkpoint`). With ``resume=True`` too,
-        a checkpoint already there is restored first and training continues after its epoch up
-        to ``epochs`` (the same result as an uninterrupted run); without one it starts afresh.
-
-        ``lr_schedule(epoch)`` (epochs count from 1), if given, sets the optimizer's learning rate
-        at the start of each epoch (e.g. `ailib.optimizers.cosine_schedule`); history gains "lr".
-
-        Returns:
-            ``{"loss": [...], "accuracy": [...], "val_loss": [...], "val_accuracy": [...]}``, one
-            entry per epoch (accuracy only for classification losses).
-        """
-        who = f"{type(self).__name__}.fit"
-        if epochs < 1 or batch_size < 1 or log_every < 1:
-            raise ValueError(
-                f"{who}: epochs, batch_size and log_every must be positive, received "
-                f"{epochs}, {batch_size}, {log_every}"
-            )
-        self.loss = loss = self._losses(loss)
-        self.optimizer = optimizer = optimizers.get(optimizer)
-        x = self._inputs(x, who)
-        n = self._count(x)
-        if n == 0:
-            raise ValueError(f"{who}: x has no samples")
-        y = self._targets(y, n, loss, who)
-        if validation_data is not None:
-            vx = self._inputs(validation_data[0], who + " (validation_data)")
-            vy = self._targets(
-                validation_data[1], self._count(vx), loss, who + " (validation_data)"
-            )
-        history: dict[str, list[float]] = {}
-        done = 0
-        if checkpoint is not None:
-            from . import io as model_io  # io imports this module
-
-            if resume and os.path.exists(checkpoint):
-                done, history = model_io.restore_checkpoint(self, checkpoint, optimizer)
-        steps = math.ceil(n / batch_size)
-        for epoch in range(done + 1, epochs + 1):
-            if lr_schedule is not None:
-                optimizer.lr = float(lr_schedule(epoch))
-            self.train()
-            start = time.perf_counter()
-            order = self.rng.permutation(n) if shuffle else None
-            meter = _Meter(self, loss)
-            for step, (size, index) in enumerate(self._batches(n, batch_size, order), 1):
-                xb, yb = self._take(x, index), self._take(y, index)
-                meter.add(self.train_step(xb, yb, loss, optimizer), self.output, yb, size)
-                if step % log_every == 0 or step == steps:
-                    meter.read(epoch, step, accuracy=step == steps)
-                    if progress is not None:
-                        progress(
-                            {
-                                "event": "step",
-                                "epoch": epoch,
-                                "epochs": epochs,
-                                "step": step,
-                                "steps": steps,
-                                "loss": meter.mean_loss,
-                                "samples": meter.samples,
-                                "seconds": time.perf_counter() - start,
-                            }
-                        )
-            record = {"loss": meter.mean_loss}
-            if lr_schedule is not None:
-                record["lr"] = optimizer.lr
-            if meter.accuracy is not None:
-                record["accuracy"] = meter.accuracy
-            if validation_data is not None:
-                val = self.evaluate(vx, vy, loss=loss)
-                record.update({f"val_{k}": v for k, v in val.items()})
-            record["seconds"] = time.perf_counter() - start
-            for key, value in record.items():
-                history.setdefault(key, []).append(value)
-            if checkpoint is not None:
-                model_io.save_checkpoint(self, checkpoint, optimizer, epoch, history)
-            if progress is not None:
-                progress({"event": "epoch_end", "epoch": epoch, "epochs": epochs, **record})
-            if verbose:
-                print(
-                    f"epoch {epoch}/{epochs}: "
-                    + ", ".join(f"{k}={v:.4f}" for k, v in record.items()),
-                    flush=True,
-                )
-        return history
+    ) -> dict[str, list[Any]]:
+        """Train on (x, y) arrays, or on an iterable of (x, y) batches, for ``epochs`` passes;
+        returns the history. For several inputs x is a list of arrays; for several outputs y is
+        a list and ``loss`` a list (one per output) or one loss for all. See `ailib.training.fit`
+        for every argument."""
+        return training.fit(
+            self,
+            x,
+            y,
+            loss=loss,
+            optimizer=optimizer,
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            validation_data=validation_data,
+            callbacks=callbacks,
+            steps_per_epoch=steps_per_epoch,
+            accumulate=accumulate,
+            drop_last=drop_last,
+            log_every=log_every,
+            verbose=verbose,
+            progress=progress,
+            checkpoint=checkpoint,
+            resume=resume,
+            lr_schedule=lr_schedule,
+        )
 
     def predict(self, x: Any, batch_size: int | None = None) -> Any:
         """The model's output for x (NumPy or this backend's array; a list for several inputs),
-        in eval mode, as an array of this backend (a list for several outputs). With
-        ``batch_size``, runs in batches to bound memory."""
-        x = self._inputs(x, f"{type(self).__name__}.predict")
-        self.eval()
-        try:
-            n = self._count(x)
-            if batch_size is None or n <= batch_size:
-                return self._infer(x)
-            outs = [self._infer(self._take(x, idx)) for _, idx in self._batches(n, batch_size)]
-            if self.single_output:
-                return self.xp.concat(outs, axis=0)
-            return [self.xp.concat(list(parts), axis=0) for parts in zip(*outs)]
-        finally:
-            self.train()
-
-    def _infer(self, x: Any) -> Any:
-        """The output for x without keeping backprops (each array is dropped once used)."""
-        xs = [x] if self.single_input else x
-        if not self.built:
-            self.build([graph.sample_shape(a) for a in xs])
-        outs = self._run(xs, None)
-        return outs[0] if self.single_output else outs
+        in eval mode (the mode is restored after), as an array of this backend (a list for
+        several outputs). With ``batch_size``, runs in batches to bound memory."""
+        return training.predict(self, x, batch_size)
 
     def evaluate(
-        self, x: Any, y: Any, *, loss: Any = None, batch_size: int = 1024
+        self,
+        x: Any,
+        y: Any = None,
+        *,
+        loss: Any = None,
+        batch_size: int = 1024,
     ) -> dict[str, float]:
-        """Mean loss and, for classification, accuracy on (x, y), in eval mode.
-
-        ``loss`` defaults to the one last used by `fit`; without either, only accuracy is given.
-        """
-        who = f"{type(self).__name__}.evaluate"
-        loss = self._losses(loss) if loss is not None else self.loss
-        x = self._inputs(x, who)
-        if loss is None and not self.single_output:
-            loss = self._losses("softmax_cross_entropy")
-        y = self._targets(y, self._count(x), loss or losses.SoftmaxCrossEntropy(), who)
-        meter = _Meter(self, loss)
-        self.eval()
-        try:
-            for size, idx in self._batches(self._count(x), batch_size):
-                yb = self._take(y, idx)
-                out = self._infer(self._take(x, idx))
-                value = loss.value_and_grad(out, yb, check=False)[0] if loss is not None else None
-                meter.add(value, out, yb, size)
-        finally:
-            self.train()
-        meter.read(0, 0)
-        result = {}
-        if loss is not None:
-            result["loss"] = meter.mean_loss
-        if meter.accuracy is not None:
-            result["accuracy"] = meter.accuracy
-        return result
+        """Mean loss and, for classification, accuracy on (x, y) (or an iterable of batches),
+        in eval mode (the mode is restored after); a diverged model gives a NaN loss.
+        ``loss`` defaults to the one last used by `fit`; without either, only accuracy."""
+        return training.evaluate(self, x, y, loss=loss, batch_size=batch_size)
 
 
 class Sequential(Model):
@@ -643,7 +467,7 @@ class Sequential(Model):
             f"dtype={self.backend.dtype_name(self.dtype)!r})"
         )
 
-    def _check_input_shape(self, x: Any, who: str, k: int) -> None:
+    def check_input_shape(self, x: Any, who: str, k: int = 0) -> None:
         first = self.layers[0] if self.layers else None
         features = getattr(first, "in_features", None)
         if features is not None and (x.ndim != 2 or x.shape[1] != features):
@@ -651,13 +475,13 @@ class Sequential(Model):
                 f"{who}: the first layer ({first.name}) expects x of shape (N, {features}), "
                 f"received {tuple(x.shape)}"
             )
-        super()._check_input_shape(x, who, k)
+        super().check_input_shape(x, who, k)
 
-    def _num_outputs(self, k: int = 0) -> int | None:
+    def num_classes(self, k: int = 0) -> int | None:
         for layer in reversed(self.layers):
             if hasattr(layer, "out_features"):
                 return int(layer.out_features)
-        return super()._num_outputs(k)
+        return super().num_classes(k)
 
 
 class OutputLosses:
@@ -702,59 +526,3 @@ def _symbols(value: Any, what: str, who: str) -> list[Symbol]:
                 f"ailib.Input or a layer called on one)"
             )
     return list(items)
-
-
-class _Meter:
-    """Running sums of loss and correct predictions kept on the device; read back on request."""
-
-    def __init__(self, model: Model, loss: Any) -> None:
-        self.xp, self.backend = model.xp, model.backend
-        self.who = f"{type(model).__name__}.fit"
-        self.pending: list[Any] = []  # per-step mean losses not yet read back
-        self.sizes: list[int] = []
-        self.loss_sum = 0.0
-        self.samples = 0
-        self.read_samples = 0
-        self.correct: Any = None
-        self.classify = loss is None or loss.accepts_labels
-        self.binary = isinstance(loss, losses.BinaryCrossEntropy)
-        self.accuracy: float | None = None
-        self.mean_loss = math.nan
-
-    def add(self, value: Any, y_pred: Any, y_true: Any, size: int) -> None:
-        if value is not None:
-            self.pending.append(value)
-            self.sizes.append(size)
-        self.samples += size
-        hits = self._hits(y_pred, y_true)
-        if hits is not None:
-            self.correct = hits if self.correct is None else self.correct + hits
-
-    def _hits(self, y_pred: Any, y_true: Any) -> Any:
-        xp = self.xp
-        if self.binary and y_pred.shape[-1] == 1:
-            return xp.sum(xp.astype((y_pred > 0.5) == (y_true > 0.5), xp.int64))
-        if not self.classify or y_pred.ndim != 2 or y_pred.shape[1] < 2:
-            return None
-        guess = xp.argmax(y_pred, axis=1)
-        truth = y_true if y_true.ndim == 1 else xp.argmax(y_true, axis=1)
-        return xp.sum(xp.astype(guess == truth, xp.int64))
-
-    def read(self, epoch: int, step: int, accuracy: bool = True) -> None:
-        """Read pending losses back (one transfer) and, if ``accuracy``, the count of correct
-        predictions (one more); raise TrainingDiverged at a non-finite loss."""
-        if self.pending:
-            values = self.backend.to_host(self.xp.stack(self.pending)).tolist()
-            first = step - len(values) + 1
-            for k, (value, size) in enumerate(zip(values, self.sizes)):
-                if not math.isfinite(value):
-                    raise TrainingDiverged(
-                        f"{self.who}: the loss became {value} at epoch {epoch}, step "
-                        f"{first + k}; lower the learning rate or check the inputs for NaN/inf"
-                    )
-                self.loss_sum += value * size
-                self.read_samples += size
-            self.pending, self.sizes = [], []
-            self.mean_loss = self.loss_sum / self.read_samples
-        if accuracy and self.correct is not None:
-            self.accuracy = int(self.backend.to_host(self.correct)) / max(1, self.samples)

@@ -1,62 +1,205 @@
 """Optimizers: the "step towards a better model" that follows backpropagation (docs/math.md §6).
 
 Layers compute gradients; an optimizer updates. Every optimizer shares one loop over the layers'
-parameters (`Optimizer.step`) and differs only in the per-parameter rule (`update`), sorted here
-in order of increasing complexity.
+parameters (`Optimizer.step`: frozen layers skipped, gradients clipped, weight decay, parameter
+groups) and differs only in the per-parameter rule (`update`), sorted here in order of
+increasing complexity. docs/training.md shows them in use.
 
 Updates are written with augmented assignment (``p -= lr * g``) and the result is stored back:
 on NumPy, CuPy and PyTorch this updates the arrays in place (no new parameter arrays per step);
 on JAX, whose arrays are immutable, Python falls back to ``p = p - lr * g`` and the new array
 is what gets stored.
+
+Optimizer state (momenta, moments) is keyed by the parameter itself, ``(layer, name)``, so one
+optimizer can serve layers in any order or any number of models; checkpoints store it under
+the parameter's name in the model (`named_state`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable, Sequence
 
 import array_api_compat
 
 from .layers.base import Layer
+from .schedules import cosine_schedule
+
+#: a parameter: the layer that holds it and its name there (``layer.params[name]``)
+ParamKey = tuple[Layer, str]
+
+#: the hyperparameters a parameter group may set (anything else is refused)
+GROUP_KEYS = ("params", "lr", "weight_decay")
 
 
 class Optimizer:
-    """Base class. ``step(layers)`` applies `update` to every (parameter, gradient) pair.
+    """Base class. ``step(layers)`` applies `update` to every (parameter, gradient) pair of
+    the layers whose ``trainable`` is True.
+
+    Per step, in this order (PyTorch's order, so results agree with ``clip_grad_norm_`` followed
+    by ``optimizer.step()``):
+    1. clip: with ``clip_norm``, every gradient is scaled by min(1, c/(‖g‖ + 10⁻⁶)), ‖g‖ the
+       global norm √(Σ over all parameters of Σ g²); computed on the device, never read back;
+    2. L2 weight decay λ (not for decoupled optimizers such as `AdamW`): g ← g + λ·W;
+    3. the rule: W ← update(W, g).
 
     Args:
-        lr: the learning rate ("step size" in the seed).
-        weight_decay: L2 penalty λ; adds λ·W to each gradient before the rule (0 = off).
+        lr: the learning rate ("step size" in the seed). Schedules change ``optimizer.lr``.
+        weight_decay: λ (0 = off).
+        groups: parameter groups with their own lr and/or weight_decay, as in PyTorch:
+            ``[{"params": [layer, (layer, "b"), ...], "lr": 0.01, "weight_decay": 0.0}]``;
+            a Layer stands for all its parameters, ``(layer, name)`` for one. The first group
+            that holds a parameter wins; the others use ``lr`` and ``weight_decay``. A group's
+            lr is its rate while ``optimizer.lr`` is at its initial value: schedules scale every
+            group alike.
+        clip_norm: the largest global gradient norm (None = no clipping).
     """
 
-    def __init__(self, lr: float, weight_decay: float = 0.0) -> None:
+    #: True where weight decay shrinks W directly (W ← W − lr·λ·W) instead of adding λ·W to g
+    decoupled = False
+
+    def __init__(
+        self,
+        lr: float,
+        weight_decay: float = 0.0,
+        *,
+        groups: Sequence[dict[str, Any]] | None = None,
+        clip_norm: float | None = None,
+    ) -> None:
+        who = type(self).__name__
         if not lr > 0:
-            raise ValueError(f"{type(self).__name__}: lr must be positive, received {lr}")
+            raise ValueError(f"{who}: lr must be positive, received {lr}")
+        if not weight_decay >= 0:
+            raise ValueError(f"{who}: weight_decay must be >= 0, received {weight_decay}")
+        if clip_norm is not None and not clip_norm > 0:
+            raise ValueError(f"{who}: clip_norm must be positive or None, received {clip_norm}")
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)
-        self.state: dict[str, dict[str, Any]] = {}
+        self.clip_norm = None if clip_norm is None else float(clip_norm)
+        self.state: dict[ParamKey, dict[str, Any]] = {}
         self.iterations = 0
+        #: the global gradient norm of the last step (a 0-d device array), when clipping
+        self.grad_norm: Any = None
+        self.groups = [self._check_group(i, g) for i, g in enumerate(groups or ())]
+        self._membership: dict[ParamKey, tuple[float, float | None]] = {}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
 
     def get_config(self) -> dict[str, Any]:
-        return {"lr": self.lr, "weight_decay": self.weight_decay}
+        """The settings (JSON-serialisable; groups, which hold layers, are left out)."""
+        return {"lr": self.lr, "weight_decay": self.weight_decay, "clip_norm": self.clip_norm}
 
+    # -- the shared loop ---------------------------------------------------------------------
     def step(self, layers: Iterable[Layer]) -> None:
-        """Update every parameter of ``layers`` from its gradient (filled by backward)."""
+        """Update every parameter of the trainable ``layers`` from its gradient (filled by
+        backward). Layers with ``trainable = False`` are left as they are."""
         self.iterations += 1
-        for index, layer in enumerate(layers):
-            for name, grad in layer.grads.items():
-                param = layer.params[name]
-                if self.weight_decay:
-                    grad = grad + self.weight_decay * param
-                state = self.state.setdefault(f"{index}.{name}", {})
-                layer.params[name] = self.update(param, grad, state)
+        todo = [
+            (layer, name, grad)
+            for layer in layers
+            if layer.trainable
+            for name, grad in layer.grads.items()
+        ]
+        scale = self._clip_scale([grad for _, _, grad in todo]) if self.clip_norm else None
+        for layer, name, grad in todo:
+            key = (layer, name)
+            param = layer.params[name]
+            lr_scale, weight_decay = self._hyperparameters(key, param)
+            if scale is not None:
+                grad = grad * scale
+            if weight_decay and not self.decoupled:
+                grad = grad + weight_decay * param
+            state = self.state.setdefault(key, {})
+            layer.params[name] = self.update(param, grad, state, self.lr * lr_scale, weight_decay)
 
-    def update(self, param: Any, grad: Any, state: dict[str, Any]) -> Any:
-        """The per-parameter rule: returns the updated parameter (in place where possible)."""
+    def update(
+        self, param: Any, grad: Any, state: dict[str, Any], lr: float, weight_decay: float
+    ) -> Any:
+        """The per-parameter rule: returns the updated parameter (in place where possible).
+        ``lr`` and ``weight_decay`` are this parameter's (its group's)."""
         raise NotImplementedError
+
+    def _clip_scale(self, grads: list[Any]) -> Any:
+        """min(1, c/(‖g‖ + 10⁻⁶)) as a 0-d device array (no host read: no sync per step)."""
+        if not grads:
+            return None
+        xp = array_api_compat.array_namespace(grads[0])
+        total = xp.sum(grads[0] * grads[0])
+        for g in grads[1:]:
+            total = total + xp.sum(g * g)
+        self.grad_norm = xp.sqrt(total)
+        coef = self.clip_norm / (self.grad_norm + 1e-6)
+        return xp.where(coef < 1.0, coef, xp.ones_like(coef))
+
+    # -- parameter groups --------------------------------------------------------------------
+    def _check_group(self, index: int, group: dict[str, Any]) -> dict[str, Any]:
+        who = f"{type(self).__name__}: groups[{index}]"
+        if not isinstance(group, dict) or "params" not in group:
+            raise TypeError(f"{who} must be a dict with a 'params' list, received {group!r}")
+        unknown = sorted(set(group) - set(GROUP_KEYS))
+        if unknown:
+            raise ValueError(f"{who} has unknown keys {unknown}; expected {list(GROUP_KEYS)}")
+        members: set[Any] = set()
+        for item in group["params"]:
+            if isinstance(item, Layer):
+                members.add(item)
+            elif (
+                isinstance(item, tuple)
+                and len(item) == 2
+                and isinstance(item[0], Layer)
+                and item[1] in item[0].params
+            ):
+                members.add(item)
+            else:
+                raise TypeError(
+                    f"{who}: each entry of 'params' must be a Layer or a (layer, parameter "
+                    f"name) pair naming one of its params, received {item!r}"
+                )
+        lr = float(group.get("lr", self.lr))
+        if not lr > 0:
+            raise ValueError(f"{who}: lr must be positive, received {lr}")
+        weight_decay = group.get("weight_decay")
+        if weight_decay is not None and not weight_decay >= 0:
+            raise ValueError(f"{who}: weight_decay must be >= 0, received {weight_decay}")
+        return {
+            "members": members,
+            "lr_scale": lr / self.lr,
+            "weight_decay": None if weight_decay is None else float(weight_decay),
+        }
+
+    def _hyperparameters(self, key: ParamKey, param: Any) -> tuple[float, float]:
+        """(lr / self.lr, weight decay) for one parameter; looked up once, then cached."""
+        found = self._membership.get(key)
+        if found is None:
+            found = (1.0, self.default_decay(key, param))
+            for group in self.groups:
+                if key in group["members"] or key[0] in group["members"]:
+                    found = (group["lr_scale"], group["weight_decay"])
+                    break
+            self._membership[key] = found
+        lr_scale, weight_decay = found
+        return lr_scale, self.weight_decay if weight_decay is None else weight_decay
+
+    def default_decay(self, key: ParamKey, param: Any) -> float | None:
+        """The weight decay of a parameter outside every group; None means ``weight_decay``."""
+        return None
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def named_state(self, layers: Sequence[Layer]) -> dict[str, dict[str, Any]]:
+        """The state as ``{"<index in layers>.<param name>": {slot: value}}`` (what checkpoints
+        store: the parameter's name in the model)."""
+        names = {(layer, k): f"{i}.{k}" for i, layer in enumerate(layers) for k in layer.params}
+        return {names[key]: slots for key, slots in self.state.items() if key in names}
+
+    def load_named_state(self, layers: Sequence[Layer], state: dict[str, dict[str, Any]]) -> None:
+        """Replace the state with ``state`` as `named_state` gave it, for the same ``layers``."""
+        keys = {f"{i}.{k}": (layer, k) for i, layer in enumerate(layers) for k in layer.params}
+        unknown = sorted(set(state) - set(keys))
+        if unknown:
+            raise ValueError(f"optimizer state for parameters the model does not have: {unknown}")
+        self.state = {keys[name]: dict(slots) for name, slots in state.items()}
 
 
 class SGD(Optimizer):
@@ -73,8 +216,11 @@ class SGD(Optimizer):
         momentum: float = 0.0,
         nesterov: bool = False,
         weight_decay: float = 0.0,
+        *,
+        groups: Sequence[dict[str, Any]] | None = None,
+        clip_norm: float | None = None,
     ) -> None:
-        super().__init__(lr, weight_decay)
+        super().__init__(lr, weight_decay, groups=groups, clip_norm=clip_norm)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"SGD: momentum must lie in [0, 1), received {momentum}")
         if nesterov and momentum == 0.0:
@@ -84,9 +230,11 @@ class SGD(Optimizer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
 
-    def update(self, param: Any, grad: Any, state: dict[str, Any]) -> Any:
+    def update(
+        self, param: Any, grad: Any, state: dict[str, Any], lr: float, weight_decay: float
+    ) -> Any:
         if self.momentum == 0.0:
-            param -= self.lr * grad
+            param -= lr * grad
             return param
         if "V" not in state:
             state["V"] = grad * 1.0  # a copy: the first V is g
@@ -96,7 +244,83 @@ class SGD(Optimizer):
             v += grad
             state["V"] = v
         step = grad + self.momentum * state["V"] if self.nesterov else state["V"]
-        param -= self.lr * step
+        param -= lr * step
+        return param
+
+
+class RMSprop(Optimizer):
+    """RMSprop (Hinton's lecture 6e), in PyTorch's form:
+
+        V ← αV + (1 − α)g²                       (running mean square, from V = 0)
+        centered:  G ← αG + (1 − α)g;  D = √(V − G²) + ε      else  D = √V + ε
+        plain:     W ← W − lr·g/D
+        momentum:  B ← μB + g/D;  W ← W − lr·B   (from B = 0)
+
+    Args:
+        lr, alpha (α), eps (ε), momentum (μ), centered; weight_decay: L2 (added to g).
+    """
+
+    def __init__(
+        self,
+        lr: float = 0.01,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        momentum: float = 0.0,
+        centered: bool = False,
+        weight_decay: float = 0.0,
+        *,
+        groups: Sequence[dict[str, Any]] | None = None,
+        clip_norm: float | None = None,
+    ) -> None:
+        super().__init__(lr, weight_decay, groups=groups, clip_norm=clip_norm)
+        if not 0.0 <= alpha < 1.0 or not 0.0 <= momentum < 1.0 or not eps > 0:
+            raise ValueError(
+                f"RMSprop: need 0 <= alpha < 1, 0 <= momentum < 1 and eps > 0, received "
+                f"alpha={alpha}, momentum={momentum}, eps={eps}"
+            )
+        self.alpha, self.eps = float(alpha), float(eps)
+        self.momentum, self.centered = float(momentum), bool(centered)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "alpha": self.alpha,
+            "eps": self.eps,
+            "momentum": self.momentum,
+            "centered": self.centered,
+        }
+
+    def update(
+        self, param: Any, grad: Any, state: dict[str, Any], lr: float, weight_decay: float
+    ) -> Any:
+        xp = array_api_compat.array_namespace(param)
+        a = self.alpha
+        if "V" not in state:
+            state["V"] = (1.0 - a) * (grad * grad)
+            if self.centered:
+                state["G"] = (1.0 - a) * grad
+        else:
+            v = state["V"]
+            v *= a
+            v += (1.0 - a) * (grad * grad)
+            state["V"] = v
+            if self.centered:
+                g = state["G"]
+                g *= a
+                g += (1.0 - a) * grad
+                state["G"] = g
+        v = state["V"] - state["G"] * state["G"] if self.centered else state["V"]
+        step = grad / (xp.sqrt(v) + self.eps)
+        if self.momentum:
+            if "B" not in state:
+                state["B"] = step
+            else:
+                b = state["B"]
+                b *= self.momentum
+                b += step
+                state["B"] = b
+            step = state["B"]
+        param -= lr * step
         return param
 
 
@@ -107,6 +331,8 @@ class Adam(Optimizer):
         W ← W − lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ) · M / (√V + ε̂)
 
     (the bias corrections folded into the step size, as in the paper's section 2).
+    ``weight_decay`` is the L2 penalty added to g (PyTorch's Adam); for decay decoupled from the
+    moments use `AdamW`.
     """
 
     def __init__(
@@ -116,17 +342,24 @@ class Adam(Optimizer):
         beta2: float = 0.999,
         eps: float = 1e-8,
         weight_decay: float = 0.0,
+        *,
+        groups: Sequence[dict[str, Any]] | None = None,
+        clip_norm: float | None = None,
     ) -> None:
-        super().__init__(lr, weight_decay)
+        super().__init__(lr, weight_decay, groups=groups, clip_norm=clip_norm)
         for name, beta in (("beta1", beta1), ("beta2", beta2)):
             if not 0.0 <= beta < 1.0:
-                raise ValueError(f"Adam: {name} must lie in [0, 1), received {beta}")
+                raise ValueError(
+                    f"{type(self).__name__}: {name} must lie in [0, 1), received {beta}"
+                )
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
 
-    def update(self, param: Any, grad: Any, state: dict[str, Any]) -> Any:
+    def update(
+        self, param: Any, grad: Any, state: dict[str, Any], lr: float, weight_decay: float
+    ) -> Any:
         t = state["t"] = state.get("t", 0) + 1
         if "M" not in state:
             state["M"] = (1.0 - self.beta1) * grad
@@ -138,7 +371,7 @@ class Adam(Optimizer):
             v *= self.beta2
             v += (1.0 - self.beta2) * (grad * grad)
             state["M"], state["V"] = m, v
-        step = self.lr * math.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
+        step = lr * math.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
         eps_hat = self.eps * math.sqrt(1.0 - self.beta2**t)
         param -= (
             step * state["M"] / (array_api_compat.array_namespace(param).sqrt(state["V"]) + eps_hat)
@@ -146,27 +379,59 @@ class Adam(Optimizer):
         return param
 
 
-def cosine_schedule(base_lr: float, epochs: int, final_lr: float = 0.0) -> Callable[[int], float]:
-    """Cosine decay for `Sequential.fit(lr_schedule=...)`: epoch e (1..epochs) trains with
-    lr = final + (base − final)·(1 + cos(π(e − 1)/epochs))/2, so epoch 1 uses base_lr and the
-    rate falls smoothly towards final_lr (which settles the weights instead of letting the last
-    epochs bounce between minima)."""
-    if epochs < 1:
-        raise ValueError(f"cosine_schedule: epochs must be positive, received {epochs}")
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019), in PyTorch's form:
 
-    def lr(epoch: int) -> float:
-        return final_lr + (base_lr - final_lr) * 0.5 * (
-            1 + math.cos(math.pi * (epoch - 1) / epochs)
-        )
+        W ← W − lr·λ·W,   then the `Adam` rule on the undecayed g.
 
-    return lr
+    Unlike L2 (λ·W added to g), the decay is not divided by √V, so every weight shrinks at the
+    same rate. By default parameters with fewer than two axes (biases, BatchNorm's γ and β) are
+    not decayed, as usual for AdamW: shrinking them towards 0 only adds bias; ``decay_vectors=True``
+    decays them too. Groups (see `Optimizer`) override both.
+    """
+
+    decoupled = True
+
+    def __init__(
+        self,
+        lr: float = 0.001,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+        *,
+        decay_vectors: bool = False,
+        groups: Sequence[dict[str, Any]] | None = None,
+        clip_norm: float | None = None,
+    ) -> None:
+        super().__init__(lr, beta1, beta2, eps, weight_decay, groups=groups, clip_norm=clip_norm)
+        self.decay_vectors = bool(decay_vectors)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "decay_vectors": self.decay_vectors}
+
+    def default_decay(self, key: ParamKey, param: Any) -> float | None:
+        return None if self.decay_vectors or param.ndim >= 2 else 0.0
+
+    def update(
+        self, param: Any, grad: Any, state: dict[str, Any], lr: float, weight_decay: float
+    ) -> Any:
+        if weight_decay:
+            param *= 1.0 - lr * weight_decay
+        return super().update(param, grad, state, lr, 0.0)
 
 
-OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam}
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "sgd": SGD,
+    "rmsprop": RMSprop,
+    "adam": Adam,
+    "adamw": AdamW,
+}
 
 
 def get(optimizer: str | Optimizer, **kwargs: Any) -> Optimizer:
-    """An optimizer from a name ("sgd", "adam") and keyword arguments, or the object itself."""
+    """An optimizer from a name ("sgd", "rmsprop", "adam", "adamw") and keyword arguments, or
+    the object itself."""
     if isinstance(optimizer, Optimizer):
         return optimizer
     try:
@@ -178,4 +443,12 @@ def get(optimizer: str | Optimizer, **kwargs: Any) -> Optimizer:
     return cls(**kwargs)
 
 
-__all__ = ["SGD", "Adam", "Optimizer", "cosine_schedule", "get"]
+__all__ = [
+    "SGD",
+    "Adam",
+    "AdamW",
+    "Optimizer",
+    "RMSprop",
+    "cosine_schedule",
+    "get",
+]

@@ -31,8 +31,9 @@ from ailib import zoo
 
 RESULTS = Path(__file__).parent / "results"
 DATA = {
-    # the 10k MNIST test digits, split 8k train / 2k test with a fixed seed
-    "mnist": Path("/work/shared/data/mnist"),
+    # the 10k MNIST test digits (they travel with the repository), split 8k train / 2k test
+    # with a fixed seed
+    "mnist": Path(__file__).resolve().parents[1] / "data" / "mnist-test",
     "fashion": Path("/usr/share/datasets/fashion-mnist"),
 }
 

@@ -1,32 +1,45 @@
 #!/usr/bin/env bash
-# ailib on a CUDA machine: the cross-backend tests including CuPy, then the MLP benchmark
-# (ailib on CuPy vs PyTorch eager on CUDA; full 60,000-row epochs at batch 128 and 1024).
-# Works offline with what is installed; says clearly what is missing. Run from anywhere:
+# ailib on a CUDA machine, in one call of at most 540 s, with nothing but what is installed there:
+#   1. environment: what is installed, what is missing; carried wheels installed offline
+#   2. tests:       the CuPy tests and the GPU PyTorch / JAX tests (pytest -k "cupy or cuda or gpu")
+#   3. train:       `ailib train --backend cupy` on MNIST's 10k test digits (data/mnist-test, 8k/2k)
+#   4. bench:       the MLP benchmark, ailib on CuPy vs PyTorch eager CUDA, batch 128 and 1024,
+#                   full 60,000-row epochs
 #
-#     bash benchmarks/gpu.sh            # tests + benchmark, about 5 minutes on an H200
-#     bash benchmarks/gpu.sh --help
+#     make gpu-wheels                   # here, once (needs PyPI): the wheels the GPU machine lacks
+#     bash benchmarks/gpu.sh            # there, with .whl carried along
+#     bash benchmarks/gpu.sh --dry-run  # anywhere: print the stages, run nothing
 #
-# Results: benchmarks/results/gpu-<UTC date>.{json,md,png}; a short table is printed at the end.
-set -euo pipefail
+# The GPU machine has no network, Python 3.12 with CuPy, PyTorch and JAX, but not array-api-compat
+# or array-api-strict: `make gpu-wheels` downloads those into the git-ignored folder .whl, which
+# travels with the call (carry .whl) and is installed here with --no-index into a --target folder
+# put on PYTHONPATH. Nothing else is installed; what is missing is said, and its stage is skipped.
+#
+# Output: $OUT when set (else benchmarks/results/gpu-<UTC time>/): gpu.log (everything), and one
+# file per stage written while it runs, complete when it ends: 1-environment.txt, 2-tests.txt,
+# 3-train.txt, 3-train-history.json, 4-bench.json (rewritten after every measured batch size, so
+# a run stopped at its limit keeps what it measured) and 4-bench.md: 7 files (the device tool
+# brings back at most 8).
+set -uo pipefail
 
 usage() {
     cat <<'EOF'
-usage: bash benchmarks/gpu.sh [--help] [--dry-run] [--no-tests] [--no-bench] [--quick]
-                              [--python PYTHON] [--install]
+usage: bash benchmarks/gpu.sh [--help] [--dry-run] [--no-tests] [--no-train] [--no-bench]
+                              [--python PYTHON]
 
-  --dry-run     print what would run (and what is missing), run nothing
-  --no-tests    skip `python -m pytest -q tests` (the cross-backend suite, CuPy included)
-  --no-bench    skip the MLP benchmark
-  --quick       a shorter benchmark (fewer repeats, no sweep)
-  --python P    the interpreter to use (default: $PYTHON, else .venv/bin/python, else python3)
-  --install     if CuPy is missing, try `pip install cupy-cuda12x` (needs network access)
+  --dry-run     print each stage and its command, run nothing (exit 0)
+  --no-tests    skip stage 2; --no-train skips stage 3; --no-bench skips stage 4
+  --python P    the interpreter (default: $PYTHON, else .venv/bin/python, else python3)
 
-Stages have time limits (tests 300 s, benchmark 420 s) so the whole run stays under 10 minutes.
-Environment: TEST_TIMEOUT, BENCH_TIMEOUT override the limits.
+Time limits (seconds): TOTAL_LIMIT=540 for the whole run; WHEEL_LIMIT=20, ENV_LIMIT=40,
+TEST_LIMIT=210, TRAIN_LIMIT=85, BENCH_LIMIT=150 per stage (505 s, plus 5 s to stop each), each
+cut to what is left of the total.
+Environment: OUT (output folder), AILIB_SITE (where wheels go, default /tmp/ailib-site),
+TRAIN_EPOCHS (default 3).
 EOF
 }
 
-DRY=0; TESTS=1; BENCH=1; QUICK=0; INSTALL=0
+DRY=0; TESTS=1; TRAIN=1; BENCH=1
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-}"
 while [[ $# -gt 0 ]]; do
@@ -34,9 +47,8 @@ while [[ $# -gt 0 ]]; do
         -h|--help) usage; exit 0 ;;
         --dry-run) DRY=1 ;;
         --no-tests) TESTS=0 ;;
+        --no-train) TRAIN=0 ;;
         --no-bench) BENCH=0 ;;
-        --quick) QUICK=1 ;;
-        --install) INSTALL=1 ;;
         --python) shift; PY="${1:?--python needs a value}" ;;
         *) echo "gpu.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -45,104 +57,96 @@ done
 if [[ -z "$PY" ]]; then
     if [[ -x "$ROOT/.venv/bin/python" ]]; then PY="$ROOT/.venv/bin/python"; else PY=python3; fi
 fi
-TEST_TIMEOUT="${TEST_TIMEOUT:-300}"
-BENCH_TIMEOUT="${BENCH_TIMEOUT:-420}"
-STAMP="$(date -u +%Y%m%d-%H%M%S)"
-OUT="$ROOT/benchmarks/results/gpu-$STAMP"
+TOTAL_LIMIT="${TOTAL_LIMIT:-540}"
+WHEEL_LIMIT="${WHEEL_LIMIT:-20}"
+ENV_LIMIT="${ENV_LIMIT:-40}"
+TEST_LIMIT="${TEST_LIMIT:-210}"
+TRAIN_LIMIT="${TRAIN_LIMIT:-85}"
+BENCH_LIMIT="${BENCH_LIMIT:-150}"
+TRAIN_EPOCHS="${TRAIN_EPOCHS:-3}"
+SITE="${AILIB_SITE:-/tmp/ailib-site}"
+if [[ -n "${OUT:-}" ]]; then DEST="$OUT"
+elif [[ $DRY -eq 1 ]]; then DEST="$(mktemp -d)"  # a dry run leaves nothing in the repository
+else DEST="$ROOT/benchmarks/results/gpu-$(date -u +%Y%m%d-%H%M%S)"; fi
+mkdir -p "$DEST"
+LOG="$DEST/gpu.log"
+exec > >(tee -a "$LOG") 2>&1
 cd "$ROOT"
 
-say() { printf '\n== %s\n' "$*"; }
-run() {  # run LIMIT CMD...: with a time limit, or just print it on --dry-run
-    local limit="$1"; shift
-    echo "+ timeout ${limit}s $*"
-    if [[ $DRY -eq 1 ]]; then return 0; fi
-    timeout --signal=TERM --kill-after=15 "$limit" "$@"
-}
-
-say "what is installed ($PY)"
-if ! command -v "$PY" >/dev/null 2>&1; then
-    echo "MISSING: python interpreter '$PY' (pass --python or set PYTHON)"; exit 1
-fi
-command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=name,driver_version,memory.total \
-    --format=csv,noheader || echo "note: nvidia-smi not found"
-# Each probe prints one line; none of them fails the script.
-probe() {
-    "$PY" - "$1" <<'EOF' 2>/dev/null || echo "$1: MISSING (import failed)"
-import importlib, sys
-name = sys.argv[1]
-try:
-    m = importlib.import_module(name)
-except Exception as exc:
-    print(f"{name}: MISSING ({type(exc).__name__}: {exc})"); sys.exit(0)
-extra = ""
-if name == "cupy":
-    try:
-        n = m.cuda.runtime.getDeviceCount()
-        extra = f", {n} CUDA device(s), CUDA runtime {m.cuda.runtime.runtimeGetVersion()}"
-    except Exception as exc:
-        extra = f", NO usable CUDA device ({type(exc).__name__}: {exc})"
-if name == "torch":
-    extra = f", cuda available: {m.cuda.is_available()}"
-    if m.cuda.is_available():
-        extra += f" ({m.cuda.get_device_name(0)})"
-print(f"{name}: {getattr(m, '__version__', '?')}{extra}")
-EOF
-}
-for lib in numpy array_api_compat array_api_strict pytest cupy torch ailib matplotlib; do probe "$lib"; done
-
-HAVE_CUPY=0; HAVE_TORCH_CUDA=0
-"$PY" -c "import cupy; assert cupy.cuda.runtime.getDeviceCount() > 0" 2>/dev/null && HAVE_CUPY=1
-"$PY" -c "import torch; assert torch.cuda.is_available()" 2>/dev/null && HAVE_TORCH_CUDA=1
-if [[ $HAVE_CUPY -eq 0 && $INSTALL -eq 1 ]]; then
-    say "CuPy missing: trying pip install cupy-cuda12x"
-    run 180 "$PY" -m pip install -q cupy-cuda12x || echo "MISSING: cupy could not be installed (offline?)"
-    "$PY" -c "import cupy; assert cupy.cuda.runtime.getDeviceCount() > 0" 2>/dev/null && HAVE_CUPY=1
-fi
-[[ $HAVE_CUPY -eq 1 ]] || echo "MISSING: CuPy with a CUDA device — the cupy tests skip and ailib[cupy] is left out of the benchmark (pip install cupy-cuda12x, or --install)"
-[[ $HAVE_TORCH_CUDA -eq 1 ]] || echo "MISSING: PyTorch with CUDA — the PyTorch eager CUDA peer is left out"
-"$PY" -c "import ailib" 2>/dev/null || { echo "MISSING: ailib is not importable from $ROOT"; exit 1; }
+# The GPU settings every stage runs with.
+export PYTHONUNBUFFERED=1
+export PYTHONPATH="$ROOT:$SITE${PYTHONPATH:+:$PYTHONPATH}"
+export JAX_DEFAULT_MATMUL_PRECISION=float32  # not TF32: float32 tests compare at float32 tolerance
+export XLA_PYTHON_CLIENT_PREALLOCATE=false   # JAX takes GPU memory as needed, leaving CuPy room
+export TF_CPP_MIN_LOG_LEVEL=2
 
 STATUS=0
-if [[ $TESTS -eq 1 ]]; then
-    say "tests on every backend (cupy included when present), limit ${TEST_TIMEOUT}s"
-    if ! "$PY" -c "import pytest" 2>/dev/null; then
-        echo "MISSING: pytest — tests skipped"; STATUS=1
-    elif ! run "$TEST_TIMEOUT" "$PY" -m pytest -q -x -p no:cacheprovider tests; then
-        echo "TESTS FAILED or timed out (exit above)"; STATUS=1
+limit_for() {  # limit_for STAGE_LIMIT: the stage's limit, cut to what is left of the total
+    local left=$((TOTAL_LIMIT - SECONDS - 10))
+    if (( left < $1 )); then echo $(( left > 0 ? left : 0 )); else echo "$1"; fi
+}
+stage() {  # stage NAME FILE LIMIT CMD...: run CMD with a time limit, its output also in FILE
+    # (FILE "-": in gpu.log only; $OUT brings back at most 8 files)
+    local name="$1" file="$2" limit; limit="$(limit_for "$3")"; shift 3
+    printf '\n== %s (limit %ss, %ss used of %ss)\n+ timeout %ss' \
+        "$name" "$limit" "$SECONDS" "$TOTAL_LIMIT" "$limit"
+    printf ' %q' "$@"; echo
+    if [[ $DRY -eq 1 ]]; then return 0; fi
+    if (( limit < 5 )); then echo "SKIPPED: no time left"; STATUS=1; return 1; fi
+    [[ "$file" == - ]] && file=/dev/null || file="$DEST/$file"
+    timeout --signal=TERM --kill-after=5 "$limit" "$@" 2>&1 | tee "$file"
+    local rc=${PIPESTATUS[0]}
+    (( rc == 124 )) && echo "TIMED OUT after ${limit}s"
+    (( rc != 0 )) && { echo "$name: exit $rc"; STATUS=1; }
+    return "$rc"
+}
+
+echo "ailib GPU run: $(date -u +%FT%TZ), output in $DEST${OUT:+ (\$OUT)}"
+echo "settings: JAX_DEFAULT_MATMUL_PRECISION=$JAX_DEFAULT_MATMUL_PRECISION" \
+     "XLA_PYTHON_CLIENT_PREALLOCATE=$XLA_PYTHON_CLIENT_PREALLOCATE PYTHONPATH=$PYTHONPATH"
+
+# -- 1. environment ----------------------------------------------------------------------------
+WHEELS=("$ROOT"/.whl/*.whl)
+if [[ -e "${WHEELS[0]}" ]]; then
+    stage "1. environment: install the carried wheels (offline)" - "$WHEEL_LIMIT" \
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target "$SITE" "${WHEELS[@]}"
+else
+    echo "note: no wheels in .whl (make gpu-wheels prepares them); using what is installed"
+fi
+stage "1. environment: what is installed" 1-environment.txt "$ENV_LIMIT" \
+    "$PY" -m benchmarks.gpu_env
+if [[ $DRY -eq 0 ]] && ! grep -q "^nothing missing" "$DEST/1-environment.txt" 2>/dev/null; then
+    grep "MISSING\|UNAVAILABLE" "$DEST/1-environment.txt" || echo "MISSING: the probe did not finish"
+    if ! "$PY" -c "import ailib" 2>/dev/null; then
+        echo "ailib cannot be imported (make gpu-wheels, then carry .whl): stopping"; exit 1
     fi
 fi
 
-if [[ $BENCH -eq 1 ]]; then
-    say "MLP benchmark: ailib[cupy] vs PyTorch eager CUDA, limit ${BENCH_TIMEOUT}s"
-    BACKENDS="numpy"; TORCH_DEV="cpu"
-    [[ $HAVE_CUPY -eq 1 ]] && BACKENDS="cupy,numpy"
-    [[ $HAVE_TORCH_CUDA -eq 1 ]] && TORCH_DEV="cuda"
-    ARGS=(--backends "$BACKENDS" --torch "$TORCH_DEV" --batch-size 128,1024 --samples 60000
-          --out "$OUT")
-    if [[ $QUICK -eq 1 ]]; then ARGS+=(--repeats 3 --steps 50 --no-sweep); else ARGS+=(--repeats 5); fi
-    if ! run "$BENCH_TIMEOUT" "$PY" -m benchmarks.mlp "${ARGS[@]}"; then
-        echo "BENCHMARK FAILED or timed out"; STATUS=1
-    fi
-    if [[ $DRY -eq 0 && -f "$OUT.md" ]]; then
-        say "summary ($OUT.md)"
-        "$PY" - "$OUT.json" <<'EOF'
-import json, sys
-r = json.load(open(sys.argv[1]))
-print(f"GPU: {r['machine'].get('gpu')}; CPU: {r['machine']['cpu']}")
-for batch, block in r["training"].items():
-    rows = block.get("epoch") or block.get("short")
-    print(f"\nbatch {batch}:")
-    for name, row in rows.items():
-        vs = row.get("vs_torch")
-        print(f"  {row['label']:28s} {row['samples_per_s']:>12,.0f} samples/s"
-              f"  epoch {60000 / row['samples_per_s']:6.2f} s"
-              + (f"  x torch eager {vs:.2f}" if vs else ""))
-print("\ntargets:")
-for t in r["targets"]:
-    m = "n/a" if t["measured"] is None else f"{t['measured']:.2f}x"
-    print(f"  [{t['status']:5s}] {t['target']}: {m} (goal {t['goal']})")
-EOF
-        ls -1 "$OUT".* 2>/dev/null || true
-    fi
+# -- 2. tests ----------------------------------------------------------------------------------
+if [[ $TESTS -eq 1 ]]; then
+    stage "2. tests: CuPy, PyTorch CUDA and JAX GPU (no -x)" 2-tests.txt "$TEST_LIMIT" \
+        "$PY" -m pytest -v --tb=short -rfE -p no:cacheprovider -k "cupy or cuda or gpu" tests
 fi
+
+# -- 3. train ----------------------------------------------------------------------------------
+if [[ $TRAIN -eq 1 ]]; then
+    if [[ $DRY -eq 1 ]]; then RUN_DIR="<a temporary folder>"; else RUN_DIR="$(mktemp -d)"; fi
+    stage "3. train: ailib train --backend cupy on MNIST's 10k test digits" 3-train.txt \
+        "$TRAIN_LIMIT" "$PY" -m ailib train --backend cupy --dataset mnist-test \
+        --data-root "$ROOT/data/mnist-test" --epochs "$TRAIN_EPOCHS" --quiet --out "$RUN_DIR"
+    [[ -f "$RUN_DIR/history.json" ]] && cp "$RUN_DIR/history.json" "$DEST/3-train-history.json"
+fi
+
+# -- 4. bench ----------------------------------------------------------------------------------
+if [[ $BENCH -eq 1 ]]; then
+    stage "4. bench: MLP, ailib on CuPy vs PyTorch eager CUDA, full epochs" - \
+        "$BENCH_LIMIT" "$PY" -m benchmarks.mlp --backends cupy --torch cuda --no-reference \
+        --batch-size 128,1024 --samples 60000 --repeats 3 --no-sweep --no-memory \
+        --out "$DEST/4-bench"
+fi
+
+printf '\n== done in %ss (limit %ss), exit %s; files in %s:\n' "$SECONDS" "$TOTAL_LIMIT" \
+    "$STATUS" "$DEST"
+ls -1 "$DEST"
 exit $STATUS

@@ -551,6 +551,14 @@ def plot(result: dict[str, Any], path: Path) -> bool:
 
 
 # -- main ----------------------------------------------------------------------------------------
+def save_partial(result: dict[str, Any], out: Path) -> None:
+    """Write what is measured so far to ``<out>.json`` (``"complete": false``), so that a run
+    killed at its time limit still leaves its finished stages behind."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = {**result, "complete": False}
+    out.with_suffix(".json").write_text(json.dumps(partial, indent=1, default=str) + "\n")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.mlp",
@@ -707,6 +715,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 )
             block[phase] = rows
         result["training"][str(batch)] = block
+        save_partial(result, args.out)
 
     log(f"inference: predict on {TEST_ROWS:,} rows")
     for c in contenders.values():
@@ -720,6 +729,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             f"x ref {_fmt(r['vs_reference'])}"
         )
     result["predict"] = pred
+    save_partial(result, args.out)
     del contenders
     gc.collect()
 
@@ -728,6 +738,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         result["memory"] = measure_memory(names, args.batch_size[0], args.steps)
         for name, m in result["memory"].items():
             log(f"  {name:28s} {m}")
+        save_partial(result, args.out)
 
     if not args.no_sweep:
         sweep_names = [nm for nm in names if not nm.endswith(("jax", "array_api_strict"))]
@@ -765,6 +776,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     if result.get("sweep") and plot(result, out.with_suffix(".png")):
         result["plot"] = str(out.with_suffix(".png"))
+    result["complete"] = True
     out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     out.with_suffix(".md").write_text(markdown(result) + "\n")
     log(

@@ -11,8 +11,18 @@ import pytest
 import ailib
 
 #: every backend the suite runs on; "array_api_strict:device1" is a second (fake) device that
-#: exposes device-mixing bugs without a GPU
-BACKENDS = ["numpy", "array_api_strict", "array_api_strict:device1", "torch", "jax", "cupy"]
+#: exposes device-mixing bugs without a GPU. The GPU ones ("cupy", "torch:cuda", "jax:gpu") skip
+#: with the reason on a machine without one; benchmarks/gpu.sh runs them where there is one.
+BACKENDS = [
+    "numpy",
+    "array_api_strict",
+    "array_api_strict:device1",
+    "torch",
+    "jax",
+    "cupy",
+    "torch:cuda",
+    "jax:gpu",
+]
 
 #: backends whose arrays are immutable (updates go through the functional path)
 IMMUTABLE = {"jax"}

@@ -12,10 +12,11 @@ import gzip
 import hashlib
 import http.server
 import socket
+import socketserver
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -56,12 +57,13 @@ def tiny_dataset(
     sizes: dict[str, int] = SIZES,
 ) -> DatasetSpec:
     """A copy of the built-in spec ``name`` for `tiny_arrays`: its shapes, and (with
-    ``checksums``) the MD5 of each .gz and SHA-256 of each decompressed file."""
+    ``checksums``) the MD5 and size of each .gz and SHA-256 of each decompressed file."""
     files = {}
     for key, array in tiny_arrays(sizes=sizes).items():
         md5 = hashlib.md5(gz(array)).hexdigest() if checksums else "0" * 32
         sha = hashlib.sha256(idx_bytes(array)).hexdigest() if checksums else None
-        files[key] = FileSpec(NAMES[key], array.shape, md5, sha)
+        size = len(gz(array)) if checksums else None
+        files[key] = FileSpec(NAMES[key], array.shape, md5, sha, size)
     real = datasets.DATASETS[name]
     return DatasetSpec(
         name,
@@ -118,6 +120,44 @@ def serve(directory: Path) -> Iterator[tuple[str, list[str]]]:
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/", requests
     finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@contextmanager
+def misbehaving(
+    behaviour: Callable[[socket.socket, dict], None],
+) -> Iterator[tuple[str, dict]]:
+    """A TCP server on 127.0.0.1 (port 0, a thread per connection) that reads each request's
+    head and then lets ``behaviour(connection, stats)`` answer however it likes; yields (base
+    URL, stats). ``stats["requests"]`` lists the request lines, ``stats["stop"]`` is set when the
+    server shuts down (loops in behaviours should end then)."""
+    stats: dict = {"requests": [], "sent": 0, "stop": threading.Event()}
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.settimeout(10)
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < 65536:
+                part = self.request.recv(4096)
+                if not part:
+                    return
+                head += part
+            stats["requests"].append(head.split(b"\r\n", 1)[0].decode("latin-1"))
+            try:
+                behaviour(self.request, stats)
+            except OSError:  # the client hung up: what a cut-off looks like from here
+                pass
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", stats
+    finally:
+        stats["stop"].set()
         server.shutdown()
         server.server_close()
         thread.join()

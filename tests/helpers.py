@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -10,6 +12,22 @@ import ailib
 
 #: (rtol, atol) for comparing a backend's result with the NumPy reference, per dtype
 TOLERANCES = {"float32": (2e-5, 2e-6), "float64": (1e-10, 1e-12)}
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def mnist_test_dir() -> Path:
+    """Where MNIST's 10,000 test digits are: $AILIB_TEST_MNIST_DIR, else ../shared/data/mnist
+    beside the repository, else data/mnist-test in it (they travel with the repository)."""
+    for candidate in (
+        os.environ.get("AILIB_TEST_MNIST_DIR"),
+        REPO.parent / "shared" / "data" / "mnist",
+        REPO / "data" / "mnist-test",
+    ):
+        if candidate and (Path(candidate) / "t10k-images-idx3-ubyte.gz").is_file():
+            return Path(candidate)
+    return REPO / "data" / "mnist-test"
 
 
 def tol(dtype: str) -> dict[str, float]:

@@ -119,3 +119,40 @@ def test_synchronize_waits_with_or_without_arrays(backend: ailib.backends.Backen
     backend.synchronize()
     backend.synchronize(x)  # JAX waits for x itself (it has no global queue)
     np.testing.assert_array_equal(backend.to_host(x), [3.0, 6.0])
+
+
+def test_jax_x64_stays_off_until_64_bit_is_asked_for() -> None:
+    if ailib.backends.why_unavailable("jax") is not None:
+        pytest.skip(f"jax unavailable: {ailib.backends.why_unavailable('jax')}")
+    code = (
+        "import jax.numpy as jnp, numpy as np, ailib\n"
+        "from ailib.layers import Dense, Dropout, ReLU\n"
+        "ailib.backends.available()\n"
+        "assert jnp.asarray(1.0).dtype == jnp.float32, 'x64 on after available()'\n"
+        "m = ailib.Sequential([Dense(3, 4), ReLU(), Dropout(0.5), Dense(4, 2)], backend='jax',"
+        " seed=0)\n"
+        "m.fit(np.ones((8, 3)), np.array([0, 1] * 4), epochs=2, batch_size=4, shuffle=True)\n"
+        "m.evaluate(np.ones((4, 3)), np.array([0, 1, 0, 1]))\n"
+        "assert jnp.asarray(1.0).dtype == jnp.float32, 'x64 on after a float32 model'\n"
+        "ailib.Sequential([Dense(3, 4)], backend='jax', dtype='float64')\n"
+        "assert jnp.asarray(1.0).dtype == jnp.float64, 'float64 was asked for: x64 on'\n"
+    )
+    subprocess.run([sys.executable, "-W", "error", "-c", code], check=True)
+
+
+def test_an_array_api_namespace_older_than_ailib_needs_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    xs = pytest.importorskip("array_api_strict")
+    monkeypatch.setattr(ailib.backends, "_cache", {})
+    xs.set_array_api_strict_flags(api_version="2023.12")
+    try:
+        with pytest.raises(
+            BackendUnavailable,
+            match=r"array_api_strict: its array-API namespace .* implements version 2023\.12, "
+            r"ailib needs 2024\.12 or later",
+        ):
+            ailib.backends.get("array_api_strict")
+    finally:
+        xs.reset_array_api_strict_flags()
+    assert ailib.backends.API_VERSION == "2024.12"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +15,10 @@ import numpy as np
 import pytest
 
 import ailib
-from ailib import cli, datasets, plot
+from ailib import cli, datasets, plot, zoo
 from ailib.cli_progress import Progress
 
-from .datasets_helpers import dead_url, tiny_dataset, write_tiny
+from .datasets_helpers import dead_url, misbehaving, tiny_dataset, write_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,12 +61,15 @@ def test_train_writes_model_history_and_plot_then_evaluate(
     out = tmp_path / "run"
     assert cli.main(train(data, out, "--dataset", "mnist", "--hidden", "16")) == 0
     stdout, stderr = capsys.readouterr()
-    assert "test accuracy:" in stdout and str(out / "training.png") in stdout
+    assert "test accuracy:" in stdout
+    drawn = plot.have_matplotlib()  # without matplotlib: no plot, a notice (tested below)
+    assert (str(out / "training.png") in stdout) == drawn
     assert "epoch 2/2: loss" in stderr and "samples/s" in stderr
     record = json.loads((out / "history.json").read_text())
     assert record["dataset"] == "mnist" and len(record["history"]["val_accuracy"]) == 2
     assert np.asarray(record["confusion"]).sum() == 20
-    assert (out / "training.png").read_bytes().startswith(b"\x89PNG")
+    if drawn:
+        assert (out / "training.png").read_bytes().startswith(b"\x89PNG")
     model = ailib.load(out / "model.npz")
     assert model.layers[0].out_features == 16
 
@@ -284,3 +290,107 @@ def test_python_m_ailib_help_and_lazy_imports() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert run.stdout.strip() == "[]", run.stderr
+
+
+# -- errors: one message, exit status 1, no traceback (unless --debug) ------------------------
+CLI_IN_A_PROCESS = """
+import resource, sys
+from ailib import cli, datasets
+from tests.datasets_helpers import tiny_dataset
+
+limit = int(sys.argv[1])
+if limit:
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+for name in ("mnist", "fashion-mnist"):  # the tiny stand-ins the data fixture wrote
+    datasets.DATASETS[name] = tiny_dataset(name, sizes={"train": 40, "test": 20})
+sys.exit(cli.main(sys.argv[2:]))
+"""
+
+
+def run_cli(
+    *argv: str, limit: int = 0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``ailib *argv`` in a fresh process, as a user runs it (no pytest warning filters), on
+    the tiny datasets; ``limit``: an address-space limit in bytes."""
+    return subprocess.run(
+        [sys.executable, "-c", CLI_IN_A_PROCESS, str(limit), *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "1", **(env or {})},
+    )
+
+
+def _assert_one_message(run: subprocess.CompletedProcess, pattern: str) -> None:
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    messages = [line for line in run.stderr.splitlines() if line.startswith("ailib:")]
+    assert len(messages) == 1, run.stderr
+    assert re.search(pattern, messages[0]), messages[0]
+
+
+def test_user_errors_give_one_message_and_status_1(data: Path, tmp_path: Path) -> None:
+    common = ("--data-root", str(data), "--quiet", "--backend", "numpy", "--dataset", "mnist")
+    train_args = ("train", *common, "--out", str(tmp_path / "run"), "--epochs", "2")
+
+    _assert_one_message(
+        run_cli(*train_args, "--optimizer", "sgd", "--lr", "1e30", "--schedule", "constant"),
+        r"^ailib: Sequential.fit: the (validation )?loss became (nan|inf) (at|after) epoch \d+",
+    )
+    _assert_one_message(
+        run_cli(*train_args, "--hidden", "4000000000", limit=2 << 30),
+        r"^ailib: out of memory \(.*\); try smaller --hidden sizes or --batch-size",
+    )
+    other = ailib.Sequential(zoo.mlp(64, (8,), 10), backend="numpy").save(tmp_path / "other.npz")
+    _assert_one_message(
+        run_cli("evaluate", "--model", str(other), *common),
+        r"^ailib: Sequential.predict: the first layer \(Dense\) expects x of shape \(N, 64\), "
+        r"received \(20, 784\)",
+    )
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"PK\x03\x04" + bytes(100))
+    _assert_one_message(
+        run_cli("evaluate", "--model", str(broken), *common),
+        f"^ailib: {re.escape(str(broken))}: not a readable ailib model file",
+    )
+
+
+def test_a_non_http_mirror_gives_the_dataset_message(tmp_path: Path) -> None:
+    def ssh(conn: socket.socket, stats: dict) -> None:
+        conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+
+    with misbehaving(ssh) as (url, _):
+        run = run_cli(
+            "fetch",
+            "mnist",
+            "--quiet",
+            "--data-root",
+            str(tmp_path / "empty"),
+            env={"AILIB_MNIST_MIRRORS": url, "XDG_CACHE_HOME": str(tmp_path / "cache")},
+        )
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert run.stderr.startswith("ailib: MNIST is not available")
+    assert f"{url}train-images-idx3-ubyte.gz: does not speak HTTP" in run.stderr
+
+
+def test_debug_shows_the_traceback(data: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"not a model")
+    args = ("evaluate", "--model", str(broken), "--data-root", str(data), "--backend", "numpy")
+    for run in (
+        run_cli("--debug", *args),
+        run_cli(*args, "--debug"),
+        run_cli(*args, env={"AILIB_DEBUG": "1"}),
+    ):
+        assert run.returncode == 1
+        assert "Traceback (most recent call last)" in run.stderr and "ModelFileError" in run.stderr
+        assert run.stderr.splitlines()[-1].startswith(f"ailib: {broken}: not a readable")
+
+
+def test_help_documents_the_exit_statuses_and_debug(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert "exit status:" in text and "AILIB_DEBUG=1" in text and "--debug" in text
+    for status in ("0 ", "1 ", "2 ", "130"):
+        assert f"\n  {status}" in text

@@ -13,9 +13,9 @@ import ailib
 from ailib import zoo
 from ailib.layers import LAYERS
 
-from .helpers import assert_close, host, numeric_grad
+from .helpers import assert_close, host, mnist_test_dir, numeric_grad
 
-MNIST = Path("/work/shared/data/mnist")
+MNIST = mnist_test_dir()
 
 
 def _small(**kwargs: object) -> list[ailib.layers.Layer]:

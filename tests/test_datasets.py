@@ -14,6 +14,9 @@ from ailib import datasets
 from ailib.datasets import ChecksumMismatch, DatasetSpec, DatasetUnavailable, IDXFormatError, mnist
 
 from .datasets_helpers import dead_url, serve, tiny_arrays, tiny_dataset, write_tiny
+from .hostile import gzip_zeros, peak_memory
+
+MiB = 1 << 20
 
 
 # -- IDX ------------------------------------------------------------------------------------
@@ -78,6 +81,60 @@ def test_broken_gzip_is_refused_naming_the_file(tmp_path: Path, damage: str) -> 
     path.write_bytes(data)
     with pytest.raises(IDXFormatError, match="images.gz.*gzip"):
         datasets.read_idx(path)
+
+
+def _idx_header(dtype_code: int, *dims: int) -> bytes:
+    return bytes([0, 0, dtype_code, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
+
+
+# name -> (gzip content: header then this many zero bytes, expected shape, the fault)
+INFLATING = {
+    "a 64 KB .gz inflating to 64 MiB, header says 6 labels": (
+        (_idx_header(8, 6), 64 * MiB),
+        (6,),
+        "has trailing bytes",
+    ),
+    "header declares 2**40 items": (
+        (_idx_header(8, 1 << 20, 1 << 20), 64 * MiB),
+        None,
+        "declares 1099511627776 bytes of data",
+    ),
+    "header declares 2**40 items where 6 are expected": (
+        (_idx_header(8, 1 << 20, 1 << 20), 64 * MiB),
+        (6,),
+        r"holds uint8 \(1048576, 1048576\), expected uint8 \(6,\)",
+    ),
+    "header declares more than the .gz can hold": (
+        (_idx_header(8, 1 << 30), 1 << 20),
+        None,
+        "more than 1[0-9]+ .the limit, or what the compressed file can hold",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(INFLATING))
+def test_inflating_idx_is_refused_from_its_header_in_bounded_memory(
+    tmp_path: Path, case: str
+) -> None:
+    (header, zeros), shape, fault = INFLATING[case]
+    path = tmp_path / "bomb.gz"
+    path.write_bytes(gzip_zeros(zeros, prefix=header))
+    assert path.stat().st_size < 100_000
+    with peak_memory() as peak, pytest.raises(IDXFormatError, match=fault):
+        datasets.read_idx(path, shape=shape)
+    assert peak[0] < 2 * MiB, f"peak {peak[0] / MiB:.1f} MiB"
+
+
+def test_inflating_dataset_file_is_refused_by_load(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = tiny_dataset()
+    monkeypatch.setitem(datasets.DATASETS, "mnist", spec)
+    files = write_tiny(isolated / "root", spec)
+    files["test_images"].write_bytes(gzip_zeros(64 * MiB, prefix=_idx_header(8, 6, 28, 28)))
+    with peak_memory() as peak, pytest.raises(IDXFormatError, match="t10k-images.*trailing"):
+        datasets.load_mnist_test(isolated / "root", download=False)
+    assert peak[0] < 2 * MiB, f"peak {peak[0] / MiB:.1f} MiB"
 
 
 def test_file_with_the_wrong_shape_for_its_role_is_refused(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ from ailib.layers import (
     Softmax,
     Tanh,
 )
-from ailib.optimizers import SGD, Adam
+from ailib.optimizers import SGD, Adam, AdamW, RMSprop
 
 from .helpers import assert_close, host
 
@@ -378,7 +378,12 @@ def _model() -> ailib.Sequential:
     )
 
 
-OPTIMIZERS = {"sgd": lambda: SGD(lr=0.05, momentum=0.9), "adam": lambda: Adam(lr=0.01)}
+OPTIMIZERS = {
+    "sgd": lambda: SGD(lr=0.05, momentum=0.9),
+    "adam": lambda: Adam(lr=0.01),
+    "adamw-clipped": lambda: AdamW(lr=0.01, clip_norm=0.5),
+    "rmsprop-centered-momentum": lambda: RMSprop(lr=0.01, momentum=0.5, centered=True),
+}
 
 
 def _fit(
@@ -448,3 +453,46 @@ def test_resume_refuses_another_architecture_or_optimizer(tmp_path: Path) -> Non
     _model().save(plain)
     with pytest.raises(ailib.ModelFileError, match="not a checkpoint"):
         _fit(_model(), Adam(lr=0.01), plain, resume=True)
+
+
+def test_a_loaded_model_trains_reproducibly(tmp_path: Path) -> None:
+    """Its shuffling and its Dropout masks are seeded (from the saved seed), not drawn from
+    the operating system's entropy."""
+    path = tmp_path / "model.npz"
+    _model().save(path)
+    weights = []
+    for _ in range(2):
+        model = ailib.load(path)
+        model.fit(X, Y, epochs=2, batch_size=4, shuffle=True, optimizer="sgd")
+        weights.append([np.asarray(p) for p in model.params.values()])
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_bce_from_logits_model_loads_with_its_loss(tmp_path: Path) -> None:
+    model = ailib.Sequential([Dense(64, 1)], backend="numpy", seed=0)
+    model.loss = ailib.losses.BinaryCrossEntropy(from_logits=True)
+    model.save(tmp_path / "m.npz")
+    assert ailib.load(tmp_path / "m.npz").loss.from_logits
+
+
+def test_every_layer_declares_the_shapes_it_holds() -> None:
+    """`Layer.array_shapes(config)` (what loading checks files against, without allocating) is
+    what the built layer holds, and `Layer.from_arrays` rebuilds the layer from those arrays."""
+    for layer in every_layer() + [Dense(3, 2, bias=False), Conv2D(2, 4, (3, 1), bias=False)]:
+        config = json.loads(json.dumps(layer.get_config()))  # as stored: lists for tuples
+        shapes = type(layer).array_shapes(config)
+        for kind in ("params", "buffers"):
+            held = {k: tuple(v.shape) for k, v in getattr(layer, kind).items()}
+            assert shapes[kind] == held, (layer.name, kind)
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+        rebuilt = type(layer).from_arrays(
+            kwargs,
+            {k: host(v) for k, v in layer.params.items()},
+            {k: host(v) for k, v in layer.buffers.items()},
+            backend="array_api_strict",
+        )
+        assert repr(rebuilt) == repr(layer) and rebuilt.backend.name == "array_api_strict"
+        for kind in ("params", "buffers"):
+            for name, value in getattr(layer, kind).items():
+                np.testing.assert_array_equal(host(getattr(rebuilt, kind)[name]), host(value))

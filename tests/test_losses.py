@@ -9,6 +9,7 @@ import pytest
 
 import ailib
 from ailib.losses import MSE, BinaryCrossEntropy, CategoricalCrossEntropy, SoftmaxCrossEntropy
+from ailib.optimizers import Adam
 
 from .helpers import assert_close, assert_grad_close, host, numeric_grad
 
@@ -26,6 +27,15 @@ def _case(name: str, rng: np.random.Generator) -> tuple[Any, np.ndarray, np.ndar
     if name == "BinaryCrossEntropy":
         p, t = rng.uniform(0.05, 0.95, (6, 4)), rng.integers(0, 2, (6, 4)).astype(float)
         return BinaryCrossEntropy(), p, t, -np.mean(t * np.log(p) + (1 - t) * np.log(1 - p))
+    if name == "BinaryCrossEntropy(from_logits)":
+        z, t = rng.standard_normal((6, 4)) * 4, rng.uniform(0.0, 1.0, (6, 4))  # soft targets
+        p = 1 / (1 + np.exp(-z))
+        return (
+            BinaryCrossEntropy(from_logits=True),
+            z,
+            t,
+            -np.mean(t * np.log(p) + (1 - t) * np.log(1 - p)),
+        )
     labels = rng.integers(0, 4, 6)
     onehot = np.eye(4)[labels]
     if name == "CategoricalCrossEntropy":
@@ -35,7 +45,13 @@ def _case(name: str, rng: np.random.Generator) -> tuple[Any, np.ndarray, np.ndar
     return SoftmaxCrossEntropy(), z, onehot, -np.mean(np.log(_softmax(z)[np.arange(6), labels]))
 
 
-NAMES = ["MSE", "BinaryCrossEntropy", "CategoricalCrossEntropy", "SoftmaxCrossEntropy"]
+NAMES = [
+    "MSE",
+    "BinaryCrossEntropy",
+    "BinaryCrossEntropy(from_logits)",
+    "CategoricalCrossEntropy",
+    "SoftmaxCrossEntropy",
+]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -141,3 +157,149 @@ def test_softmax_cross_entropy_gradient_is_exact_for_unnormalised_soft_targets(
     loss = SoftmaxCrossEntropy()
     numeric = numeric_grad(lambda q: float(host(loss(backend.asarray(q), t))), z)
     assert_grad_close(loss.grad(backend.asarray(z), t), numeric)
+
+
+# -- label smoothing ---------------------------------------------------------------------------
+def _smoothed(eps: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Logits (6, 4), labels (6,) and the smoothed one-hot targets (1 − ε)·Y + ε/C."""
+    z = rng.standard_normal((6, 4)) * 3
+    labels = rng.integers(0, 4, 6)
+    return z, labels, np.eye(4)[labels] * (1 - eps) + eps / 4
+
+
+@pytest.mark.parametrize("eps", [0.1, 0.37])
+def test_label_smoothing_value_and_gradcheck_float64(
+    eps: float, backend: ailib.backends.Backend, rng: np.random.Generator
+) -> None:
+    z, labels, smooth = _smoothed(eps, rng)
+    loss = SoftmaxCrossEntropy(label_smoothing=eps)
+    expected = -np.mean(np.sum(smooth * np.log(_softmax(z)), axis=1))
+    for target in (backend.asarray(labels), backend.asarray(np.eye(4)[labels])):
+        value, grad = loss.value_and_grad(backend.asarray(z), target)
+        np.testing.assert_allclose(float(host(value)), expected, rtol=1e-12)
+        assert_close(grad, (_softmax(z) - smooth) / 6, "float64")
+        numeric = numeric_grad(lambda q, t=target: float(host(loss(backend.asarray(q), t))), z)
+        assert_grad_close(grad, numeric)
+
+
+def test_label_smoothing_float32_agrees_with_numpy(
+    other_backend: ailib.backends.Backend, rng: np.random.Generator
+) -> None:
+    z, labels, _ = _smoothed(0.2, rng)
+    loss = SoftmaxCrossEntropy(label_smoothing=0.2)
+    out = []
+    for be in (ailib.backends.get("numpy"), other_backend):
+        value, grad = loss.value_and_grad(be.asarray(z.astype(np.float32)), be.asarray(labels))
+        assert value.dtype == be.xp.float32 and grad.dtype == be.xp.float32
+        out.append((host(value), host(grad)))
+    for ref, got in zip(*out):
+        assert_close(got, ref, "float32")
+
+
+@pytest.mark.parametrize("targets", ["labels", "probabilities"])
+def test_label_smoothing_matches_torch_cross_entropy(
+    targets: str, rng: np.random.Generator
+) -> None:
+    torch = pytest.importorskip("torch", reason="torch is not installed: no reference")
+    be = ailib.backends.get("numpy")
+    for eps in rng.uniform(0.0, 0.9, 5):
+        z = rng.standard_normal((7, 5)) * 2
+        t = rng.integers(0, 5, 7) if targets == "labels" else _softmax(rng.standard_normal((7, 5)))
+        zt = torch.tensor(z, requires_grad=True)
+        ref = torch.nn.functional.cross_entropy(zt, torch.tensor(t), label_smoothing=float(eps))
+        ref.backward()
+        value, grad = SoftmaxCrossEntropy(label_smoothing=eps).value_and_grad(
+            be.asarray(z), be.asarray(t)
+        )
+        np.testing.assert_allclose(float(value), ref.item(), rtol=1e-12)
+        np.testing.assert_allclose(grad, zt.grad.numpy(), rtol=1e-10, atol=1e-14)
+
+
+def test_label_smoothing_zero_is_the_plain_loss_and_bad_values_are_refused(
+    rng: np.random.Generator,
+) -> None:
+    z, labels, _ = _smoothed(0.0, rng)
+    plain = SoftmaxCrossEntropy().value_and_grad(z, labels)
+    zero = SoftmaxCrossEntropy(label_smoothing=0.0).value_and_grad(z, labels)
+    for a, b in zip(plain, zero):
+        np.testing.assert_array_equal(a, b)
+    assert repr(SoftmaxCrossEntropy(label_smoothing=0.1)) == (
+        "SoftmaxCrossEntropy(label_smoothing=0.1)"
+    )
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="label_smoothing must lie in \\[0, 1\\)"):
+            SoftmaxCrossEntropy(label_smoothing=bad)
+
+
+# -- BinaryCrossEntropy(from_logits=True) -----------------------------------------------------
+def test_bce_from_logits_keeps_the_true_gradient_of_saturated_logits(
+    backend: ailib.backends.Backend,
+) -> None:
+    z = backend.asarray(np.array([[20.0, -20.0, 40.0, -40.0]], dtype=np.float32))
+    t = backend.asarray(np.array([[0.0, 1.0, 1.0, 0.0]], dtype=np.float32))
+    value, grad = BinaryCrossEntropy(from_logits=True).value_and_grad(z, t)
+    np.testing.assert_allclose(float(host(value)), (20.0 + 20.0) / 4, rtol=1e-6)
+    np.testing.assert_allclose(host(grad), [[0.25, -0.25, 0.0, 0.0]], atol=1e-8)
+
+
+def test_bce_from_logits_equals_torch_bce_with_logits_in_float64(
+    rng: np.random.Generator,
+) -> None:
+    torch = pytest.importorskip("torch")
+    z = np.concatenate([rng.standard_normal((5, 3)) * 6, [[35.0, -35.0, 0.0]]])
+    t = rng.uniform(0.0, 1.0, z.shape)
+    zt = torch.tensor(z, requires_grad=True)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(zt, torch.tensor(t))
+    expected.backward()
+    numpy = ailib.backends.get("numpy")
+    value, grad = BinaryCrossEntropy(from_logits=True).value_and_grad(
+        numpy.asarray(z), numpy.asarray(t)
+    )
+    np.testing.assert_allclose(float(value), expected.item(), rtol=1e-13)
+    np.testing.assert_allclose(grad, zt.grad.numpy(), rtol=1e-13, atol=1e-17)
+
+
+def test_bce_from_logits_trains_a_logistic_regression_in_fit() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 2)).astype(np.float32)
+    y = (x[:, :1] + x[:, 1:] > 0).astype(np.float32)
+    model = ailib.Sequential([ailib.layers.Dense(2, 1)], backend="numpy", seed=0)
+    history = model.fit(
+        x,
+        y,
+        loss=BinaryCrossEntropy(from_logits=True),
+        optimizer=Adam(lr=0.1),
+        epochs=10,
+        batch_size=20,
+    )
+    assert history["accuracy"][-1] > 0.95  # accuracy thresholds logits at 0, not at 0.5
+
+
+# -- no host syncs --------------------------------------------------------------------------
+@pytest.mark.parametrize("name", NAMES)
+def test_no_loss_uses_clip(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """array-api-compat's clip goes through boolean masks on CuPy (two host syncs per bound)."""
+    import array_api_compat.numpy
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("xp.clip used: clamp with xp.maximum / xp.minimum")
+
+    monkeypatch.setattr(array_api_compat.numpy, "clip", refuse)
+    loss, p, t, _ = _case(name, np.random.default_rng(0))
+    numpy = ailib.backends.get("numpy")
+    loss.value_and_grad(numpy.asarray(p), numpy.asarray(t))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_loss_reads_values_back_from_the_device(name: str) -> None:
+    """PyTorch's "meta" tensors have shapes but no data: any read of a value (a host sync,
+    a data-dependent shape) raises."""
+    torch = pytest.importorskip("torch")
+    loss, p, t, _ = _case(name, np.random.default_rng(0))
+    y_pred = torch.empty(p.shape, dtype=torch.float32, device="meta")
+    targets = [torch.empty(t.shape, dtype=torch.float32, device="meta")]
+    if loss.accepts_labels:
+        targets.append(torch.empty((p.shape[0],), dtype=torch.int64, device="meta"))
+    for y_true in targets:
+        value, grad = loss.value_and_grad(y_pred, y_true, check=False)
+        assert value.device.type == "meta" and tuple(grad.shape) == p.shape

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -77,7 +79,7 @@ def test_fit_history_and_evaluate(backend: ailib.backends.Backend) -> None:
         batch_size=32,
         validation_data=(x[200:], y[200:]),
     )
-    assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy", "seconds"}
+    assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"}
     assert all(len(v) == 5 for v in history.values())
     assert history["loss"][-1] < history["loss"][0]
     assert history["accuracy"][-1] > 0.9
@@ -200,17 +202,153 @@ def test_mismatched_sample_counts_are_refused() -> None:
         model.fit(XOR_X, XOR_Y[:3], loss="mse")
 
 
-def test_nan_loss_stops_fit_at_the_exact_step(backend: ailib.backends.Backend) -> None:
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_a_diverging_loss_stops_fit_at_the_exact_step(backend: ailib.backends.Backend) -> None:
     x, y = _blobs(64)
-    x[40] = np.nan  # sample 40 sits in batch 6 (1-based) without shuffling, batch size 8
+    targets = np.eye(4, dtype=np.float32)[y]
+    targets[40] = 1e30  # finite, but its squared error overflows float32 in batch 6 (of 8)
     model = _mlp(backend)
-    with pytest.raises(ailib.TrainingDiverged, match="at epoch 1, step 6"):
-        model.fit(x, y, epochs=1, batch_size=8, shuffle=False, log_every=3)
+    with pytest.raises(ailib.TrainingDiverged, match="became inf at epoch 1, step 6"):
+        model.fit(x, targets, loss="mse", epochs=1, batch_size=8, shuffle=False, log_every=3)
+
+
+def test_a_diverged_model_evaluates_to_a_nan_loss() -> None:
+    """evaluate reports what it measures; only fit treats a non-finite loss as divergence."""
+    be = ailib.backends.get("numpy")
+    model = _mlp(be)
+    model.layers[-1].params["W"] = be.asarray(np.full((4, 16), np.inf, dtype=np.float32))
+    with np.errstate(invalid="ignore"):
+        result = model.evaluate(_x, _y, loss="softmax_cross_entropy")
+    assert np.isnan(result["loss"])
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch, be: ailib.backends.Backend, method: str) -> list:
+    """Record the calls of ``be.method`` (then made as before)."""
+    calls: list = []
+    original = getattr(be, method)
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(be, method, spy)
+    return calls
+
+
+_x, _y = _blobs(32)
+_nan_x, _inf_x = _x.copy(), _x.copy()
+_nan_x[5, 3], _inf_x[7, 0] = np.nan, -np.inf
+_inf_targets = np.eye(4, dtype=np.float32)[_y]
+_inf_targets[2, 1] = np.inf
+# name -> (x, y, fit keywords, error, message)
+BAD_DATA = {
+    "string labels": (
+        _x,
+        np.array(["cat", "dog"] * 16),
+        {},
+        TypeError,
+        r"y holds strings \(dtype <U3\), not numbers; map class names to integers",
+    ),
+    "string labels in a list": (_x, ["cat", "dog"] * 16, {}, TypeError, "y holds strings"),
+    "object labels": (_x, np.array([{"a": 1}] * 32), {}, TypeError, "y holds Python objects"),
+    "complex x": (_x.astype(np.complex64), _y, {}, TypeError, "x holds complex numbers"),
+    "string x": (np.array([["1", "2"]] * 32), _y, {}, TypeError, "x holds strings"),
+    "ragged x": (
+        [[1.0, 2.0], [3.0]],
+        _y[:2],
+        {},
+        ValueError,
+        "x is not a rectangular array of numbers",
+    ),
+    "NaN in x": (_nan_x, _y, {}, ValueError, r"Sequential.fit: x holds NaN values"),
+    "inf in x": (_inf_x, _y, {}, ValueError, r"x holds inf values \(its range is \[-inf, "),
+    "NaN in validation x": (
+        _x,
+        _y,
+        {"validation_data": (_nan_x, _y)},
+        ValueError,
+        r"\(validation_data\): x holds NaN",
+    ),
+    "inf in float targets": (_x, _inf_targets, {"loss": "mse"}, ValueError, "y holds inf values"),
+    "negative labels": (
+        _x,
+        _y - 1,
+        {},
+        ValueError,
+        r"y's labels must lie in \[0, 3\] for 4 classes, received labels in \[-1, 2\]",
+    ),
+    "labels beyond the outputs": (
+        _x,
+        _y + 10,
+        {},
+        ValueError,
+        r"received labels in \[10, 13\] \(the model has 4 outputs\)",
+    ),
+    "float labels for cross-entropy": (
+        _x,
+        _y.astype(np.float32),
+        {},
+        ValueError,
+        r"float y must be one-hot or probability rows of shape \(32, 4\)",
+    ),
+    "labels as a column": (
+        _x,
+        _y[:, None],
+        {},
+        ValueError,
+        r"integer y holds class labels and must have shape \(32,\)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_DATA))
+def test_bad_training_data_is_refused_on_the_host_naming_the_argument(
+    case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x, y, kwargs, error, message = BAD_DATA[case]
+    be = ailib.backends.get("array_api_strict")
+    model = _mlp(be)
+    w = host(model.params["0.W"]).copy()
+    moved = _spy(monkeypatch, be, "asarray")
+    with pytest.raises(error, match=message):
+        model.fit(x, y, epochs=1, **kwargs)
+    assert moved == []  # nothing reached the device: every argument is checked first
+    np.testing.assert_array_equal(host(model.params["0.W"]), w)  # nothing was trained
+
+
+def test_evaluate_and_predict_check_their_inputs_too() -> None:
+    model = _mlp(ailib.backends.get("numpy"))
+    with pytest.raises(ValueError, match="Sequential.evaluate: x holds NaN"):
+        model.evaluate(_nan_x, _y)
+    with pytest.raises(TypeError, match="Sequential.evaluate: y holds strings"):
+        model.evaluate(_x, ["cat"] * 32)
+    with pytest.raises(ValueError, match="Sequential.predict: x holds inf"):
+        model.predict(_inf_x)
+
+
+def test_device_data_is_checked_with_one_read_back(
+    backend: ailib.backends.Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = _mlp(backend)
+    x, labels = backend.asarray(_nan_x), backend.asarray(_y)
+    reads = _spy(monkeypatch, backend, "to_host")
+    per_check = 0 if backend.name == "numpy" else 1  # NumPy arrays are checked in place
+    with pytest.raises(ValueError, match="x holds NaN values"):
+        model.fit(x, labels, epochs=1)
+    assert len(reads) == per_check
+    reads.clear()
+    with pytest.raises(ValueError, match=r"received labels in \[0, 13\]"):
+        model.fit(backend.asarray(_x), backend.asarray(_y + 10 * (_y == 3)), epochs=1)
+    assert len(reads) == 2 * per_check  # x's range, then the labels' range
+    if backend.name != "numpy":
+        model.predict(x)  # predict passes device data through unchecked: no read back
+        assert len(reads) == 2 * per_check
 
 
 def test_bad_fit_arguments() -> None:
     model = xor_model(ailib.backends.get("numpy"))
-    with pytest.raises(ValueError, match="epochs, batch_size and log_every must be positive"):
-        model.fit(XOR_X, XOR_Y, loss="mse", epochs=0)
+    for name in ("epochs", "batch_size", "log_every", "accumulate", "steps_per_epoch"):
+        with pytest.raises(ValueError, match=f"{name} must be a positive int, received 0"):
+            model.fit(XOR_X, XOR_Y, loss="mse", **{name: 0})
     with pytest.raises(TypeError, match="item 1 is str, not a Layer"):
         ailib.Sequential([Dense(2, 2), "relu"])

@@ -7,7 +7,7 @@ import pytest
 
 import ailib
 from ailib.layers import Dense
-from ailib.optimizers import SGD, Adam
+from ailib.optimizers import SGD, Adam, AdamW, RMSprop
 
 from .helpers import assert_close, host
 
@@ -108,3 +108,135 @@ def test_fit_applies_the_schedule_each_epoch() -> None:
     history = model.fit(x, y, loss="mse", optimizer=opt, epochs=3, lr_schedule=lambda e: 0.1 / e)
     assert history["lr"] == pytest.approx([0.1, 0.05, 0.1 / 3])
     assert opt.lr == pytest.approx(0.1 / 3)
+
+
+def _grads(layer: Dense, rng: np.random.Generator, backend: ailib.backends.Backend) -> None:
+    for name, value in layer.params.items():
+        layer.grads[name] = backend.asarray(rng.standard_normal(tuple(value.shape)))
+
+
+def test_state_is_kept_per_parameter_not_per_position(backend: ailib.backends.Backend) -> None:
+    """One optimizer stepping two layers in turn (or in another order) equals one optimizer
+    per layer: its state follows the parameter, not the layer's index in the list."""
+    rng = np.random.default_rng(0)
+    a, b = (Dense(3, 2, backend=backend, dtype="float64", seed=s) for s in (0, 1))
+    a2, b2 = (Dense(3, 2, backend=backend, dtype="float64", seed=s) for s in (0, 1))
+    shared, own_a, own_b = Adam(lr=0.1), Adam(lr=0.1), Adam(lr=0.1)
+    for step in range(4):
+        _grads(a, rng, backend)
+        _grads(b, rng, backend)
+        a2.grads, b2.grads = dict(a.grads), dict(b.grads)
+        shared.step([a] if step % 2 else [b, a])
+        if step % 2 == 0:
+            shared.step([b][:0])  # an empty list changes nothing
+        own_a.step([a2])
+        if step % 2 == 0:
+            own_b.step([b2])
+    for mine, theirs in ((a, a2), (b, b2)):
+        for name in mine.params:
+            assert_close(mine.params[name], theirs.params[name], "float64")
+
+
+def test_named_state_round_trips_by_parameter_name() -> None:
+    layers = [Dense(3, 2, backend="numpy", seed=0), Dense(2, 2, backend="numpy", seed=1)]
+    opt = SGD(lr=0.1, momentum=0.9)
+    rng = np.random.default_rng(0)
+    for layer in layers:
+        _grads(layer, rng, ailib.backends.get("numpy"))
+    opt.step(layers)
+    named = opt.named_state(layers)
+    assert sorted(named) == ["0.W", "0.b", "1.W", "1.b"]
+    fresh = SGD(lr=0.1, momentum=0.9)
+    fresh.load_named_state(layers, named)
+    assert fresh.state.keys() == opt.state.keys()
+    with pytest.raises(ValueError, match=r"parameters the model does not have: \['2.W'\]"):
+        fresh.load_named_state(layers, {"2.W": {}})
+
+
+def test_parameter_groups_set_their_own_rate_and_decay() -> None:
+    be = ailib.backends.get("numpy")
+    a, b = (Dense(3, 2, backend=be, dtype="float64", seed=s) for s in (0, 1))
+    w_a, w_b, b_b = (host(p).copy() for p in (a.params["W"], b.params["W"], b.params["b"]))
+    opt = SGD(lr=0.1, weight_decay=0.5, groups=[{"params": [(b, "W")], "lr": 0.01}])
+    rng = np.random.default_rng(0)
+    _grads(a, rng, be)
+    _grads(b, rng, be)
+    g_a, g_b, g_bb = (host(g).copy() for g in (a.grads["W"], b.grads["W"], b.grads["b"]))
+    opt.step([a, b])
+    assert_close(a.params["W"], w_a - 0.1 * (g_a + 0.5 * w_a), "float64")
+    assert_close(b.params["W"], w_b - 0.01 * (g_b + 0.5 * w_b), "float64")  # the group's lr
+    assert_close(b.params["b"], b_b - 0.1 * (g_bb + 0.5 * b_b), "float64")
+    with pytest.raises(TypeError, match=r"groups\[0\] must be a dict with a 'params' list"):
+        SGD(groups=[[a]])
+    with pytest.raises(ValueError, match=r"groups\[0\] has unknown keys \['momentum'\]"):
+        SGD(groups=[{"params": [a], "momentum": 0.9}])
+    with pytest.raises(TypeError, match="a Layer or a \\(layer, parameter name\\) pair"):
+        SGD(groups=[{"params": [(a, "gamma")]}])
+
+
+def test_adamw_leaves_vectors_undecayed_by_default() -> None:
+    be = ailib.backends.get("numpy")
+    layer = Dense(3, 2, backend=be, dtype="float64", seed=0)
+    layer.params["b"] = be.asarray(np.ones(2))
+    layer.grads = {"W": be.asarray(np.zeros((2, 3))), "b": be.asarray(np.zeros(2))}
+    w = host(layer.params["W"]).copy()
+    AdamW(lr=0.1, weight_decay=0.5).step([layer])  # zero gradients: only the decay acts
+    assert_close(layer.params["W"], w * (1 - 0.1 * 0.5), "float64")
+    np.testing.assert_array_equal(host(layer.params["b"]), np.ones(2))
+    layer.grads = {"W": be.asarray(np.zeros((2, 3))), "b": be.asarray(np.zeros(2))}
+    AdamW(lr=0.1, weight_decay=0.5, decay_vectors=True).step([layer])
+    assert_close(layer.params["b"], np.full(2, 0.95), "float64")
+
+
+def test_clip_norm_scales_to_the_global_norm_on_the_device(
+    backend: ailib.backends.Backend,
+) -> None:
+    layer = Dense(3, 2, backend=backend, dtype="float64", seed=0)
+    rng = np.random.default_rng(0)
+    _grads(layer, rng, backend)
+    grads = {k: host(v).copy() for k, v in layer.grads.items()}
+    norm = np.sqrt(sum((g**2).sum() for g in grads.values()))
+    before = {k: host(v).copy() for k, v in layer.params.items()}
+    opt = SGD(lr=1.0, clip_norm=norm / 4)
+    opt.step([layer])
+    assert type(opt.grad_norm) is not float and opt.grad_norm.ndim == 0  # not read back
+    assert float(host(opt.grad_norm)) == pytest.approx(norm, rel=1e-12)
+    for name, g in grads.items():
+        assert_close(layer.params[name], before[name] - g * (norm / 4) / (norm + 1e-6), "float64")
+    _grads(layer, rng, backend)
+    small = {k: host(v).copy() for k, v in layer.grads.items()}
+    before = {k: host(v).copy() for k, v in layer.params.items()}
+    SGD(lr=1.0, clip_norm=1e6).step([layer])  # under the limit: untouched
+    for name, g in small.items():
+        assert_close(layer.params[name], before[name] - g, "float64")
+
+
+def test_new_optimizers_refuse_bad_settings() -> None:
+    with pytest.raises(ValueError, match="RMSprop: need 0 <= alpha < 1"):
+        RMSprop(alpha=1.0)
+    with pytest.raises(ValueError, match="AdamW: beta2 must lie in"):
+        AdamW(beta2=-0.1)
+    with pytest.raises(ValueError, match="clip_norm must be positive or None"):
+        Adam(clip_norm=0.0)
+    with pytest.raises(ValueError, match="weight_decay must be >= 0"):
+        SGD(weight_decay=-1.0)
+    assert isinstance(ailib.optimizers.get("adamw", lr=0.1), AdamW)
+    assert isinstance(ailib.optimizers.get("RMSprop"), RMSprop)
+
+
+def test_schedules() -> None:
+    from ailib import schedules
+
+    step = schedules.step_schedule(0.1, step_size=2, gamma=0.5)
+    assert [step(t) for t in range(1, 7)] == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025, 0.025])
+    warm = schedules.warmup_schedule(0.1, 4)
+    assert [warm(t) for t in range(1, 7)] == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1, 0.1])
+    cosine = schedules.cosine_schedule(0.1, 3)
+    both = schedules.warmup_schedule(0.1, 2, then=cosine)
+    assert [both(t) for t in range(1, 6)] == pytest.approx([0.05, 0.1, 0.1, 0.075, 0.025])
+    assert cosine(10) == cosine(4) == pytest.approx(0.0)  # stays at the final rate
+    assert schedules.constant_schedule(0.3)(7) == 0.3
+    with pytest.raises(ValueError, match="step_schedule: gamma must be positive"):
+        schedules.step_schedule(0.1, 2, gamma=0.0)
+    with pytest.raises(ValueError, match="warmup_schedule: warmup must be positive"):
+        schedules.warmup_schedule(0.1, 0)

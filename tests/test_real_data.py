@@ -1,13 +1,10 @@
 """Integration on real data, each skipped cleanly where the files are absent:
 - Fashion-MNIST as found by the loader (Debian's dataset-fashion-mnist, the cache, $AILIB_DATA);
-- MNIST's 10,000 test digits in ../shared/data/mnist next to the repository, or in
-  $AILIB_TEST_MNIST_DIR.
+- MNIST's 10,000 test digits: $AILIB_TEST_MNIST_DIR, ../shared/data/mnist next to the
+  repository, or data/mnist-test in it (`helpers.mnist_test_dir`).
 """
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,10 +13,9 @@ import ailib
 from ailib import datasets, zoo
 from ailib.optimizers import Adam
 
-MNIST_DIR = Path(
-    os.environ.get("AILIB_TEST_MNIST_DIR")
-    or Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
-)
+from .helpers import mnist_test_dir
+
+MNIST_DIR = mnist_test_dir()
 
 pytestmark = pytest.mark.slow
 

@@ -6,15 +6,18 @@
 
 `get(name)` builds (and caches) a `Backend` for "numpy", "cupy", "torch", "jax" or
 "array_api_strict"; `available()` lists those that really run here; `set_backend(name)` sets the
-process-wide default that every ``backend=`` keyword overrides.
+process-wide default that every ``backend=`` keyword overrides; `namespace(x)` is the namespace
+to compute with for an array that arrived without its backend.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import nullcontext
+from typing import Any, ContextManager
 
-from ._base import Backend, Random, to_numpy
-from ._libs import MAKERS, BackendUnavailable
+from ._base import API_VERSION, Backend, BackendUnavailable, Random, to_numpy
+from ._host import extremes, host_numbers
+from ._libs import MAKERS
 
 NAMES: tuple[str, ...] = tuple(MAKERS)
 ALIASES = {
@@ -25,6 +28,8 @@ ALIASES = {
     "array-api-strict": "array_api_strict",
 }
 
+#: backends by (name, repr of the device as written) and by (name, repr of the normalised
+#: device), so that every spelling of one device gives the same object
 _cache: dict[tuple[str, str], Backend] = {}
 _default: Backend | None = None
 
@@ -42,10 +47,14 @@ def get(name: str | Backend | None = None, device: Any = None) -> Backend:
     """The `Backend` called ``name`` ("numpy", "cupy", "torch", "jax", "array_api_strict"),
     optionally on ``device`` (also written "torch:cuda"). None gives the process-wide default.
 
+    The device is normalised to the one the library reports for its arrays (torch "cuda" ->
+    cuda:0, "cpu:0" -> cpu; cupy 1, "1", "cuda:1" -> Device(1); jax "cpu", "cpu:0" -> the JAX
+    Device), and every spelling of one device returns the same `Backend` object.
+
     Raises:
         ValueError: the name is unknown (the message lists the valid names).
-        BackendUnavailable: the backend is known but cannot run here (the message says why and
-            how to fix it).
+        BackendUnavailable: the backend is known but cannot run here, or has no such device (the
+            message says why, what exists and how to fix it).
     """
     if isinstance(name, Backend):
         return name
@@ -53,31 +62,52 @@ def get(name: str | Backend | None = None, device: Any = None) -> Backend:
         return get_default()
     base, parsed_device = _parse(name)
     device = device if device is not None else parsed_device
-    key = (base, str(device))
+    key = (base, repr(device))
     if key not in _cache:
-        _cache[key] = MAKERS[base](device)
+        backend = MAKERS[base](device)
+        _cache[key] = _cache.setdefault((base, repr(backend.device)), backend)
     return _cache[key]
 
 
 def available() -> list[str]:
-    """Names of the backends that can really run here (cupy: importable AND a CUDA device)."""
-    names = []
-    for name in NAMES:
-        try:
-            get(name)
-        except BackendUnavailable:
-            continue
-        names.append(name)
-    return names
+    """Names of the backends that can really run here, in `NAMES` order (cupy: a CuPy that
+    imports, sees a CUDA device and has run an elementwise kernel and a matrix product there).
+    Never raises: a backend whose construction fails in any way is left out."""
+    return [name for name in NAMES if why_unavailable(name) is None]
 
 
 def why_unavailable(name: str) -> str | None:
-    """None if ``name`` runs here, else the reason it does not."""
+    """None if ``name`` runs here, else the reason it does not. Never raises for a known name:
+    an unexpected error while building the backend is reported as the reason."""
     try:
         get(name)
     except BackendUnavailable as exc:
         return str(exc)
+    except Exception as exc:
+        if name.split(":")[0].lower() not in MAKERS and name.split(":")[0].lower() not in ALIASES:
+            raise
+        return f"building the {name} backend failed ({type(exc).__name__}: {exc})"
     return None
+
+
+def device_context(x: Any) -> ContextManager[Any]:
+    """``with device_context(x):`` runs the enclosed operations on ``x``'s device: for a CuPy
+    array, the context of its backend (CuPy launches kernels on the current device); for any
+    other array, nothing."""
+    if type(x).__module__.split(".")[0] == "cupy":
+        return get("cupy", x.device.id).context()
+    return nullcontext()
+
+
+def namespace(x: Any) -> Any:
+    """The array-API namespace to compute with for the array ``x``: array-api-compat's, except
+    for a CuPy array, for which it is the namespace of the CuPy backend of ``x``'s device (which
+    allocates on that device, not on the current one)."""
+    if type(x).__module__.split(".")[0] == "cupy":
+        return get("cupy", x.device.id).xp
+    import array_api_compat
+
+    return array_api_compat.array_namespace(x)
 
 
 def set_backend(name: str | Backend, device: Any = None) -> Backend:
@@ -96,13 +126,18 @@ def get_default() -> Backend:
 
 
 __all__ = [
+    "API_VERSION",
     "NAMES",
     "Backend",
     "BackendUnavailable",
     "Random",
     "available",
+    "device_context",
+    "extremes",
     "get",
     "get_default",
+    "host_numbers",
+    "namespace",
     "set_backend",
     "to_numpy",
     "why_unavailable",

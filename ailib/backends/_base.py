@@ -12,26 +12,50 @@ only place that imports numpy, cupy, torch or jax.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from contextlib import nullcontext
+from typing import Any, Callable, ContextManager
 
 import numpy as np
 
+from . import _counter
+
 DTYPE_NAMES = ("float32", "float64", "int32", "int64", "uint8", "bool")
+#: the array API standard version ailib is written against: Python scalars in `maximum`,
+#: `minimum` and friends (layers use ``xp.maximum(x, 0.0)``) arrived in 2024.12
+API_VERSION = "2024.12"
+_NO_CONTEXT = nullcontext()
+
+
+class BackendUnavailable(RuntimeError):
+    """A known backend that cannot run on this machine; the message says why and how to fix it."""
 
 
 class Random:
-    """A seeded random source for one backend.
+    """A seeded random source for one backend, in two parts:
 
-    Values are drawn with NumPy's PCG64 on the host and then moved to the backend's device, so the
-    same seed gives the same numbers on every backend (this is what makes cross-backend runs
-    comparable). Backends with a fast device generator (CuPy, PyTorch) override `bernoulli_mask`,
-    the only draw made inside a training loop.
+    - the **host generator** (NumPy's PCG64, seeded with ``seed``) draws `uniform`, `normal` and
+      `permutation` on the host; the result is moved to the device once. These draws happen when
+      weights are initialised and once per epoch (shuffling), never per step.
+    - the **stream** (key, counter) makes `bernoulli_mask`, the one draw made at every training
+      step (Dropout), on the device, with the counter-based hash of `ailib.backends._counter`:
+      draw number ``counter`` is a pure function of (key, counter), computed in the standard's
+      int32 operations, so nothing is copied to the device per step and no generator object is
+      built on the device. ``key`` is ``seed`` (or, without a seed, a number drawn from the host
+      generator).
+
+    What holds, on every backend (NumPy, CuPy, PyTorch, JAX, array-api-strict) and device:
+    the same seed gives bit-identical `uniform`, `normal` and `permutation` draws (NumPy computes
+    them) and bit-identical `bernoulli_mask` draws (integer arithmetic, identical everywhere), in
+    the same order. `get_state` / `set_state` capture and restore both parts exactly, so a
+    training run resumed from a checkpoint draws what the uninterrupted run would have drawn.
     """
 
     def __init__(self, backend: Backend, seed: int | None) -> None:
         self.backend = backend
         self.seed = seed
         self.host = np.random.default_rng(seed)
+        self.key = int(seed) if seed is not None else int(self.host.integers(2**63))
+        self.counter = 0
 
     def uniform(self, shape: tuple[int, ...], low: float, high: float, dtype: Any = None) -> Any:
         """Samples of U(low, high) with the given shape, on the backend's device."""
@@ -42,22 +66,65 @@ class Random:
         return self.backend.asarray(self.host.normal(mean, std, size=shape), dtype=dtype)
 
     def permutation(self, n: int) -> Any:
-        """A random permutation of 0..n-1 as an int64 index array on the device."""
-        return self.backend.asarray(self.host.permutation(n), dtype=self.backend.xp.int64)
+        """A random permutation of 0..n-1 as an index array (``backend.index_dtype``) on the
+        device."""
+        return self.backend.asarray(self.host.permutation(n), dtype=self.backend.index_dtype)
 
     def bernoulli_mask(self, shape: tuple[int, ...], keep: float, dtype: Any = None) -> Any:
-        """A {0, 1} array of the given dtype, each entry 1 with probability ``keep``."""
-        return self.backend.asarray(self.host.random(size=shape) < keep, dtype=dtype)
+        """A {0, 1} array of the given shape and dtype, made on the device, each entry 1 with
+        probability ``keep`` (to within 2⁻³¹); the next draw of the stream."""
+        be = self.backend
+        with be.context():
+            mask = _counter.bernoulli(
+                be.xp, be.device, self.key, self.counter, tuple(shape), keep, be.dtype(dtype)
+            )
+        self.counter += 1
+        return mask
+
+    def get_state(self) -> dict[str, Any]:
+        """Everything needed to continue the same sequence of draws: ``{"host": the PCG64
+        state (a JSON-serialisable dict), "stream": {"key": int, "counter": int}}``."""
+        return {
+            "host": self.host.bit_generator.state,
+            "stream": {"key": self.key, "counter": self.counter},
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue from a state returned by `get_state` (on any backend). A bare PCG64 state
+        (what checkpoints held before the stream existed) restores the host generator only."""
+        if not isinstance(state, dict):
+            raise TypeError(f"Random.set_state: expected a dict, received {type(state).__name__}")
+        if "bit_generator" in state:
+            state = {"host": state, "stream": {"key": self.key, "counter": self.counter}}
+        try:
+            host, stream = state["host"], state["stream"]
+            key, counter = int(stream["key"]), int(stream["counter"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(
+                "Random.set_state: expected {'host': <PCG64 state>, 'stream': {'key': int, "
+                f"'counter': int}}}}, received {state!r:.200}"
+            ) from exc
+        if counter < 0:
+            raise ValueError(f"Random.set_state: counter must be >= 0, received {counter}")
+        self.host.bit_generator.state = host
+        self.key, self.counter = key, counter
 
 
 class Backend:
     """One array library on one device, seen through the array API standard.
 
+    Two backends are equal when they name the same library and the same device, however the
+    device was written (`ailib.backends.get` normalises it: ``"torch:cpu:0"`` and ``"torch"``
+    give one backend).
+
     Attributes:
         name: the backend's name ("numpy", "cupy", "torch", "jax", "array_api_strict").
-        xp: the array-API namespace; layers call only this.
-        device: the device arrays are created on.
+        xp: the array-API namespace; layers call only this. (CuPy's runs every call under the
+            backend's device, see `context`.)
+        device: the device arrays are created on, as the library reports it for its arrays.
         float_dtype: the default floating dtype, ``xp.float32``.
+        index_dtype: the integer dtype of labels and permutations: ``xp.int64``, except
+            ``xp.int32`` on JAX (whose int64 needs the process-wide x64 mode).
         mutable: whether arrays can be updated in place (False for JAX).
     """
 
@@ -73,20 +140,49 @@ class Backend:
         mutable: bool = True,
         random_cls: type[Random] = Random,
         library: Any = None,
+        context: Callable[[], ContextManager[Any]] | None = None,
+        index_dtype: Any = None,
+        wide_dtype_hook: Callable[[], None] | None = None,
     ) -> None:
+        version = getattr(xp, "__array_api_version__", None)
+        if not isinstance(version, str) or version < API_VERSION:
+            raise BackendUnavailable(
+                f"{name}: its array-API namespace ({getattr(xp, '__name__', xp)}) implements "
+                f"version {version}, ailib needs {API_VERSION} or later; upgrade it "
+                f"(pip install -U 'array-api-compat>=1.11' 'array-api-strict>=2.3')"
+            )
         self.name = name
         self.xp = xp
         self.device = device
         self.float_dtype = xp.float32
+        self.index_dtype = xp.int64 if index_dtype is None else index_dtype
         self.mutable = mutable
         self.library = library
         self._to_host = to_host
         self._is_array = is_array
         self._synchronize = synchronize
         self._random_cls = random_cls
+        self._context = context
+        self._wide_dtype_hook = wide_dtype_hook
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r}, device={self.device!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Backend):
+            return NotImplemented
+        return self.name == other.name and self.device == other.device
+
+    def __hash__(self) -> int:
+        return hash((self.name, repr(self.device)))
+
+    def context(self) -> ContextManager[Any]:
+        """A context in which this backend's device is the current one: ``with be.context():``.
+
+        Only CuPy has a "current device" that decides where new arrays and kernels go; its
+        backend enters its own device here (never a process-wide ``use()``), and `Sequential`
+        runs forward, backward and each training step inside it. Elsewhere it does nothing."""
+        return _NO_CONTEXT if self._context is None else self._context()
 
     # -- dtypes ------------------------------------------------------------------------------
     def dtype(self, spec: Any = None) -> Any:
@@ -98,10 +194,16 @@ class Backend:
                 raise ValueError(
                     f"unknown dtype {spec!r}; expected one of {', '.join(DTYPE_NAMES)}"
                 )
-            return getattr(self.xp, spec)
-        if isinstance(spec, np.dtype) or (isinstance(spec, type) and issubclass(spec, np.generic)):
-            return getattr(self.xp, np.dtype(spec).name)
-        return spec
+            dtype = getattr(self.xp, spec)
+        elif isinstance(spec, np.dtype) or (
+            isinstance(spec, type) and issubclass(spec, np.generic)
+        ):
+            dtype = getattr(self.xp, np.dtype(spec).name)
+        else:
+            dtype = spec
+        if self._wide_dtype_hook is not None and dtype in (self.xp.float64, self.xp.int64):
+            self._wide_dtype_hook()  # JAX: an explicit request for 64-bit types turns them on
+        return dtype
 
     def dtype_name(self, dtype: Any) -> str:
         """The standard name of a dtype of this namespace ("float32", ...)."""
@@ -125,7 +227,9 @@ class Backend:
 
     def asarray(self, x: Any, dtype: Any = None) -> Any:
         """``x`` (a host NumPy array, a Python scalar/list or an array of this backend) on this
-        backend's device, cast to ``dtype`` (a name or a dtype) when given."""
+        backend's device, cast to ``dtype`` (a name or a dtype) when given. Without ``dtype``,
+        NumPy arrays keep theirs (JAX without x64 holds int64 as int32), Python floats become
+        ``float_dtype``."""
         dtype = None if dtype is None else self.dtype(dtype)
         if self._is_array(x):
             if self.device_of(x) != self.device:
@@ -141,8 +245,10 @@ class Backend:
             # an array of another library: go through the host, never silently through __array__
             x = to_numpy(x)
         host = np.asarray(x)
-        if dtype is None and host.dtype == np.float64 and not isinstance(x, np.ndarray):
-            dtype = self.float_dtype  # Python floats become the default float, not float64
+        if dtype is None and host.dtype == np.float64:
+            # Python floats become the default float; a float64 NumPy array stays float64 (on
+            # JAX that is the explicit request that turns 64-bit types on)
+            dtype = self.dtype("float64") if isinstance(x, np.ndarray) else self.float_dtype
         host_dtype = None if dtype is None else np.dtype(self.dtype_name(dtype))
         host = np.ascontiguousarray(host, dtype=host_dtype)
         return self._from_host(host)
@@ -163,12 +269,13 @@ class Backend:
         return float(self.to_host(x))
 
     def synchronize(self, *arrays: Any) -> None:
-        """Wait until the device has finished the work queued so far (for timing). JAX, which has
-        no global queue to wait on, waits for the given ``arrays`` instead."""
+        """Wait until this backend's device has finished the work queued so far (for timing).
+        JAX, which has no global queue to wait on, waits for the given ``arrays`` instead."""
         self._synchronize(arrays)
 
     def random(self, seed: int | None = None) -> Random:
-        """A seeded random source; the same seed gives the same draws on every backend."""
+        """A seeded `Random`; the same seed gives the same draws on every backend (see there).
+        Cheap: it builds a host generator only, nothing on the device."""
         return self._random_cls(self, seed)
 
 

@@ -1,44 +1,26 @@
-"""One constructor per array library. Each imports its library only when called, and raises
-`BackendUnavailable` with the reason and the fix when the library cannot run here."""
+"""One constructor per array library. Each imports its library only when called, normalises the
+device it is given to the one the library reports for its arrays, and raises
+`BackendUnavailable` with the reason and the fix when the library or device cannot run here."""
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import numpy as np
 
-from ._base import Backend, Random, to_numpy
+from ._base import Backend, BackendUnavailable, to_numpy
+from ._cupy import make_cupy
+from ._imports import INSTALL_HINTS, compat, import_library
 
-INSTALL_HINTS = {
-    "cupy": "pip install 'ailib[cuda12]' (or 'ailib[cuda13]' for CUDA 13)",
-    "torch": "pip install 'ailib[torch]'",
-    "jax": "pip install 'ailib[jax]'",
-    "array_api_strict": "pip install array-api-strict (part of 'ailib[test]')",
-}
-
-
-class BackendUnavailable(RuntimeError):
-    """A known backend that cannot run on this machine; the message says why and how to fix it."""
-
-
-def _import(name: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        raise BackendUnavailable(f"{name} is not installed: {INSTALL_HINTS[name]} ({exc})") from exc
-
-
-def _compat(library: str) -> Any:
-    return importlib.import_module(f"array_api_compat.{library}")
+__all__ = ["INSTALL_HINTS", "MAKERS", "BackendUnavailable"]
 
 
 def make_numpy(device: Any = None) -> Backend:
-    if device not in (None, "cpu"):
+    if device not in (None, "cpu", "cpu:0"):
         raise BackendUnavailable(f"numpy runs on the 'cpu' device only, not {device!r}")
     return Backend(
         "numpy",
-        _compat("numpy"),
+        compat("numpy"),
         "cpu",
         to_host=np.asarray,
         is_array=lambda x: isinstance(x, np.ndarray),
@@ -46,89 +28,85 @@ def make_numpy(device: Any = None) -> Backend:
     )
 
 
-class _CupyRandom(Random):
-    def __init__(self, backend: Backend, seed: int | None) -> None:
-        super().__init__(backend, seed)
-        self.device_rng = backend.library.random.default_rng(seed)
-
-    def bernoulli_mask(self, shape: tuple[int, ...], keep: float, dtype: Any = None) -> Any:
-        dtype = self.backend.dtype(dtype)
-        u = self.device_rng.random(size=shape, dtype=self.backend.library.float32)
-        return self.backend.xp.astype(u < keep, dtype)
+def _torch_devices(torch: Any) -> str:
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return "devices here: " + ", ".join(["'cpu'"] + [f"'cuda:{i}'" for i in range(count)])
 
 
-def make_cupy(device: Any = None) -> Backend:
-    cupy = _import("cupy")
+def _torch_device(torch: Any, device: Any) -> Any:
+    """The device torch reports for tensors made on ``device`` ('cuda' -> cuda:0, 'cpu:0' ->
+    cpu), so that `Backend.owns` is true for every tensor the backend makes."""
     try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # CUDARuntimeError, missing driver libraries, ...
+        dev = torch.device("cpu" if device is None else device)
+    except (RuntimeError, TypeError, ValueError) as exc:
         raise BackendUnavailable(
-            f"cupy is installed but no CUDA device was found ({type(exc).__name__}: {exc})"
+            f"torch has no device {device!r} ({exc}); {_torch_devices(torch)}"
         ) from exc
-    if count == 0:
-        raise BackendUnavailable("cupy is installed but no CUDA device was found")
-    index = 0 if device is None else int(getattr(device, "id", device))
-    dev = cupy.cuda.Device(index)
-    dev.use()
-    return Backend(
-        "cupy",
-        _compat("cupy"),
-        dev,
-        to_host=lambda x: x.get() if isinstance(x, cupy.ndarray) else np.asarray(x),
-        is_array=lambda x: isinstance(x, cupy.ndarray),
-        synchronize=lambda arrays: cupy.cuda.get_current_stream().synchronize(),
-        random_cls=_CupyRandom,
-        library=cupy,
-    )
-
-
-class _TorchRandom(Random):
-    def __init__(self, backend: Backend, seed: int | None) -> None:
-        super().__init__(backend, seed)
-        torch = backend.library
-        self.device_rng = torch.Generator(device=backend.device)
-        if seed is None:
-            self.device_rng.seed()
-        else:
-            self.device_rng.manual_seed(int(seed))
-
-    def bernoulli_mask(self, shape: tuple[int, ...], keep: float, dtype: Any = None) -> Any:
-        torch = self.backend.library
-        u = torch.rand(shape, generator=self.device_rng, device=self.backend.device)
-        return (u < keep).to(self.backend.dtype(dtype))
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise BackendUnavailable(
+                f"torch is installed but no CUDA device was found (torch {torch.__version__}, "
+                f"built for CUDA {torch.version.cuda})"
+            )
+        if dev.index is not None and dev.index >= count:
+            raise BackendUnavailable(f"torch has no device {device!r}; {_torch_devices(torch)}")
+    try:
+        return torch.empty(0, device=dev).device
+    except Exception as exc:  # e.g. a device type this build of torch was not compiled for
+        raise BackendUnavailable(
+            f"torch cannot allocate on device {device!r} ({type(exc).__name__}: {exc}); "
+            f"{_torch_devices(torch)}"
+        ) from exc
 
 
 def make_torch(device: Any = None) -> Backend:
-    torch = _import("torch")
-    dev = torch.device("cpu" if device is None else device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BackendUnavailable("torch is installed but no CUDA device was found")
+    torch = import_library("torch")
+    xp = compat("torch")
+    dev = _torch_device(torch, device)
     return Backend(
         "torch",
-        _compat("torch"),
+        xp,
         dev,
         to_host=lambda x: x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x),
         is_array=torch.is_tensor,
         synchronize=(lambda arrays: torch.cuda.synchronize(dev))
         if dev.type == "cuda"
         else (lambda arrays: None),
-        random_cls=_TorchRandom,
         library=torch,
     )
 
 
+def _jax_device(jax: Any, device: Any) -> Any:
+    """A JAX Device from None (the default), a Device, or a name: "cpu", "gpu", "cuda",
+    optionally with an index ("cpu:0", "gpu:1"), as JAX prints its devices."""
+    if isinstance(device, jax.Device):
+        return device
+    named = "" if device is None else str(device)
+    platform, _, index = named.partition(":")
+    try:
+        found = jax.devices(platform) if platform else jax.devices()
+        return found[int(index or 0)]
+    except (RuntimeError, ValueError, IndexError) as exc:
+        here = ", ".join(f"'{d.platform}:{d.id}'" for d in jax.devices())
+        raise BackendUnavailable(
+            f"jax has no device {device!r} ({type(exc).__name__}: {exc}); devices here: {here}"
+        ) from exc
+
+
+def _enable_x64(jax: Any) -> None:
+    if not jax.config.jax_enable_x64:
+        jax.config.update("jax_enable_x64", True)
+
+
 def make_jax(device: Any = None) -> Backend:
-    jax = _import("jax")
-    jax.config.update("jax_enable_x64", True)  # float64 for gradient checks; float32 stays default
-    jnp = importlib.import_module("jax.numpy")
-    if device is None or isinstance(device, str):
-        try:  # "cpu", "gpu", "cuda" or "gpu:1" name a platform and an index
-            platform, _, index = (device or "").partition(":")
-            dev = (jax.devices(platform) if platform else jax.devices())[int(index or 0)]
-        except (RuntimeError, IndexError) as exc:
-            raise BackendUnavailable(f"jax has no device {device!r} here ({exc})") from exc
-    else:
-        dev = device
+    """JAX without its process-wide x64 mode: float32 and int32 (labels, permutations) need
+    none. Only an explicit request for float64 or int64 (``backend.dtype("float64")``, e.g.
+    ``Sequential(..., dtype="float64")``) turns x64 on, because JAX has no other way to hold
+    64-bit arrays."""
+    jax = import_library("jax")
+    jnp = import_library("jax.numpy")
+    dev = _jax_device(jax, device)
     return Backend(
         "jax",
         jnp,
@@ -138,15 +116,23 @@ def make_jax(device: Any = None) -> Backend:
         synchronize=lambda arrays: jax.block_until_ready(arrays),
         mutable=False,
         library=jax,
+        index_dtype=jnp.int32,
+        wide_dtype_hook=lambda: _enable_x64(jax),
     )
 
 
 def make_array_api_strict(device: Any = None) -> Backend:
-    xs = _import("array_api_strict")
-    try:
-        dev = xs.Device("CPU_DEVICE") if device is None else xs.Device(str(device))
-    except ValueError as exc:
-        raise BackendUnavailable(f"array_api_strict has no device {device!r} ({exc})") from exc
+    xs = import_library("array_api_strict")
+    if isinstance(device, xs.Device):
+        dev = device
+    else:
+        try:
+            dev = xs.Device("CPU_DEVICE" if device is None else str(device))
+        except ValueError as exc:
+            here = ", ".join(repr(d).split("'")[1] for d in xs.__array_namespace_info__().devices())
+            raise BackendUnavailable(
+                f"array_api_strict has no device {device!r}; devices here: {here}"
+            ) from exc
     return Backend(
         "array_api_strict",
         xs,

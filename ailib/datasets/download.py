@@ -1,24 +1,41 @@
-"""Downloading dataset files: mirrors tried in turn, checksums verified, atomic writes.
+"""Downloading dataset files: mirrors tried in turn, every failure falls through, checksums
+verified, sizes and times bounded, atomic writes.
 
 Only the standard library (urllib) is used. A file is streamed into a temporary file next to its
 destination while its MD5 is computed; it is renamed into place only when the digest matches the
-published one, so the cache never holds a file that failed verification.
+published one, so the cache never holds a file that failed verification. Whatever goes wrong with
+one mirror (an HTTP error, a connection refused or dropped mid-file, a server that does not speak
+HTTP, a timeout, a body longer than the published size, a trickle slower than the deadline
+allows, a redirect off http/https, a bad checksum) is reported and the next mirror is tried.
+
+Bounds: a mirror never gets more than the published size (plus one byte, to notice) written to
+disk; a download of ``size`` bytes must finish within ``deadline`` seconds (by default
+``timeout + size / MIN_RATE``), checked after every read, and each read waits at most
+``timeout`` seconds (so a mirror is cut off at most one read timeout after its deadline).
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Iterable, TextIO
+from typing import Any, Iterable, TextIO
 
 from .._files import atomic_open
 
 CHUNK = 1 << 16
+#: the slowest average rate (bytes/s) the default deadline allows: ``timeout + size / MIN_RATE``
+MIN_RATE = 20_000
+#: the most bytes taken from a mirror for a file whose size is not published
+MAX_BYTES = 1 << 30
+#: the URL schemes fetched and the only ones redirects may lead to
+SCHEMES = ("http", "https")
 
 
 class ChecksumMismatch(ValueError):
@@ -29,65 +46,151 @@ class DownloadFailed(OSError):
     """Every mirror failed for one file; the message lists each URL and why."""
 
 
+class _MirrorFailed(Exception):
+    """One mirror failed to deliver one file; ``dead``: skip that mirror for the next files."""
+
+    def __init__(self, reason: str, dead: bool = False) -> None:
+        super().__init__(reason)
+        self.dead = dead
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Follows redirects to http and https URLs only (urllib would also follow ftp)."""
+
+    def http_error_302(self, req: Any, fp: Any, code: int, msg: str, headers: Any) -> Any:
+        location = headers.get("location") or headers.get("uri") or ""
+        newurl = urllib.parse.urljoin(req.full_url, location)
+        if urllib.parse.urlsplit(newurl).scheme not in SCHEMES:
+            raise _MirrorFailed(
+                f"redirected ({code}) to {newurl[:200]}; only http and https are followed",
+                dead=True,
+            )
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
+_OPENER = urllib.request.build_opener(_Redirects)
+
+
 def download(
     filename: str,
     mirrors: Iterable[str],
     dest_dir: str | os.PathLike,
     md5: str,
     *,
+    size: int | None = None,
     timeout: float = 30.0,
+    deadline: float | None = None,
     quiet: bool = False,
     dead: set[str] | None = None,
 ) -> Path:
-    """Fetch ``filename`` from the first mirror (base URL) that serves it with the published
-    ``md5``, into ``dest_dir/filename``; returns that path.
+    """Fetch ``filename`` from the first mirror (an http or https base URL) that serves it with
+    the published ``md5`` (and ``size`` in bytes, when given), into ``dest_dir/filename``;
+    returns that path.
 
-    A mirror that cannot be reached is added to ``dead`` (when given) and skipped for the next
-    files; a checksum mismatch moves on to the next mirror and leaves nothing behind.
+    Every failure of one mirror is reported (on stderr unless ``quiet``) and the next mirror is
+    tried; nothing is left behind. A mirror that cannot be reached, does not speak HTTP, is too
+    slow or redirects off http/https is added to ``dead`` (when given) and skipped for the next
+    files. ``timeout`` bounds each connection attempt and read, ``deadline`` the whole file
+    (default: ``timeout + size / MIN_RATE`` seconds).
 
     Raises:
         DownloadFailed: no mirror gave a verified file (the message lists every attempt).
     """
     dest = Path(dest_dir) / filename
+    if deadline is None:
+        deadline = timeout + (size if size is not None else MAX_BYTES) / MIN_RATE
+    mirrors = list(mirrors)
     failures = []
-    for base in mirrors:
+    for n, base in enumerate(mirrors, 1):
         url = base.rstrip("/") + "/" + filename
         if dead is not None and base in dead:
-            failures.append(f"{url}: skipped (mirror unreachable earlier)")
+            failures.append(f"{url}: skipped (mirror failed earlier)")
             continue
         try:
-            _fetch_verified(url, dest, md5, timeout, quiet)
+            _fetch_verified(url, dest, md5, size, timeout, deadline, None if quiet else sys.stderr)
             return dest
-        except ChecksumMismatch as exc:
-            failures.append(str(exc))
-        except urllib.error.HTTPError as exc:
-            failures.append(f"{url}: HTTP {exc.code} {exc.reason}")
-        except (urllib.error.URLError, OSError) as exc:  # DNS, refused, timeout, reset
-            failures.append(f"{url}: {getattr(exc, 'reason', exc)}")
-            if dead is not None:
+        except _MirrorFailed as exc:
+            failures.append(f"{url}: {exc}")
+            if exc.dead and dead is not None:
                 dead.add(base)
+            if not quiet:
+                then = "trying the next mirror" if n < len(mirrors) else "no mirror left"
+                print(f"{url}: {exc}; {then}", file=sys.stderr, flush=True)
     raise DownloadFailed(f"could not download {filename}:\n  " + "\n  ".join(failures))
 
 
-def _fetch_verified(url: str, dest: Path, md5: str, timeout: float, quiet: bool) -> None:
-    h = hashlib.md5()
-    with urllib.request.urlopen(url, timeout=timeout) as response, atomic_open(dest) as out:
-        total = int(response.headers.get("Content-Length") or 0)
-        bar = _Bar(url, total, None if quiet else sys.stderr)
-        for chunk in iter(lambda: response.read(CHUNK), b""):
-            out.write(chunk)
-            h.update(chunk)
-            bar.update(len(chunk))
-        bar.close()
-        if h.hexdigest() != md5:  # raising here deletes the temporary file: nothing is cached
-            raise ChecksumMismatch(
-                f"{url}: MD5 {h.hexdigest()} does not match the published {md5}; not kept"
-            )
+def _fetch_verified(
+    url: str,
+    dest: Path,
+    md5: str,
+    size: int | None,
+    timeout: float,
+    deadline: float,
+    stream: TextIO | None,
+) -> None:
+    """Stream ``url`` into ``dest`` if it is verified; any failure is a _MirrorFailed."""
+    if urllib.parse.urlsplit(url).scheme not in SCHEMES:
+        raise _MirrorFailed("not an http or https URL", dead=True)
+    limit = size if size is not None else MAX_BYTES
+    start, done = time.monotonic(), 0
+    try:
+        with (
+            _OPENER.open(url, timeout=min(timeout, deadline)) as response,
+            atomic_open(dest) as out,
+        ):
+            announced = response.headers.get("Content-Length")
+            announced = int(announced) if announced and announced.isdigit() else None
+            if announced is not None and announced > limit:
+                raise _MirrorFailed(f"announces {announced} bytes, the published size is {limit}")
+            bar = _Bar(url, size or announced or 0, stream)
+            h = hashlib.md5()
+            while chunk := response.read1(CHUNK):
+                done += len(chunk)
+                if done > limit:
+                    raise _MirrorFailed(f"sent more than the published {limit} bytes; cut off")
+                out.write(chunk)
+                h.update(chunk)
+                bar.update(len(chunk))
+                if time.monotonic() - start > deadline:
+                    raise _MirrorFailed(
+                        f"too slow: {done} of {size or '?'} bytes after the {deadline:.1f} s "
+                        f"deadline; cut off",
+                        dead=True,
+                    )
+            expected = size if size is not None else announced
+            if expected is not None and done != expected:
+                raise _MirrorFailed(f"the body ended after {done} of {expected} bytes")
+            if h.hexdigest() != md5:  # raising here deletes the temporary file: nothing is kept
+                raise _MirrorFailed(
+                    f"MD5 {h.hexdigest()} does not match the published {md5}; not kept"
+                )
+            bar.close()
+    except _MirrorFailed:
+        raise
+    except urllib.error.HTTPError as exc:
+        raise _MirrorFailed(f"HTTP {exc.code} {exc.reason}") from exc
+    except urllib.error.URLError as exc:  # DNS, refused, timeout while connecting
+        raise _MirrorFailed(str(getattr(exc, "reason", exc)), dead=True) from exc
+    except http.client.IncompleteRead as exc:
+        raise _MirrorFailed(f"the connection dropped mid-file after {done} bytes") from exc
+    except http.client.RemoteDisconnected as exc:
+        raise _MirrorFailed("closed the connection without a response", dead=True) from exc
+    except http.client.HTTPException as exc:  # BadStatusLine, LineTooLong, ...
+        raise _MirrorFailed(
+            f"does not speak HTTP ({type(exc).__name__}: {str(exc)[:100]!r})", dead=True
+        ) from exc
+    except (OSError, ValueError) as exc:  # timeouts, resets, bad headers
+        raise _MirrorFailed(f"{type(exc).__name__}: {exc}", dead=True) from exc
+    finally:
+        if stream is not None and stream.isatty() and done:
+            print(file=stream, flush=True)  # end the progress line
 
 
 class _Bar:
-    """Download progress on ``stream``: redrawn in place on a terminal, start and end lines
-    otherwise; nothing when ``stream`` is None."""
+    """Download progress on ``stream``: redrawn in place on a terminal (percentage and rate),
+    start and end lines otherwise; nothing when ``stream`` is None."""
 
     def __init__(self, url: str, total: int, stream: TextIO | None) -> None:
         self.url, self.total, self.stream = url, total, stream
@@ -102,8 +205,9 @@ class _Bar:
         if self.tty and now - self.shown > 0.1:
             self.shown = now
             pct = f"{100 * self.done / self.total:5.1f}% " if self.total else ""
+            rate = self.done / max(now - self.start, 1e-9) / 1e6
             print(
-                f"\rdownloading {self.url} {pct}{self.done / 1e6:.1f} MB",
+                f"\rdownloading {self.url} {pct}{self.done / 1e6:.1f} MB ({rate:.1f} MB/s)",
                 end="",
                 file=self.stream,
                 flush=True,
@@ -114,4 +218,9 @@ class _Bar:
             return
         seconds = time.perf_counter() - self.start
         line = f"downloaded {self.url} ({self.done / 1e6:.1f} MB in {seconds:.1f} s)"
-        print(("\r" + line) if self.tty else line, file=self.stream, flush=True)
+        print(
+            ("\r" + line) if self.tty else line,
+            file=self.stream,
+            end="" if self.tty else "\n",
+            flush=True,
+        )

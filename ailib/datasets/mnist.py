@@ -26,20 +26,21 @@ from pathlib import Path
 import numpy as np
 
 from .download import ChecksumMismatch, DownloadFailed, download
-from .idx import IDXFormatError, parse_idx, read_bytes
+from .idx import read_idx
 
 Arrays = tuple[np.ndarray, np.ndarray]
 
 
 @dataclass(frozen=True)
 class FileSpec:
-    """One published file: its name, the array shape it must hold, the MD5 of the published .gz
-    and the SHA-256 of its decompressed content (None where unknown)."""
+    """One published file: its name, the array shape it must hold, the MD5 of the published .gz,
+    the SHA-256 of its decompressed content and the .gz's size in bytes (None where unknown)."""
 
     name: str
     shape: tuple[int, ...]
     md5: str
     sha256: str | None = None
+    size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -66,22 +67,30 @@ DATASETS: dict[str, DatasetSpec] = {
         title="MNIST",
         files={
             "train_images": FileSpec(
-                "train-images-idx3-ubyte.gz", (60000, 28, 28), "f68b3c2dcbeaaa9fbdd348bbdeb94873"
+                "train-images-idx3-ubyte.gz",
+                (60000, 28, 28),
+                "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                size=9912422,
             ),
             "train_labels": FileSpec(
-                "train-labels-idx1-ubyte.gz", (60000,), "d53e105ee54ea40749a09fcbcd1e9432"
+                "train-labels-idx1-ubyte.gz",
+                (60000,),
+                "d53e105ee54ea40749a09fcbcd1e9432",
+                size=28881,
             ),
             "test_images": FileSpec(
                 "t10k-images-idx3-ubyte.gz",
                 (10000, 28, 28),
                 "9fb629c4189551a2d022fa330f9573f3",
                 "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+                size=1648877,
             ),
             "test_labels": FileSpec(
                 "t10k-labels-idx1-ubyte.gz",
                 (10000,),
                 "ec29112dd5afa0611ce80d1b7f02629c",
                 "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+                size=4542,
             ),
         },
         mirrors=(
@@ -100,24 +109,28 @@ DATASETS: dict[str, DatasetSpec] = {
                 (60000, 28, 28),
                 "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
                 "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+                size=26421880,
             ),
             "train_labels": FileSpec(
                 "train-labels-idx1-ubyte.gz",
                 (60000,),
                 "25c81989df183df01b3e8a0aad5dffbe",
                 "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+                size=29515,
             ),
             "test_images": FileSpec(
                 "t10k-images-idx3-ubyte.gz",
                 (10000, 28, 28),
                 "bef4ecab320f06d8554ea6380940ec79",
                 "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+                size=4422102,
             ),
             "test_labels": FileSpec(
                 "t10k-labels-idx1-ubyte.gz",
                 (10000,),
                 "bb300cfdad3c16e7a12a480ee83cd310",
                 "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+                size=5148,
             ),
         },
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
@@ -178,19 +191,14 @@ def find_local(
 
 
 def load_file(path: Path, file: FileSpec) -> np.ndarray:
-    """Read ``path`` and check it is ``file``: content SHA-256 (when known) and shape."""
-    data = read_bytes(path)
-    if file.sha256 is not None:
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != file.sha256:
-            raise ChecksumMismatch(
-                f"{path}: SHA-256 of the decompressed content is {digest}, expected "
-                f"{file.sha256} ({file.name}); delete the file and fetch it again"
-            )
-    array = parse_idx(data, str(path))
-    if array.shape != file.shape or array.dtype != np.uint8:
-        raise IDXFormatError(
-            f"{path}: holds {array.dtype} {array.shape}, expected uint8 {file.shape} for {file.name}"
+    """Read ``path`` and check it is ``file``: its IDX header (shape, uint8) before the data is
+    decompressed, then the content's SHA-256 (when known)."""
+    digest = hashlib.sha256()
+    array = read_idx(path, shape=file.shape, dtype=np.uint8, digest=digest)
+    if file.sha256 is not None and digest.hexdigest() != file.sha256:
+        raise ChecksumMismatch(
+            f"{path}: SHA-256 of the decompressed content is {digest.hexdigest()}, expected "
+            f"{file.sha256} ({file.name}); delete the file and fetch it again"
         )
     return array
 
@@ -203,8 +211,10 @@ def fetch(
     download_missing: bool = True,
     quiet: bool = False,
     timeout: float = 30.0,
+    deadline: float | None = None,
 ) -> dict[str, Path]:
-    """Local paths of ``spec``'s files ``keys``, downloading missing ones into the cache."""
+    """Local paths of ``spec``'s files ``keys``, downloading missing ones into the cache
+    (``timeout`` and ``deadline``: see `ailib.datasets.download`)."""
     paths, dead, failures = {}, set(), []
     for key in keys:
         file = spec.files[key]
@@ -216,7 +226,9 @@ def fetch(
                     mirrors(spec),
                     cache_dir() / spec.name,
                     file.md5,
+                    size=file.size,
                     timeout=timeout,
+                    deadline=deadline,
                     quiet=quiet,
                     dead=dead,
                 )

@@ -62,6 +62,7 @@ class Layer:
         self._buffers: dict[str, Any] = {}
         self.grads: dict[str, Any] = {}
         self.training = True
+        self.trainable = True
         self.latest: Backprop | None = None  # the backprop of the latest `forward`
 
     @property
@@ -202,6 +203,36 @@ class Layer:
             raise
         return self
 
+    @classmethod
+    def array_shapes(cls, config: dict[str, Any]) -> dict[str, dict[str, tuple[int, ...]]]:
+        """The shapes of the params and buffers a layer built from ``config`` (what `get_config`
+        returns, with lists for tuples) holds, found without allocating anything:
+        ``{"params": {"W": (out, in), ...}, "buffers": {...}}``; all are floating arrays of the
+        layer's dtype. `ailib.io` checks a file's arrays against them before reading any. Raises
+        ValueError when a size in ``config`` is missing or not a positive int. Layers with
+        params or buffers override this."""
+        return {"params": {}, "buffers": {}}
+
+    @classmethod
+    def from_arrays(
+        cls,
+        config: dict[str, Any],
+        params: dict[str, Any],
+        buffers: dict[str, Any],
+        *,
+        backend: str | Backend | None = None,
+        dtype: Any = None,
+    ) -> Layer:
+        """The layer ``cls(**config)`` holding ``params`` and ``buffers`` (host or device arrays
+        of the shapes `array_shapes` gives) as its weights: nothing is drawn, since a layer
+        makes its weights only when built, and it counts as built."""
+        layer = cls(**config, backend=backend, dtype=dtype)
+        be = layer.backend
+        layer.params = {k: be.asarray(v, dtype=layer.dtype) for k, v in params.items()}
+        layer.buffers = {k: be.asarray(v, dtype=layer.dtype) for k, v in buffers.items()}
+        layer.built = True
+        return layer
+
     def to(self, backend: str | Backend | None = None, dtype: Any = None) -> Layer:
         """Put the layer on ``backend`` with floating dtype ``dtype``, in place. A layer without
         weights yet just records them (its weights will be made there); one with weights has
@@ -288,3 +319,19 @@ def size_or_none(value: Any, what: str, who: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{who}: {what} must be a positive int, received {value!r}")
     return int(value)
+
+
+def config_size(config: dict[str, Any], key: str, who: str) -> int:
+    """``config[key]`` when it is a positive int (not a bool), else a ValueError naming it."""
+    value = config.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{who}: {key} must be a positive int, received {value!r}")
+    return value
+
+
+def config_flag(config: dict[str, Any], key: str, default: bool, who: str) -> bool:
+    """``config[key]`` (``default`` when absent) when it is a bool, else a ValueError naming it."""
+    value = config.get(key, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"{who}: {key} must be true or false, received {value!r}")
+    return value

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 from ..backends import Backend, Random
 from . import init as initializers
 from ._windows import fold, output_size, pad_edges, pair, windows
-from .base import Backprop, Layer, size_or_none
+from .base import Backprop, Layer, config_flag, config_size, size_or_none
 
 
 class Conv2D(Layer):
@@ -99,6 +99,17 @@ class Conv2D(Layer):
             )
         self._check_size(shape[1:])
         return (self.out_channels, *self.output_shape(shape[1], shape[2]))
+
+    @classmethod
+    def array_shapes(cls, config: dict[str, Any]) -> dict[str, dict[str, tuple[int, ...]]]:
+        c_in, c_out = (
+            config_size(config, k, cls.__name__) for k in ("in_channels", "out_channels")
+        )
+        kh, kw = pair(config.get("kernel_size"), "kernel_size", cls.__name__)
+        params = {"W": (c_out, c_in, kh, kw)}
+        if config_flag(config, "bias", True, cls.__name__):
+            params["b"] = (c_out,)
+        return {"params": params, "buffers": {}}
 
     def reset_parameters(self, rng: Random) -> None:
         kh, kw = self.kernel_size

@@ -6,7 +6,7 @@ from typing import Any
 
 from ..backends import Backend, Random
 from . import init as initializers
-from .base import Backprop, Layer, size_or_none
+from .base import Backprop, Layer, config_flag, config_size, size_or_none
 
 
 class Dense(Layer):
@@ -78,6 +78,16 @@ class Dense(Layer):
                 f"received {shape}" + ("; add a Flatten layer first" if len(shape) > 1 else "")
             )
         return (self.out_features,)
+
+    @classmethod
+    def array_shapes(cls, config: dict[str, Any]) -> dict[str, dict[str, tuple[int, ...]]]:
+        n_in, n_out = (
+            config_size(config, k, cls.__name__) for k in ("in_features", "out_features")
+        )
+        params = {"W": (n_out, n_in)}
+        if config_flag(config, "bias", True, cls.__name__):
+            params["b"] = (n_out,)
+        return {"params": params, "buffers": {}}
 
     def reset_parameters(self, rng: Random) -> None:
         shape = (self.out_features, self.in_features)

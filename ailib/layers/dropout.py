@@ -16,9 +16,13 @@ class Dropout(Layer):
     at inference. Backward uses the same mask: dE/dX = dE/dY ∘ M / (1 − p) (training), dE/dY
     (eval).
 
-    The mask is drawn on the device by ``backend.random(seed).bernoulli_mask``; building the
-    layer (`Layer.build`, which a model does with its own random source) seeds it, so a seeded
-    model drops the same units on every run.
+    The mask is made on the device by ``backend.random(seed).bernoulli_mask``, a counter-based
+    hash of (seed, call number) in integer operations (`ailib.backends.Random`): the same seed
+    gives the same masks, bit for bit, on every backend and device, with nothing copied to the
+    device per call. Building the layer (`Layer.build`, which a model does with its own random
+    source) reseeds it from the model's seed, so a seeded model drops the same units on every
+    run and backend; the mask stream's position is part of ``rng.get_state()``, which
+    checkpoints save.
 
     Args:
         p: the probability of dropping an entry, 0 <= p < 1.
@@ -37,7 +41,7 @@ class Dropout(Layer):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"Dropout: p must lie in [0, 1), received {p}")
         self.p = float(p)
-        self.rng: Random | None = None  # made by `build`, on the layer's backend
+        self.rng: Random = self.backend.random(seed)  # reseeded by `build` in a seeded model
 
     def get_config(self) -> dict[str, Any]:
         return {"p": self.p}
@@ -48,14 +52,14 @@ class Dropout(Layer):
 
     def to(self, backend: str | Backend | None = None, dtype: Any = None) -> Dropout:
         super().to(backend, dtype)
-        if self.rng is not None and self.rng.backend is not self.backend:
+        if self.rng.backend is not self.backend:  # same draws, continued on the new backend
+            state = self.rng.get_state()
             self.rng = self.backend.random(self.seed)
+            self.rng.set_state(state)
         return self
 
     def call(self, x: Any) -> tuple[Any, Backprop]:
         self.check_input(x, dtype=None)
-        if self.rng is None:
-            self.build()
         x_shape = tuple(x.shape)
         if not self.training or self.p == 0.0:
             scaled_mask, y = None, x

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from ..backends import Backend, Random
-from .base import Backprop, Layer, size_or_none
+from .base import Backprop, Layer, config_size, size_or_none
 
 
 class _BatchNorm(Layer):
@@ -70,6 +70,17 @@ class _BatchNorm(Layer):
                 f"{self.features or 'any number of'} features first, received {shape}"
             )
         return shape
+
+    #: the config key of the number of features ("features", "channels")
+    size_key = "features"
+
+    @classmethod
+    def array_shapes(cls, config: dict[str, Any]) -> dict[str, dict[str, tuple[int, ...]]]:
+        shape = (config_size(config, cls.size_key, cls.__name__),)
+        return {
+            "params": {"gamma": shape, "beta": shape},
+            "buffers": {"running_mean": shape, "running_var": shape},
+        }
 
     def reset_parameters(self, rng: Random) -> None:
         """γ = 1, β = 0 and fresh running statistics (nothing is random)."""
@@ -161,7 +172,7 @@ class BatchNorm2D(_BatchNorm):
         channels: C (None: taken from the first input). momentum: weight of the new batch in the running statistics. eps: ε.
     """
 
-    axes, ndim, layout = (0, 2, 3), 4, "(N, C, H, W)"
+    axes, ndim, layout, size_key = (0, 2, 3), 4, "(N, C, H, W)", "channels"
 
     def __init__(
         self,

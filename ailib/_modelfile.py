@@ -1,0 +1,406 @@
+"""Reading a model file that may come from anyone: every check before any allocation.
+
+A model file (the format is described in `ailib.io`) is read in stages, each bounded by what the
+file itself holds, and any fault is a `ModelFileError` naming the file and the fault:
+
+1. the zip directory (as `zipfile` parses it): at most `MAX_MEMBERS` members, unique names ending
+   in ``.npy``, stored or deflated, not encrypted;
+2. each member's ``.npy`` header (shape, dtype), read without its data: plain numbers only (no
+   Python objects, so never a pickle); the uncompressed size the zip declares must be exactly the
+   header plus shape x itemsize, and no more than deflate can produce from the bytes stored;
+3. ``config.json``: at most `MAX_CONFIG_BYTES`, JSON without NaN or Infinity, nested at most
+   `MAX_DEPTH` deep, of the documented structure: field types, layer classes from
+   `ailib.layers.LAYERS` only (a name, never imported), constructor arguments the class takes;
+4. the params and buffers each layer's config implies (`Layer.array_shapes`, nothing allocated)
+   against the config's own list and the stored headers; optimizer arrays against the params
+   they belong to;
+5. only then the arrays, each read into one buffer of its declared size (`Archive.read`).
+
+So memory never exceeds the arrays the file really holds, and a config claiming a huge layer is
+refused from a few hundred bytes of headers. `LayerSpec` (steps 3-4 for one layer) is what a model
+format with more structure builds on.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import re
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from .layers import LAYERS
+from .layers.base import Layer
+
+CONFIG_MEMBER = "config.json.npy"
+MAX_MEMBERS = 100_000
+MAX_CONFIG_BYTES = 16 << 20
+MAX_DEPTH = 32
+MAX_LAYERS = 10_000
+MAX_HEADER_BYTES = 10_000
+#: deflate's largest possible expansion (zlib's technical notes: 1032:1), plus slack
+MAX_DEFLATE_RATIO = 1032
+CHUNK = 1 << 20
+#: dtypes a model file may hold (config.json is uint8)
+DTYPES = ("float32", "float64", "uint8", "int32", "int64")
+#: what a stored array may be named: layers.<i>.<params|buffers>.<name>, optimizer.<i>.<param>.<slot>
+LAYER_ARRAY = re.compile(r"layers\.(\d+)\.(params|buffers)\.(.+)")
+OPTIMIZER_ARRAY = re.compile(r"optimizer\.(\d+\.[^.]+)\.(.+)")
+
+
+#: what zipfile, zlib and NumPy's header parser raise for damaged input
+READ_ERRORS = (
+    zipfile.BadZipFile,
+    ValueError,
+    OSError,
+    EOFError,
+    zlib.error,
+    RecursionError,
+    NotImplementedError,  # zipfile: an unsupported zip feature
+)
+
+
+class ModelFileError(ValueError):
+    """A model or checkpoint file that cannot be used; the message names the file and the fault."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """One ``.npy`` member of the archive, known from its header only."""
+
+    key: str  # the name without ".npy"
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran_order: bool
+    info: zipfile.ZipInfo
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer entry of a config, checked: its class, constructor arguments (tuples for JSON
+    lists) and the shapes of its params and buffers (``{"params": {name: shape}, ...}``)."""
+
+    cls: type[Layer]
+    kwargs: dict[str, Any]
+    shapes: dict[str, dict[str, tuple[int, ...]]]
+
+
+# -- the archive ----------------------------------------------------------------------------
+class Archive:
+    """An opened model file whose members' headers have been read and checked (steps 1-2)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file: BinaryIO = open(path, "rb")  # noqa: SIM115 (closed by close())
+        try:
+            magic = self.file.read(6)
+            if magic == b"\x93NUMPY":
+                self.fail("a single .npy array, not an ailib model archive")
+            try:
+                self.zip = zipfile.ZipFile(self.file)
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+                self.fail(f"not a readable ailib model file, truncated or damaged ({_why(exc)})")
+            self.members = self._members()
+        except BaseException:
+            self.file.close()
+            raise
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.file.close()
+
+    def fail(self, message: str) -> None:
+        raise ModelFileError(f"{self.path}: {message}")
+
+    def _members(self) -> dict[str, Member]:
+        infos = self.zip.infolist()
+        if len(infos) > MAX_MEMBERS:
+            self.fail(f"{len(infos)} members, more than an ailib model holds ({MAX_MEMBERS})")
+        members: dict[str, Member] = {}
+        for info in infos:
+            name = info.filename
+            if not name.endswith(".npy"):
+                self.fail(f"member {name!r} is not a .npy array")
+            if name[:-4] in members:
+                self.fail(f"member {name!r} appears twice")
+            if info.flag_bits & 0x1:
+                self.fail(f"member {name!r} is encrypted")
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                self.fail(f"member {name!r} uses compression method {info.compress_type}")
+            limit = info.compress_size * (
+                MAX_DEFLATE_RATIO if info.compress_type == zipfile.ZIP_DEFLATED else 1
+            )
+            if info.file_size > limit + 1024:
+                self.fail(
+                    f"member {name!r} claims {info.file_size} bytes from {info.compress_size} "
+                    f"stored bytes, more than its compression can produce"
+                )
+            members[name[:-4]] = self._member(info)
+        return members
+
+    def _member(self, info: zipfile.ZipInfo) -> Member:
+        name = info.filename
+        try:
+            with self.zip.open(info) as f:
+                shape, fortran_order, dtype = _npy_header(f)
+                header = f.tell()
+        except ModelFileError as exc:
+            self.fail(f"member {name!r}: {exc}")
+        except READ_ERRORS as exc:
+            self.fail(f"member {name!r} is not a readable .npy array ({_why(exc)})")
+        member = Member(name[:-4], shape, dtype, fortran_order, info)
+        if info.file_size != header + member.nbytes:
+            self.fail(
+                f"member {name!r} declares {info.file_size} bytes, its header says "
+                f"{header + member.nbytes} ({dtype.name} {shape}); truncated or damaged"
+            )
+        return member
+
+    def read(self, key: str) -> np.ndarray:
+        """The array ``key``, read into one buffer of its declared size (checked by CRC)."""
+        member = self.members[key]
+        buffer = np.empty(member.nbytes, dtype=np.uint8)
+        try:
+            with self.zip.open(member.info) as f:
+                if _npy_header(f) != (member.shape, member.fortran_order, member.dtype):
+                    self.fail(f"member {key}.npy changed while being read")
+                view, done = memoryview(buffer), 0
+                while done < member.nbytes:
+                    n = f.readinto(view[done : done + CHUNK])
+                    if not n:
+                        self.fail(f"member {key}.npy ends early; truncated or damaged")
+                    done += n
+        except ModelFileError:
+            raise
+        except READ_ERRORS as exc:
+            self.fail(f"not a readable ailib model file, truncated or damaged ({_why(exc)})")
+        array = buffer.view(member.dtype).reshape(
+            member.shape, order="F" if member.fortran_order else "C"
+        )
+        return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
+
+    def config(self) -> dict[str, Any]:
+        """The parsed and structurally checked ``config.json`` (step 3, up to the layers)."""
+        member = self.members.get(CONFIG_MEMBER[:-4])
+        if member is None or member.dtype != np.uint8 or len(member.shape) != 1:
+            self.fail("no config.json entry; not an ailib model file")
+        if member.nbytes > MAX_CONFIG_BYTES:
+            self.fail(f"config.json holds {member.nbytes} bytes, more than {MAX_CONFIG_BYTES}")
+        raw = self.read(member.key).tobytes()
+        try:
+            config = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+        except RecursionError:
+            self.fail(f"config.json is nested more than {MAX_DEPTH} deep")
+        except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            self.fail(f"config.json is not valid JSON ({exc})")
+        if _depth(config) > MAX_DEPTH:
+            self.fail(f"config.json is nested more than {MAX_DEPTH} deep")
+        return config
+
+
+def _npy_header(f: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) from an .npy header, leaving ``f`` at the data."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(
+            f, max_header_size=MAX_HEADER_BYTES
+        )
+    elif version == (2, 0):
+        shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(
+            f, max_header_size=MAX_HEADER_BYTES
+        )
+    else:
+        raise ModelFileError(f".npy format version {version} is not supported")
+    if dtype.hasobject:
+        raise ModelFileError(
+            "holds Python objects, which only a pickle can restore; ailib files never do"
+        )
+    if dtype.fields is not None or dtype.subdtype is not None or dtype.name not in DTYPES:
+        raise ModelFileError(f"dtype {dtype} is not one of {', '.join(DTYPES)}")
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise ModelFileError(f"bad shape {shape!r}")
+    return tuple(shape), bool(fortran_order), dtype
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number ailib writes")
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests lists and objects (iteratively: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, depth)
+            if depth <= MAX_DEPTH:
+                stack.extend(
+                    (v, depth + 1) for v in (item.values() if isinstance(item, dict) else item)
+                )
+    return deepest
+
+
+def _why(exc: BaseException) -> str:
+    """``exc`` on one short line."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text if len(text) <= 200 else text[:200] + '...'}"
+
+
+# -- the config -----------------------------------------------------------------------------
+def layer_spec(path: Path, where: str, entry: Any) -> LayerSpec:
+    """Check one layer entry of a config (``where`` names it in errors, e.g. "layer 3"): its
+    class, its constructor arguments and the arrays it lists; nothing is built."""
+
+    def fail(message: str) -> None:
+        raise ModelFileError(f"{path}: {where} {message}")
+
+    if not isinstance(entry, dict) or not isinstance(entry.get("class"), str):
+        name = entry.get("class") if isinstance(entry, dict) else entry
+        fail(f"is {_short(name)}, not one of ailib.layers.LAYERS ({', '.join(LAYERS)})")
+    name = entry["class"]
+    if name not in LAYERS:
+        fail(f"is {_short(name)}, not one of ailib.layers.LAYERS ({', '.join(LAYERS)})")
+    cls, config = LAYERS[name], entry.get("config")
+    where = f"{where} ({name})"
+    if not isinstance(config, dict):
+        fail("has no config object")
+    bad = [k for k, v in config.items() if k in ("backend", "dtype") or not _plain(v)]
+    try:
+        if bad:
+            raise ValueError(f"argument {bad[0]!r} is not a setting a saved layer can have")
+        kwargs = {k: _tuples(v) for k, v in config.items()}
+        inspect.signature(cls).bind(**kwargs)
+        shapes = cls.array_shapes(config)
+    except (TypeError, ValueError) as exc:
+        fail(f"cannot be built from its config {_short(config)}: {exc}")
+    for kind in ("params", "buffers"):
+        listed, needed = entry.get(kind), shapes[kind]
+        if not isinstance(listed, dict) or set(listed) != set(needed):
+            shown = sorted(listed) if isinstance(listed, dict) else _short(listed)
+            fail(f"lists {kind} {shown}, the layer has {sorted(needed)}")
+        for array, spec in listed.items():
+            key = f"{kind}.{array}"
+            if not isinstance(spec, dict) or not isinstance(spec.get("dtype"), str):
+                fail(f"has no dtype for {key}")
+            if spec.get("shape") != list(needed[array]):
+                fail(
+                    f"needs {key} of shape {list(needed[array])} by its settings, the config "
+                    f"says {_short(spec.get('shape'))}"
+                )
+    return LayerSpec(cls, kwargs, shapes)
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """A layer setting: a JSON scalar (short string) or a short list of them."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return True
+    if isinstance(value, str):
+        return len(value) <= 256
+    return (
+        isinstance(value, list)
+        and depth < 2
+        and len(value) <= 64
+        and all(_plain(v, depth + 1) for v in value)
+    )
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists back to the tuples layers were configured with."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def check_config(path: Path, config: Any, versions: range, format_name: str) -> list[LayerSpec]:
+    """Check a model config's top-level fields and every layer entry; the layers' specs."""
+
+    def fail(message: str) -> None:
+        raise ModelFileError(f"{path}: {message}")
+
+    if not isinstance(config, dict):
+        fail("config.json is not a JSON object")
+    if config.get("format") != format_name:
+        fail(
+            f"not an ailib model file (format {_short(config.get('format'))} is not {format_name!r})"
+        )
+    version = config.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version not in versions:
+        fail(
+            f"format version {_short(version)}; this ailib reads versions {versions.start} to "
+            f"{versions.stop - 1} (upgrade ailib for newer files)"
+        )
+    layers = config.get("layers")
+    if config.get("dtype") not in ("float32", "float64") or not isinstance(layers, list):
+        fail("config needs a 'dtype' (float32/float64) and a 'layers' list")
+    if len(layers) > MAX_LAYERS:
+        fail(f"{len(layers)} layers, more than {MAX_LAYERS}")
+    seed = config.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        fail(f"seed {_short(seed)} is not an int")
+    for field in ("loss", "ailib_version", "saved_from"):
+        if config.get(field) is not None and not isinstance(config.get(field), str):
+            fail(f"{field} {_short(config.get(field))} is not a string")
+    if "checkpoint" in config and not isinstance(config["checkpoint"], dict):
+        fail("checkpoint entry is not an object")
+    return [layer_spec(path, f"layer {i}", entry) for i, entry in enumerate(layers)]
+
+
+# -- arrays against the config ----------------------------------------------------------------
+def check_arrays(archive: Archive, specs: list[LayerSpec], float_dtype: str) -> None:
+    """Every stored array is one the config describes, of the shape its layer needs and the
+    config's float dtype; optimizer arrays have the shape of their parameter (step 4)."""
+    path, members = archive.path, archive.members
+    needed: dict[str, tuple[int, ...]] = {}
+    for i, spec in enumerate(specs):
+        for kind, shapes in spec.shapes.items():
+            for name, shape in shapes.items():
+                needed[f"layers.{i}.{kind}.{name}"] = shape
+    for key, shape in needed.items():
+        member = members.get(key)
+        if member is None:
+            raise ModelFileError(f"{path}: missing array {key}")
+        if member.shape != shape:
+            raise ModelFileError(
+                f"{path}: {key} has shape {member.shape}, the config says {list(shape)} and "
+                f"the layer needs {shape}"
+            )
+        if member.dtype.name != float_dtype:
+            raise ModelFileError(
+                f"{path}: {key} has dtype {member.dtype.name}, the config says "
+                f"{float_dtype!r} and the model needs {float_dtype}"
+            )
+    unknown = []
+    for key, member in members.items():
+        if key in needed or key == CONFIG_MEMBER[:-4]:
+            continue
+        match = OPTIMIZER_ARRAY.fullmatch(key)
+        param = match and needed.get(f"layers.{match[1].replace('.', '.params.', 1)}")
+        if param is None:
+            unknown.append(key)
+        elif member.shape != param or member.dtype.name != float_dtype:
+            raise ModelFileError(
+                f"{path}: {key} holds {member.dtype.name} {member.shape}, its parameter is "
+                f"{float_dtype} {param}"
+            )
+    if unknown:
+        raise ModelFileError(
+            f"{path}: arrays not described by the config: {', '.join(sorted(unknown)[:20])}"
+        )

@@ -1,0 +1,232 @@
+"""The CuPy backend: one GPU, entered as a context around every allocation and kernel of the
+backend (never a process-wide ``Device.use()``), and counted as available only after an
+elementwise kernel and a matrix product have really run on it.
+
+Why each piece:
+- CuPy allocates and launches on the *current* device, and array-api-compat ignores ``device=``
+  for ``zeros``, ``ones``, ``arange`` and friends. So the backend's ``xp`` is an `OnDevice`
+  namespace that enters the backend's device around each call, and `Backend.context` gives the
+  same context to `Sequential`, which runs forward, backward and training steps inside it (so
+  operators such as ``x @ W`` launch on the right GPU too).
+- ``getDeviceCount()`` succeeding says nothing about kernels: a CuPy 14 wheel without its
+  ``[ctk]`` extra (and no CUDA toolkit) has no NVRTC, which compiles every elementwise kernel,
+  and no cuBLAS. `_probe` runs both and says what is missing and which pip command fixes it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import importlib.util
+import types
+from typing import Any, Callable
+
+import numpy as np
+
+from ._base import Backend, BackendUnavailable
+from ._imports import compat, import_library
+
+#: cudaError_t values that have their own explanation
+CUDA_ERROR_INSUFFICIENT_DRIVER = 35
+CUDA_ERROR_NO_DEVICE = 100
+
+
+class OnDevice:
+    """An array-API namespace whose every function runs inside ``with device:``.
+
+    Attributes that are not functions (dtypes, constants, ``__array_api_version__``) are the
+    wrapped namespace's own; submodules (``linalg``, ``fft``) are wrapped in turn."""
+
+    def __init__(self, xp: Any, device: Any) -> None:
+        self._xp = xp
+        self._device = device
+        self.__name__ = f"{getattr(xp, '__name__', 'xp')} on {device!r}"
+
+    def __repr__(self) -> str:
+        return f"<namespace {self.__name__}>"
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._xp, name)
+        if isinstance(value, types.ModuleType):
+            value = OnDevice(value, self._device)
+        elif callable(value) and not isinstance(value, type):
+            value = _on_device(value, self._device)
+        setattr(self, name, value)  # looked up once per name
+        return value
+
+
+def _on_device(fn: Callable[..., Any], device: Any) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with device:
+            return fn(*args, **kwargs)
+
+    return call
+
+
+# -- what is installed ----------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def cupy_packages() -> list[tuple[str, str]]:
+    """(name, version) of every installed CuPy distribution ("cupy-cuda13x", "cupy", ...);
+    read once per process."""
+    found = {}
+    for dist in importlib.metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+        if name == "cupy" or name.startswith(("cupy-cuda", "cupy-rocm")):
+            found[name] = dist.version
+    return sorted(found.items())
+
+
+def _cuda_version(number: int) -> str:
+    """12020 -> "12.2" (CUDA's encoding: 1000 * major + 10 * minor)."""
+    return f"{number // 1000}.{number % 1000 // 10}"
+
+
+def ctk_command(packages: list[tuple[str, str]], cuda_major: int | None) -> str:
+    """The pip command that installs CuPy together with the CUDA libraries it loads at run time
+    (NVRTC, cuBLAS, ...): CuPy >= 14's ``[ctk]`` extra."""
+    if packages and packages[0][0].startswith("cupy-cuda"):
+        name, version = packages[0]
+        if int(version.split(".")[0]) >= 14:
+            return f"pip install '{name}[ctk]=={version}'"
+        return f"pip install --upgrade '{name}[ctk]>=14'"
+    major = cuda_major or 13
+    return f"pip install 'cuda-toolkit[nvrtc,cublas,curand]=={major}.*'"
+
+
+def two_packages(packages: list[tuple[str, str]]) -> str:
+    listed = ", ".join(f"{n} {v}" for n, v in packages)
+    return (
+        f"several CuPy packages are installed ({listed}); they overwrite each other's files, so "
+        f"none works reliably: pip uninstall -y {' '.join(n for n, _ in packages)}, then install "
+        f"the one for your CUDA (nvidia-smi shows it), e.g. pip install 'cupy-cuda13x[ctk]'"
+    )
+
+
+# -- the backend ----------------------------------------------------------------------------
+def _findable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def make_cupy(device: Any = None) -> Backend:
+    if _findable("cupy"):  # only then is the (slow) look at every installed package worth it
+        packages = cupy_packages()
+        if len(packages) > 1:
+            raise BackendUnavailable(two_packages(packages))
+    else:
+        packages = []
+    cupy = import_library("cupy")
+    return build(cupy, compat("cupy"), device, packages)
+
+
+def build(cupy: Any, xp: Any, device: Any, packages: list[tuple[str, str]]) -> Backend:
+    """The CuPy backend on ``device`` of the (imported) module ``cupy`` with array-api-compat's
+    namespace ``xp``; split from `make_cupy` so that tests can pass stand-ins."""
+    count = _device_count(cupy, packages)
+    index = _device_index(device, count)
+    dev = cupy.cuda.Device(index)
+    on_dev = OnDevice(xp, dev)
+    _probe(cupy, on_dev, dev, count, packages)
+    return Backend(
+        "cupy",
+        on_dev,
+        dev,
+        to_host=lambda x: x.get() if isinstance(x, cupy.ndarray) else np.asarray(x),
+        is_array=lambda x: isinstance(x, cupy.ndarray),
+        synchronize=lambda arrays: dev.synchronize(),
+        library=cupy,
+        context=lambda: dev,
+    )
+
+
+def _device_count(cupy: Any, packages: list[tuple[str, str]]) -> int:
+    runtime = cupy.cuda.runtime
+    try:
+        count = int(runtime.getDeviceCount())
+    except Exception as exc:  # CUDARuntimeError, a missing libcuda, ...
+        text = f"{type(exc).__name__}: {exc}"
+        status = getattr(exc, "status", None)
+        if status == CUDA_ERROR_INSUFFICIENT_DRIVER or "InsufficientDriver" in text:
+            raise BackendUnavailable(_old_driver(runtime, packages, text)) from exc
+        if status == CUDA_ERROR_NO_DEVICE or "NoDevice" in text:
+            raise BackendUnavailable(
+                f"cupy is installed but no CUDA device was found ({text})"
+            ) from exc
+        raise BackendUnavailable(f"cupy is installed but CUDA cannot start ({text})") from exc
+    if count == 0:
+        raise BackendUnavailable("cupy is installed but no CUDA device was found")
+    return count
+
+
+def _old_driver(runtime: Any, packages: list[tuple[str, str]], text: str) -> str:
+    try:
+        driver, built = runtime.driverGetVersion(), runtime.runtimeGetVersion()
+    except Exception:
+        return f"the NVIDIA driver is too old for this CuPy wheel ({text}); upgrade the driver"
+    wheel = " ".join(packages[0]) if packages else "this CuPy"
+    if not driver:
+        return f"cupy is installed but no NVIDIA driver was found ({text})"
+    return (
+        f"the NVIDIA driver is too old for this CuPy wheel: the driver supports CUDA "
+        f"{_cuda_version(driver)}, {wheel} is built for CUDA {_cuda_version(built)} ({text}); "
+        f"upgrade the driver, or use the wheel for CUDA {driver // 1000}: "
+        f"pip install 'cupy-cuda{driver // 1000}x[ctk]' (after uninstalling {wheel.split()[0]})"
+    )
+
+
+def _device_index(device: Any, count: int) -> int:
+    """0 for None; N for N, "N", "cuda:N", "gpu:N" or a cupy Device; "cuda"/"gpu" mean 0."""
+    raw = getattr(device, "id", device)
+    text = "0" if raw is None else str(raw).lower()
+    for prefix in ("cuda:", "gpu:"):
+        text = text.removeprefix(prefix)
+    text = "0" if text in ("cuda", "gpu") else text
+    here = f"this machine has {count} CUDA device(s): " + ", ".join(
+        f"'cupy:{i}'" for i in range(count)
+    )
+    if not text.isdigit():
+        raise BackendUnavailable(f"cupy has no device {device!r} (not a device number); {here}")
+    if int(text) >= count:
+        raise BackendUnavailable(f"cupy has no device {device!r}; {here}")
+    return int(text)
+
+
+def _probe(cupy: Any, xp: Any, dev: Any, count: int, packages: list[tuple[str, str]]) -> None:
+    """Run an elementwise kernel (compiled by NVRTC) and a float32 matrix product (cuBLAS) on
+    ``dev`` and check their values; raise BackendUnavailable saying what failed."""
+    stage = "an elementwise kernel"
+    try:
+        with dev:
+            b = xp.asarray([1.0, 2.0, 3.0, 4.0], dtype=xp.float32) * 2.0 - 1.0
+            stage = "a matrix product"
+            m = xp.reshape(b, (2, 2))
+            got = np.asarray((m @ m).get()).tolist()
+    except Exception as exc:
+        raise BackendUnavailable(_kernel_failure(cupy, stage, exc, dev, count, packages)) from exc
+    if got != [[16.0, 24.0], [40.0, 64.0]]:
+        raise BackendUnavailable(
+            f"cupy: test kernels on device {dev.id} returned wrong values ({got})"
+        )
+
+
+def _kernel_failure(
+    cupy: Any, stage: str, exc: Exception, dev: Any, count: int, packages: list[tuple[str, str]]
+) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    seen = (
+        f"cupy is installed and sees {count} CUDA device(s), but {stage} failed on device {dev.id}"
+    )
+    missing = [lib for lib in ("NVRTC", "cuBLAS") if lib.lower() in text.lower()]
+    if not missing:
+        return f"{seen} ({text})"
+    try:
+        major = int(cupy.cuda.runtime.runtimeGetVersion()) // 1000
+    except Exception:
+        major = None
+    return (
+        f"{seen}: {' and '.join(missing)} cannot be loaded ({text}); install CuPy with the CUDA "
+        f"libraries it loads at run time: {ctk_command(packages, major)}"
+    )

@@ -1,0 +1,53 @@
+"""Checks of data that is still on the host (NumPy arrays, Python lists), before any of it is
+moved to a device, and value ranges of device arrays read back in one transfer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._base import Backend
+
+_KINDS = {"U": "strings", "S": "bytes", "O": "Python objects", "c": "complex numbers"}
+
+
+def host_numbers(a: Any, who: str, what: str) -> np.ndarray | None:
+    """``a`` as a NumPy array when it is on the host (a NumPy array, list or tuple), after
+    checking that it holds real numbers; None for arrays of other libraries.
+
+    Raises:
+        TypeError: strings, bytes, Python objects, complex numbers, dates... (naming ``what``).
+        ValueError: a ragged nesting of lists.
+    """
+    if type(a) is np.ndarray:  # NOTE: not subclasses, which may stand for device arrays
+        array = a
+    elif isinstance(a, (list, tuple)):
+        try:
+            array = np.asarray(a)
+        except ValueError as exc:
+            raise ValueError(
+                f"{who}: {what} is not a rectangular array of numbers ({exc})"
+            ) from None
+    else:
+        return None
+    if array.dtype.kind not in "biuf":
+        hint = (
+            "; map class names to integers first, e.g. names, y = np.unique(y, return_inverse=True)"
+            if array.dtype.kind in "USO"
+            else ""
+        )
+        kind = _KINDS.get(array.dtype.kind, f"dtype {array.dtype}")
+        raise TypeError(f"{who}: {what} holds {kind} (dtype {array.dtype}), not numbers{hint}")
+    return array
+
+
+def extremes(backend: Backend, a: Any) -> tuple[Any, Any]:
+    """(min, max) of the non-empty array ``a`` (NumPy on the host, or of ``backend``) as Python
+    numbers; NaN when ``a`` holds a NaN. Device arrays cost two reductions and one transfer."""
+    if type(a) is np.ndarray:
+        return a.min().item(), a.max().item()
+    xp = backend.xp
+    with backend.context():  # CuPy: reduce on the backend's GPU
+        both = xp.stack([xp.min(a), xp.max(a)])
+    return tuple(backend.to_host(both).tolist())

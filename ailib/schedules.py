@@ -1,0 +1,66 @@
+"""Learning-rate schedules: plain functions t -> lr, for `ailib.callbacks.LearningRateScheduler`
+(and `fit(lr_schedule=...)`, which is that callback).
+
+t counts from 1: the epoch (the callback's default) or the optimizer update (``unit="step"``).
+Schedules compose: ``warmup_schedule(1e-3, 500, then=cosine_schedule(1e-3, 10_000))``. The
+schedule that depends on the validation loss, not on t, is the `ReduceLROnPlateau` callback.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+Schedule = Callable[[int], float]
+
+
+def _positive(who: str, **values: float) -> None:
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{who}: {name} must be positive, received {value}")
+
+
+def constant_schedule(lr: float) -> Schedule:
+    """lr(t) = lr."""
+    _positive("constant_schedule", lr=lr)
+    return lambda t: lr
+
+
+def cosine_schedule(base_lr: float, epochs: int, final_lr: float = 0.0) -> Schedule:
+    """Cosine decay: t = 1..epochs trains with
+    lr = final + (base − final)·(1 + cos(π(t − 1)/epochs))/2, so t = 1 uses base_lr and the rate
+    falls smoothly towards final_lr (which settles the weights instead of letting the last epochs
+    bounce between minima). Past ``epochs`` it stays at final_lr."""
+    _positive("cosine_schedule", base_lr=base_lr, epochs=epochs)
+
+    def lr(t: int) -> float:
+        t = min(t, epochs + 1)
+        return final_lr + (base_lr - final_lr) * 0.5 * (1 + math.cos(math.pi * (t - 1) / epochs))
+
+    return lr
+
+
+def step_schedule(base_lr: float, step_size: int, gamma: float = 0.1) -> Schedule:
+    """Step decay: lr = base_lr·γ^⌊(t − 1)/step_size⌋ (PyTorch's StepLR, with t counted from 1):
+    every ``step_size`` epochs (or steps) the rate is multiplied by γ."""
+    _positive("step_schedule", base_lr=base_lr, step_size=step_size, gamma=gamma)
+    return lambda t: base_lr * gamma ** ((t - 1) // step_size)
+
+
+def warmup_schedule(base_lr: float, warmup: int, then: Schedule | None = None) -> Schedule:
+    """Linear warmup: lr = base_lr·t/warmup for t <= warmup (from base_lr/warmup up to base_lr),
+    then ``then(t − warmup)`` (t counted from 1 again), or base_lr if ``then`` is None.
+
+    Warmup keeps the first updates small while Adam's second-moment estimate (or BatchNorm's
+    statistics) are still noisy; it is usually counted in steps (``unit="step"``)."""
+    _positive("warmup_schedule", base_lr=base_lr, warmup=warmup)
+
+    def lr(t: int) -> float:
+        if t <= warmup:
+            return base_lr * t / warmup
+        return base_lr if then is None else then(t - warmup)
+
+    return lr
+
+
+__all__ = ["constant_schedule", "cosine_schedule", "step_schedule", "warmup_schedule"]

@@ -1,0 +1,276 @@
+"""Downloads from misbehaving mirrors on 127.0.0.1: every kind of failure is reported and falls
+through to the next mirror, nothing but the verified file is left, oversized bodies are cut off at
+once and trickling or endless ones within their deadline (1 s here)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import socket
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from ailib import datasets
+from ailib.datasets import DownloadFailed
+
+from .datasets_helpers import dead_url, misbehaving, serve, tiny_arrays, tiny_dataset, write_tiny
+
+NAME = "t10k-images-idx3-ubyte.gz"
+BODY = np.random.default_rng(0).bytes(200_000)  # as incompressible as a real .gz
+MD5 = hashlib.md5(BODY).hexdigest()
+TIMEOUT, DEADLINE = 0.5, 1.0
+MiB = 1 << 20
+
+
+def _head(conn: socket.socket, status: str = "200 OK", **headers: object) -> None:
+    lines = [f"HTTP/1.1 {status}"] + [f"{k.replace('_', '-')}: {v}" for k, v in headers.items()]
+    conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+
+
+def _send_forever(conn: socket.socket, stats: dict, piece: bytes, pause: float = 0.0) -> None:
+    while not stats["stop"].is_set():
+        conn.sendall(piece)
+        stats["sent"] += len(piece)
+        time.sleep(pause)
+
+
+def drops_chunked_mid_body(conn: socket.socket, stats: dict) -> None:
+    _head(conn, Transfer_Encoding="chunked")
+    half = BODY[: len(BODY) // 2]
+    conn.sendall(f"{len(half):x}\r\n".encode() + half + b"\r\n" + b"ffff\r\n" + b"abc")
+
+
+def not_http(conn: socket.socket, stats: dict) -> None:
+    conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+
+
+def binary_garbage(conn: socket.socket, stats: dict) -> None:
+    conn.sendall(bytes(range(256)) * 4)
+
+
+def endless(conn: socket.socket, stats: dict) -> None:
+    _head(conn, Connection="close")  # no length: the body goes on until the server stops
+    _send_forever(conn, stats, bytes(64 * 1024))
+
+
+def endless_chunked(conn: socket.socket, stats: dict) -> None:
+    _head(conn, Transfer_Encoding="chunked")
+    _send_forever(conn, stats, b"10000\r\n" + bytes(0x10000) + b"\r\n")
+
+
+def the_file_and_more(conn: socket.socket, stats: dict) -> None:
+    _head(conn, Connection="close")  # no length announced
+    conn.sendall(BODY + b"trailing")
+
+
+def announces_256_mib(conn: socket.socket, stats: dict) -> None:
+    _head(conn, Content_Length=256 * MiB, Connection="close")
+    _send_forever(conn, stats, bytes(64 * 1024))
+
+
+def trickles(conn: socket.socket, stats: dict) -> None:
+    _head(conn, Content_Length=len(BODY))
+    _send_forever(conn, stats, BODY[:4], pause=0.05)  # 80 bytes/s, within every read timeout
+
+
+def trickles_unannounced(conn: socket.socket, stats: dict) -> None:
+    _head(conn, Connection="close")
+    _send_forever(conn, stats, BODY[:4], pause=0.05)
+
+
+def stalls(conn: socket.socket, stats: dict) -> None:
+    _head(conn, Content_Length=len(BODY))
+    stats["stop"].wait(10)
+
+
+def short_body(conn: socket.socket, stats: dict) -> None:
+    _head(conn, Content_Length=len(BODY), Connection="close")
+    conn.sendall(BODY[:100])
+
+
+def other_bytes(conn: socket.socket, stats: dict) -> None:
+    other = bytes(len(BODY))
+    _head(conn, Content_Length=len(other), Connection="close")
+    conn.sendall(other)
+
+
+def _redirect(location: str) -> Callable[[socket.socket, dict], None]:
+    def redirect(conn: socket.socket, stats: dict) -> None:
+        _head(conn, "302 Found", Location=location, Content_Length=0)
+
+    return redirect
+
+
+def server_error(conn: socket.socket, stats: dict) -> None:
+    _head(conn, "500 Internal Server Error", Content_Length=0)
+
+
+# name -> (behaviour, what the report says, whether the mirror is skipped for the next files)
+MISBEHAVIOURS = {
+    "drops a chunked body mid-way": (drops_chunked_mid_body, "dropped mid-file", False),
+    "does not speak HTTP": (not_http, "does not speak HTTP .BadStatusLine", True),
+    "sends binary garbage": (binary_garbage, "does not speak HTTP", True),
+    "endless body": (endless, "more than the published 200000 bytes; cut off", False),
+    "endless chunked body": (endless_chunked, "more than the published", False),
+    "the file and more, unannounced": (the_file_and_more, "more than the published", False),
+    "announces 256 MiB": (announces_256_mib, "announces 268435456 bytes", False),
+    "trickles 80 bytes/s": (trickles, "too slow: .* after the 1.0 s deadline", True),
+    "stalls after the headers": (stalls, "TimeoutError|timed out", True),
+    "short body": (short_body, "ended after 100 of", False),
+    "bad checksum": (other_bytes, "does not match the published", False),
+    "redirects to file://": (_redirect("file:///etc/passwd"), "to file:///etc/passwd", True),
+    "redirects to ftp://": (_redirect("ftp://127.0.0.1/x.gz"), "to ftp://127.0.0.1", True),
+    "HTTP 500": (server_error, "HTTP 500", False),
+}
+
+
+@pytest.fixture
+def good(tmp_path: Path) -> str:
+    (tmp_path / "good").mkdir()
+    (tmp_path / "good" / NAME).write_bytes(BODY)
+    with serve(tmp_path / "good") as (url, _):
+        yield url
+
+
+@pytest.mark.parametrize("case", list(MISBEHAVIOURS))
+def test_a_misbehaving_mirror_falls_through_to_a_good_one(
+    case: str, tmp_path: Path, good: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    behaviour, reason, _ = MISBEHAVIOURS[case]
+    dest = tmp_path / "cache"
+    with misbehaving(behaviour) as (bad, stats):
+        start = time.monotonic()
+        path = datasets.download(
+            NAME, [bad, good], dest, MD5, size=len(BODY), timeout=TIMEOUT, deadline=DEADLINE
+        )
+        seconds = time.monotonic() - start
+    assert path.read_bytes() == BODY
+    assert [p.name for p in dest.iterdir()] == [NAME]  # nothing else left behind
+    assert stats["requests"] == [f"GET /{NAME} HTTP/1.1"]
+    report = capsys.readouterr().err
+    assert re.search(f"{re.escape(bad + NAME)}: .*({reason}).*; trying the next mirror", report)
+    # cut off within the deadline plus one read timeout (generous margin for a loaded machine)
+    assert seconds < DEADLINE + TIMEOUT + 3.0
+
+
+@pytest.mark.parametrize("case", list(MISBEHAVIOURS))
+def test_only_misbehaving_mirrors_fail_with_every_reason(case: str, tmp_path: Path) -> None:
+    behaviour, reason, skipped = MISBEHAVIOURS[case]
+    dead: set[str] = set()
+    with misbehaving(behaviour) as (bad, stats):
+        with pytest.raises(DownloadFailed, match=f"{re.escape(bad + NAME)}: .*({reason})"):
+            datasets.download(
+                NAME,
+                [bad, dead_url()],
+                tmp_path,
+                MD5,
+                size=len(BODY),
+                timeout=TIMEOUT,
+                deadline=DEADLINE,
+                quiet=True,
+                dead=dead,
+            )
+    assert (bad in dead) == skipped
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_oversized_body_is_cut_off_at_once(tmp_path: Path) -> None:
+    with misbehaving(endless) as (bad, stats):
+        with pytest.raises(DownloadFailed, match="cut off"):
+            datasets.download(NAME, [bad], tmp_path, MD5, size=len(BODY), quiet=True)
+        time.sleep(0.2)
+    # the server could push what the socket buffers hold, not the endless stream
+    assert stats["sent"] < 64 * MiB
+
+
+def test_the_default_deadline_follows_the_published_size(tmp_path: Path) -> None:
+    with misbehaving(trickles_unannounced) as (bad, stats):
+        start = time.monotonic()
+        with pytest.raises(DownloadFailed, match=r"too slow: .* after the 1\.[0-9] s deadline"):
+            # timeout + size / MIN_RATE: 0.5 s + 20 KB at 20 KB/s = 1.5 s
+            datasets.download(NAME, [bad], tmp_path, MD5, size=20_000, timeout=0.5, quiet=True)
+    assert time.monotonic() - start < 1.5 + 0.5 + 3.0
+
+
+def test_redirects_between_http_mirrors_are_followed(tmp_path: Path, good: str) -> None:
+    with misbehaving(_redirect(good + NAME)) as (moved, _):
+        path = datasets.download(NAME, [moved], tmp_path, MD5, size=len(BODY), quiet=True)
+    assert path.read_bytes() == BODY
+
+
+@pytest.mark.parametrize("mirror", ["file:///etc/", "ftp://127.0.0.1/", "data:,x"])
+def test_mirrors_must_be_http(tmp_path: Path, mirror: str) -> None:
+    with pytest.raises(DownloadFailed, match="not an http or https URL"):
+        datasets.download(NAME, [mirror], tmp_path, MD5, quiet=True)
+
+
+def test_a_stale_temporary_file_of_a_killed_download_is_removed(tmp_path: Path, good: str) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    stale = cache / f".{NAME}.k1lled00.tmp"
+    stale.write_bytes(BODY[:100])
+    datasets.download(NAME, [good], cache, MD5, size=len(BODY), quiet=True)
+    assert [p.name for p in cache.iterdir()] == [NAME]
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_on_a_terminal_and_plain_lines_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with misbehaving(trickles) as (slow, _):
+        mirrors = [slow]
+        body = bytes(range(256)) * 4000  # 1 MB, served in pieces by the good server
+        (tmp_path / "big").mkdir()
+        (tmp_path / "big" / "big.bin").write_bytes(body)
+        md5 = hashlib.md5(body).hexdigest()
+        with serve(tmp_path / "big") as (url, _):
+            mirrors.append(url)
+            for stream in (Terminal(), io.StringIO()):
+                monkeypatch.setattr("sys.stderr", stream)
+                target = tmp_path / type(stream).__name__
+                datasets.download(
+                    "big.bin", mirrors, target, md5, size=len(body), timeout=0.5, deadline=1.0
+                )
+                text = stream.getvalue()
+                if isinstance(stream, Terminal):
+                    assert "\rdownloaded " + url in text and "too slow" in text
+                else:
+                    assert "\r" not in text
+                    assert re.search(f"^downloading {re.escape(url)}big.bin$", text, re.M)
+                    assert re.search(f"^downloaded {re.escape(url)}big.bin \\(1.0 MB", text, re.M)
+    np.testing.assert_array_equal(
+        np.frombuffer((tmp_path / "Terminal" / "big.bin").read_bytes(), np.uint8),
+        np.frombuffer(body, np.uint8),
+    )
+
+
+def test_loading_a_dataset_falls_through_a_dropping_and_a_non_http_mirror(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AILIB_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    spec = tiny_dataset()
+    monkeypatch.setitem(datasets.DATASETS, "mnist", spec)
+    write_tiny(tmp_path / "mirror", spec)
+    with (
+        misbehaving(drops_chunked_mid_body) as (dropping, _),
+        misbehaving(not_http) as (ssh, ssh_stats),
+        serve(tmp_path / "mirror") as (good, _),
+    ):
+        monkeypatch.setenv("AILIB_MNIST_MIRRORS", f"{dropping},{ssh},{good}")
+        x, y = datasets.load_mnist_test(quiet=True)
+    np.testing.assert_array_equal(y, tiny_arrays()["test_labels"])
+    assert len(ssh_stats["requests"]) == 1  # not asked again for the second file
+    cached = datasets.cache_dir() / "mnist"
+    assert sorted(p.name for p in cached.iterdir()) == sorted(
+        spec.files[k].name for k in ("test_images", "test_labels")
+    )
