@@ -54,6 +54,8 @@ class Sequential:
         self.loss: losses.Loss | None = None
         self.optimizer: optimizers.Optimizer | None = None
         self.output: Any = None  # the last forward output, kept for metrics
+        #: what the model was trained on (JSON-serialisable; saved in its file, see `ailib.io`)
+        self.meta: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         inner = ",\n".join(f"  {layer!r}" for layer in self.layers)
