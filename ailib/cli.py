@@ -83,8 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--version",
         action="version",
-        version=f"ailib {__version__} (Python {platform.python_version()}, "
-        f"NumPy {np.__version__})",
+        version=f"ailib {__version__} (Python {platform.python_version()}, NumPy {np.__version__})",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -130,9 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"{DEFAULT_OUT}, or {DEFAULT_OUT}-2, -3, ... when that one holds a run); a folder "
         f"that holds a run is never replaced without --overwrite",
     )
-    train.add_argument(
-        "--overwrite", action="store_true", help="replace the run already in --out"
-    )
+    train.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     train.set_defaults(func=cmd_train)
     _debug_flag(train)
 

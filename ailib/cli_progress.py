@@ -87,9 +87,8 @@ class Progress:
         steps = event["steps"] or 0
         eta = self.eta(event["epoch"], event["epochs"], event["step"], steps, now)
         head = f"epoch {event['epoch']}/{event['epochs']} "
-        tail = (
-            f" {event['step']}/{steps} loss {event['loss']:.4f} {self.rate:,.0f} samples/s"
-            + (f" ETA {clock(eta)}" if eta is not None else "")
+        tail = f" {event['step']}/{steps} loss {event['loss']:.4f} {self.rate:,.0f} samples/s" + (
+            f" ETA {clock(eta)}" if eta is not None else ""
         )
         width = terminal_columns(self.stream) - 1
         room = width - len(head) - len(tail) - 2

@@ -16,7 +16,9 @@ from ailib.optimizers import Adam
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--digits", metavar="DIR", help="a directory with MNIST's two t10k files")
-parser.add_argument("--backend", default="auto", help="auto (default), numpy, cupy, torch, jax, ...")
+parser.add_argument(
+    "--backend", default="auto", help="auto (default), numpy, cupy, torch, jax, ..."
+)
 parser.add_argument("--epochs", type=int, default=5)
 args = parser.parse_args()
 try:  # before any data is read; a bad name is one line, not a traceback

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -336,3 +335,133 @@ def test_help_documents_the_exit_statuses_and_debug(capsys: pytest.CaptureFixtur
     assert "exit status:" in text and "AILIB_DEBUG=1" in text and "--debug" in text
     for status in ("0 ", "1 ", "2 ", "130"):
         assert f"\n  {status}" in text
+
+
+# -- a newcomer's first hour ------------------------------------------------------------------
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith(f"ailib {ailib.__version__} (Python ")
+
+
+def test_train_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for default in ("(default: 10)", "(default: 128)", "(default: runs/train,", "(default: adam)"):
+        assert default in text, default
+
+
+def test_runs_are_numbered_not_overwritten(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = train(data, Path("unused"), "--dataset", "mnist", "--epochs", "1", "--hidden", "8")
+    del args[args.index("--out") : args.index("--out") + 2]
+    assert cli.main(args) == 0 and cli.main(args) == 0
+    assert (tmp_path / "runs/train/model.npz").is_file()
+    assert (tmp_path / "runs/train-2/model.npz").is_file()
+    assert "outputs: runs/train-2/model.npz" in capsys.readouterr().out
+    again = [*args, "--out", "runs/train"]
+    assert cli.main(again) == 2
+    assert "runs/train already holds a run; pass --overwrite" in capsys.readouterr().err
+    before = (tmp_path / "runs/train/model.npz").stat().st_mtime_ns
+    assert cli.main([*again, "--overwrite"]) == 0
+    assert (tmp_path / "runs/train/model.npz").stat().st_mtime_ns != before
+
+
+def test_a_run_that_fails_before_training_leaves_no_folder(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = train(data / "nowhere", tmp_path / "runs" / "deep" / "x", "--dataset", "mnist")
+    assert cli.main(args) == 1
+    assert "MNIST is not available" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+    monkeypatch.setattr(ailib.Sequential, "fit", _raise_memory_error)  # fails in the folder
+    assert cli.main(train(data, tmp_path / "runs" / "y", "--dataset", "mnist")) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def _raise_memory_error(*args: object, **kwargs: object) -> None:
+    raise MemoryError("stand-in")
+
+
+def test_evaluate_takes_the_recorded_dataset_and_a_run_folder(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert cli.main(train(data, out, "--dataset", "fashion-mnist", "--epochs", "1")) == 0
+    meta = ailib.io.metadata(out / "model.npz")
+    assert meta["dataset"] == "fashion-mnist" and meta["model"] == "mlp"
+    assert meta["classes"][-1] == "Ankle boot"
+    assert ailib.load(out / "model.npz").meta == meta
+    capsys.readouterr()
+    evaluate = ["evaluate", "--model", str(out), "--data-root", str(data), "--backend", "numpy"]
+    assert cli.main(evaluate) == 0  # no --dataset: not mnist (auto) but the recorded one
+    stdout, stderr = capsys.readouterr()
+    assert stdout.startswith("fashion-mnist: accuracy") and "Ankle boot" in stdout
+    assert f"dataset: fashion-mnist (recorded in {out / 'model.npz'})" in stderr
+    assert cli.main([*evaluate, "--dataset", "mnist"]) == 0  # asked for: done, with a note
+    assert "was trained on fashion-mnist; evaluating on mnist as asked" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--model", str(tmp_path)]) == 2
+    assert "a folder without model.npz" in capsys.readouterr().err
+
+
+def test_a_text_file_as_model_is_named_not_unpickled(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("not a model\n")
+    assert cli.main(["evaluate", "--model", str(text), "--data-root", str(data)]) == 1
+    err = capsys.readouterr().err
+    assert f"{text}: not a readable ailib model file" in err and "pickle" not in err
+
+
+def test_missing_data_names_the_command_line_option(
+    data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["fetch", "mnist", "--data-root", str(data / "nowhere"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ailib: MNIST is not available: ") and "--data-root DIR" in err
+
+
+@pytest.mark.parametrize("script", ["xor.py", "mnist.py"])
+def test_examples_refuse_a_bad_backend_in_one_line(script: str) -> None:
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / script), "--backend", "nope"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr == (
+        f"{script}: error: --backend: unknown backend 'nope'; valid names are: numpy, cupy, "
+        "torch, jax, array_api_strict, or auto\n"
+    )
+
+
+def test_demo_ends_by_saying_how_to_use_the_command(data: Path, tmp_path: Path) -> None:
+    """scripts/demo.sh, in a copy of the checkout's layout, with a stand-in venv python that
+    runs the command on the tiny datasets."""
+    (tmp_path / "scripts").mkdir()
+    demo = tmp_path / "scripts" / "demo.sh"
+    demo.write_text((ROOT / "scripts" / "demo.sh").read_text())
+    venv = tmp_path / "venv" / "bin"
+    venv.mkdir(parents=True)
+    python = venv / "python"
+    (venv / "cli.py").write_text(CLI_IN_A_PROCESS)
+    python.write_text(
+        f'#!/bin/sh\nshift 2  # -m ailib\nexec {sys.executable} {venv / "cli.py"} 0 "$@"\n'
+    )
+    python.chmod(0o755)
+    env = {**os.environ, "PY": str(python), "EPOCHS": "1", "AILIB_DATA": str(data)}
+    env["PYTHONPATH"] = str(ROOT)
+    for _ in range(2):  # twice: the demo's folder is replaced, not refused
+        run = subprocess.run(
+            ["bash", str(demo)], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env
+        )
+        assert run.returncode == 0, run.stderr
+    assert (tmp_path / "runs" / "demo" / "model.npz").is_file()
+    assert f"{venv}/ailib evaluate --model runs/demo" in run.stdout
+    assert f"source {venv}/activate" in run.stdout

@@ -53,7 +53,9 @@ class AutoChoice:
         """``numpy (auto: cupy unavailable: cupy is not installed: pip install ...)``"""
         if not self.passed_over:
             return f"{self.name} (auto: the first of {', '.join(AUTO_ORDER)} that runs here)"
-        why = "; ".join(f"{name} unavailable: {reason}" for name, reason in self.passed_over.items())
+        why = "; ".join(
+            f"{name} unavailable: {reason}" for name, reason in self.passed_over.items()
+        )
         return f"{self.name} (auto: {why})"
 
 
@@ -75,9 +77,7 @@ def _parse(name: str) -> tuple[str, Any]:
     base, _, device = name.partition(":")
     base = ALIASES.get(base.lower(), base.lower())
     if base not in MAKERS:
-        raise ValueError(
-            f"unknown backend {name!r}; valid names are: {', '.join(NAMES)}, or auto"
-        )
+        raise ValueError(f"unknown backend {name!r}; valid names are: {', '.join(NAMES)}, or auto")
     return base, (device or None)
 
 
