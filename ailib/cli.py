@@ -15,6 +15,8 @@ import argparse
 import json
 import os
 import platform
+import shlex
+import signal
 import sys
 import tempfile
 import time
@@ -25,6 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import __version__, backends, datasets, io, metrics, optimizers, zoo
+from ._files import atomic_open
 from .cli_progress import Progress
 from .model import Sequential
 from .optimizers import SGD, Adam, Optimizer
@@ -38,6 +41,7 @@ DEFAULT_LR = {"adam": 1e-3, "sgd": 0.05}
 DEFAULT_OUT = Path("runs/train")
 #: the files a run writes; a folder holding any of them holds a run
 RUN_FILES = ("model.npz", "history.json", "training.png", "checkpoint.npz")
+CHECKPOINT = "checkpoint.npz"
 
 
 EPILOG = """\
@@ -46,7 +50,9 @@ exit status:
   1    a model file, dataset or download that cannot be used, data that does not fit the
        model, training that diverged, out of memory: ailib's message on stderr, no traceback
   2    a bad argument: one line on stderr
-  130  interrupted (Ctrl-C); 141 the output pipe was closed (e.g. by `head`)
+  130  interrupted (Ctrl-C, or SIGTERM during `ailib train`, which first saves the last
+       completed epoch and says how to continue with --resume); 141 the output pipe was
+       closed (e.g. by `head`)
 --debug (or the environment variable AILIB_DEBUG=1) also prints the traceback of status 1,
 for bug reports."""
 
@@ -130,6 +136,19 @@ def build_parser() -> argparse.ArgumentParser:
         f"that holds a run is never replaced without --overwrite",
     )
     train.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"continue the run in --out from its {CHECKPOINT} up to --epochs (after Ctrl-C, "
+        f"or to train longer); the same result as an uninterrupted run",
+    )
+    train.add_argument(
+        "--validation-split",
+        type=float,
+        default=0.1,
+        help="fraction of the training set held out to validate each epoch, taken from its end "
+        "before shuffling; the test set is used once, at the end (default: 0.1; 0: none)",
+    )
     train.set_defaults(func=cmd_train)
     _debug_flag(train)
 
@@ -193,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("AILIB_DEBUG", "") not in ("", "0")
     try:
         args = build_parser().parse_args(argv)
+        args.argv = argv
         return args.func(args)
     except UsageError as exc:
         print(f"ailib: error: {exc}", file=sys.stderr)
@@ -203,10 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
         return 141
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if debug:
             traceback.print_exc()
-        print("ailib: interrupted", file=sys.stderr)
+        print(f"ailib: {exc or 'interrupted'}", file=sys.stderr)
         return 130
     except USER_ERRORS as exc:
         if debug:
@@ -258,11 +278,14 @@ def choose_out(args: argparse.Namespace) -> Path:
             out = DEFAULT_OUT.with_name(f"{DEFAULT_OUT.name}-{n}")
     else:
         out = Path(args.out)
-        if holds_run(out) and not (args.overwrite or getattr(args, "resume", False)):
+        if holds_run(out) and not (args.overwrite or args.resume):
             raise UsageError(
-                f"--out {out} already holds a run; pass --overwrite to replace it, or choose "
-                f"another --out"
+                f"--out {out} already holds a run; pass --resume to continue it, --overwrite "
+                f"to replace it, or choose another --out"
             )
+    if args.resume and not (out / CHECKPOINT).is_file():
+        where = "--resume needs --out" if args.out is None else f"--out {out} holds no {CHECKPOINT}"
+        raise UsageError(f"{where}: nothing to resume")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: not a writable directory (a file is in the way)")
     parent = out
@@ -348,6 +371,14 @@ def load_data(
 
 
 # -- commands -------------------------------------------------------------------------------
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during ``ailib train`` (exit status 130), with what was kept."""
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends a run as Ctrl-C does: the last epoch is kept
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     for flag in ("epochs", "batch_size"):
         if getattr(args, flag) < 1:
@@ -356,13 +387,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
     if args.lr is not None and not args.lr > 0:
         raise UsageError(f"--lr must be positive, received {args.lr}")
+    if not 0 <= args.validation_split < 1:
+        raise UsageError(f"--validation-split must be in [0, 1), received {args.validation_split}")
     builder_kwargs = _hidden(args)
     out = choose_out(args)
     be = pick_backend(args.backend)
     name, (x, y), (xt, yt), classes = load_data(args.dataset, args.data_root, args.quiet)
+    held = round(args.validation_split * len(x))
     print(
-        f"dataset: {name} ({len(x)} train, {len(xt)} test); model: {args.model}; backend: "
-        f"{be.name}; out: {out}",
+        f"dataset: {name} ({len(x) - held} train, {held} validation, {len(xt)} test); model: "
+        f"{args.model}; backend: {be.name}; out: {out}",
         file=sys.stderr,
     )
 
@@ -371,36 +405,106 @@ def cmd_train(args: argparse.Namespace) -> int:
     layers = zoo.MODELS[args.model](classes=len(classes), **builder_kwargs)
     model = Sequential(layers, backend=be, seed=args.seed)
     model.meta = {"dataset": name, "classes": list(classes), "model": args.model}
+    previous = signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        with RunFolder(out):
+            model, history, seconds, stopped = _train(args, model, x, y, out / CHECKPOINT, held)
+            confusion = _confusion(model, xt, yt, len(classes))
+            model.save(out / "model.npz")
+            written = _write_outputs(args, out, name, be, classes, history, confusion, seconds)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    epochs = len(history["loss"])
+    print(
+        f"test accuracy: {100 * metrics.accuracy(confusion):.2f}% on {name} "
+        f"({epochs} epoch{'s' if epochs != 1 else ''}, {seconds:.1f} s on {be.name})"
+    )
+    print(f"outputs: {', '.join(str(out / f) for f in written)}")
+    if stopped:
+        raise Interrupted(
+            f"interrupted during epoch {epochs + 1} of {args.epochs}; epochs 1-{epochs} are "
+            f"saved in {out} (model, history, plot and {CHECKPOINT}). To continue: "
+            f"{_resume_command(args, out)}"
+        )
+    return 0
+
+
+def _train(
+    args: argparse.Namespace, model: Sequential, x: Any, y: Any, checkpoint: Path, held: int
+) -> tuple[Sequential, dict[str, list[float]], float, bool]:
+    """Fit with a checkpoint after every epoch. On Ctrl-C or SIGTERM, the model and history of
+    the last completed epoch, read back from that checkpoint. Returns (model, history, seconds
+    of training, whether it was interrupted)."""
+    validation = None
+    if held:  # the last `held` rows, before any shuffling (as Keras' validation_split)
+        x, y, validation = x[:-held], y[:-held], (x[-held:], y[-held:])
     progress = Progress(len(x), quiet=args.quiet)
-    with RunFolder(out):
-        progress.start(args.epochs, -(-len(x) // args.batch_size), len(x))
-        start = time.perf_counter()
+    first = checkpoint_epoch(checkpoint) + 1 if args.resume else 1
+    progress.start(args.epochs, -(-len(x) // args.batch_size), len(x), first_epoch=first)
+    start = time.perf_counter()
+    try:
         history = model.fit(
             x,
             y,
             optimizer=make_optimizer(args),
             epochs=args.epochs,
             batch_size=args.batch_size,
-            validation_data=(xt, yt),
+            validation_data=validation,
             progress=progress,
             log_every=20,
             lr_schedule=make_schedule(args),
+            checkpoint=checkpoint,
+            resume=args.resume,
         )
-        seconds = time.perf_counter() - start
-        confusion = _confusion(model, xt, yt, len(classes))
-        model.save(out / "model.npz")
+    except KeyboardInterrupt:
+        if not checkpoint.is_file():
+            raise Interrupted("interrupted before the first epoch ended; nothing saved") from None
+        print("\ninterrupted: saving the last completed epoch", file=sys.stderr, flush=True)
+        meta = model.meta
+        model = io.load(checkpoint, backend=model.backend)
+        model.meta = meta
+        _, history = io.checkpoint_state(checkpoint)
+        return model, history, time.perf_counter() - start, True
+    return model, history, time.perf_counter() - start, False
+
+
+def checkpoint_epoch(path: Path) -> int:
+    """The last completed epoch saved in the checkpoint ``path`` (0 when there is none)."""
+    return io.checkpoint_state(path)[0] if path.is_file() else 0
+
+
+def _resume_command(args: argparse.Namespace, out: Path) -> str:
+    """The command line that continues this run: the same arguments, --out, --resume."""
+    argv = [a for a in args.argv if a not in ("--overwrite", "--resume", "--debug")]
+    if args.out is None:
+        argv += ["--out", str(out)]
+    return shlex.join(["ailib", *argv, "--resume"])
+
+
+def _write_outputs(
+    args: argparse.Namespace,
+    out: Path,
+    name: str,
+    be: backends.Backend,
+    classes: Sequence[str],
+    history: dict[str, list[float]],
+    confusion: np.ndarray,
+    seconds: float,
+) -> list[str]:
+    """history.json and training.png beside model.npz; the names of the files there."""
     record = {
         "dataset": name,
         "model": args.model,
         "backend": be.name,
         "classes": list(classes),
-        "args": {k: v for k, v in vars(args).items() if k != "func"},
+        "args": {k: v for k, v in vars(args).items() if k not in ("func", "argv")},
         "seconds": seconds,
         "test_accuracy": metrics.accuracy(confusion),
         "confusion": confusion.tolist(),
         "history": history,
     }
-    (out / "history.json").write_text(json.dumps(record, indent=1))
+    with atomic_open(out / "history.json") as f:
+        f.write(json.dumps(record, indent=1).encode("utf-8"))
     written = ["model.npz", "history.json"]
     from . import plot
 
@@ -418,12 +522,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "note: matplotlib is not installed (pip install 'ailib[plot]'), so no training.png",
             file=sys.stderr,
         )
-    print(
-        f"test accuracy: {100 * metrics.accuracy(confusion):.2f}% on {name} "
-        f"({args.epochs} epoch{'s' if args.epochs > 1 else ''}, {seconds:.1f} s on {be.name})"
-    )
-    print(f"outputs: {', '.join(str(out / f) for f in written)}")
-    return 0
+    return [*written, CHECKPOINT]
 
 
 def make_optimizer(args: argparse.Namespace) -> Optimizer:

@@ -173,6 +173,26 @@ def metadata(path: str | os.PathLike) -> dict[str, Any]:
     return dict(config.get("meta", {}))
 
 
+def checkpoint_state(path: str | os.PathLike) -> tuple[int, dict[str, list[float]]]:
+    """(the last completed epoch, the history so far) of the checkpoint ``path``, read from its
+    config (checked as `load` checks it; the arrays are not read).
+
+    Raises:
+        ModelFileError: not a readable ailib file, or a model file without training state.
+    """
+    path = Path(path)
+    with Archive(path) as archive:
+        config = archive.config()
+        check_config(path, config, range(1, VERSION + 1), FORMAT)
+    ckpt = config.get("checkpoint")
+    try:
+        return int(ckpt["epoch"]), {k: list(v) for k, v in ckpt["history"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ModelFileError(
+            f"{path}: not a checkpoint, or damaged training state ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
 def restore_checkpoint(
     model: Sequential, path: str | os.PathLike, optimizer: optimizers.Optimizer
 ) -> tuple[int, dict[str, list[float]]]:

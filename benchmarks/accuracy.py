@@ -40,7 +40,10 @@ RUNS: dict[str, tuple[str, list[str]]] = {
         "CNN (`--model cnn`: 2×conv3×3 + pool, dense 128, dropout; 10 epochs)",
         ["--dataset", "fashion-mnist", "--model", "cnn", "--epochs", "10"],
     ),
-    "cnn-mnist-test": ("CNN (`--model cnn`, 3 epochs)", [*DIGITS, "--model", "cnn", "--epochs", "3"]),
+    "cnn-mnist-test": (
+        "CNN (`--model cnn`, 3 epochs)",
+        [*DIGITS, "--model", "cnn", "--epochs", "3"],
+    ),
 }
 
 

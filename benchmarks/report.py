@@ -23,7 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"(<!-- results: ([\w-]+) -->\n)(.*?)(<!-- /results -->)", re.DOTALL)
-DATA = {"fashion-mnist": "full Fashion-MNIST (60k / 10k)", "mnist-test": "MNIST's 10k real test digits, 8k / 2k"}
+DATA = {
+    "fashion-mnist": "full Fashion-MNIST (60k / 10k)",
+    "mnist-test": "MNIST's 10k real test digits, 8k / 2k",
+}
 
 
 def _json(name: str) -> dict[str, Any]:

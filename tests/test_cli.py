@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -362,7 +364,9 @@ def test_runs_are_numbered_not_overwritten(
     assert "outputs: runs/train-2/model.npz" in capsys.readouterr().out
     again = [*args, "--out", "runs/train"]
     assert cli.main(again) == 2
-    assert "runs/train already holds a run; pass --overwrite" in capsys.readouterr().err
+    assert "runs/train already holds a run; pass --resume to continue it, --overwrite" in (
+        capsys.readouterr().err
+    )
     before = (tmp_path / "runs/train/model.npz").stat().st_mtime_ns
     assert cli.main([*again, "--overwrite"]) == 0
     assert (tmp_path / "runs/train/model.npz").stat().st_mtime_ns != before
@@ -465,3 +469,88 @@ def test_demo_ends_by_saying_how_to_use_the_command(data: Path, tmp_path: Path) 
     assert (tmp_path / "runs" / "demo" / "model.npz").is_file()
     assert f"{venv}/ailib evaluate --model runs/demo" in run.stdout
     assert f"source {venv}/activate" in run.stdout
+
+
+# -- interrupted runs ---------------------------------------------------------------------------
+def _interrupted_run(data: Path, out: Path, sig: signal.Signals, argv: list[str]) -> str:
+    """Start ``ailib train`` in a process, send it ``sig`` once epoch 3 is done; its stderr."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLI_IN_A_PROCESS, "0", *argv],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
+    )
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if line.startswith("epoch 3/"):
+            proc.send_signal(sig)
+            break
+    stdout, rest = proc.communicate(timeout=300)
+    assert proc.returncode == 130, "".join(lines) + rest
+    return "".join(lines) + rest + stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_run_keeps_its_epochs_and_resume_finishes_it(
+    data: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
+    epochs = "400"  # tiny epochs: the signal comes while many are left
+    argv = train(data, tmp_path / "cut", "--dataset", "mnist", "--hidden", "8", "--epochs", epochs)
+    argv[argv.index("--batch-size") + 1] = "8"
+    text = _interrupted_run(data, tmp_path / "cut", sig, argv)
+    cut = tmp_path / "cut"
+    done = ailib.io.checkpoint_state(cut / "checkpoint.npz")[0]
+    assert 3 <= done < int(epochs), text
+    assert "Traceback" not in text
+    assert f"interrupted during epoch {done + 1} of {epochs}; epochs 1-{done} are saved" in text
+    command = shlex.join(["ailib", *argv, "--resume"])
+    assert f"To continue: {command}" in text
+    record = json.loads((cut / "history.json").read_text())
+    assert len(record["history"]["loss"]) == done and np.asarray(record["confusion"]).sum() == 20
+    kept = ailib.load(cut / "model.npz")
+    assert kept.meta["dataset"] == "mnist"
+    if plot.have_matplotlib():
+        assert (cut / "training.png").is_file()
+
+    resumed = run_cli(*argv, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"training: {int(epochs) - done} epochs of 5 batches (36 samples), from epoch " in (
+        resumed.stderr
+    )
+    whole = run_cli(*[tmp_path / "whole" if a == str(cut) else a for a in map(str, argv)])
+    assert whole.returncode == 0, whole.stderr
+    a, b = ailib.load(cut / "model.npz"), ailib.load(tmp_path / "whole" / "model.npz")
+    for key, value in a.params.items():
+        np.testing.assert_array_equal(value, b.params[key])  # the same run, bit for bit
+    ha = json.loads((cut / "history.json").read_text())["history"]
+    hb = json.loads((tmp_path / "whole" / "history.json").read_text())["history"]
+    assert ha["loss"] == hb["loss"] and ha["val_accuracy"] == hb["val_accuracy"]
+
+
+def test_resume_needs_a_checkpoint(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main([*train(data, tmp_path / "none", "--dataset", "mnist"), "--resume"]) == 2
+    assert f"--out {tmp_path / 'none'} holds no checkpoint.npz: nothing to resume" in (
+        capsys.readouterr().err
+    )
+
+
+def test_the_validation_part_is_held_out_from_the_training_set(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = train(data, tmp_path / "v", "--dataset", "mnist", "--validation-split", "0.25")
+    assert cli.main(args) == 0
+    err = capsys.readouterr().err
+    assert "dataset: mnist (30 train, 10 validation, 20 test)" in err
+    assert "training: 2 epochs of 2 batches (30 samples)" in err
+    record = json.loads((tmp_path / "v" / "history.json").read_text())
+    assert np.asarray(record["confusion"]).sum() == 20  # the test set: once, at the end
+    assert (
+        cli.main([*train(data, tmp_path / "n", "--dataset", "mnist"), "--validation-split", "0"])
+        == 0
+    )
+    assert "val_loss" not in json.loads((tmp_path / "n" / "history.json").read_text())["history"]
