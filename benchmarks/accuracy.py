@@ -33,7 +33,7 @@ RUNS: dict[str, tuple[str, list[str]]] = {
         ["--dataset", "fashion-mnist", "--model", "mlp", "--epochs", "10"],
     ),
     "mlp-mnist-test": (
-        "MLP 784-256-128-10 (the same settings)",
+        "MLP 784-256-128-10 (`make demo`'s settings)",
         [*DIGITS, "--model", "mlp", "--epochs", "10"],
     ),
     "cnn-fashion": (
