@@ -53,6 +53,8 @@ class Sequential:
         self.output: Any = None  # the last forward output
         self.training = True
         self.stop_training = False  # a callback sets it to end `fit`
+        #: what the model was trained on (JSON-serialisable; saved in its file, see `ailib.io`)
+        self.meta: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         inner = ",\n".join(f"  {layer!r}" for layer in self.layers)
