@@ -10,7 +10,7 @@ Importing ailib imports no GPU or framework library; a backend's library is impo
 backend is first asked for.
 """
 
-from . import backends, datasets, layers, losses, optimizers
+from . import backends, datasets, distributed, layers, losses, optimizers
 from .backends import BackendUnavailable, get_default, set_backend
 from .io import ModelFileError, load
 from .model import Sequential, TrainingDiverged
@@ -24,6 +24,7 @@ __all__ = [
     "TrainingDiverged",
     "backends",
     "datasets",
+    "distributed",
     "get_default",
     "layers",
     "load",
