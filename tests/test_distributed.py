@@ -351,6 +351,8 @@ def test_bad_arguments_are_refused_with_what_was_expected():
         dist.init(engine="gloo")
     with pytest.raises(ValueError, match="n_local <= n_global"):
         dist.average_gradients(comm, [np.ones(2)], 5, 4)
+    with pytest.raises(ValueError, match="one process holds the whole batch"):
+        dist.average_gradients(comm, [np.ones(2)], 3, 4)
     with pytest.raises(ValueError, match="timeout must be a positive"):
         dist.init(timeout=0)
 

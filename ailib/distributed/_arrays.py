@@ -68,7 +68,10 @@ def unpack(buffers: Sequence[Any], layout: Layout) -> list[Any]:
 
 def allreduce_arrays(comm: Communicator, arrays: Sequence[Any]) -> list[Any]:
     """Σ over ranks of each array, with one packed allreduce per dtype. Returns new arrays
-    (views of the packed buffers where the library has views); ``arrays`` are left alone."""
+    (views of the packed buffers where the library has views); ``arrays`` are left alone.
+    With one process it returns ``arrays`` themselves (nothing to sum, nothing to copy)."""
+    if comm.size == 1:
+        return list(arrays)
     buffers, layout = pack(arrays)
     return unpack([comm.allreduce_(b) for b in buffers], layout)
 
@@ -83,12 +86,19 @@ def average_gradients(
     rows, the gradient one process would compute on the whole batch. Each rank scales its packed
     buffer by n_r / N before one allreduce, so uneven shares stay exact (no mean of means). A
     rank with no rows (n_r = 0) contributes zeros, whatever its ``grads`` hold (NaN from a mean
-    over nothing, say). Returns new arrays; ``grads`` are left alone.
+    over nothing, say). Returns new arrays; ``grads`` are left alone. With one process
+    (n_r = N) it returns ``grads`` themselves: no copy, no allreduce.
     """
     if not 0 <= n_local <= n_global or n_global == 0:
         raise ValueError(
             f"need 0 <= n_local <= n_global and n_global > 0, got {n_local}, {n_global}"
         )
+    if comm.size == 1:
+        if n_local != n_global:
+            raise ValueError(
+                f"one process holds the whole batch, but n_local={n_local} != {n_global}"
+            )
+        return list(grads)
     buffers, layout = pack(grads)
     share = n_local / n_global
     scaled = [_zeros_like(b) if n_local == 0 else b * share for b in buffers]
@@ -99,7 +109,10 @@ def broadcast_arrays(comm: Communicator, arrays: Sequence[Any], root: int = 0) -
     """Rank ``root``'s values of ``arrays`` on every rank (one packed broadcast per dtype): how
     rank 0's initial weights reach the others. Every rank passes arrays of the same shapes and
     dtypes (its own model's); if they differ, every rank raises ValueError (checked with two
-    small collectives before the broadcast). Returns new arrays."""
+    small collectives before the broadcast). Returns new arrays (with one process, ``arrays``
+    themselves)."""
+    if comm.size == 1:
+        return list(arrays)
     buffers, layout = pack(arrays)
     _check_same_layout(comm, layout, root)
     return unpack([comm.broadcast_(b, root) for b in buffers], layout)
