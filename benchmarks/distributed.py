@@ -123,6 +123,8 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any], args: argparse.Na
         f"{args.batch_size}; {info.get('cores', '?')} cores ({info.get('cpu', '?')}), one BLAS "
         f"thread per rank. Median of {args.repeats} blocks of {args.steps} steps, rank 0.",
         "",
+        *(f"**Note:** {note}." for note in machine.warnings(info)),
+        "",
         "| ranks | engine | allreduce f32 (ms) | allreduce f64 (ms) | average_gradients f32 (ms) "
         "| compute f32 (ms, local batch) | exchange / compute |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -175,6 +177,7 @@ def main(argv: list[str] | None = None) -> None:
         except ImportError:
             print("torch is not installed: measuring the MPI engine only", file=sys.stderr)
             engines.remove("torch")
+    info = machine.describe()  # before the jobs: the load average says how busy the machine was
     rows = []
     for ranks in (int(r) for r in args.ranks.split(",")):
         for engine in engines if ranks > 1 else engines[:1]:
@@ -182,7 +185,6 @@ def main(argv: list[str] | None = None) -> None:
             row = run_job(ranks, engine, args)
             if row is not None:
                 rows.append(row)
-    info = machine.describe()
     report = markdown(rows, info, args)
     print(report)
     out = Path(args.out)
