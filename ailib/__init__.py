@@ -10,7 +10,17 @@ Importing ailib imports no GPU or framework library; a backend's library is impo
 backend is first asked for.
 """
 
-from . import backends, callbacks, datasets, layers, losses, optimizers, schedules, training
+from . import (
+    backends,
+    callbacks,
+    datasets,
+    distributed,
+    layers,
+    losses,
+    optimizers,
+    schedules,
+    training,
+)
 from .backends import BackendUnavailable, get_default, set_backend
 from .io import ModelFileError, load
 from .model import Sequential
@@ -26,6 +36,7 @@ __all__ = [
     "backends",
     "callbacks",
     "datasets",
+    "distributed",
     "get_default",
     "layers",
     "load",
