@@ -19,6 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)" || echo "note: $(TORCH_SPEC) could not be installed; the torch backend will be skipped"
 	$(PY) -m pip install -q "jax>=0.4.30" || echo "note: jax could not be installed; the jax backend will be skipped"
+	$(PY) -m pip install -q "mpi4py>=4" mpich || echo "note: mpi4py and mpich (MPI from wheels) could not be installed; the multi-rank tests of tests/test_distributed.py will be skipped"
 	$(PY) -m pip install -q -e ".[test,plot,progress]"
 	touch $@
 

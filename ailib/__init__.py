@@ -17,7 +17,18 @@ Importing ailib imports no GPU or framework library; a backend's library is impo
 backend is first asked for.
 """
 
-from . import backends, callbacks, datasets, graph, layers, losses, optimizers, schedules, training
+from . import (
+    backends,
+    callbacks,
+    datasets,
+    distributed,
+    graph,
+    layers,
+    losses,
+    optimizers,
+    schedules,
+    training,
+)
 from .backends import BackendUnavailable, get_default, set_backend
 from .graph import Input, Symbol
 from .io import ModelFileError, load
@@ -37,6 +48,7 @@ __all__ = [
     "backends",
     "callbacks",
     "datasets",
+    "distributed",
     "get_default",
     "graph",
     "layers",

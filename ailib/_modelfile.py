@@ -360,6 +360,12 @@ def check_config(path: Path, config: Any, versions: range, format_name: str) -> 
             fail(f"{field} {_short(config.get(field))} is not a string")
     if "checkpoint" in config and not isinstance(config["checkpoint"], dict):
         fail("checkpoint entry is not an object")
+    meta = config.get("meta", {})
+    if not isinstance(meta, dict) or len(meta) > 64:
+        fail("meta entry is not an object of at most 64 entries")
+    for key, value in meta.items():
+        if len(key) > 64 or not _plain(value):
+            fail(f"meta entry {_short(key)} is not a short JSON scalar or list: {_short(value)}")
     return [layer_spec(path, f"layer {i}", entry) for i, entry in enumerate(layers)]
 
 

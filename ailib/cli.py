@@ -1,7 +1,7 @@
 """The ``ailib`` command: ``ailib train``, ``ailib evaluate``, ``ailib fetch``.
 
     ailib train --dataset fashion-mnist --epochs 10 --out runs/fashion
-    ailib evaluate --model runs/fashion/model.npz --dataset fashion-mnist
+    ailib evaluate --model runs/fashion          # on the dataset it was trained on
 
 Bad arguments give one line on stderr and exit status 2. Anything else a user can run into (a
 model file or dataset that cannot be used, failed downloads, data that does not fit the model,
@@ -14,6 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
+import shlex
+import signal
 import sys
 import tempfile
 import time
@@ -23,7 +26,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import backends, datasets, io, metrics, optimizers, zoo
+from . import __version__, backends, datasets, io, metrics, optimizers, zoo
+from ._files import atomic_open
 from .cli_progress import Progress
 from .model import Model
 from .optimizers import SGD, Adam, Optimizer
@@ -33,6 +37,11 @@ DATASETS = ("auto", "mnist", "fashion-mnist", "mnist-test")
 SPLIT_SEED = 0
 #: learning rates by optimizer when --lr is not given (tuned for the 784-256-128-10 MLP)
 DEFAULT_LR = {"adam": 1e-3, "sgd": 0.05}
+#: where ``ailib train`` writes without --out: this folder, or the first free "runs/train-<n>"
+DEFAULT_OUT = Path("runs/train")
+#: the files a run writes; a folder holding any of them holds a run
+RUN_FILES = ("model.npz", "history.json", "training.png", "checkpoint.npz")
+CHECKPOINT = "checkpoint.npz"
 
 
 EPILOG = """\
@@ -41,7 +50,9 @@ exit status:
   1    a model file, dataset or download that cannot be used, data that does not fit the
        model, training that diverged, out of memory: ailib's message on stderr, no traceback
   2    a bad argument: one line on stderr
-  130  interrupted (Ctrl-C); 141 the output pipe was closed (e.g. by `head`)
+  130  interrupted (Ctrl-C, or SIGTERM during `ailib train`, which first saves the last
+       completed epoch and says how to continue with --resume); 141 the output pipe was
+       closed (e.g. by `head`)
 --debug (or the environment variable AILIB_DEBUG=1) also prints the traceback of status 1,
 for bug reports."""
 
@@ -75,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug", action="store_true", help="print the traceback of an error (AILIB_DEBUG=1)"
     )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"ailib {__version__} (Python {platform.python_version()}, NumPy {np.__version__})",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser("train", help="train a model and save it with its history and plot")
@@ -85,9 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=sorted(zoo.MODELS),
         help="architecture from ailib.zoo.MODELS (default: mlp)",
     )
-    train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--batch-size", type=int, default=128)
-    train.add_argument("--optimizer", default="adam", choices=sorted(DEFAULT_LR))
+    train.add_argument("--epochs", type=int, default=10, help="passes over the data (default: 10)")
+    train.add_argument(
+        "--batch-size", type=int, default=128, help="samples per step (default: 128)"
+    )
+    train.add_argument(
+        "--optimizer", default="adam", choices=sorted(DEFAULT_LR), help="(default: adam)"
+    )
     train.add_argument(
         "--lr",
         type=float,
@@ -106,24 +126,48 @@ def build_parser() -> argparse.ArgumentParser:
         help="hidden layer sizes, comma-separated (mlp default: 256,128; cnn: one size; "
         "resnet: the channels of each stage, default 16,32,64)",
     )
-    train.add_argument("--seed", type=int, default=0, help="seed of weights and shuffling")
+    train.add_argument(
+        "--seed", type=int, default=0, help="seed of weights and shuffling (default: 0)"
+    )
     train.add_argument(
         "--out",
-        default="runs/train",
-        help="output directory for model.npz, history.json, training.png",
+        default=None,
+        help=f"output directory for model.npz, history.json, training.png (default: "
+        f"{DEFAULT_OUT}, or {DEFAULT_OUT}-2, -3, ... when that one holds a run); a folder "
+        f"that holds a run is never replaced without --overwrite",
+    )
+    train.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"continue the run in --out from its {CHECKPOINT} up to --epochs (after Ctrl-C, "
+        f"or to train longer); the same result as an uninterrupted run",
+    )
+    train.add_argument(
+        "--validation-split",
+        type=float,
+        default=0.1,
+        help="fraction of the training set held out to validate each epoch, taken from its end "
+        "before shuffling; the test set is used once, at the end (default: 0.1; 0: none)",
     )
     train.set_defaults(func=cmd_train)
     _debug_flag(train)
 
     evaluate = sub.add_parser("evaluate", help="accuracy and per-class accuracy of a saved model")
-    evaluate.add_argument("--model", required=True, help="a model.npz written by ailib train")
-    _data_args(evaluate)
+    evaluate.add_argument(
+        "--model",
+        required=True,
+        help="a model file, or a run folder holding model.npz (what ailib train wrote)",
+    )
+    _data_args(evaluate, dataset_default=None)
     evaluate.set_defaults(func=cmd_evaluate)
     _debug_flag(evaluate)
 
     fetch = sub.add_parser("fetch", help="find or download a dataset and verify it")
     fetch.add_argument("dataset", choices=DATASETS[1:])
-    fetch.add_argument("--data-root", default=None, help="directory searched first for the files")
+    fetch.add_argument(
+        "--data-root", default=None, help="directory searched first for the files (default: none)"
+    )
     fetch.add_argument("--quiet", action="store_true")
     fetch.set_defaults(func=cmd_fetch)
     _debug_flag(fetch)
@@ -137,21 +181,28 @@ def _debug_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _data_args(parser: argparse.ArgumentParser) -> None:
+def _data_args(parser: argparse.ArgumentParser, dataset_default: str | None = "auto") -> None:
     parser.add_argument(
         "--dataset",
-        default="auto",
+        default=dataset_default,
         choices=DATASETS,
-        help="mnist-test: MNIST's 10k test digits split 8k/2k; auto: mnist if "
-        "found or downloadable, else fashion-mnist (default)",
+        help="mnist-test: MNIST's 10k test digits split 8k/2k; auto: mnist if found or "
+        "downloadable, else fashion-mnist "
+        + (
+            "(default: auto)"
+            if dataset_default
+            else "(default: the one recorded in the model file, else auto)"
+        ),
     )
     parser.add_argument(
         "--backend",
         default="auto",
         help="numpy, cupy, torch, jax, array_api_strict, or auto: cupy when a GPU "
-        "is usable, else numpy (default)",
+        "is usable, else numpy (default: auto)",
     )
-    parser.add_argument("--data-root", default=None, help="directory searched first for the files")
+    parser.add_argument(
+        "--data-root", default=None, help="directory searched first for the files (default: none)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars, plain lines only")
 
 
@@ -162,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("AILIB_DEBUG", "") not in ("", "0")
     try:
         args = build_parser().parse_args(argv)
+        args.argv = argv
         return args.func(args)
     except UsageError as exc:
         print(f"ailib: error: {exc}", file=sys.stderr)
@@ -172,10 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
         return 141
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if debug:
             traceback.print_exc()
-        print("ailib: interrupted", file=sys.stderr)
+        print(f"ailib: {exc or 'interrupted'}", file=sys.stderr)
         return 130
     except USER_ERRORS as exc:
         if debug:
@@ -197,33 +249,88 @@ def describe(exc: BaseException) -> str:
 
 # -- argument checks ------------------------------------------------------------------------
 def pick_backend(name: str) -> backends.Backend:
-    """The backend called ``name``; "auto" is cupy when it runs here, else numpy (and says so)."""
+    """The backend called ``name``; "auto" is `backends.auto_choice` (cupy when it runs here,
+    else numpy), and says which and why."""
     if name == "auto":
-        reason = backends.why_unavailable("cupy")
-        chosen = "cupy" if reason is None else "numpy"
-        print(
-            f"backend: {chosen} (auto{'' if reason is None else ': cupy unavailable'})",
-            file=sys.stderr,
-        )
-        return backends.get(chosen)
+        choice = backends.auto_choice()
+        print(f"backend: {choice}", file=sys.stderr)
+        return backends.get(choice.name)
     try:
         return backends.get(name)
     except (ValueError, backends.BackendUnavailable) as exc:
         raise UsageError(f"--backend: {exc}") from None
 
 
-def output_dir(path: str) -> Path:
-    """``path`` created if needed and checked writable."""
-    out = Path(path)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        raise UsageError(
-            f"--out {path}: not a writable directory ({exc.strerror or exc})"
-        ) from None
+def holds_run(folder: Path) -> bool:
+    """Whether ``folder`` holds any file a run writes (`RUN_FILES`)."""
+    return any((folder / name).exists() for name in RUN_FILES)
+
+
+def choose_out(args: argparse.Namespace) -> Path:
+    """Where this run writes, checked before any data is read; nothing is created yet.
+
+    Without --out: `DEFAULT_OUT`, or the first of ``runs/train-2``, ``-3``, ... that holds no
+    run. With --out: that folder, refused when it already holds a run, unless --overwrite
+    (or --resume, which continues it)."""
+    if args.out is None:
+        out, n = DEFAULT_OUT, 1
+        while holds_run(out):
+            n += 1
+            out = DEFAULT_OUT.with_name(f"{DEFAULT_OUT.name}-{n}")
+    else:
+        out = Path(args.out)
+        if holds_run(out) and not (args.overwrite or args.resume):
+            raise UsageError(
+                f"--out {out} already holds a run; pass --resume to continue it, --overwrite "
+                f"to replace it, or choose another --out"
+            )
+    if args.resume and not (out / CHECKPOINT).is_file():
+        where = "--resume needs --out" if args.out is None else f"--out {out} holds no {CHECKPOINT}"
+        raise UsageError(f"{where}: nothing to resume")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: not a writable directory (a file is in the way)")
+    parent = out
+    while not parent.exists():  # the nearest folder that exists must let us create the rest
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        what = "not a directory" if not parent.is_dir() else "permission denied"
+        raise UsageError(f"--out {out}: not a writable directory ({parent}: {what})")
     return out
+
+
+class RunFolder:
+    """``with RunFolder(out):`` creates ``out`` (and missing parents) and checks it is
+    writable; if the block fails and left the folders it created empty, they are removed, so a
+    run that fails before writing anything leaves no empty run folder behind."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.created: list[Path] = []
+
+    def __enter__(self) -> Path:
+        missing = [p for p in (self.out, *self.out.parents) if not p.exists()]
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.created = missing
+            with tempfile.TemporaryFile(dir=self.out):
+                pass
+        except OSError as exc:
+            self._remove_empty()
+            raise UsageError(
+                f"--out {self.out}: not a writable directory ({exc.strerror or exc})"
+            ) from None
+        return self.out
+
+    def __exit__(self, kind: type | None, *rest: object) -> None:
+        if kind is not None:
+            self._remove_empty()
+
+    def _remove_empty(self) -> None:
+        for folder in self.created:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or gone): keep it
+                break
 
 
 def _hidden(args: argparse.Namespace) -> dict[str, Any]:
@@ -253,10 +360,7 @@ def load_data(
         try:
             return load_data("mnist", root, quiet)
         except datasets.DatasetUnavailable as exc:
-            print(
-                f"MNIST is not available ({str(exc).splitlines()[0]}); using Fashion-MNIST",
-                file=sys.stderr,
-            )
+            print(f"{str(exc).splitlines()[0]}; using Fashion-MNIST", file=sys.stderr)
             return load_data("fashion-mnist", root, quiet)
     if name == "mnist-test":
         x, y = datasets.load_mnist_test(root, quiet=quiet)
@@ -270,6 +374,14 @@ def load_data(
 
 
 # -- commands -------------------------------------------------------------------------------
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during ``ailib train`` (exit status 130), with what was kept."""
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends a run as Ctrl-C does: the last epoch is kept
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     for flag in ("epochs", "batch_size"):
         if getattr(args, flag) < 1:
@@ -278,13 +390,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
     if args.lr is not None and not args.lr > 0:
         raise UsageError(f"--lr must be positive, received {args.lr}")
+    if not 0 <= args.validation_split < 1:
+        raise UsageError(f"--validation-split must be in [0, 1), received {args.validation_split}")
     builder_kwargs = _hidden(args)
+    out = choose_out(args)
     be = pick_backend(args.backend)
-    out = output_dir(args.out)
     name, (x, y), (xt, yt), classes = load_data(args.dataset, args.data_root, args.quiet)
+    held = round(args.validation_split * len(x))
     print(
-        f"dataset: {name} ({len(x)} train, {len(xt)} test); model: {args.model}; backend: "
-        f"{be.name}",
+        f"dataset: {name} ({len(x) - held} train, {held} validation, {len(xt)} test); model: "
+        f"{args.model}; backend: {be.name}; out: {out}",
         file=sys.stderr,
     )
 
@@ -293,34 +408,107 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = zoo.build(
         args.model, backend=be, seed=args.seed, classes=len(classes), **builder_kwargs
     )
-    start = time.perf_counter()
-    history = model.fit(
-        x,
-        y,
-        optimizer=make_optimizer(args),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        validation_data=(xt, yt),
-        progress=Progress(len(x), quiet=args.quiet),
-        log_every=20,
-        lr_schedule=make_schedule(args),
+    model.meta = {"dataset": name, "classes": list(classes), "model": args.model}
+    previous = signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        with RunFolder(out):
+            model, history, seconds, stopped = _train(args, model, x, y, out / CHECKPOINT, held)
+            confusion = _confusion(model, xt, yt, len(classes))
+            model.save(out / "model.npz")
+            written = _write_outputs(args, out, name, be, classes, history, confusion, seconds)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    epochs = len(history["loss"])
+    print(
+        f"test accuracy: {100 * metrics.accuracy(confusion):.2f}% on {name} "
+        f"({epochs} epoch{'s' if epochs != 1 else ''}, {seconds:.1f} s on {be.name})"
     )
-    seconds = time.perf_counter() - start
+    print(f"outputs: {', '.join(str(out / f) for f in written)}")
+    if stopped:
+        raise Interrupted(
+            f"interrupted during epoch {epochs + 1} of {args.epochs}; epochs 1-{epochs} are "
+            f"saved in {out} (model, history, plot and {CHECKPOINT}). To continue: "
+            f"{_resume_command(args, out)}"
+        )
+    return 0
 
-    confusion = _confusion(model, xt, yt, len(classes))
-    model.save(out / "model.npz")
+
+def _train(
+    args: argparse.Namespace, model: Model, x: Any, y: Any, checkpoint: Path, held: int
+) -> tuple[Model, dict[str, list[float]], float, bool]:
+    """Fit with a checkpoint after every epoch. On Ctrl-C or SIGTERM, the model and history of
+    the last completed epoch, read back from that checkpoint. Returns (model, history, seconds
+    of training, whether it was interrupted)."""
+    validation = None
+    if held:  # the last `held` rows, before any shuffling (as Keras' validation_split)
+        x, y, validation = x[:-held], y[:-held], (x[-held:], y[-held:])
+    progress = Progress(len(x), quiet=args.quiet)
+    first = checkpoint_epoch(checkpoint) + 1 if args.resume else 1
+    progress.start(args.epochs, -(-len(x) // args.batch_size), len(x), first_epoch=first)
+    start = time.perf_counter()
+    try:
+        history = model.fit(
+            x,
+            y,
+            optimizer=make_optimizer(args),
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            validation_data=validation,
+            progress=progress,
+            log_every=20,
+            lr_schedule=make_schedule(args),
+            checkpoint=checkpoint,
+            resume=args.resume,
+        )
+    except KeyboardInterrupt:
+        if not checkpoint.is_file():
+            raise Interrupted("interrupted before the first epoch ended; nothing saved") from None
+        print("\ninterrupted: saving the last completed epoch", file=sys.stderr, flush=True)
+        meta = model.meta
+        model = io.load(checkpoint, backend=model.backend)
+        model.meta = meta
+        _, history = io.checkpoint_state(checkpoint)
+        return model, history, time.perf_counter() - start, True
+    return model, history, time.perf_counter() - start, False
+
+
+def checkpoint_epoch(path: Path) -> int:
+    """The last completed epoch saved in the checkpoint ``path`` (0 when there is none)."""
+    return io.checkpoint_state(path)[0] if path.is_file() else 0
+
+
+def _resume_command(args: argparse.Namespace, out: Path) -> str:
+    """The command line that continues this run: the same arguments, --out, --resume."""
+    argv = [a for a in args.argv if a not in ("--overwrite", "--resume", "--debug")]
+    if args.out is None:
+        argv += ["--out", str(out)]
+    return shlex.join(["ailib", *argv, "--resume"])
+
+
+def _write_outputs(
+    args: argparse.Namespace,
+    out: Path,
+    name: str,
+    be: backends.Backend,
+    classes: Sequence[str],
+    history: dict[str, list[float]],
+    confusion: np.ndarray,
+    seconds: float,
+) -> list[str]:
+    """history.json and training.png beside model.npz; the names of the files there."""
     record = {
         "dataset": name,
         "model": args.model,
         "backend": be.name,
         "classes": list(classes),
-        "args": {k: v for k, v in vars(args).items() if k != "func"},
+        "args": {k: v for k, v in vars(args).items() if k not in ("func", "argv")},
         "seconds": seconds,
         "test_accuracy": metrics.accuracy(confusion),
         "confusion": confusion.tolist(),
         "history": history,
     }
-    (out / "history.json").write_text(json.dumps(record, indent=1))
+    with atomic_open(out / "history.json") as f:
+        f.write(json.dumps(record, indent=1).encode("utf-8"))
     written = ["model.npz", "history.json"]
     from . import plot
 
@@ -338,12 +526,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "note: matplotlib is not installed (pip install 'ailib[plot]'), so no training.png",
             file=sys.stderr,
         )
-    print(
-        f"test accuracy: {100 * metrics.accuracy(confusion):.2f}% on {name} "
-        f"({args.epochs} epoch{'s' if args.epochs > 1 else ''}, {seconds:.1f} s on {be.name})"
-    )
-    print(f"outputs: {', '.join(str(out / f) for f in written)}")
-    return 0
+    return [*written, CHECKPOINT]
 
 
 def make_optimizer(args: argparse.Namespace) -> Optimizer:
@@ -363,12 +546,34 @@ def _confusion(model: Model, x: np.ndarray, y: np.ndarray, classes: int) -> np.n
     return metrics.confusion_matrix(y, np.argmax(logits, axis=1), classes)
 
 
+def model_file(path: str) -> Path:
+    """``--model``: a model file, or a run folder holding model.npz."""
+    model = Path(path)
+    if model.is_dir():
+        if not (model / "model.npz").is_file():
+            raise UsageError(f"--model {path}: a folder without model.npz (not a run folder)")
+        return model / "model.npz"
+    if not model.is_file():
+        raise UsageError(f"--model {path}: no such file or folder")
+    return model
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    if not Path(args.model).is_file():
-        raise UsageError(f"--model {args.model}: no such file")
+    path = model_file(args.model)
+    recorded = io.metadata(path).get("dataset")
+    dataset = args.dataset
+    if dataset is None:
+        dataset = recorded if recorded in DATASETS else "auto"
+        if recorded in DATASETS:
+            print(f"dataset: {dataset} (recorded in {path})", file=sys.stderr)
+    elif recorded in DATASETS and recorded != dataset:
+        print(
+            f"note: {path} was trained on {recorded}; evaluating on {dataset} as asked",
+            file=sys.stderr,
+        )
     be = pick_backend(args.backend)
-    model = io.load(args.model, backend=be)
-    name, _, (xt, yt), classes = load_data(args.dataset, args.data_root, args.quiet)
+    model = io.load(path, backend=be)
+    name, _, (xt, yt), classes = load_data(dataset, args.data_root, args.quiet)
     confusion = _confusion(model, xt, yt, len(classes))
     print(f"{name}: accuracy {100 * metrics.accuracy(confusion):.2f}% on {len(xt)} test samples")
     width = max(len(c) for c in classes)

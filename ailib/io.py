@@ -4,6 +4,8 @@ A model file is a NumPy ``.npz`` archive holding
 - ``config.json``: UTF-8 JSON (as a uint8 array) with ``format`` ("ailib.model"), ``version``,
   the floating ``dtype`` and, per layer, its class (a name in `ailib.layers.LAYERS`), its
   ``get_config()`` and the name, shape and dtype of each parameter and buffer;
+- optionally ``meta``: `Sequential.meta`, what the model was trained on (``ailib train`` records
+  "dataset", "classes" and "model"; `metadata` reads it without building the model);
 - ``layers.<i>.params.<name>`` and ``layers.<i>.buffers.<name>``: the arrays, on the host.
 
 A graph model (`ailib.Model`) also has a ``graph`` entry (and ``version`` 2; a `Sequential`
@@ -148,6 +150,9 @@ def _model_entries(model: Model) -> tuple[dict[str, Any], dict[str, np.ndarray]]
     }
     if getattr(model.loss, "from_logits", False):
         config["loss_from_logits"] = True
+    meta = getattr(model, "meta", None)
+    if meta:
+        config["meta"] = json.loads(json.dumps(meta))  # plain JSON, or TypeError now
     from .model import Sequential  # model.py imports this module
 
     if not isinstance(model, Sequential):
@@ -177,6 +182,41 @@ def load(
     path = Path(path)
     config, arrays = _read(path)
     return _build(path, config, arrays, backends.get(backend), dtype)
+
+
+def metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``meta`` entry of the model file ``path`` (`Sequential.meta` when it was saved: e.g.
+    ``{"dataset": "mnist", "classes": [...], "model": "mlp"}`` for ``ailib train``), ``{}`` when it
+    has none; the file's config is checked as `load` checks it, its arrays are not read.
+
+    Raises:
+        ModelFileError: the file is not a readable ailib model file.
+    """
+    path = Path(path)
+    with Archive(path) as archive:
+        config = archive.config()
+        check_config(path, config, range(1, VERSION + 1), FORMAT)
+    return dict(config.get("meta", {}))
+
+
+def checkpoint_state(path: str | os.PathLike) -> tuple[int, dict[str, list[float]]]:
+    """(the last completed epoch, the history so far) of the checkpoint ``path``, read from its
+    config (checked as `load` checks it; the arrays are not read).
+
+    Raises:
+        ModelFileError: not a readable ailib file, or a model file without training state.
+    """
+    path = Path(path)
+    with Archive(path) as archive:
+        config = archive.config()
+        check_config(path, config, range(1, VERSION + 1), FORMAT)
+    ckpt = config.get("checkpoint")
+    try:
+        return int(ckpt["epoch"]), {k: list(v) for k, v in ckpt["history"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ModelFileError(
+            f"{path}: not a checkpoint, or damaged training state ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def restore_checkpoint(
@@ -279,6 +319,7 @@ def _build(
     else:
         model = Sequential(layers, backend=be, dtype=dtype)
     model.seed = config.get("seed")
+    model.meta = dict(config.get("meta", {}))
     _seed_random_sources(model)
     loss = LOSS_CLASSES.get(config.get("loss") or "")
     if loss is losses.BinaryCrossEntropy:

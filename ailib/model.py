@@ -90,6 +90,8 @@ class Model:
         self.backprops: list[Any] = []  # one per layer call, from the last forward
         self.plan_key: tuple[bool, ...] | None = None  # see _plan
         self.plan: tuple[list[bool], list[bool]] = ([], [])
+        #: what the model was trained on (JSON-serialisable; saved in its file, see `ailib.io`)
+        self.meta: dict[str, Any] = {}
 
     def _wire(self) -> None:
         """Number the arrays of the graph (inputs 0..I-1, then one per node) and list, per node,

@@ -29,7 +29,7 @@ def training_figure(
     path: str | os.PathLike,
     title: str = "",
 ) -> Path:
-    """Save a three-panel PNG to ``path``: train/test loss, train/test accuracy (from a
+    """Save a three-panel PNG to ``path``: train/validation loss and accuracy (from a
     `Sequential.fit` history with ``val_*`` entries) and the confusion matrix (rows: true class,
     columns: predicted class)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -41,7 +41,7 @@ def training_figure(
     loss_ax, acc_ax, cm_ax = fig.subplots(1, 3, width_ratios=[1, 1, 1.15])
     epochs = np.arange(1, len(history["loss"]) + 1)
     for ax, key, label in ((loss_ax, "loss", "loss"), (acc_ax, "accuracy", "accuracy")):
-        for prefix, name in (("", "train"), ("val_", "test")):
+        for prefix, name in (("", "train"), ("val_", "validation")):
             if prefix + key in history:
                 ax.plot(epochs, history[prefix + key], marker="o", label=name)
         ax.set(xlabel="epoch", ylabel=label, title=label)

@@ -1,7 +1,7 @@
 """Train the 784-256-128-10 MLP with the library API (the `ailib train` command does the same).
 
 python examples/mnist.py                          # Fashion-MNIST (found locally or downloaded)
-python examples/mnist.py --digits ../shared/data/mnist   # MNIST's 10k test digits, split 8k/2k
+python examples/mnist.py --digits data/mnist-test   # MNIST's 10k test digits, split 8k/2k
 TARGET_ACCURACY=0.88 python examples/mnist.py     # exit 1 if the target is missed
 """
 
@@ -16,9 +16,16 @@ from ailib.optimizers import Adam
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--digits", metavar="DIR", help="a directory with MNIST's two t10k files")
-parser.add_argument("--backend", default="numpy", help="numpy, cupy, torch, jax, ...")
+parser.add_argument(
+    "--backend", default="auto", help="auto (default), numpy, cupy, torch, jax, ..."
+)
 parser.add_argument("--epochs", type=int, default=5)
 args = parser.parse_args()
+try:  # before any data is read; a bad name is one line, not a traceback
+    backend = ailib.backends.get(args.backend)
+except (ValueError, ailib.BackendUnavailable) as exc:
+    parser.exit(2, f"{parser.prog}: error: --backend: {exc}\n")
+print(f"backend: {backend.name}")
 
 # 1. data on the host: uint8 images -> float32 rows in [0, 1]
 if args.digits:
@@ -37,7 +44,7 @@ model = ailib.Sequential(
         ReLU(),
         Dense(128, 10),
     ],
-    backend=args.backend,
+    backend=backend,
     seed=0,
 )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import pytest
 
 import ailib
 from ailib.backends import BackendUnavailable
+from ailib.layers import Dense
 
 
 def test_unknown_backend_lists_valid_names() -> None:
@@ -156,3 +158,28 @@ def test_an_array_api_namespace_older_than_ailib_needs_is_refused(
     finally:
         xs.reset_array_api_strict_flags()
     assert ailib.backends.API_VERSION == "2024.12"
+
+
+def test_auto_is_the_command_lines_rule_and_says_why(caplog: pytest.LogCaptureFixture) -> None:
+    """backend="auto" in Python: CuPy when it runs here, else NumPy, with the reasons."""
+    reason = ailib.backends.why_unavailable("cupy")
+    choice = ailib.backends.auto_choice()
+    if reason is None:
+        assert choice.name == "cupy" and choice.passed_over == {}
+    else:
+        assert choice.name == "numpy"
+        assert choice.passed_over == {"cupy": reason.splitlines()[0]}
+        assert str(choice) == f"numpy (auto: cupy unavailable: {reason.splitlines()[0]})"
+    with caplog.at_level(logging.INFO, logger="ailib.backends"):
+        backend = ailib.backends.get("auto")
+    assert backend is ailib.backends.get(choice.name)
+    assert [r.getMessage() for r in caplog.records] == [f"backend: {choice}"]
+    model = ailib.Sequential([Dense(2, 1)], backend="AUTO")
+    assert model.backend is backend
+    assert ailib.backends.why_unavailable("auto") is None
+
+
+def test_auto_says_nothing_by_default() -> None:
+    code = "import ailib; ailib.Sequential([ailib.layers.Dense(2, 1)], backend='auto')"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout == "" and run.stderr == ""

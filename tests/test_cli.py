@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
+import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +17,6 @@ import pytest
 
 import ailib
 from ailib import cli, datasets, plot, zoo
-from ailib.cli_progress import Progress
 
 from .datasets_helpers import dead_url, misbehaving, tiny_dataset, write_tiny
 
@@ -159,7 +159,12 @@ def test_auto_falls_back_to_fashion_and_picks_a_backend(
     assert cli.main(args) == 0
     stdout, stderr = capsys.readouterr()
     assert "MNIST is not available" in stderr and "using Fashion-MNIST" in stderr
-    assert "backend: numpy (auto: cupy unavailable)" in stderr or "backend: cupy (auto)" in stderr
+    reason = ailib.backends.why_unavailable("cupy")
+    if reason is None:
+        assert "backend: cupy (auto" in stderr
+    else:  # the reason, not only that it is unavailable
+        assert f"backend: numpy (auto: cupy unavailable: {reason.splitlines()[0]})" in stderr
+    assert "(MNIST is not available" not in stderr  # said once, not nested
     assert "on fashion-mnist" in stdout
 
 
@@ -221,56 +226,6 @@ def test_bad_arguments_one_line_exit_2(
     assert stdout == "" and len(stderr.strip().splitlines()) == 1
     assert stderr.startswith("ailib: error: ")
     assert not (tmp_path / "runs").exists()  # nothing written before the arguments are checked
-
-
-def test_progress_bar_on_a_terminal() -> None:
-    pytest.importorskip("tqdm")
-
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
-    stream = Terminal()
-    progress = Progress(100, stream=stream)
-    progress(
-        {
-            "event": "step",
-            "epoch": 1,
-            "epochs": 2,
-            "step": 3,
-            "steps": 4,
-            "loss": 0.5,
-            "samples": 75,
-            "seconds": 0.5,
-        }
-    )
-    progress(
-        {
-            "event": "epoch_end",
-            "epoch": 1,
-            "epochs": 2,
-            "loss": 0.4,
-            "accuracy": 0.9,
-            "seconds": 0.7,
-        }
-    )
-    text = stream.getvalue()
-    assert "epoch 1/2" in text and "loss 0.5000, 150 samples/s" in text
-    assert text.rstrip().endswith("epoch 1/2: loss 0.4000, accuracy 90.00%, 0.7 s, 150 samples/s")
-    quiet = Terminal()
-    Progress(100, quiet=True, stream=quiet)(
-        {
-            "event": "step",
-            "epoch": 1,
-            "epochs": 2,
-            "step": 3,
-            "steps": 4,
-            "loss": 0.5,
-            "samples": 75,
-            "seconds": 0.5,
-        }
-    )
-    assert quiet.getvalue() == ""
 
 
 def test_python_m_ailib_help_and_lazy_imports() -> None:
@@ -394,3 +349,220 @@ def test_help_documents_the_exit_statuses_and_debug(capsys: pytest.CaptureFixtur
     assert "exit status:" in text and "AILIB_DEBUG=1" in text and "--debug" in text
     for status in ("0 ", "1 ", "2 ", "130"):
         assert f"\n  {status}" in text
+
+
+# -- a newcomer's first hour ------------------------------------------------------------------
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith(f"ailib {ailib.__version__} (Python ")
+
+
+def test_train_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for default in ("(default: 10)", "(default: 128)", "(default: runs/train,", "(default: adam)"):
+        assert default in text, default
+
+
+def test_runs_are_numbered_not_overwritten(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = train(data, Path("unused"), "--dataset", "mnist", "--epochs", "1", "--hidden", "8")
+    del args[args.index("--out") : args.index("--out") + 2]
+    assert cli.main(args) == 0 and cli.main(args) == 0
+    assert (tmp_path / "runs/train/model.npz").is_file()
+    assert (tmp_path / "runs/train-2/model.npz").is_file()
+    assert "outputs: runs/train-2/model.npz" in capsys.readouterr().out
+    again = [*args, "--out", "runs/train"]
+    assert cli.main(again) == 2
+    assert "runs/train already holds a run; pass --resume to continue it, --overwrite" in (
+        capsys.readouterr().err
+    )
+    before = (tmp_path / "runs/train/model.npz").stat().st_mtime_ns
+    assert cli.main([*again, "--overwrite"]) == 0
+    assert (tmp_path / "runs/train/model.npz").stat().st_mtime_ns != before
+
+
+def test_a_run_that_fails_before_training_leaves_no_folder(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = train(data / "nowhere", tmp_path / "runs" / "deep" / "x", "--dataset", "mnist")
+    assert cli.main(args) == 1
+    assert "MNIST is not available" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+    monkeypatch.setattr(ailib.Sequential, "fit", _raise_memory_error)  # fails in the folder
+    assert cli.main(train(data, tmp_path / "runs" / "y", "--dataset", "mnist")) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def _raise_memory_error(*args: object, **kwargs: object) -> None:
+    raise MemoryError("stand-in")
+
+
+def test_evaluate_takes_the_recorded_dataset_and_a_run_folder(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert cli.main(train(data, out, "--dataset", "fashion-mnist", "--epochs", "1")) == 0
+    meta = ailib.io.metadata(out / "model.npz")
+    assert meta["dataset"] == "fashion-mnist" and meta["model"] == "mlp"
+    assert meta["classes"][-1] == "Ankle boot"
+    assert ailib.load(out / "model.npz").meta == meta
+    capsys.readouterr()
+    evaluate = ["evaluate", "--model", str(out), "--data-root", str(data), "--backend", "numpy"]
+    assert cli.main(evaluate) == 0  # no --dataset: not mnist (auto) but the recorded one
+    stdout, stderr = capsys.readouterr()
+    assert stdout.startswith("fashion-mnist: accuracy") and "Ankle boot" in stdout
+    assert f"dataset: fashion-mnist (recorded in {out / 'model.npz'})" in stderr
+    assert cli.main([*evaluate, "--dataset", "mnist"]) == 0  # asked for: done, with a note
+    assert "was trained on fashion-mnist; evaluating on mnist as asked" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--model", str(tmp_path)]) == 2
+    assert "a folder without model.npz" in capsys.readouterr().err
+
+
+def test_a_text_file_as_model_is_named_not_unpickled(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("not a model\n")
+    assert cli.main(["evaluate", "--model", str(text), "--data-root", str(data)]) == 1
+    err = capsys.readouterr().err
+    assert f"{text}: not a readable ailib model file" in err and "pickle" not in err
+
+
+def test_missing_data_names_the_command_line_option(
+    data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["fetch", "mnist", "--data-root", str(data / "nowhere"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ailib: MNIST is not available: ") and "--data-root DIR" in err
+
+
+@pytest.mark.parametrize("script", ["xor.py", "mnist.py"])
+def test_examples_refuse_a_bad_backend_in_one_line(script: str) -> None:
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / script), "--backend", "nope"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr == (
+        f"{script}: error: --backend: unknown backend 'nope'; valid names are: numpy, cupy, "
+        "torch, jax, array_api_strict, or auto\n"
+    )
+
+
+def test_demo_ends_by_saying_how_to_use_the_command(data: Path, tmp_path: Path) -> None:
+    """scripts/demo.sh, in a copy of the checkout's layout, with a stand-in venv python that
+    runs the command on the tiny datasets."""
+    (tmp_path / "scripts").mkdir()
+    demo = tmp_path / "scripts" / "demo.sh"
+    demo.write_text((ROOT / "scripts" / "demo.sh").read_text())
+    venv = tmp_path / "venv" / "bin"
+    venv.mkdir(parents=True)
+    python = venv / "python"
+    (venv / "cli.py").write_text(CLI_IN_A_PROCESS)
+    python.write_text(
+        f'#!/bin/sh\nshift 2  # -m ailib\nexec {sys.executable} {venv / "cli.py"} 0 "$@"\n'
+    )
+    python.chmod(0o755)
+    env = {**os.environ, "PY": str(python), "EPOCHS": "1", "AILIB_DATA": str(data)}
+    env["PYTHONPATH"] = str(ROOT)
+    for _ in range(2):  # twice: the demo's folder is replaced, not refused
+        run = subprocess.run(
+            ["bash", str(demo)], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env
+        )
+        assert run.returncode == 0, run.stderr
+    assert (tmp_path / "runs" / "demo" / "model.npz").is_file()
+    assert f"{venv}/ailib evaluate --model runs/demo" in run.stdout
+    assert f"source {venv}/activate" in run.stdout
+
+
+# -- interrupted runs ---------------------------------------------------------------------------
+def _interrupted_run(data: Path, out: Path, sig: signal.Signals, argv: list[str]) -> str:
+    """Start ``ailib train`` in a process, send it ``sig`` once epoch 3 is done; its stderr."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLI_IN_A_PROCESS, "0", *argv],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
+    )
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if line.startswith("epoch 3/"):
+            proc.send_signal(sig)
+            break
+    stdout, rest = proc.communicate(timeout=300)
+    assert proc.returncode == 130, "".join(lines) + rest
+    return "".join(lines) + rest + stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_run_keeps_its_epochs_and_resume_finishes_it(
+    data: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
+    epochs = "400"  # tiny epochs: the signal comes while many are left
+    argv = train(data, tmp_path / "cut", "--dataset", "mnist", "--hidden", "8", "--epochs", epochs)
+    argv[argv.index("--batch-size") + 1] = "8"
+    text = _interrupted_run(data, tmp_path / "cut", sig, argv)
+    cut = tmp_path / "cut"
+    done = ailib.io.checkpoint_state(cut / "checkpoint.npz")[0]
+    assert 3 <= done < int(epochs), text
+    assert "Traceback" not in text
+    assert f"interrupted during epoch {done + 1} of {epochs}; epochs 1-{done} are saved" in text
+    command = shlex.join(["ailib", *argv, "--resume"])
+    assert f"To continue: {command}" in text
+    record = json.loads((cut / "history.json").read_text())
+    assert len(record["history"]["loss"]) == done and np.asarray(record["confusion"]).sum() == 20
+    kept = ailib.load(cut / "model.npz")
+    assert kept.meta["dataset"] == "mnist"
+    if plot.have_matplotlib():
+        assert (cut / "training.png").is_file()
+
+    resumed = run_cli(*argv, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"training: {int(epochs) - done} epochs of 5 batches (36 samples), from epoch " in (
+        resumed.stderr
+    )
+    whole = run_cli(*[tmp_path / "whole" if a == str(cut) else a for a in map(str, argv)])
+    assert whole.returncode == 0, whole.stderr
+    a, b = ailib.load(cut / "model.npz"), ailib.load(tmp_path / "whole" / "model.npz")
+    for key, value in a.params.items():
+        np.testing.assert_array_equal(value, b.params[key])  # the same run, bit for bit
+    ha = json.loads((cut / "history.json").read_text())["history"]
+    hb = json.loads((tmp_path / "whole" / "history.json").read_text())["history"]
+    assert ha["loss"] == hb["loss"] and ha["val_accuracy"] == hb["val_accuracy"]
+
+
+def test_resume_needs_a_checkpoint(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main([*train(data, tmp_path / "none", "--dataset", "mnist"), "--resume"]) == 2
+    assert f"--out {tmp_path / 'none'} holds no checkpoint.npz: nothing to resume" in (
+        capsys.readouterr().err
+    )
+
+
+def test_the_validation_part_is_held_out_from_the_training_set(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = train(data, tmp_path / "v", "--dataset", "mnist", "--validation-split", "0.25")
+    assert cli.main(args) == 0
+    err = capsys.readouterr().err
+    assert "dataset: mnist (30 train, 10 validation, 20 test)" in err
+    assert "training: 2 epochs of 2 batches (30 samples)" in err
+    record = json.loads((tmp_path / "v" / "history.json").read_text())
+    assert np.asarray(record["confusion"]).sum() == 20  # the test set: once, at the end
+    assert (
+        cli.main([*train(data, tmp_path / "n", "--dataset", "mnist"), "--validation-split", "0"])
+        == 0
+    )
+    assert "val_loss" not in json.loads((tmp_path / "n" / "history.json").read_text())["history"]

@@ -5,14 +5,17 @@
     >>> be.xp, be.device, be.float_dtype
 
 `get(name)` builds (and caches) a `Backend` for "numpy", "cupy", "torch", "jax" or
-"array_api_strict"; `available()` lists those that really run here; `set_backend(name)` sets the
+"array_api_strict", or picks one with "auto" (`auto_choice`: CuPy when a GPU is usable, else
+NumPy, the rule of ``ailib train --backend auto``); `available()` lists those that really run here; `set_backend(name)` sets the
 process-wide default that every ``backend=`` keyword overrides; `namespace(x)` is the namespace
 to compute with for an array that arrived without its backend.
 """
 
 from __future__ import annotations
 
+import logging
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from typing import Any, ContextManager
 
 from ._base import API_VERSION, Backend, BackendUnavailable, Random, to_numpy
@@ -32,6 +35,41 @@ ALIASES = {
 #: device), so that every spelling of one device gives the same object
 _cache: dict[tuple[str, str], Backend] = {}
 _default: Backend | None = None
+_log = logging.getLogger(__name__)
+
+#: what "auto" tries, in order; the first that runs here is taken. numpy always runs.
+AUTO_ORDER: tuple[str, ...] = ("cupy", "numpy")
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    """What ``backend="auto"`` took and why: ``name`` is the backend chosen, ``passed_over``
+    maps each backend tried before it to the reason it cannot run here."""
+
+    name: str
+    passed_over: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        """``numpy (auto: cupy unavailable: cupy is not installed: pip install ...)``"""
+        if not self.passed_over:
+            return f"{self.name} (auto: the first of {', '.join(AUTO_ORDER)} that runs here)"
+        why = "; ".join(
+            f"{name} unavailable: {reason}" for name, reason in self.passed_over.items()
+        )
+        return f"{self.name} (auto: {why})"
+
+
+def auto_choice() -> AutoChoice:
+    """The backend ``"auto"`` stands for here: the first of `AUTO_ORDER` that runs (CuPy when a
+    CUDA GPU is usable, else NumPy), with the reason each one before it was passed over. Torch
+    and JAX are never chosen automatically: ask for them by name."""
+    passed_over: dict[str, str] = {}
+    for name in AUTO_ORDER:
+        reason = why_unavailable(name)
+        if reason is None:
+            return AutoChoice(name, passed_over)
+        passed_over[name] = reason.splitlines()[0]
+    raise BackendUnavailable(f"auto: no backend runs here ({passed_over})")
 
 
 def _parse(name: str) -> tuple[str, Any]:
@@ -39,13 +77,15 @@ def _parse(name: str) -> tuple[str, Any]:
     base, _, device = name.partition(":")
     base = ALIASES.get(base.lower(), base.lower())
     if base not in MAKERS:
-        raise ValueError(f"unknown backend {name!r}; valid names are: {', '.join(NAMES)}")
+        raise ValueError(f"unknown backend {name!r}; valid names are: {', '.join(NAMES)}, or auto")
     return base, (device or None)
 
 
 def get(name: str | Backend | None = None, device: Any = None) -> Backend:
     """The `Backend` called ``name`` ("numpy", "cupy", "torch", "jax", "array_api_strict"),
-    optionally on ``device`` (also written "torch:cuda"). None gives the process-wide default.
+    optionally on ``device`` (also written "torch:cuda"). None gives the process-wide default;
+    "auto" the one `auto_choice` picks (logged at INFO level on the "ailib.backends" logger,
+    with the reasons the others were passed over).
 
     The device is normalised to the one the library reports for its arrays (torch "cuda" ->
     cuda:0, "cpu:0" -> cpu; cupy 1, "1", "cuda:1" -> Device(1); jax "cpu", "cpu:0" -> the JAX
@@ -60,6 +100,10 @@ def get(name: str | Backend | None = None, device: Any = None) -> Backend:
         return name
     if name is None:
         return get_default()
+    if isinstance(name, str) and name.lower() == "auto":
+        choice = auto_choice()
+        _log.info("backend: %s", choice)
+        return get(choice.name, device)
     base, parsed_device = _parse(name)
     device = device if device is not None else parsed_device
     key = (base, repr(device))
@@ -127,10 +171,13 @@ def get_default() -> Backend:
 
 __all__ = [
     "API_VERSION",
+    "AUTO_ORDER",
     "NAMES",
+    "AutoChoice",
     "Backend",
     "BackendUnavailable",
     "Random",
+    "auto_choice",
     "available",
     "device_context",
     "extremes",

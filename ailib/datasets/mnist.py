@@ -265,7 +265,7 @@ def _unavailable_message(
     return (
         f"{spec.title} is not available: {names} not found.\nLooked in:\n{looked}\n{tried}\n"
         f"To provide the files, download them from {mirrors(spec)[0]} (or any mirror) and put "
-        f"them in {cache_dir() / spec.name}, or pass root=DIR / set AILIB_DATA=DIR, or point "
+        f"them in {cache_dir() / spec.name}, or pass root=DIR (on the command line: --data-root DIR) / set AILIB_DATA=DIR, or point "
         f"${spec.mirrors_env} at a reachable mirror (comma-separated base URLs)."
     )
 

@@ -1,0 +1,42 @@
+"""Faults: an error on one rank ends the whole job, shown once, instead of leaving the other ranks
+waiting in their next collective forever."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from contextlib import contextmanager
+from typing import Iterator
+
+from ._comm import Communicator, PeerLost
+
+
+@contextmanager
+def abort_on_error(comm: Communicator) -> Iterator[Communicator]:
+    """Run the body; if it raises on any rank, print the error there and end every rank.
+
+        with ailib.distributed.abort_on_error(comm):
+            train(...)
+
+    - the rank whose code raised prints its traceback once, headed by its rank, then calls
+      ``comm.abort`` (MPI_Abort ends every rank at once; with torch.distributed the others'
+      next collective fails and they end too);
+    - a rank whose collective failed because of another rank (`PeerLost`) prints one line, not
+      a second traceback;
+    - ``SystemExit(0)`` and a job of one process pass through unchanged (the usual traceback).
+    """
+    try:
+        yield comm
+    except BaseException as exc:
+        if comm.size == 1 or (isinstance(exc, SystemExit) and exc.code in (None, 0)):
+            raise
+        if isinstance(exc, PeerLost):
+            print(f"ailib.distributed: rank {comm.rank} stopping: {exc}", file=sys.stderr)
+        else:
+            print(
+                f"ailib.distributed: rank {comm.rank} of {comm.size} failed; ending all ranks.\n"
+                + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+                file=sys.stderr,
+                end="",
+            )
+        comm.abort(exc)
