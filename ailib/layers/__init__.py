@@ -1,13 +1,25 @@
 """Layers: `Dense` (the seed's section 2), activation layers (section 3), convolution, pooling,
-reshaping, dropout and batch normalization (docs/math.md §7-§10), on any backend."""
+reshaping, dropout, batch and layer normalization (docs/math.md §7-§10) and embeddings (§13), on
+any backend."""
 
-from .activations import Activation, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .activations import (
+    GELU,
+    Activation,
+    Identity,
+    LeakyReLU,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Tanh,
+)
 from .base import Layer
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
-from .normalization import BatchNorm1D, BatchNorm2D
-from .pooling import AvgPool2D, MaxPool2D
+from .embedding import Embedding
+from .normalization import BatchNorm1D, BatchNorm2D, LayerNorm
+from .pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from .reshape import Flatten, Reshape
 
 #: every layer class by name: what a saved model's config may name (see ailib.io)
@@ -29,6 +41,11 @@ LAYERS: dict[str, type[Layer]] = {
         Dropout,
         BatchNorm1D,
         BatchNorm2D,
+        GELU,
+        SiLU,
+        LayerNorm,
+        GlobalAvgPool2D,
+        Embedding,
     )
 }
 
@@ -41,14 +58,19 @@ __all__ = [
     "Conv2D",
     "Dense",
     "Dropout",
+    "Embedding",
+    "GELU",
+    "GlobalAvgPool2D",
     "Flatten",
     "Identity",
     "Layer",
+    "LayerNorm",
     "LeakyReLU",
     "MaxPool2D",
     "ReLU",
     "Reshape",
     "Sigmoid",
+    "SiLU",
     "Softmax",
     "Tanh",
 ]

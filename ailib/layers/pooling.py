@@ -122,3 +122,44 @@ class AvgPool2D(_Pool2D):
             return self._fold([share] * count, x_shape)
 
         return y, backprop
+
+
+class GlobalAvgPool2D(Layer):
+    """Y[n, c] = (1 / (H·W)) Σ_{h,w} X[n, c, h, w]: each channel's mean over the whole image.
+
+    Shapes: X (N, C, H, W) -> Y (N, C), rows a `Dense` layer takes as they are (the head of a
+    ResNet: no Flatten, and any image size).
+
+    Backward (docs/math.md §8): every entry of a channel receives dE/dY[n, c] / (H·W).
+    """
+
+    def __init__(self, *, backend: str | Backend | None = None, dtype: Any = None) -> None:
+        super().__init__(backend=backend, dtype=dtype)
+
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        shape = tuple(input_shape)
+        if len(shape) != 3:
+            raise ValueError(f"{self.name}: expected samples of shape (C, H, W), received {shape}")
+        return shape[:1]
+
+    def call(self, x: Any) -> tuple[Any, Backprop]:
+        """Y = mean of X over H and W; backprop: dE/dX = dE/dY / (H·W) at every position."""
+        self.check_input(x, dtype=None)
+        if x.ndim != 4:
+            raise ValueError(
+                f"{self.name}: expected a 4-d input (N, C, H, W), received shape "
+                f"{tuple(x.shape)} ({x.ndim}-d)"
+            )
+        xp, x_shape = self.xp, tuple(x.shape)
+        y = xp.mean(x, axis=(2, 3))
+
+        def backprop(grad_out: Any, input_grad: bool = True) -> Any:
+            self.check_grad(grad_out, tuple(y.shape))
+            if not input_grad:
+                return None
+            share = grad_out / float(x_shape[2] * x_shape[3])
+            # a fresh (N, C, H, W) array, not a broadcast view: the layer before may write to it
+            ones = xp.ones((1, 1, *x_shape[2:]), dtype=share.dtype, device=self.backend.device)
+            return ones * xp.reshape(share, (*x_shape[:2], 1, 1))
+
+        return y, backprop
