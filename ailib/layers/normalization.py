@@ -272,7 +272,10 @@ def _trailing_shape(value: int | Sequence[int] | None, who: str) -> tuple[int, .
     naming the layer otherwise."""
     if value is None:
         return None
-    dims = (value,) if isinstance(value, int) else tuple(value)
+    try:
+        dims = (value,) if isinstance(value, int) else tuple(value)
+    except TypeError:
+        dims = ()
     if not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims):
         raise ValueError(
             f"{who}: normalized_shape must be a positive int or a non-empty sequence of them, "
