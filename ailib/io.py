@@ -6,6 +6,14 @@ A model file is a NumPy ``.npz`` archive holding
   ``get_config()`` and the name, shape and dtype of each parameter and buffer;
 - ``layers.<i>.params.<name>`` and ``layers.<i>.buffers.<name>``: the arrays, on the host.
 
+A graph model (`ailib.Model`) also has a ``graph`` entry (and ``version`` 2; a `Sequential`
+file stays version 1): ``inputs`` (one sample's ``shape`` and a ``name`` each), ``nodes`` (one
+per layer call, in topological order: the index of its ``layer`` in ``layers`` and its
+``inbound`` arrays), ``outputs``, and whether inputs and outputs are single arrays or lists.
+Arrays are numbered inputs first (0..I-1), then node j's output (I + j); a node reads only
+arrays numbered below its own, so the graph is acyclic by construction. A shared layer is one
+entry of ``layers`` named by several nodes.
+
 A checkpoint is a model file whose config also has a ``checkpoint`` entry (epoch, history, the
 optimizer's class, settings and scalar state, random-generator states) and whose archive also
 holds ``optimizer.<param>.<slot>`` arrays. `ailib.load` reads either as a model.
@@ -29,11 +37,13 @@ import numpy as np
 from . import backends, losses, optimizers
 from ._files import atomic_open
 from .backends import Backend
+from .graph import Input
 from .layers import LAYERS
-from .model import Sequential
+from .model import Model, Sequential
 
 FORMAT = "ailib.model"
-VERSION = 1
+#: the newest format this ailib reads and writes (2: graph models; Sequential files are 1)
+VERSION = 2
 CONFIG_KEY = "config.json"
 LOSS_CLASSES = {cls.__name__: cls for cls in losses.LOSSES.values()}
 OPTIMIZER_CLASSES = {cls.__name__: cls for cls in optimizers.OPTIMIZERS.values()}
@@ -44,14 +54,14 @@ class ModelFileError(ValueError):
 
 
 # -- writing --------------------------------------------------------------------------------
-def save(model: Sequential, path: str | os.PathLike) -> Path:
+def save(model: Model, path: str | os.PathLike) -> Path:
     """Write ``model``'s architecture and weights to ``path`` (see the module docstring)."""
     config, arrays = _model_entries(model)
     return _write(Path(path), config, arrays)
 
 
 def save_checkpoint(
-    model: Sequential,
+    model: Model,
     path: str | os.PathLike,
     optimizer: optimizers.Optimizer,
     epoch: int,
@@ -94,7 +104,7 @@ def _has_rng(layer: Any) -> bool:
     return isinstance(getattr(layer, "rng", None), backends.Random)
 
 
-def _model_entries(model: Sequential) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def _model_entries(model: Model) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     from . import __version__
 
     arrays: dict[str, np.ndarray] = {}
@@ -115,7 +125,7 @@ def _model_entries(model: Sequential) -> tuple[dict[str, Any], dict[str, np.ndar
         layers.append(entry)
     config = {
         "format": FORMAT,
-        "version": VERSION,
+        "version": 1,  # a graph model: 2, set below
         "ailib_version": __version__,
         "dtype": model.backend.dtype_name(model.dtype),
         "seed": model.seed,
@@ -123,6 +133,8 @@ def _model_entries(model: Sequential) -> tuple[dict[str, Any], dict[str, np.ndar
         "layers": layers,
         "loss": type(model.loss).__name__ if model.loss is not None else None,
     }
+    if not isinstance(model, Sequential):
+        config["version"], config["graph"] = 2, _graph_entry(model)
     return config, arrays
 
 
@@ -137,7 +149,7 @@ def _write(path: Path, config: dict[str, Any], arrays: dict[str, np.ndarray]) ->
 # -- reading --------------------------------------------------------------------------------
 def load(
     path: str | os.PathLike, backend: str | Backend | None = None, dtype: str | None = None
-) -> Sequential:
+) -> Model:
     """The model saved in ``path`` (a model or a checkpoint file), on ``backend`` (None: the
     default backend), in the saved floating dtype unless ``dtype`` is given.
 
@@ -151,7 +163,7 @@ def load(
 
 
 def restore_checkpoint(
-    model: Sequential, path: str | os.PathLike, optimizer: optimizers.Optimizer
+    model: Model, path: str | os.PathLike, optimizer: optimizers.Optimizer
 ) -> tuple[int, dict[str, list[float]]]:
     """Put the checkpoint's weights into ``model``, its state into ``optimizer`` (same class;
     its settings are kept) and its random states into the model's generators; returns the last
@@ -197,7 +209,7 @@ def restore_checkpoint(
     return epoch, history
 
 
-def _architecture(model: Sequential) -> list[tuple[str, Any]]:
+def _architecture(model: Model) -> list[tuple[str, Any]]:
     return [(layer.name, json.loads(json.dumps(layer.get_config()))) for layer in model.layers]
 
 
@@ -244,8 +256,9 @@ def _build(
     arrays: dict[str, np.ndarray],
     be: Backend,
     dtype: str | None,
-) -> Sequential:
+) -> Model:
     """Rebuild the layers from the config and fill them with validated arrays."""
+    _check_graph(path, config)
     saved_dtype = config.get("dtype")
     if saved_dtype not in ("float32", "float64") or not isinstance(config.get("layers"), list):
         raise ModelFileError(
@@ -272,7 +285,10 @@ def _build(
     unknown = sorted(k for k in arrays if k not in used and not k.startswith("optimizer."))
     if unknown:
         raise ModelFileError(f"{path}: arrays not described by the config: {', '.join(unknown)}")
-    model = Sequential(layers, backend=be, dtype=dtype)
+    if "graph" in config:
+        model: Model = _graph_model(path, config["graph"], layers, be, dtype)
+    else:
+        model = Sequential(layers, backend=be, dtype=dtype)
     model.seed = config.get("seed")
     loss = LOSS_CLASSES.get(config.get("loss") or "")
     model.loss = loss() if loss is not None else None
@@ -334,3 +350,109 @@ def _checked(
             f"{spec.get('dtype')!r} and the model needs {needed}"
         )
     return array
+
+
+# -- graph models ---------------------------------------------------------------------------
+def _graph_entry(model: Model) -> dict[str, Any]:
+    """The ``graph`` entry of a graph model's config (see the module docstring)."""
+    index = {id(layer): i for i, layer in enumerate(model.layers)}
+    return {
+        "inputs": [{"shape": list(s.shape), "name": s.name} for s in model.inputs],
+        "nodes": [
+            {"layer": index[id(layer)], "inbound": list(ins)} for layer, ins, _, _ in model.wiring
+        ],
+        "outputs": list(model.output_slots),
+        "single_input": model.single_input,
+        "single_output": model.single_output,
+    }
+
+
+def _check_graph(path: Path, config: dict[str, Any]) -> None:
+    """Check a config's ``graph`` entry, if any, before anything is built: its structure, that
+    every index is in range and names an earlier array, that each node gives its layer as many
+    inputs as the layer takes, and that every layer is called."""
+
+    def fault(message: str) -> ModelFileError:
+        return ModelFileError(f"{path}: graph: {message}")
+
+    graph = config.get("graph")
+    if graph is None:
+        return
+    layers = config.get("layers")
+    if config.get("version") != 2 or not isinstance(layers, list):
+        raise fault("a graph needs format version 2 and a 'layers' list")
+    if not isinstance(graph, dict) or not all(
+        isinstance(graph.get(k), list) and graph[k] for k in ("inputs", "nodes", "outputs")
+    ):
+        raise fault("expected an object with non-empty 'inputs', 'nodes' and 'outputs' lists")
+    inputs, nodes, outputs = graph["inputs"], graph["nodes"], graph["outputs"]
+    for k, entry in enumerate(inputs):
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if (
+            not isinstance(shape, list)
+            or not 1 <= len(shape) <= 8
+            or not all(_index(d, 1, 2**31) for d in shape)
+            or not isinstance(entry.get("name", ""), str)
+        ):
+            raise fault(f"input {k} needs a 'shape' of 1 to 8 positive ints, received {entry!r}")
+    called = set()
+    for j, node in enumerate(nodes):
+        layer = node.get("layer") if isinstance(node, dict) else None
+        inbound = node.get("inbound") if isinstance(node, dict) else None
+        if not _index(layer, 0, len(layers) - 1) or not isinstance(inbound, list):
+            raise fault(
+                f"node {j} needs a 'layer' index below {len(layers)} and an 'inbound' list, "
+                f"received {node!r}"
+            )
+        if not inbound or not all(_index(i, 0, len(inputs) + j - 1) for i in inbound):
+            raise fault(
+                f"node {j} may only read arrays 0 to {len(inputs) + j - 1} (inputs and earlier "
+                f"nodes), received inbound {inbound!r}"
+            )
+        entry = layers[layer]
+        cls = LAYERS.get(entry.get("class")) if isinstance(entry, dict) else None
+        if cls is not None and (len(inbound) >= 2) != cls.multi_input:
+            takes = "a list of at least two" if cls.multi_input else "one"
+            raise fault(f"node {j} gives {cls.__name__} {len(inbound)} inputs; it takes {takes}")
+        called.add(layer)
+    if called != set(range(len(layers))):
+        raise fault(f"layers {sorted(set(range(len(layers))) - called)} are called by no node")
+    if not all(_index(i, 0, len(inputs) + len(nodes) - 1) for i in outputs):
+        raise fault(
+            f"outputs must name arrays 0 to {len(inputs) + len(nodes) - 1}, received {outputs!r}"
+        )
+    for key, items in (("single_input", inputs), ("single_output", outputs)):
+        if not isinstance(graph.get(key), bool) or (graph[key] and len(items) != 1):
+            raise fault(
+                f"'{key}' must be true (with one entry) or false, received {graph.get(key)!r}"
+            )
+
+
+def _index(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _graph_model(
+    path: Path, graph: dict[str, Any], layers: list[Any], be: Backend, dtype: str
+) -> Model:
+    """Replay a checked ``graph`` entry on built ``layers``: the same calls, hence the same
+    shapes (checked again as the calls are made) and the same topological order."""
+    inputs = [Input(entry["shape"], entry.get("name", "")) for entry in graph["inputs"]]
+    arrays = list(inputs)
+    for j, node in enumerate(graph["nodes"]):
+        layer = layers[node["layer"]]
+        parts = [arrays[i] for i in node["inbound"]]
+        try:
+            arrays.append(layer(parts if layer.multi_input else parts[0]))
+        except (TypeError, ValueError) as exc:
+            raise ModelFileError(f"{path}: graph: node {j} ({layer.name}): {exc}") from exc
+    outputs = [arrays[i] for i in graph["outputs"]]
+    model = Model(
+        inputs[0] if graph["single_input"] else inputs,
+        outputs[0] if graph["single_output"] else outputs,
+        backend=be,
+        dtype=dtype,
+    )
+    if len(model.nodes) != len(graph["nodes"]):
+        raise ModelFileError(f"{path}: graph: some nodes lead to no output")
+    return model

@@ -45,7 +45,8 @@ def training_figure(
             if prefix + key in history:
                 ax.plot(epochs, history[prefix + key], marker="o", label=name)
         ax.set(xlabel="epoch", ylabel=label, title=label)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.set_xlim(0.5, len(epochs) + 0.5)  # whole epochs, also for a 1-epoch run
         ax.grid(alpha=0.3)
         ax.legend()
     rates = confusion / np.maximum(1, confusion.sum(axis=1, keepdims=True))
@@ -53,7 +54,7 @@ def training_figure(
     ticks = np.arange(len(class_names))
     cm_ax.set_xticks(ticks, class_names, rotation=45, ha="right", fontsize=8)
     cm_ax.set_yticks(ticks, class_names, fontsize=8)
-    cm_ax.set(xlabel="predicted", ylabel="true", title="test confusion matrix")
+    cm_ax.set(xlabel="predicted", ylabel="true", title="test confusion matrix (counts)")
     for i, j in np.ndindex(confusion.shape):
         cm_ax.text(
             j,
@@ -64,7 +65,8 @@ def training_figure(
             fontsize=6,
             color="white" if rates[i, j] > 0.5 else "black",
         )
-    fig.colorbar(image, ax=cm_ax, fraction=0.046)
+    bar = fig.colorbar(image, ax=cm_ax, fraction=0.046)
+    bar.set_label("share of the true class (row)")
     if title:
         fig.suptitle(title)
     path = Path(path)

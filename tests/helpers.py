@@ -85,3 +85,51 @@ def layer_gradcheck(
         numeric = numeric_grad(energy_p, original)
         layer.params[name] = be.asarray(original)
         assert_grad_close(grads[name], numeric, rtol)
+
+
+def model_gradcheck(model: Any, x: Any, y: Any, loss: Any, rtol: float = 1e-6) -> None:
+    """Finite-difference check, in float64, of a whole model: dE/dX of every input and
+    dE/d(param) of every parameter, for E = loss(model(X), Y). ``x`` is a host array (a list of
+    them for several inputs), ``y`` the targets on the model's backend (a list for several
+    outputs) and ``loss`` a loss object (an `OutputLosses` for several outputs)."""
+    be = model.backend
+    several = isinstance(x, list)
+    xs = [np.array(a, dtype=np.float64) for a in (x if several else [x])]
+
+    def run(arrays: list[np.ndarray]) -> Any:
+        inputs = [be.asarray(a) for a in arrays]
+        return model.forward(inputs if several else inputs[0])
+
+    def energy() -> float:
+        return float(host(loss(run(xs), y)))
+
+    _, grad = loss.value_and_grad(run(xs), y)
+    dx = model.backward(grad)
+    dxs = dx if several else [dx]
+    grads = {
+        (i, k): host(v).copy()
+        for i, layer in enumerate(model.layers)
+        for k, v in layer.grads.items()
+    }
+    for k, a in enumerate(xs):
+
+        def energy_x(v: np.ndarray, k: int = k) -> float:
+            saved, xs[k] = xs[k], v
+            try:
+                return energy()
+            finally:
+                xs[k] = saved
+
+        assert_grad_close(dxs[k], numeric_grad(energy_x, a), rtol)
+    for i, layer in enumerate(model.layers):
+        assert set(layer.grads) == set(layer.params), layer.name
+        for name in list(layer.params):
+            original = host(layer.params[name]).copy()
+
+            def energy_p(p: np.ndarray, name: str = name, layer: Any = layer) -> float:
+                layer.params[name] = be.asarray(p)
+                return energy()
+
+            numeric = numeric_grad(energy_p, original)
+            layer.params[name] = be.asarray(original)
+            assert_grad_close(grads[(i, name)], numeric, rtol)

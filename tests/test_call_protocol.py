@@ -11,9 +11,11 @@ import pytest
 import ailib
 from ailib.layers import (
     LAYERS,
+    Add,
     AvgPool2D,
     BatchNorm1D,
     BatchNorm2D,
+    Concatenate,
     Conv2D,
     Dense,
     Dropout,
@@ -21,6 +23,7 @@ from ailib.layers import (
     Identity,
     LeakyReLU,
     MaxPool2D,
+    Multiply,
     ReLU,
     Reshape,
     Sigmoid,
@@ -30,8 +33,9 @@ from ailib.layers import (
 
 from .helpers import assert_close, host
 
-#: one instance per layer class (float64), and the per-sample shape of its input
-CASES: dict[str, tuple[Callable[..., Any], tuple[int, ...]]] = {
+#: one instance per layer class (float64), and the per-sample shape of its input (a list of
+#: shapes for merge layers)
+CASES: dict[str, tuple[Callable[..., Any], Any]] = {
     "Dense": (lambda **kw: Dense(6, 4, seed=0, **kw), (6,)),
     "Identity": (Identity, (5,)),
     "Tanh": (Tanh, (5,)),
@@ -47,6 +51,9 @@ CASES: dict[str, tuple[Callable[..., Any], tuple[int, ...]]] = {
     "Dropout": (lambda **kw: Dropout(0.0, **kw), (5,)),
     "BatchNorm1D": (lambda **kw: BatchNorm1D(5, **kw), (5,)),
     "BatchNorm2D": (lambda **kw: BatchNorm2D(2, **kw), (2, 3, 3)),
+    "Add": (Add, [(3,), (3,)]),
+    "Multiply": (Multiply, [(3,), (3,)]),
+    "Concatenate": (Concatenate, [(2,), (3,)]),
 }
 
 
@@ -54,10 +61,21 @@ def test_every_layer_class_is_covered() -> None:
     assert set(CASES) == set(LAYERS)
 
 
-def _inputs(shape: tuple[int, ...], seed: int) -> np.ndarray:
-    # distinct values well apart: every pooling window has one maximum
+def _inputs(shape: Any, seed: int) -> Any:
+    """A batch of 4 samples of ``shape`` (a list of batches for a list of shapes); distinct
+    values well apart, so that every pooling window has one maximum."""
+    if isinstance(shape, list):
+        return [_inputs(s, seed + 10 * k) for k, s in enumerate(shape)]
     rng = np.random.default_rng(seed)
-    return rng.permutation(4 * int(np.prod(shape))).reshape(4, *shape)[:, ...] * 0.01 - 0.3
+    return rng.permutation(4 * int(np.prod(shape))).reshape(4, *shape) * 0.01 - 0.3
+
+
+def _device(backend: ailib.backends.Backend, x: Any) -> Any:
+    return [backend.asarray(a) for a in x] if isinstance(x, list) else backend.asarray(x)
+
+
+def _host(x: Any) -> Any:
+    return [host(a) for a in x] if isinstance(x, list) else host(x)
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -68,13 +86,13 @@ def test_two_calls_backpropagate_independently_and_their_gradients_add(
     layer = make(backend=backend, dtype="float64")
     xa, xb = _inputs(shape, 1), _inputs(shape, 2)
 
-    def alone(x: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        layer.forward(backend.asarray(x))
+    def alone(x: Any, g: np.ndarray) -> tuple[Any, dict[str, np.ndarray]]:
+        layer.forward(_device(backend, x))
         dx = layer.backward(backend.asarray(g))
-        return host(dx), {k: host(v) for k, v in layer.grads.items()}
+        return _host(dx), {k: host(v) for k, v in layer.grads.items()}
 
-    ya, back_a = layer.call(backend.asarray(xa))
-    yb, back_b = layer.call(backend.asarray(xb))
+    ya, back_a = layer.call(_device(backend, xa))
+    yb, back_b = layer.call(_device(backend, xb))
     rng = np.random.default_rng(3)
     ga, gb = rng.standard_normal(tuple(ya.shape)), rng.standard_normal(tuple(yb.shape))
     layer.zero_grad()
@@ -84,8 +102,9 @@ def test_two_calls_backpropagate_independently_and_their_gradients_add(
 
     dxa_alone, grads_a = alone(xa, ga)
     dxb_alone, grads_b = alone(xb, gb)
-    assert_close(dxa, dxa_alone, "float64")
-    assert_close(dxb, dxb_alone, "float64")
+    for got, expected in ((dxa, dxa_alone), (dxb, dxb_alone)):
+        for part, ref in zip(*(v if isinstance(v, list) else [v] for v in (got, expected))):
+            assert_close(part, ref, "float64")
     assert set(summed) == set(layer.params)
     for key in summed:
         assert_close(summed[key], grads_a[key] + grads_b[key], "float64")

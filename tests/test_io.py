@@ -14,9 +14,11 @@ import ailib
 from ailib import io, zoo
 from ailib.layers import (
     LAYERS,
+    Add,
     AvgPool2D,
     BatchNorm1D,
     BatchNorm2D,
+    Concatenate,
     Conv2D,
     Dense,
     Dropout,
@@ -24,6 +26,7 @@ from ailib.layers import (
     Identity,
     LeakyReLU,
     MaxPool2D,
+    Multiply,
     ReLU,
     Reshape,
     Sigmoid,
@@ -60,8 +63,65 @@ def every_layer() -> list[ailib.layers.Layer]:
     ]
 
 
-def test_the_round_trip_model_covers_every_layer_class() -> None:
-    assert {layer.name for layer in every_layer()} == set(LAYERS)
+def test_the_round_trip_models_cover_every_layer_class() -> None:
+    names = {layer.name for layer in every_layer()}
+    names |= {layer.name for layer in graph_model("numpy").layers}
+    assert names == set(LAYERS)
+
+
+def graph_model(backend: Any, seed: int = 0) -> ailib.Model:
+    """A graph with two inputs, two outputs, a shared layer, a residual Add, a Concatenate and
+    a Multiply (plus BatchNorm and Dropout, whose state must survive the trip)."""
+    rows, extra = ailib.Input((64,), name="rows"), ailib.Input((5,), name="extra")
+    h = BatchNorm1D()(Tanh()(Dense(8)(rows)))
+    shared = Dense(8)
+    h = Add()([h, Tanh()(shared(Tanh()(shared(h))))])
+    g = Sigmoid()(Dense(8)(extra))
+    h = Dropout(0.2)(Concatenate()([Multiply()([h, g]), Tanh()(Dense(4)(extra))]))
+    return ailib.Model(
+        [rows, extra], [Dense(3)(h), Dense(1)(h)], backend=backend, dtype="float32", seed=seed
+    )
+
+
+def _trained_graph() -> ailib.Model:
+    model = graph_model("numpy")
+    extra = np.random.default_rng(1).random((16, 5), dtype=np.float32)
+    model.fit(
+        [X, extra],
+        [Y, X[:, :1]],
+        loss=["softmax_cross_entropy", "mse"],
+        optimizer=Adam(lr=0.01),
+        epochs=2,
+        batch_size=8,
+    )
+    return model
+
+
+def test_graph_models_load_on_every_backend(
+    backend: ailib.backends.Backend, tmp_path: Path
+) -> None:
+    model = _trained_graph()
+    extra = np.random.default_rng(2).random((16, 5), dtype=np.float32)
+    there = ailib.load(model.save(tmp_path / "graph.npz"), backend=backend)
+    assert type(there) is ailib.Model and there.backend is backend
+    assert there.summary() == model.summary()
+    _assert_same_model(there, model)
+    for got, expected in zip(there.predict([X, extra]), model.predict([X, extra])):
+        assert_close(got, expected)
+    back = ailib.load(there.save(tmp_path / f"{backend.name}.npz"), backend="numpy")
+    assert back.summary() == model.summary()
+    _assert_same_model(back, model)
+
+
+def test_a_graph_file_names_each_shared_layer_once(tmp_path: Path) -> None:
+    model = graph_model("numpy")
+    with np.load(model.save(tmp_path / "g.npz"), allow_pickle=False) as npz:
+        config = json.loads(npz["config.json"].tobytes())
+    assert config["version"] == 2 and len(config["layers"]) == len(model.layers)
+    graph = config["graph"]
+    assert [entry["shape"] for entry in graph["inputs"]] == [[64], [5]]
+    assert len(graph["nodes"]) == len(model.layers) + 1  # the shared Dense is called twice
+    assert graph["nodes"][0] == {"layer": 0, "inbound": [0]}
 
 
 def small_layers() -> list[ailib.layers.Layer]:
@@ -76,7 +136,7 @@ def _trained(layers: list[ailib.layers.Layer]) -> ailib.Sequential:
     return model
 
 
-def _assert_same_model(a: ailib.Sequential, b: ailib.Sequential) -> None:
+def _assert_same_model(a: ailib.Model, b: ailib.Model) -> None:
     assert [repr(layer) for layer in a.layers] == [repr(layer) for layer in b.layers]
     for mine, theirs in zip(a.layers, b.layers):
         for store in ("params", "buffers"):
@@ -116,7 +176,7 @@ def test_file_is_plain_npz_with_a_json_config(tmp_path: Path) -> None:
             "layers.2.params.W",
             "layers.2.params.b",
         ]
-    assert config["format"] == "ailib.model" and config["version"] == io.VERSION
+    assert config["format"] == "ailib.model" and config["version"] == 1  # readable by older ailib
     assert config["layers"][0] == {
         "class": "Dense",
         "config": {"in_features": 4, "out_features": 3, "init": "he_normal", "bias": True},
@@ -190,7 +250,10 @@ DAMAGE = {
         "cannot be built from its config",
     ),
     "params listed wrong": (lambda c, a: _set(c["layers"][0], "params", {}), "lists params"),
-    "newer version": (lambda c, a: _set(c, "version", io.VERSION + 1), "format version 2"),
+    "newer version": (
+        lambda c, a: _set(c, "version", io.VERSION + 1),
+        f"format version {io.VERSION + 1}",
+    ),
     "other format": (lambda c, a: _set(c, "format", "keras"), "not an ailib model file"),
     "pickled object array": (
         lambda c, a: _set(a, "layers.0.params.b", np.array([{"x": 1}, None, 3], dtype=object)),
@@ -206,6 +269,54 @@ def test_damaged_file_is_refused_naming_file_and_fault(saved: Path, damage: str)
     with pytest.raises(ailib.ModelFileError, match=message) as info:
         ailib.load(saved)
     assert str(saved) in str(info.value)
+
+
+@pytest.fixture
+def saved_graph(tmp_path: Path) -> Path:
+    return graph_model("numpy").save(tmp_path / "graph.npz")
+
+
+GRAPH_DAMAGE = {
+    "reads a later array": (
+        lambda g: _set(g["nodes"][0], "inbound", [5]),
+        r"node 0 may only read arrays 0 to 1",
+    ),
+    "no such layer": (lambda g: _set(g["nodes"][1], "layer", 99), "node 1 needs a 'layer' index"),
+    "merge with one input": (
+        lambda g: _set(g["nodes"][7], "inbound", [3]),
+        "node 7 gives Add 1 inputs; it takes a list of at least two",
+    ),
+    "uncalled layer": (
+        lambda g: _set(g["nodes"][2], "layer", 0),
+        r"layers \[2\] are called by no node",
+    ),
+    "output out of range": (lambda g: _set(g, "outputs", [0, 1000]), "outputs must name arrays"),
+    "single input that is not": (lambda g: _set(g, "single_input", True), "'single_input' must"),
+    "bad input shape": (
+        lambda g: _set(g["inputs"][0], "shape", [64, -1]),
+        "input 0 needs a 'shape' of 1 to 8 positive ints",
+    ),
+    "shapes that do not fit": (
+        lambda g: _set(g["inputs"][0], "shape", [32]),
+        r"node 0 \(Dense\): Dense: expected samples of shape \(64,\), received \(32,\)",
+    ),
+    "not an object": (lambda g: g.clear(), "non-empty 'inputs', 'nodes' and 'outputs'"),
+}
+
+
+@pytest.mark.parametrize("damage", list(GRAPH_DAMAGE))
+def test_damaged_graph_is_refused_naming_file_and_fault(saved_graph: Path, damage: str) -> None:
+    change, message = GRAPH_DAMAGE[damage]
+    _rewrite(saved_graph, lambda config, arrays: change(config["graph"]))
+    with pytest.raises(ailib.ModelFileError, match=message) as info:
+        ailib.load(saved_graph)
+    assert str(saved_graph) in str(info.value)
+
+
+def test_a_graph_in_a_version_1_file_is_refused(saved_graph: Path) -> None:
+    _rewrite(saved_graph, lambda config, arrays: _set(config, "version", 1))
+    with pytest.raises(ailib.ModelFileError, match="a graph needs format version 2"):
+        ailib.load(saved_graph)
 
 
 @pytest.mark.parametrize("keep", [0.1, 0.5, 0.9, 0.99])

@@ -11,14 +11,19 @@ of each backward pass. Layers compute gradients; optimizers update.
 
 The seed's single-use API stays: `forward(X)` runs `call` and keeps its backprop, `backward(dE/dY)`
 sets ``grads`` to that call's gradients and returns dE/dX.
+
+Weights are made once, when their shapes are known (Keras' ``build``): from the constructor
+(``Dense(784, 128)``) or from the input shape (``Dense(128)``, sized by what flows into it). A model
+builds its layers on its own backend and dtype, from its seed, in the order it calls them; a layer
+used alone builds itself on first use. See `Layer.build`.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from .. import backends
-from ..backends import Backend
+from .. import backends, graph
+from ..backends import Backend, Random
 
 #: ``backprop(dE/dY, input_grad=True) -> dE/dX`` (None when input_grad is False), the closure
 #: that `Layer.call` returns with Y; merge layers return one dE/dX per input, as a list
@@ -33,18 +38,53 @@ class Layer:
         grads: dE/d(param) by the same names, summed over the calls backpropagated since the
             last `zero_grad`.
         buffers: arrays that are state but not trained (e.g. running statistics); saved with the model.
-        training: train mode (True) or eval mode (False); `Sequential` switches it.
+        training: train mode (True) or eval mode (False); models switch it.
         backend: the `Backend` the arrays live on. dtype: their floating dtype.
+        built: whether the weights exist (see `build`).
+        seed: seed of the layer's own random draws when no model seed is given.
     """
 
-    def __init__(self, *, backend: str | Backend | None = None, dtype: Any = None) -> None:
+    #: merge layers (Add, Concatenate, Multiply) take a list of inputs
+    multi_input = False
+
+    def __init__(
+        self,
+        *,
+        backend: str | Backend | None = None,
+        dtype: Any = None,
+        seed: int | None = None,
+    ) -> None:
         self.backend = backends.get(backend)
         self.dtype = self.backend.dtype(dtype)
-        self.params: dict[str, Any] = {}
+        self.seed = seed
+        self.built = False
+        self._params: dict[str, Any] = {}
+        self._buffers: dict[str, Any] = {}
         self.grads: dict[str, Any] = {}
-        self.buffers: dict[str, Any] = {}
         self.training = True
         self.latest: Backprop | None = None  # the backprop of the latest `forward`
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Trainable arrays by name; a layer whose sizes are all known makes them on first use."""
+        if not self.built and self.sized:
+            self.build()
+        return self._params
+
+    @params.setter
+    def params(self, value: dict[str, Any]) -> None:
+        self._params = value
+
+    @property
+    def buffers(self) -> dict[str, Any]:
+        """Untrained state by name (running statistics), made with the parameters."""
+        if not self.built and self.sized:
+            self.build()
+        return self._buffers
+
+    @buffers.setter
+    def buffers(self, value: dict[str, Any]) -> None:
+        self._buffers = value
 
     @property
     def xp(self) -> Any:
@@ -62,7 +102,10 @@ class Layer:
         raise NotImplementedError
 
     def forward(self, x: Any) -> Any:
-        """Y = f(X) for single use: runs `call` and keeps its backprop for `backward`."""
+        """Y = f(X) for single use: runs `call` (building the layer from X's shape first if
+        needed) and keeps its backprop for `backward`."""
+        if not self.built:
+            self.build(None if self.sized else graph.sample_shape(x))
         y, self.latest = self.call(x)
         return y
 
@@ -97,6 +140,10 @@ class Layer:
         self.grads[name] = grad if total is None else total + grad
 
     def __call__(self, x: Any) -> Any:
+        """On arrays, `forward`; on symbols (`ailib.Input` and what layers return from it), a new
+        node of a graph and its output symbol (`ailib.graph.connect`)."""
+        if graph.is_symbolic(x):
+            return graph.connect(self, x)
         return self.forward(x)
 
     def __repr__(self) -> str:
@@ -108,18 +155,64 @@ class Layer:
         """The constructor arguments (JSON-serialisable) that rebuild this layer's architecture."""
         return {}
 
-    def reset_parameters(self, rng: backends.Random) -> None:
+    # -- shapes and building -----------------------------------------------------------------
+    def compute_output_shape(self, input_shape: Any) -> tuple[int, ...]:
+        """One sample's output shape for one sample's input shape (no batch axis; merge layers
+        take a list of shapes). Raises ValueError, naming the layer, for an input it cannot
+        take. Default: the shape is kept (elementwise layers)."""
+        return tuple(input_shape)
+
+    def infer_sizes(self, input_shape: Any) -> None:
+        """Fix the sizes the constructor left open (``Dense(128)``'s input size) from one
+        sample's input shape; sizes already fixed are checked by `compute_output_shape`."""
+
+    @property
+    def sized(self) -> bool:
+        """Whether every weight's shape is known (always, for layers without weights)."""
+        return True
+
+    def reset_parameters(self, rng: Random) -> None:
         """Draw fresh initial parameters from ``rng`` (no-op for layers without parameters)."""
 
+    def build(self, input_shape: Any = None, rng: Random | None = None) -> Layer:
+        """Make the weights, once, on the layer's backend and dtype: take the open sizes from
+        ``input_shape`` (one sample's shape; may be None when the constructor gave every size),
+        then draw from ``rng`` (default: ``backend.random(self.seed)``). Calling it on a built
+        layer only checks ``input_shape``.
+
+        Raises:
+            ValueError: the input shape does not fit the layer, or a size is still unknown.
+        """
+        if input_shape is not None:
+            self.infer_sizes(input_shape)
+            self.compute_output_shape(input_shape)
+        if self.built:
+            return self
+        if not self.sized:
+            raise ValueError(
+                f"{self.name}: its input size is not known, so its weights cannot be made yet; "
+                f"give it to the constructor, call the layer on data, or use it in a model "
+                f"that starts with ailib.Input(shape)"
+            )
+        self.built = True  # first: reset_parameters may store through the `params` property
+        try:
+            self.reset_parameters(rng if rng is not None else self.backend.random(self.seed))
+        except BaseException:
+            self.built = False
+            raise
+        return self
+
     def to(self, backend: str | Backend | None = None, dtype: Any = None) -> Layer:
-        """Move parameters and buffers to ``backend`` and cast floating ones to ``dtype``, in place."""
+        """Put the layer on ``backend`` with floating dtype ``dtype``, in place. A layer without
+        weights yet just records them (its weights will be made there); one with weights has
+        them copied over (through the host) and cast."""
         new = backends.get(backend) if backend is not None else self.backend
         new_dtype = (
             new.dtype(dtype)
             if dtype is not None
             else new.dtype(self.backend.dtype_name(self.dtype))
         )
-        for store in (self.params, self.buffers):
+        for store in (self._params, self._buffers):
             for key, value in store.items():
                 host = self.backend.to_host(value)
                 cast = new_dtype if host.dtype.kind == "f" else None
@@ -185,3 +278,13 @@ class Layer:
                 f"{self.name}.backward: expected dE/dY of shape {tuple(expected_shape)}, received "
                 f"{tuple(grad_out.shape)}"
             )
+
+
+def size_or_none(value: Any, what: str, who: str) -> int | None:
+    """``value`` as a positive int, or None (a size to be taken from the input shape); raises
+    ValueError naming the layer otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{who}: {what} must be a positive int, received {value!r}")
+    return int(value)

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 from ..backends import Backend, Random
 from . import init as initializers
 from ._windows import fold, output_size, pad_edges, pair, windows
-from .base import Backprop, Layer
+from .base import Backprop, Layer, size_or_none
 
 
 class Conv2D(Layer):
@@ -33,7 +33,11 @@ class Conv2D(Layer):
             side.
         init: initialiser of W by name (fan_in = C_in·k_h·k_w, fan_out = C_out·k_h·k_w).
         bias: whether to learn B.
-        seed: seed of the initial weights (`Sequential(seed=...)` re-draws them in layer order).
+        seed: seed of the initial weights when the model has no seed (a model's seed draws every
+            layer's weights in order).
+
+    ``Conv2D(out_channels=32, kernel_size=3)`` leaves C_in open: it is taken from the first
+    input (the shape flowing into it in a model), and W is made then (`Layer.build`).
 
     The attributes ``in_channels`` and ``out_channels`` describe the expected input; the layer
     has no ``in_features`` since it takes images, not feature rows.
@@ -41,9 +45,9 @@ class Conv2D(Layer):
 
     def __init__(
         self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | Sequence[int],
+        in_channels: int | None = None,
+        out_channels: int | None = None,
+        kernel_size: int | Sequence[int] | None = None,
         stride: int | Sequence[int] = 1,
         padding: int | Sequence[int] = 0,
         *,
@@ -53,24 +57,19 @@ class Conv2D(Layer):
         backend: str | Backend | None = None,
         dtype: Any = None,
     ) -> None:
-        super().__init__(backend=backend, dtype=dtype)
-        if not (
-            isinstance(in_channels, int)
-            and isinstance(out_channels, int)
-            and in_channels >= 1
-            and out_channels >= 1
-        ):
+        super().__init__(backend=backend, dtype=dtype, seed=seed)
+        if out_channels is None or kernel_size is None:
             raise ValueError(
-                f"Conv2D: in_channels and out_channels must be positive ints, "
-                f"received ({in_channels!r}, {out_channels!r})"
+                "Conv2D: give out_channels and kernel_size, e.g. Conv2D(out_channels=32, "
+                "kernel_size=3) or Conv2D(1, 32, 3)"
             )
-        self.in_channels, self.out_channels = in_channels, out_channels
+        self.in_channels = size_or_none(in_channels, "in_channels", self.name)
+        self.out_channels = int(size_or_none(out_channels, "out_channels", self.name) or 0)
         self.kernel_size = pair(kernel_size, "kernel_size", self.name)
         self.stride = pair(stride, "stride", self.name)
         self.padding = pair(padding, "padding", self.name, minimum=0)
         self.init, self.bias = init, bias
         initializers.get(init)  # fail early on an unknown name
-        self.reset_parameters(self.backend.random(seed))
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -82,6 +81,24 @@ class Conv2D(Layer):
             "init": self.init,
             "bias": self.bias,
         }
+
+    @property
+    def sized(self) -> bool:
+        return self.in_channels is not None
+
+    def infer_sizes(self, input_shape: tuple[int, ...]) -> None:
+        if self.in_channels is None and len(input_shape) == 3:
+            self.in_channels = int(input_shape[0])
+
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        shape = tuple(input_shape)
+        if len(shape) != 3 or self.in_channels not in (None, shape[0]):
+            raise ValueError(
+                f"{self.name}: expected samples of shape ({self.in_channels or 'C'}, H, W), "
+                f"received {shape}" + ("; add a Reshape layer first" if len(shape) == 1 else "")
+            )
+        self._check_size(shape[1:])
+        return (self.out_channels, *self.output_shape(shape[1], shape[2]))
 
     def reset_parameters(self, rng: Random) -> None:
         kh, kw = self.kernel_size
@@ -141,9 +158,12 @@ class Conv2D(Layer):
                 f"received {tuple(x.shape)}"
                 + ("; add a Reshape layer first for flat rows" if x.ndim == 2 else "")
             )
+        self._check_size(tuple(x.shape[2:]))
+
+    def _check_size(self, size: tuple[int, ...]) -> None:
         (kh, kw), (ph, pw) = self.kernel_size, self.padding
-        if x.shape[2] + 2 * ph < kh or x.shape[3] + 2 * pw < kw:
+        if size[0] + 2 * ph < kh or size[1] + 2 * pw < kw:
             raise ValueError(
-                f"{self.name}: the input's spatial size {tuple(x.shape[2:])} plus padding "
+                f"{self.name}: the input's spatial size {size} plus padding "
                 f"{self.padding} is smaller than the kernel {self.kernel_size}"
             )

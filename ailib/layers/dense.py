@@ -6,7 +6,7 @@ from typing import Any
 
 from ..backends import Backend, Random
 from . import init as initializers
-from .base import Backprop, Layer
+from .base import Backprop, Layer, size_or_none
 
 
 class Dense(Layer):
@@ -21,17 +21,22 @@ class Dense(Layer):
         dE/dB = Σₙ dE/dYₙ          (out,)
         dE/dX = dE/dY·W            (N, in)     — the seed's Wᵀ·dE/dY, in row form
 
+    ``Dense(128)`` gives the output size only: the input size is taken from the first input
+    (the shape flowing into it in a model), and W is made then (`Layer.build`).
+
     Args:
-        in_features, out_features: sizes of X's and Y's last axis.
+        in_features, out_features: sizes of X's and Y's last axis; with one size given, it is
+            out_features.
         init: initialiser of W by name ("glorot_uniform", "he_normal", ...; see `ailib.layers.init`).
         bias: whether to learn B.
-        seed: seed of the initial weights (`Sequential(seed=...)` re-draws them in layer order).
+        seed: seed of the initial weights when the model has no seed (a model's seed draws every
+            layer's weights in order).
     """
 
     def __init__(
         self,
-        in_features: int,
-        out_features: int,
+        in_features: int | None = None,
+        out_features: int | None = None,
         *,
         init: str = "glorot_uniform",
         bias: bool = True,
@@ -39,16 +44,15 @@ class Dense(Layer):
         backend: str | Backend | None = None,
         dtype: Any = None,
     ) -> None:
-        super().__init__(backend=backend, dtype=dtype)
-        if in_features < 1 or out_features < 1:
-            raise ValueError(
-                f"Dense: in_features and out_features must be positive, received "
-                f"({in_features}, {out_features})"
-            )
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        super().__init__(backend=backend, dtype=dtype, seed=seed)
+        if out_features is None:  # Dense(128): the output size only
+            in_features, out_features = None, in_features
+        if out_features is None:
+            raise ValueError("Dense: give the output size, e.g. Dense(128) or Dense(784, 128)")
+        self.in_features = size_or_none(in_features, "in_features", self.name)
+        self.out_features = int(size_or_none(out_features, "out_features", self.name) or 0)
         self.init, self.bias = init, bias
         initializers.get(init)  # fail early on an unknown name
-        self.reset_parameters(self.backend.random(seed))
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -57,6 +61,23 @@ class Dense(Layer):
             "init": self.init,
             "bias": self.bias,
         }
+
+    @property
+    def sized(self) -> bool:
+        return self.in_features is not None
+
+    def infer_sizes(self, input_shape: tuple[int, ...]) -> None:
+        if self.in_features is None and len(input_shape) == 1:
+            self.in_features = int(input_shape[0])
+
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        shape = tuple(input_shape)
+        if len(shape) != 1 or self.in_features not in (None, shape[0]):
+            raise ValueError(
+                f"{self.name}: expected samples of shape ({self.in_features or 'features'},), "
+                f"received {shape}" + ("; add a Flatten layer first" if len(shape) > 1 else "")
+            )
+        return (self.out_features,)
 
     def reset_parameters(self, rng: Random) -> None:
         shape = (self.out_features, self.in_features)

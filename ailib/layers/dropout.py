@@ -16,8 +16,8 @@ class Dropout(Layer):
     at inference. Backward uses the same mask: dE/dX = dE/dY ∘ M / (1 − p) (training), dE/dY
     (eval).
 
-    The mask is drawn on the device by ``backend.random(seed).bernoulli_mask``; `reset_parameters`
-    (called by `Sequential(seed=...)`) reseeds it from the model's random source, so a seeded
+    The mask is drawn on the device by ``backend.random(seed).bernoulli_mask``; building the
+    layer (`Layer.build`, which a model does with its own random source) seeds it, so a seeded
     model drops the same units on every run.
 
     Args:
@@ -33,12 +33,11 @@ class Dropout(Layer):
         backend: str | Backend | None = None,
         dtype: Any = None,
     ) -> None:
-        super().__init__(backend=backend, dtype=dtype)
+        super().__init__(backend=backend, dtype=dtype, seed=seed)
         if not 0.0 <= p < 1.0:
             raise ValueError(f"Dropout: p must lie in [0, 1), received {p}")
         self.p = float(p)
-        self.seed = seed
-        self.rng: Random = self.backend.random(seed)
+        self.rng: Random | None = None  # made by `build`, on the layer's backend
 
     def get_config(self) -> dict[str, Any]:
         return {"p": self.p}
@@ -49,12 +48,14 @@ class Dropout(Layer):
 
     def to(self, backend: str | Backend | None = None, dtype: Any = None) -> Dropout:
         super().to(backend, dtype)
-        if self.rng.backend is not self.backend:
+        if self.rng is not None and self.rng.backend is not self.backend:
             self.rng = self.backend.random(self.seed)
         return self
 
     def call(self, x: Any) -> tuple[Any, Backprop]:
         self.check_input(x, dtype=None)
+        if self.rng is None:
+            self.build()
         x_shape = tuple(x.shape)
         if not self.training or self.p == 0.0:
             scaled_mask, y = None, x

@@ -7,7 +7,7 @@ import math
 from typing import Any, Sequence
 
 from ..backends import Backend, Random
-from .base import Backprop, Layer
+from .base import Backprop, Layer, size_or_none
 
 
 class _BatchNorm(Layer):
@@ -36,7 +36,7 @@ class _BatchNorm(Layer):
 
     def __init__(
         self,
-        features: int,
+        features: int | None = None,
         momentum: float = 0.1,
         eps: float = 1e-5,
         *,
@@ -44,20 +44,33 @@ class _BatchNorm(Layer):
         dtype: Any = None,
     ) -> None:
         super().__init__(backend=backend, dtype=dtype)
-        if not isinstance(features, int) or features < 1:
-            raise ValueError(
-                f"{self.name}: the number of features must be a positive int, received {features!r}"
-            )
+        self.features = size_or_none(features, "the number of features", self.name)
         if not 0.0 <= momentum <= 1.0 or not eps > 0.0:
             raise ValueError(
                 f"{self.name}: need 0 <= momentum <= 1 and eps > 0, received "
                 f"momentum={momentum}, eps={eps}"
             )
-        self.features, self.momentum, self.eps = features, float(momentum), float(eps)
-        self.reset_parameters(self.backend.random(0))
+        self.momentum, self.eps = float(momentum), float(eps)
 
     def get_config(self) -> dict[str, Any]:
         return {"momentum": self.momentum, "eps": self.eps}
+
+    @property
+    def sized(self) -> bool:
+        return self.features is not None
+
+    def infer_sizes(self, input_shape: tuple[int, ...]) -> None:
+        if self.features is None and len(input_shape) == self.ndim - 1:
+            self.features = int(input_shape[0])
+
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        shape = tuple(input_shape)
+        if len(shape) != self.ndim - 1 or self.features not in (None, shape[0]):
+            raise ValueError(
+                f"{self.name}: expected samples of shape ({self.layout[4:]} with "
+                f"{self.features or 'any number of'} features first, received {shape}"
+            )
+        return shape
 
     def reset_parameters(self, rng: Random) -> None:
         """γ = 1, β = 0 and fresh running statistics (nothing is random)."""
@@ -127,22 +140,15 @@ class BatchNorm1D(_BatchNorm):
     the batch (M = N). See `_BatchNorm` for the formulas.
 
     Args:
-        features: F. momentum: weight of the new batch in the running statistics. eps: ε.
+        features: F (None: taken from the first input). momentum: weight of the new batch in the running statistics. eps: ε.
     """
 
     axes, ndim, layout = (0,), 2, "(N, F)"
 
-    def __init__(
-        self,
-        features: int,
-        momentum: float = 0.1,
-        eps: float = 1e-5,
-        *,
-        backend: str | Backend | None = None,
-        dtype: Any = None,
-    ) -> None:
-        super().__init__(features, momentum, eps, backend=backend, dtype=dtype)
-        self.in_features = features  # lets Sequential check the model's input rows
+    @property
+    def in_features(self) -> int | None:
+        """F, as Dense names it (lets a model check its input rows)."""
+        return self.features
 
     def get_config(self) -> dict[str, Any]:
         return {"features": self.features, **super().get_config()}
@@ -153,14 +159,14 @@ class BatchNorm2D(_BatchNorm):
     channel over N, H and W (M = N·H·W). See `_BatchNorm` for the formulas.
 
     Args:
-        channels: C. momentum: weight of the new batch in the running statistics. eps: ε.
+        channels: C (None: taken from the first input). momentum: weight of the new batch in the running statistics. eps: ε.
     """
 
     axes, ndim, layout = (0, 2, 3), 4, "(N, C, H, W)"
 
     def __init__(
         self,
-        channels: int,
+        channels: int | None = None,
         momentum: float = 0.1,
         eps: float = 1e-5,
         *,
@@ -168,7 +174,11 @@ class BatchNorm2D(_BatchNorm):
         dtype: Any = None,
     ) -> None:
         super().__init__(channels, momentum, eps, backend=backend, dtype=dtype)
-        self.channels = channels
+
+    @property
+    def channels(self) -> int | None:
+        """C (the features of `_BatchNorm`)."""
+        return self.features
 
     def get_config(self) -> dict[str, Any]:
         return {"channels": self.channels, **super().get_config()}

@@ -34,6 +34,20 @@ class _Pool2D(Layer):
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
         return output_size(height, kh, sh), output_size(width, kw, sw)
 
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        shape = tuple(input_shape)
+        if len(shape) != 3:
+            raise ValueError(f"{self.name}: expected samples of shape (C, H, W), received {shape}")
+        self._check_size(shape[1:])
+        return (shape[0], *self.output_shape(shape[1], shape[2]))
+
+    def _check_size(self, size: tuple[int, ...]) -> None:
+        if size[0] < self.kernel_size[0] or size[1] < self.kernel_size[1]:
+            raise ValueError(
+                f"{self.name}: the input's spatial size {size} is "
+                f"smaller than the kernel {self.kernel_size}"
+            )
+
     def _pieces(self, x: Any) -> list[Any]:
         self.check_input(x, dtype=None)
         if x.ndim != 4:
@@ -41,11 +55,7 @@ class _Pool2D(Layer):
                 f"{self.name}: expected a 4-d input (N, C, H, W), received shape "
                 f"{tuple(x.shape)} ({x.ndim}-d)"
             )
-        if x.shape[2] < self.kernel_size[0] or x.shape[3] < self.kernel_size[1]:
-            raise ValueError(
-                f"{self.name}: the input's spatial size {tuple(x.shape[2:])} is "
-                f"smaller than the kernel {self.kernel_size}"
-            )
+        self._check_size(tuple(x.shape[2:]))
         return self._windows(x)
 
     def _windows(self, x: Any) -> list[Any]:

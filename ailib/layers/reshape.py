@@ -20,6 +20,9 @@ class Flatten(Layer):
     def __init__(self, *, backend: str | Backend | None = None, dtype: Any = None) -> None:
         super().__init__(backend=backend, dtype=dtype)
 
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (math.prod(input_shape),)
+
     def call(self, x: Any) -> tuple[Any, Backprop]:
         self.check_input(x, dtype=None)
         if x.ndim < 2:
@@ -61,6 +64,14 @@ class Reshape(Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {"shape": list(self.shape)}
+
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if math.prod(input_shape) != self.size:
+            raise ValueError(
+                f"{self.name}: expected samples of {self.size} entries to reshape to "
+                f"{self.shape}, received samples of shape {tuple(input_shape)}"
+            )
+        return self.shape
 
     def call(self, x: Any) -> tuple[Any, Backprop]:
         self.check_input(x, dtype=None)

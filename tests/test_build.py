@@ -1,0 +1,138 @@
+"""Shapes known before weights are made: layers declared without their input size are built
+once, on the model's backend and dtype, from the shapes flowing through it, with the model's
+seed; no weight is drawn twice or moved through the host for nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+import ailib
+import ailib.zoo
+from ailib.backends import Backend
+from ailib.layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, ReLU, Tanh
+
+from .helpers import host
+
+
+class _Counts:
+    """Counts random draws (`Random.uniform`/`normal`) and host <-> device moves on one backend."""
+
+    def __init__(self, backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.draws = self.to_device = self.to_host = 0
+        for method in ("uniform", "normal"):
+            original = getattr(ailib.backends.Random, method)
+
+            def draw(rng: Any, *args: Any, original: Any = original, **kwargs: Any) -> Any:
+                self.draws += 1
+                return original(rng, *args, **kwargs)
+
+            monkeypatch.setattr(ailib.backends.Random, method, draw)
+        original_from, original_to = backend._from_host, backend.to_host
+
+        def from_host(a: np.ndarray) -> Any:
+            self.to_device += 1
+            return original_from(a)
+
+        def to_host(a: Any) -> np.ndarray:
+            self.to_host += 1
+            return original_to(a)
+
+        monkeypatch.setattr(backend, "_from_host", from_host)
+        monkeypatch.setattr(backend, "to_host", to_host)
+
+
+def test_a_seeded_model_draws_each_weight_once_on_its_own_backend(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counts = _Counts(backend, monkeypatch)
+    model = ailib.Sequential(ailib.zoo.mlp(20, (16, 8), 4), backend=backend, seed=0)
+    # three W drawn on the host and moved at most once each (not at all where the host is the
+    # device); biases made on the device; nothing read back
+    assert counts.draws == 3 and counts.to_device <= 3 and counts.to_host == 0
+    for layer in model.layers:
+        for value in layer.params.values():
+            assert backend.owns(value) and value.dtype == backend.xp.float32
+    assert counts.draws == 3  # touching the parameters made nothing new
+
+
+def test_layers_without_input_sizes_take_them_from_the_input_shape() -> None:
+    x = ailib.Input((1, 6, 6))
+    h = ReLU()(BatchNorm2D()(Conv2D(out_channels=3, kernel_size=3)(x)))
+    y = Dense(5)(Flatten()(h))
+    model = ailib.Model(x, y, backend="numpy", dtype="float64", seed=0)
+    shapes = {
+        f"{i}.{k}": tuple(v.shape)
+        for i, layer in enumerate(model.layers)
+        for k, v in layer.params.items()
+    }
+    assert shapes == {
+        "0.W": (3, 1, 3, 3),
+        "0.b": (3,),
+        "1.gamma": (3,),
+        "1.beta": (3,),
+        "4.W": (5, 48),
+        "4.b": (5,),
+    }
+    assert all(v.dtype == np.float64 for v in model.params.values())
+    assert model.predict(np.zeros((2, 1, 6, 6))).shape == (2, 5)
+
+
+def test_sizes_given_or_inferred_give_the_same_model(other_backend: Backend) -> None:
+    """Dense(16) after an Input((20,)) is Dense(20, 16): same weights from the same seed, on
+    every backend; a Sequential without input_shape builds at its first batch, the same again."""
+    x = np.random.default_rng(0).standard_normal((8, 20)).astype(np.float32)
+    explicit = ailib.Sequential([Dense(20, 16), Tanh(), Dense(16, 4)], backend="numpy", seed=5)
+    declared = ailib.Sequential(
+        [Dense(16), Tanh(), Dense(4)], backend=other_backend, seed=5, input_shape=(20,)
+    )
+    deferred = ailib.Sequential([Dense(16), Tanh(), Dense(4)], backend=other_backend, seed=5)
+    assert deferred.params == {}  # nothing known yet, nothing made
+    assert tuple(deferred.predict(x).shape) == (8, 4)
+    for model in (declared, deferred):
+        assert model.params.keys() == explicit.params.keys()
+        for key, value in explicit.params.items():
+            np.testing.assert_array_equal(host(model.params[key]), host(value), err_msg=key)
+
+
+def test_a_layer_alone_builds_at_first_use_and_says_what_it_lacks(backend: Backend) -> None:
+    layer = Dense(3, backend=backend, seed=0)
+    assert not layer.built and layer.params == {}
+    with pytest.raises(ValueError, match="Dense: its input size is not known"):
+        layer.build()
+    y = layer.forward(backend.asarray(np.ones((2, 5), dtype=np.float32)))
+    assert tuple(y.shape) == (2, 3) and layer.in_features == 5
+    assert tuple(layer.params["W"].shape) == (3, 5)
+    sized = Dense(5, 3, backend=backend, seed=0)
+    np.testing.assert_array_equal(host(sized.params["W"]), host(layer.params["W"]))
+    with pytest.raises(ValueError, match=r"Dense: expected samples of shape \(5,\)"):
+        layer.build((4,))
+
+
+def test_a_model_keeps_weights_a_layer_already_has(other_backend: Backend) -> None:
+    layer = Dense(4, 2, backend="numpy", seed=1)
+    w = host(layer.params["W"]).copy()  # made on NumPy: the user holds these weights
+    model = ailib.Sequential([layer, Tanh()], backend=other_backend, seed=7)
+    assert other_backend.owns(layer.params["W"])
+    np.testing.assert_array_equal(host(model.params["0.W"]), w)
+
+
+def test_constructor_errors_name_the_layer() -> None:
+    with pytest.raises(ValueError, match="Dense: give the output size"):
+        Dense()
+    with pytest.raises(ValueError, match="Dense: in_features must be a positive int"):
+        Dense(0, 3)
+    with pytest.raises(ValueError, match="Conv2D: give out_channels and kernel_size"):
+        Conv2D(out_channels=4)
+    with pytest.raises(ValueError, match="BatchNorm2D: the number of features must be"):
+        BatchNorm2D(-1)
+
+
+def test_seeded_dropout_in_a_deferred_model_repeats_its_masks() -> None:
+    def masks() -> np.ndarray:
+        model = ailib.Sequential([Dense(8), Dropout(0.5)], backend="numpy", seed=3)
+        return host(model.forward(np.ones((4, 6), dtype=np.float32))) != 0
+
+    np.testing.assert_array_equal(masks(), masks())
