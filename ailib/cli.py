@@ -21,7 +21,7 @@ import numpy as np
 
 from . import backends, datasets, io, metrics, optimizers, zoo
 from .cli_progress import Progress
-from .model import Sequential
+from .model import Model
 from .optimizers import SGD, Adam, Optimizer
 
 DATASETS = ("auto", "mnist", "fashion-mnist", "mnist-test")
@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--hidden",
         default=None,
-        help="hidden layer sizes, comma-separated (mlp default: 256,128; cnn: one size)",
+        help="hidden layer sizes, comma-separated (mlp default: 256,128; cnn: one size; "
+        "resnet: the channels of each stage, default 16,32,64)",
     )
     train.add_argument("--seed", type=int, default=0, help="seed of weights and shuffling")
     train.add_argument(
@@ -175,6 +176,8 @@ def _hidden(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"--hidden {args.hidden!r}: sizes must be positive")
     if args.model == "mlp":
         return {"hidden": sizes}
+    if args.model == "resnet":
+        return {"channels": sizes}
     if len(sizes) != 1:
         raise UsageError(f"--hidden: model {args.model} takes one hidden size")
     return {"hidden": sizes[0]}
@@ -226,8 +229,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.model == "mlp":
         builder_kwargs["in_features"] = x.shape[1]
-    layers = zoo.MODELS[args.model](classes=len(classes), **builder_kwargs)
-    model = Sequential(layers, backend=be, seed=args.seed)
+    model = zoo.build(
+        args.model, backend=be, seed=args.seed, classes=len(classes), **builder_kwargs
+    )
     start = time.perf_counter()
     history = model.fit(
         x,
@@ -293,7 +297,7 @@ def make_schedule(args: argparse.Namespace) -> Callable[[int], float] | None:
     return optimizers.cosine_schedule(lr, args.epochs)
 
 
-def _confusion(model: Sequential, x: np.ndarray, y: np.ndarray, classes: int) -> np.ndarray:
+def _confusion(model: Model, x: np.ndarray, y: np.ndarray, classes: int) -> np.ndarray:
     logits = model.backend.to_host(model.predict(x, batch_size=1024))
     return metrics.confusion_matrix(y, np.argmax(logits, axis=1), classes)
 

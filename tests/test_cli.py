@@ -131,6 +131,18 @@ def test_cnn_from_the_zoo(data: Path, tmp_path: Path) -> None:
     assert "Conv2D" in [layer.name for layer in ailib.load(tmp_path / "model.npz").layers]
 
 
+def test_resnet_from_the_zoo(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ("--dataset", "mnist", "--model", "resnet", "--hidden", "2,3", "--epochs", "1")
+    assert cli.main(train(data, tmp_path, *args)) == 0
+    model = ailib.load(tmp_path / "model.npz", backend="array_api_strict")
+    assert type(model) is ailib.Model and "Add" in [layer.name for layer in model.layers]
+    args = ["evaluate", "--model", str(tmp_path / "model.npz"), "--data-root", str(data)]
+    assert cli.main([*args, "--dataset", "mnist", "--quiet"]) == 0
+    assert "accuracy" in capsys.readouterr().out
+
+
 def test_auto_falls_back_to_fashion_and_picks_a_backend(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -291,3 +291,32 @@ def test_gradients_are_zeroed_by_each_backward_pass() -> None:
     model.backward(g)  # the same pass again: the same gradients, not twice them
     for key, value in first.items():
         np.testing.assert_array_equal(host(model.layers[0].grads[key]), value)
+
+
+class Scale(ailib.layers.Layer):
+    """The custom layer of docs/models.md, verbatim: Y = s·X with one learned scalar s."""
+
+    def reset_parameters(self, rng: object) -> None:
+        self.params["s"] = self.xp.ones((), dtype=self.dtype, device=self.backend.device)
+
+    def call(self, x: object) -> tuple:
+        s = self.params["s"]
+        y = s * x
+
+        def backprop(grad_out: object, input_grad: bool = True) -> object:
+            self.accumulate("s", self.xp.sum(grad_out * x))
+            return s * grad_out if input_grad else None
+
+        return y, backprop
+
+
+def test_the_documented_custom_layer_works_shared_in_a_graph(
+    backend: ailib.backends.Backend,
+) -> None:
+    x = ailib.Input((3,))
+    scale = Scale()
+    out = Dense(2)(Tanh()(scale(Dense(3)(scale(x)))))  # one scalar, used twice
+    model = ailib.Model(x, out, backend=backend, dtype="float64", seed=0)
+    rng = np.random.default_rng(6)
+    y = backend.asarray(rng.standard_normal((4, 2)))
+    model_gradcheck(model, rng.standard_normal((4, 3)), y, ailib.losses.MSE())

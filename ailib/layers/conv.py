@@ -167,8 +167,10 @@ class Conv2D(Layer):
             self.check_grad(grad_out, (n, out, oh, ow))
             grad = xp.reshape(xp.permute_dims(grad_out, (1, 0, 2, 3)), (out, cols_n))
             grad_hat = grad if g == 1 else xp.reshape(grad, (g, out // g, cols_n))
-            grad_w = xp.matmul(grad_hat, xp.matrix_transpose(cols))
-            self.accumulate("W", xp.reshape(grad_w, w.shape))
+            # NOTE: dE/dW = (X̂·dE/dŶᵀ)ᵀ, not dE/dŶ·X̂ᵀ: NumPy's matmul of a wide matrix by a
+            # transposed view takes a slow non-BLAS path (30-100x at N·H·W of 10⁵)
+            d_w = xp.matrix_transpose(xp.matmul(cols, xp.matrix_transpose(grad_hat)))
+            self.accumulate("W", xp.reshape(d_w, w.shape))
             if self.bias:
                 self.accumulate("b", xp.sum(grad, axis=1))
             if not input_grad:  # skips dE/dX̂ and its col2im
