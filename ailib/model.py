@@ -203,7 +203,8 @@ class Model:
         the last forward in reverse topological order; where paths meet, their dE/dX are added
         (docs/math.md §12). Every layer's gradients are zeroed first, then each call's backprop
         adds its share, so a shared layer gets the sum over its uses. Returns dE/dX of the input
-        (a list for several inputs).
+        (a list for several inputs; None for an input that only feeds indices to an Embedding,
+        which are not differentiable).
 
         With ``input_grad=False`` (what training uses) no dE/dX is formed that no parameter
         needs: calls with no parameters at or before them are skipped, the first calls with
@@ -231,6 +232,8 @@ class Model:
             if not wants[j]:
                 continue
             for i, d in zip(ins, dx if layer.multi_input else (dx,)):
+                if d is None:  # an input without a gradient (an Embedding's indices)
+                    continue
                 dvals[i] = d if dvals[i] is None else dvals[i] + d  # the sum at a fork
         if not input_grad:
             return None
@@ -324,7 +327,8 @@ class Model:
 
     def _input(self, x: Any, who: str, k: int) -> Any:
         """Input k as a floating array of the model's dtype on its device; NumPy arrays are moved
-        once, arrays of another backend or device are refused."""
+        once, arrays of another backend or device are refused. An input read only by layers
+        that take indices (`Embedding`) may be an integer array, kept as it is."""
         be = self.backend
         what = "x" if self.single_input else f"x[{k}]"
         if (
@@ -335,6 +339,9 @@ class Model:
         ):
             x = be.asarray(x, dtype=self.dtype)  # cast on the host: no float64 copy on the device
         x = self._own(x, who, what)
+        if self.xp.isdtype(x.dtype, "integral") and self._reads_indices(k):
+            self._check_input_shape(x, who, k)
+            return x
         if not be.is_floating(x.dtype):
             raise TypeError(
                 f"{who}: {what} has dtype {be.dtype_name(x.dtype)} but the model needs floats "
@@ -345,6 +352,11 @@ class Model:
             x = self.xp.astype(x, self.dtype)
         self._check_input_shape(x, who, k)
         return x
+
+    def _reads_indices(self, k: int) -> bool:
+        """Whether every layer call that reads input k takes indices (``takes_indices``)."""
+        readers = [layer for layer, ins, _, _ in self.wiring if k in ins]
+        return bool(readers) and all(getattr(la, "takes_indices", False) for la in readers)
 
     def _check_input_shape(self, x: Any, who: str, k: int) -> None:
         shape = self.inputs[k].shape

@@ -87,11 +87,14 @@ def layer_gradcheck(
         assert_grad_close(grads[name], numeric, rtol)
 
 
-def model_gradcheck(model: Any, x: Any, y: Any, loss: Any, rtol: float = 1e-6) -> None:
+def model_gradcheck(
+    model: Any, x: Any, y: Any, loss: Any, rtol: float = 1e-6, input_grad: bool = True
+) -> None:
     """Finite-difference check, in float64, of a whole model: dE/dX of every input and
     dE/d(param) of every parameter, for E = loss(model(X), Y). ``x`` is a host array (a list of
     them for several inputs), ``y`` the targets on the model's backend (a list for several
-    outputs) and ``loss`` a loss object (an `OutputLosses` for several outputs)."""
+    outputs) and ``loss`` a loss object (an `OutputLosses` for several outputs). With
+    ``input_grad=False`` (a single input of indices) dE/dX must be None instead."""
     be = model.backend
     several = isinstance(x, list)
     xs = [np.array(a, dtype=np.float64) for a in (x if several else [x])]
@@ -111,7 +114,12 @@ def model_gradcheck(model: Any, x: Any, y: Any, loss: Any, rtol: float = 1e-6) -
         for i, layer in enumerate(model.layers)
         for k, v in layer.grads.items()
     }
-    for k, a in enumerate(xs):
+    if not input_grad:
+        assert dx is None
+        xs_checked: list[np.ndarray] = []
+    else:
+        xs_checked = xs
+    for k, a in enumerate(xs_checked):
 
         def energy_x(v: np.ndarray, k: int = k) -> float:
             saved, xs[k] = xs[k], v
