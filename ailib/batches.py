@@ -42,6 +42,11 @@ def _check_input(model: Any, x: Any, who: str, check_values: bool, k: int, what:
     host = backends.host_numbers(x, who, what)
     x = host if host is not None else _own(model, x, who, what)
     floating = x.dtype.kind == "f" if host is not None else be.is_floating(x.dtype)
+    integral = x.dtype.kind in "iu" if host is not None else be.xp.isdtype(x.dtype, "integral")
+    reads_indices = getattr(model, "reads_indices", None)
+    if integral and reads_indices is not None and reads_indices(k):
+        model.check_input_shape(x, who, k)  # indices (Embedding): integers, kept as integers
+        return x
     if not floating:
         name = x.dtype.name if host is not None else be.dtype_name(x.dtype)
         raise TypeError(
@@ -149,9 +154,22 @@ def to_device(model: Any, a: Any, dtype: Any) -> Any:
     return model.backend.asarray(a, dtype=dtype)
 
 
+def input_dtypes(model: Any, x: Any) -> Any:
+    """The dtype each checked input moves to: the model's float dtype, or the backend's index
+    dtype for integer inputs of index-taking layers (a list for several inputs)."""
+
+    def one(a: Any) -> Any:
+        kind = getattr(getattr(a, "dtype", None), "kind", None)
+        integral = kind in ("i", "u") if kind is not None else model.xp.isdtype(a.dtype, "integral")
+        return model.backend.index_dtype if integral else model.dtype
+
+    return [one(a) for a in x] if isinstance(x, list) else one(x)
+
+
 def model_inputs(model: Any, x: Any, who: str, check_values: bool = True) -> Any:
-    """``x`` checked (`check_inputs`) and on the model's device, as the model's dtype."""
-    return to_device(model, check_inputs(model, x, who, check_values), model.dtype)
+    """``x`` checked (`check_inputs`) and on the model's device, as `input_dtypes` says."""
+    x = check_inputs(model, x, who, check_values)
+    return to_device(model, x, input_dtypes(model, x))
 
 
 def model_targets(
@@ -334,7 +352,7 @@ def batches_of(
     if rows(x) == 0:
         raise ValueError(f"{who}: x has no samples")
     y, y_dtype = check_targets(model, y, rows(x), loss, who)
-    x, y = to_device(model, x, model.dtype), to_device(model, y, y_dtype)  # checked: now move
+    x, y = to_device(model, x, input_dtypes(model, x)), to_device(model, y, y_dtype)  # now move
     return ArrayBatches(
         model.backend,
         x,
@@ -356,5 +374,6 @@ __all__ = [
     "model_inputs",
     "model_targets",
     "rows",
+    "input_dtypes",
     "to_device",
 ]

@@ -218,7 +218,8 @@ class Model:
         the last forward in reverse topological order; where paths meet, their dE/dX are added
         (docs/math.md §12). Every layer's gradients are zeroed first, then each call's backprop
         adds its share, so a shared layer gets the sum over its uses. Returns dE/dX of the input
-        (a list for several inputs).
+        (a list for several inputs; None for an input that only feeds indices to an Embedding,
+        which are not differentiable).
 
         With ``input_grad=False`` (what training uses) no dE/dX is formed that no parameter
         needs: calls with no trainable parameters at or before them (frozen or parameter-free
@@ -251,6 +252,8 @@ class Model:
             if not wants[j]:
                 continue
             for i, d in zip(ins, dx if layer.multi_input else (dx,)):
+                if d is None:  # an input without a gradient (an Embedding's indices)
+                    continue
                 dvals[i] = d if dvals[i] is None else dvals[i] + d  # the sum at a fork
         if not input_grad:
             return None
@@ -344,6 +347,12 @@ class Model:
                 f"{who}: the model's input {k} expects {what} of shape (N, "
                 f"{', '.join(map(str, shape))}), received {tuple(x.shape)}"
             )
+
+    def reads_indices(self, k: int = 0) -> bool:
+        """Whether every layer call that reads input k takes indices (``takes_indices``, e.g.
+        `Embedding`): then that input may be an integer array, kept as integers."""
+        readers = [layer for layer, ins, _, _ in self.wiring if k in ins]
+        return bool(readers) and all(getattr(la, "takes_indices", False) for la in readers)
 
     def num_classes(self, k: int = 0) -> int | None:
         """The number of classes output k scores, where its shape says (one axis)."""

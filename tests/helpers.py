@@ -70,10 +70,15 @@ def assert_grad_close(analytic: Any, numeric: np.ndarray, rtol: float = 1e-6) ->
 
 
 def layer_gradcheck(
-    layer: ailib.layers.Layer, x: np.ndarray, seed: int = 0, rtol: float = 1e-6
+    layer: ailib.layers.Layer,
+    x: np.ndarray,
+    seed: int = 0,
+    rtol: float = 1e-6,
+    input_grad: bool = True,
 ) -> None:
     """Finite-difference check, in float64, of a layer's dE/dX and every dE/d(param), for
-    E = Σ R ∘ layer(X) with a fixed random R (so dE/dY = R)."""
+    E = Σ R ∘ layer(X) with a fixed random R (so dE/dY = R). With ``input_grad=False`` (layers
+    whose input is not differentiable, such as indices) dE/dX must be None instead."""
     be = layer.backend
     r = np.random.default_rng(seed).standard_normal(host(layer.forward(be.asarray(x))).shape)
     r_dev = be.asarray(r)
@@ -84,7 +89,10 @@ def layer_gradcheck(
     layer.forward(be.asarray(x))
     dx = layer.backward(r_dev)
     grads = {k: host(v) for k, v in layer.grads.items()}
-    assert_grad_close(dx, numeric_grad(energy, x), rtol)
+    if input_grad:
+        assert_grad_close(dx, numeric_grad(energy, x), rtol)
+    else:
+        assert dx is None
     for name in list(layer.params):
         original = host(layer.params[name]).copy()
 
@@ -97,11 +105,14 @@ def layer_gradcheck(
         assert_grad_close(grads[name], numeric, rtol)
 
 
-def model_gradcheck(model: Any, x: Any, y: Any, loss: Any, rtol: float = 1e-6) -> None:
+def model_gradcheck(
+    model: Any, x: Any, y: Any, loss: Any, rtol: float = 1e-6, input_grad: bool = True
+) -> None:
     """Finite-difference check, in float64, of a whole model: dE/dX of every input and
     dE/d(param) of every parameter, for E = loss(model(X), Y). ``x`` is a host array (a list of
     them for several inputs), ``y`` the targets on the model's backend (a list for several
-    outputs) and ``loss`` a loss object (an `OutputLosses` for several outputs)."""
+    outputs) and ``loss`` a loss object (an `OutputLosses` for several outputs). With
+    ``input_grad=False`` (a single input of indices) dE/dX must be None instead."""
     be = model.backend
     several = isinstance(x, list)
     xs = [np.array(a, dtype=np.float64) for a in (x if several else [x])]
@@ -121,7 +132,12 @@ def model_gradcheck(model: Any, x: Any, y: Any, loss: Any, rtol: float = 1e-6) -
         for i, layer in enumerate(model.layers)
         for k, v in layer.grads.items()
     }
-    for k, a in enumerate(xs):
+    if not input_grad:
+        assert dx is None
+        xs_checked: list[np.ndarray] = []
+    else:
+        xs_checked = xs
+    for k, a in enumerate(xs_checked):
 
         def energy_x(v: np.ndarray, k: int = k) -> float:
             saved, xs[k] = xs[k], v

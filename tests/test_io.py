@@ -13,6 +13,7 @@ import pytest
 import ailib
 from ailib import io, zoo
 from ailib.layers import (
+    GELU,
     LAYERS,
     Add,
     AvgPool2D,
@@ -22,15 +23,18 @@ from ailib.layers import (
     Conv2D,
     Dense,
     Dropout,
+    Embedding,
     Flatten,
     GlobalAvgPool2D,
     Identity,
+    LayerNorm,
     LeakyReLU,
     MaxPool2D,
     Multiply,
     ReLU,
     Reshape,
     Sigmoid,
+    SiLU,
     Softmax,
     Tanh,
 )
@@ -46,15 +50,19 @@ def every_layer() -> list[ailib.layers.Layer]:
     """One model holding every class of ailib.layers.LAYERS."""
     return [
         Reshape((1, 8, 8)),
-        Conv2D(1, 2, 3, padding=1),
+        Conv2D(1, 2, 3, padding=2, dilation=2),
         BatchNorm2D(2),
         ReLU(),
-        MaxPool2D(2),
-        AvgPool2D(2),
+        Conv2D(2, 4, 3, padding=1, groups=2),
+        MaxPool2D(3, 2, padding=1),
+        AvgPool2D(3, 2, padding=1, count_include_pad=False),
         GlobalAvgPool2D(),
         Flatten(),
-        Dense(2, 6),
+        Dense(4, 6),
+        LayerNorm(),
         BatchNorm1D(6),
+        GELU(),
+        SiLU(),
         Tanh(),
         Sigmoid(),
         LeakyReLU(0.2),
@@ -68,7 +76,29 @@ def every_layer() -> list[ailib.layers.Layer]:
 def test_the_round_trip_models_cover_every_layer_class() -> None:
     names = {layer.name for layer in every_layer()}
     names |= {layer.name for layer in graph_model("numpy").layers}
+    names |= {layer.name for layer in index_model("numpy").layers}
     assert names == set(LAYERS)
+
+
+def index_model(backend: Any, seed: int = 0) -> ailib.Model:
+    """Integer tokens (N, 6) -> Embedding -> LayerNorm -> GELU(tanh) -> Flatten -> Dense."""
+    tokens = ailib.Input((6,), name="tokens")
+    h = GELU("tanh")(LayerNorm()(Embedding(20, 4)(tokens)))
+    return ailib.Model(tokens, Dense(3)(Flatten()(h)), backend=backend, seed=seed)
+
+
+def test_a_model_fed_indices_trains_and_loads_on_every_backend(
+    backend: ailib.backends.Backend, tmp_path: Path
+) -> None:
+    tokens = np.random.default_rng(3).integers(0, 20, size=(16, 6))
+    model = index_model("numpy")
+    history = model.fit(tokens, Y, optimizer=Adam(lr=0.05), epochs=3, batch_size=8)
+    assert history["loss"][-1] < history["loss"][0]
+    there = ailib.load(model.save(tmp_path / "tokens.npz"), backend=backend)
+    _assert_same_model(there, model)
+    assert_close(there.predict(tokens), model.predict(tokens))
+    back = ailib.load(there.save(tmp_path / f"{backend.name}.npz"), backend="numpy")
+    _assert_same_model(back, model)
 
 
 def graph_model(backend: Any, seed: int = 0) -> ailib.Model:

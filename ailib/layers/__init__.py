@@ -1,14 +1,25 @@
 """Layers: `Dense` (the seed's section 2), activation layers (section 3), convolution, pooling,
-reshaping, dropout and batch normalization (docs/math.md §7-§10), and the merge layers of graph
-models (§12), on any backend."""
+reshaping, dropout, batch and layer normalization (docs/math.md §7-§10), the merge layers of graph
+models (§12) and embeddings (§13), on any backend."""
 
-from .activations import Activation, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .activations import (
+    GELU,
+    Activation,
+    Identity,
+    LeakyReLU,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Tanh,
+)
 from .base import Layer
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
+from .embedding import Embedding
 from .merge import Add, Concatenate, Multiply
-from .normalization import BatchNorm1D, BatchNorm2D
+from .normalization import BatchNorm1D, BatchNorm2D, LayerNorm
 from .pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from .reshape import Flatten, Reshape
 
@@ -35,6 +46,10 @@ LAYERS: dict[str, type[Layer]] = {
         Add,
         Concatenate,
         Multiply,
+        GELU,
+        SiLU,
+        LayerNorm,
+        Embedding,
     )
 }
 
@@ -49,16 +64,20 @@ __all__ = [
     "Conv2D",
     "Dense",
     "Dropout",
+    "Embedding",
     "Flatten",
+    "GELU",
     "GlobalAvgPool2D",
     "Identity",
     "Layer",
+    "LayerNorm",
     "LeakyReLU",
     "MaxPool2D",
     "Multiply",
     "ReLU",
     "Reshape",
     "Sigmoid",
+    "SiLU",
     "Softmax",
     "Tanh",
 ]

@@ -21,47 +21,66 @@ def pair(value: int | Sequence[int], what: str, who: str, minimum: int = 1) -> t
     return int(values[0]), int(values[1])
 
 
-def output_size(size: int, kernel: int, stride: int, padding: int = 0) -> int:
-    """Number of window positions along one axis: ⌊(size + 2·padding − kernel) / stride⌋ + 1."""
-    return (size + 2 * padding - kernel) // stride + 1
+def output_size(size: int, kernel: int, stride: int, padding: int = 0, dilation: int = 1) -> int:
+    """Number of window positions along one axis: ⌊(size + 2·padding − span) / stride⌋ + 1, with
+    span = dilation·(kernel − 1) + 1 the extent of a dilated window."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def pad_edges(xp: Any, device: Any, x: Any, top: int, bottom: int, left: int, right: int) -> Any:
-    """``x`` with zero rows/columns added around its last two axes (by concatenation)."""
+def pad_edges(
+    xp: Any,
+    device: Any,
+    x: Any,
+    top: int,
+    bottom: int,
+    left: int,
+    right: int,
+    value: float = 0.0,
+) -> Any:
+    """``x`` with rows/columns of ``value`` (zeros by default) added around its last two axes
+    (by concatenation)."""
 
-    def zeros(shape: tuple[int, ...]) -> Any:
-        return xp.zeros(shape, dtype=x.dtype, device=device)
+    def fill(shape: tuple[int, ...]) -> Any:
+        if value == 0.0:
+            return xp.zeros(shape, dtype=x.dtype, device=device)
+        return xp.full(shape, value, dtype=x.dtype, device=device)
 
     if left or right:
         head = tuple(x.shape[:-1])
         parts = (
-            ([zeros((*head, left))] if left else [])
+            ([fill((*head, left))] if left else [])
             + [x]
-            + ([zeros((*head, right))] if right else [])
+            + ([fill((*head, right))] if right else [])
         )
         x = xp.concat(parts, axis=-1)
     if top or bottom:
         head, width = tuple(x.shape[:-2]), x.shape[-1]
         parts = (
-            ([zeros((*head, top, width))] if top else [])
+            ([fill((*head, top, width))] if top else [])
             + [x]
-            + ([zeros((*head, bottom, width))] if bottom else [])
+            + ([fill((*head, bottom, width))] if bottom else [])
         )
         x = xp.concat(parts, axis=-2)
     return x
 
 
 def windows(
-    x: Any, kernel: tuple[int, int], stride: tuple[int, int], out: tuple[int, int]
+    x: Any,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    out: tuple[int, int],
+    dilation: tuple[int, int] = (1, 1),
 ) -> list[Any]:
-    """The kh·kw pieces P[i·kw + j] = x[..., i + s_h·a, j + s_w·b] for a < out_h, b < out_w.
+    """The kh·kw pieces P[i·kw + j] = x[..., d_h·i + s_h·a, d_w·j + s_w·b] for a < out_h,
+    b < out_w.
 
     Each piece has shape (..., out_h, out_w); piece (i, j) holds, for every output position, the
-    input entry at window offset (i, j). Strided slices: views on NumPy, CuPy and PyTorch.
+    input entry at window offset (d_h·i, d_w·j) (dilation d spreads the kernel's taps d apart).
+    Strided slices: views on NumPy, CuPy and PyTorch.
     """
-    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out
+    (kh, kw), (sh, sw), (oh, ow), (dh, dw) = kernel, stride, out, dilation
     return [
-        x[..., i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw]
+        x[..., dh * i : dh * i + sh * (oh - 1) + 1 : sh, dw * j : dw * j + sw * (ow - 1) + 1 : sw]
         for i in range(kh)
         for j in range(kw)
     ]
@@ -74,36 +93,39 @@ def fold(
     kernel: tuple[int, int],
     stride: tuple[int, int],
     size: tuple[int, int],
+    dilation: tuple[int, int] = (1, 1),
 ) -> Any:
-    """The adjoint of `windows`: Σᵢⱼ Pᵢⱼ placed at rows i + s_h·a and columns j + s_w·b.
+    """The adjoint of `windows`: Σᵢⱼ Pᵢⱼ placed at rows d_h·i + s_h·a and columns d_w·j + s_w·b.
 
     Returns an array of shape (..., H, W) = (..., *size); positions no window covers are 0.
 
-    Without scatter, the sum is built by phases (docs/math.md §7): a row h = i + s·a with offset
-    i = q·s + r lands at coarse row c = a + q of phase r = h mod s. Within a phase, the pieces
-    are shifted by q on the coarse grid (zero-padding by concatenation) and added; the s_h·s_w
-    phase images are then interleaved by stacking on a new last axis and reshaping. Stride 1 is
-    one phase (a plain sum of shifted pieces); non-overlapping windows (kernel <= stride) are one
-    piece per phase (a pure interleave).
+    Without scatter, the sum is built by phases (docs/math.md §7): a row h = o + s·a read at
+    offset o = d·i = q·s + r lands at coarse row c = a + q of phase r = h mod s. Within a phase,
+    the pieces are shifted by q on the coarse grid (zero-padding by concatenation) and added; the
+    s_h·s_w phase images are then interleaved by stacking on a new last axis and reshaping.
+    Stride 1 is one phase (a plain sum of shifted pieces); non-overlapping windows (kernel <=
+    stride, no dilation) are one piece per phase (a pure interleave).
     """
-    (kh, kw), (sh, sw), (height, width) = kernel, stride, size
+    (kh, kw), (sh, sw), (height, width), (dh, dw) = kernel, stride, size, dilation
     oh, ow = pieces[0].shape[-2:]
-    qh, qw = -(-kh // sh), -(-kw // sw)  # offsets per phase, rounded up
+    qh, qw = dh * (kh - 1) // sh + 1, dw * (kw - 1) // sw + 1  # shifts per phase
     ch, cw = oh + qh - 1, ow + qw - 1  # the coarse grid
     lead = tuple(pieces[0].shape[:-2])
 
     def phase(rh: int, rw: int) -> Any:
         total = None
-        for i in range(rh, kh, sh):
+        for i in (i for i in range(kh) if dh * i % sh == rh):
             row = None
-            for j in range(rw, kw, sw):
-                shifted = pad_edges(xp, device, pieces[i * kw + j], 0, 0, j // sw, qw - 1 - j // sw)
+            for j in (j for j in range(kw) if dw * j % sw == rw):
+                q = dw * j // sw
+                shifted = pad_edges(xp, device, pieces[i * kw + j], 0, 0, q, qw - 1 - q)
                 row = shifted if row is None else row + shifted
             if row is None:
                 continue
-            shifted = pad_edges(xp, device, row, i // sh, qh - 1 - i // sh, 0, 0)
+            q = dh * i // sh
+            shifted = pad_edges(xp, device, row, q, qh - 1 - q, 0, 0)
             total = shifted if total is None else total + shifted
-        if total is None:  # no window offset falls in this phase (kernel < stride)
+        if total is None:  # no window offset falls in this phase
             total = xp.zeros((*lead, ch, cw), dtype=pieces[0].dtype, device=device)
         return total
 

@@ -14,7 +14,8 @@ class Conv2D(Layer):
     """Y[n, o] = Σ_c W[o, c] ⋆ X[n, c] + B[o]: a cross-correlation, as in every deep-learning library.
 
     Shapes: X (N, C_in, H, W) -> Y (N, C_out, H_out, W_out) with
-    H_out = ⌊(H + 2·p_h − k_h) / s_h⌋ + 1 (likewise W_out); W (C_out, C_in, k_h, k_w); B (C_out,).
+    H_out = ⌊(H + 2·p_h − d_h·(k_h − 1) − 1) / s_h⌋ + 1 (likewise W_out; d the dilation, 1 by
+    default); W (C_out, C_in/g, k_h, k_w) for g groups (1 by default); B (C_out,).
     Stored as ``params["W"]`` and ``params["b"]``.
 
     im2col (docs/math.md §7): the zero-padded input, laid out channels-first (C, N, H, W), is cut
@@ -27,11 +28,19 @@ class Conv2D(Layer):
     (`fold`, a sum of shifted pieces built by concatenation, never by scatter), then the padding
     is cropped.
 
+    Dilation d takes the window's taps d apart (offsets d·i); groups g split the channels into g
+    blocks, output block j reading input block j only: X̂'s rows, channel-major, reshape to
+    (g, C_in/g·k_h·k_w, N·H_out·W_out) and Ŵ to (g, C_out/g, C_in/g·k_h·k_w), and the products
+    above become one batched matmul over the groups (docs/math.md §7.5). g = C_in is a
+    depthwise convolution (each channel its own filters).
+
     Args:
         in_channels, out_channels: C_in and C_out.
-        kernel_size, stride, padding: an int or a (rows, cols) pair; padding adds zeros on every
-            side.
-        init: initialiser of W by name (fan_in = C_in·k_h·k_w, fan_out = C_out·k_h·k_w).
+        kernel_size, stride, padding, dilation: an int or a (rows, cols) pair; padding adds zeros
+            on every side.
+        groups: g, which must divide C_in and C_out.
+        init: initialiser of W by name (fan_in = C_in/g·k_h·k_w, fan_out = C_out·k_h·k_w, as
+            PyTorch counts them).
         bias: whether to learn B.
         seed: seed of the initial weights when the model has no seed (a model's seed draws every
             layer's weights in order).
@@ -50,6 +59,8 @@ class Conv2D(Layer):
         kernel_size: int | Sequence[int] | None = None,
         stride: int | Sequence[int] = 1,
         padding: int | Sequence[int] = 0,
+        dilation: int | Sequence[int] = 1,
+        groups: int = 1,
         *,
         init: str = "he_normal",
         bias: bool = True,
@@ -68,6 +79,11 @@ class Conv2D(Layer):
         self.kernel_size = pair(kernel_size, "kernel_size", self.name)
         self.stride = pair(stride, "stride", self.name)
         self.padding = pair(padding, "padding", self.name, minimum=0)
+        self.dilation = pair(dilation, "dilation", self.name)
+        self.groups = int(size_or_none(groups, "groups", self.name) or 0)
+        self._check_groups("out_channels", self.out_channels)
+        if self.in_channels is not None:
+            self._check_groups("in_channels", self.in_channels)
         self.init, self.bias = init, bias
         initializers.get(init)  # fail early on an unknown name
 
@@ -78,6 +94,8 @@ class Conv2D(Layer):
             "kernel_size": list(self.kernel_size),
             "stride": list(self.stride),
             "padding": list(self.padding),
+            "dilation": list(self.dilation),
+            "groups": self.groups,
             "init": self.init,
             "bias": self.bias,
         }
@@ -97,6 +115,7 @@ class Conv2D(Layer):
                 f"{self.name}: expected samples of shape ({self.in_channels or 'C'}, H, W), "
                 f"received {shape}" + ("; add a Reshape layer first" if len(shape) == 1 else "")
             )
+        self._check_groups("in_channels", shape[0])
         self._check_size(shape[1:])
         return (self.out_channels, *self.output_shape(shape[1], shape[2]))
 
@@ -106,60 +125,80 @@ class Conv2D(Layer):
             config_size(config, k, cls.__name__) for k in ("in_channels", "out_channels")
         )
         kh, kw = pair(config.get("kernel_size"), "kernel_size", cls.__name__)
-        params = {"W": (c_out, c_in, kh, kw)}
+        groups = config.get("groups", 1)
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+            raise ValueError(f"{cls.__name__}: groups must be a positive int, received {groups!r}")
+        if c_in % groups or c_out % groups:
+            raise ValueError(
+                f"{cls.__name__}: in_channels {c_in} and out_channels {c_out} must both be "
+                f"divisible by groups {groups}"
+            )
+        params = {"W": (c_out, c_in // groups, kh, kw)}
         if config_flag(config, "bias", True, cls.__name__):
             params["b"] = (c_out,)
         return {"params": params, "buffers": {}}
 
     def reset_parameters(self, rng: Random) -> None:
         kh, kw = self.kernel_size
-        shape = (self.out_channels, self.in_channels, kh, kw)
+        per_group = self.in_channels // self.groups
+        shape = (self.out_channels, per_group, kh, kw)
         self.params["W"] = initializers.get(self.init)(
-            rng, shape, self.in_channels * kh * kw, self.out_channels * kh * kw, self.dtype
+            rng, shape, per_group * kh * kw, self.out_channels * kh * kw, self.dtype
         )
         if self.bias:
             self.params["b"] = initializers.zeros(rng, (self.out_channels,), 0, 0, self.dtype)
 
     def output_shape(self, height: int, width: int) -> tuple[int, int]:
         """(H_out, W_out) for an input of height × width."""
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        return output_size(height, kh, sh, ph), output_size(width, kw, sw, pw)
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+        )
+        return output_size(height, kh, sh, ph, dh), output_size(width, kw, sw, pw, dw)
 
     def call(self, x: Any) -> tuple[Any, Backprop]:
-        """Ŷ = Ŵ·X̂ + B; backprop: dE/dW = dE/dŶ·X̂ᵀ, dE/dB = Σ_columns dE/dŶ, and dE/dX =
-        col2im(Ŵᵀ·dE/dŶ) with the padding cropped."""
+        """Ŷ = Ŵ·X̂ + B (per group); backprop: dE/dW = dE/dŶ·X̂ᵀ, dE/dB = Σ_columns dE/dŶ, and
+        dE/dX = col2im(Ŵᵀ·dE/dŶ) with the padding cropped."""
         self._check(x)
         xp, w, device = self.xp, self.params["W"], self.backend.device
         n, c, h, wd = x.shape
         oh, ow = self.output_shape(h, wd)
         (ph, pw), k = self.padding, self.kernel_size[0] * self.kernel_size[1]
-        out = self.out_channels
-        w_hat = xp.reshape(w, (out, c * k))
+        out, g, cols_n = self.out_channels, self.groups, n * oh * ow
+        # Ŵ and X̂ as (g, rows, cols) stacks: one product per group (g = 1: a plain matmul)
+        w_hat = xp.reshape(w, (out, c * k) if g == 1 else (g, out // g, c // g * k))
         # NOTE: channels first, so that the stacked windows are already X̂'s (C·k, N·H·W) layout
         # and no transpose of the large column matrix is needed.
         image = pad_edges(xp, device, xp.permute_dims(x, (1, 0, 2, 3)), ph, ph, pw, pw)
-        pieces = windows(image, self.kernel_size, self.stride, (oh, ow))
-        cols = xp.reshape(xp.stack(pieces, axis=1), (c * k, n * oh * ow))
-        y = xp.matmul(w_hat, cols)
+        pieces = windows(image, self.kernel_size, self.stride, (oh, ow), self.dilation)
+        cols = xp.reshape(
+            xp.stack(pieces, axis=1),
+            (c * k, cols_n) if g == 1 else (g, c // g * k, cols_n),
+        )
+        y = xp.reshape(xp.matmul(w_hat, cols), (out, cols_n))
         if self.bias:
             y += xp.expand_dims(self.params["b"], axis=1)
         y = xp.permute_dims(xp.reshape(y, (out, n, oh, ow)), (1, 0, 2, 3))
 
         def backprop(grad_out: Any, input_grad: bool = True) -> Any:
             self.check_grad(grad_out, (n, out, oh, ow))
-            grad = xp.reshape(xp.permute_dims(grad_out, (1, 0, 2, 3)), (out, n * oh * ow))
+            grad = xp.reshape(xp.permute_dims(grad_out, (1, 0, 2, 3)), (out, cols_n))
+            grad_hat = grad if g == 1 else xp.reshape(grad, (g, out // g, cols_n))
             # NOTE: dE/dW = (X̂·dE/dŶᵀ)ᵀ, not dE/dŶ·X̂ᵀ: NumPy's matmul of a wide matrix by a
             # transposed view takes a slow non-BLAS path (30-100x at N·H·W of 10⁵)
-            d_w = xp.matrix_transpose(xp.matmul(cols, xp.matrix_transpose(grad)))
+            d_w = xp.matrix_transpose(xp.matmul(cols, xp.matrix_transpose(grad_hat)))
             self.accumulate("W", xp.reshape(d_w, w.shape))
             if self.bias:
                 self.accumulate("b", xp.sum(grad, axis=1))
             if not input_grad:  # skips dE/dX̂ and its col2im
                 return None
-            grad_cols = xp.reshape(xp.matmul(xp.matrix_transpose(w_hat), grad), (c, k, n, oh, ow))
+            grad_cols = xp.matmul(xp.matrix_transpose(w_hat), grad_hat)
+            grad_cols = xp.reshape(grad_cols, (c, k, n, oh, ow))
             pieces = [grad_cols[:, i, ...] for i in range(k)]
             size = (h + 2 * ph, wd + 2 * pw)
-            image = fold(xp, device, pieces, self.kernel_size, self.stride, size)
+            image = fold(xp, device, pieces, self.kernel_size, self.stride, size, self.dilation)
             return xp.permute_dims(image[..., ph : ph + h, pw : pw + wd], (1, 0, 2, 3))
 
         return y, backprop
@@ -175,9 +214,21 @@ class Conv2D(Layer):
         self._check_size(tuple(x.shape[2:]))
 
     def _check_size(self, size: tuple[int, ...]) -> None:
-        (kh, kw), (ph, pw) = self.kernel_size, self.padding
-        if size[0] + 2 * ph < kh or size[1] + 2 * pw < kw:
+        (kh, kw), (ph, pw), (dh, dw) = self.kernel_size, self.padding, self.dilation
+        span = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
+        if size[0] + 2 * ph < span[0] or size[1] + 2 * pw < span[1]:
             raise ValueError(
                 f"{self.name}: the input's spatial size {size} plus padding "
                 f"{self.padding} is smaller than the kernel {self.kernel_size}"
+                + (
+                    f" dilated by {self.dilation} (spans {span})"
+                    if span != self.kernel_size
+                    else ""
+                )
+            )
+
+    def _check_groups(self, what: str, channels: int) -> None:
+        if channels % self.groups:
+            raise ValueError(
+                f"{self.name}: groups={self.groups} must divide {what}, received {what}={channels}"
             )

@@ -6,6 +6,7 @@ out_features; for a convolution: channels x kernel area).
 
 - Glorot (Xavier) uniform: U(-a, a), a = sqrt(6 / (fan_in + fan_out)); normal: std = sqrt(2 / (fan_in + fan_out)).
 - He (Kaiming) uniform: U(-a, a), a = sqrt(6 / fan_in); normal: std = sqrt(2 / fan_in) — for ReLU.
+- normal: N(0, 1) whatever the fans — embedding tables (PyTorch's `nn.Embedding`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ def he_normal(rng: Random, shape: tuple[int, ...], fan_in: int, fan_out: int, dt
     return rng.normal(shape, 0.0, math.sqrt(2.0 / fan_in), dtype)
 
 
+def normal(rng: Random, shape: tuple[int, ...], fan_in: int, fan_out: int, dtype: Any) -> Any:
+    """N(0, 1), whatever the fans (PyTorch's `Embedding` initialisation)."""
+    return rng.normal(shape, 0.0, 1.0, dtype)
+
+
 def zeros(rng: Random, shape: tuple[int, ...], fan_in: int, fan_out: int, dtype: Any) -> Any:
     be = rng.backend
     return be.xp.zeros(shape, dtype=be.dtype(dtype), device=be.device)
@@ -52,6 +58,7 @@ INITIALIZERS: dict[str, Callable[..., Any]] = {
     "kaiming_uniform": he_uniform,
     "he_normal": he_normal,
     "kaiming_normal": he_normal,
+    "normal": normal,
     "zeros": zeros,
 }
 

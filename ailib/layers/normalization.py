@@ -1,9 +1,10 @@
-"""Batch normalization of feature rows (N, F) and of image channels (N, C, H, W) (docs/math.md §10)."""
+"""Batch normalization of feature rows (N, F) and of image channels (N, C, H, W), and layer
+normalization of each sample (docs/math.md §10)."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 from ..backends import Backend, Random
 from .base import Backprop, Layer, config_size, size_or_none
@@ -192,3 +193,124 @@ class BatchNorm2D(_BatchNorm):
 
     def get_config(self) -> dict[str, Any]:
         return {"channels": self.channels, **super().get_config()}
+
+
+class LayerNorm(Layer):
+    """Layer normalization (Ba, Kiros & Hinton, 2016): each sample is normalized over its last
+    axes, the D entries of ``normalized_shape``, then scaled and shifted entrywise:
+        Y = γ ∘ X̂ + β,   X̂ = (X − μ) / √(σ² + ε),
+    μ and σ² the mean and the biased variance of those D entries (one pair per sample and per
+    leading position). Unlike batch normalization nothing depends on the other samples, so
+    training and eval compute the same thing and there are no running statistics.
+
+    Backward (docs/math.md §10.4), with means over the same D entries and G = γ ∘ dE/dY:
+        dE/dγ = Σ dE/dY ∘ X̂,   dE/dβ = Σ dE/dY          (sums over every leading axis)
+        dE/dX = (G − mean(G) − X̂ ∘ mean(G ∘ X̂)) / √(σ² + ε)
+    (batch normalization's formula with the roles of the axes exchanged).
+
+    Shapes: X (N, …, *normalized_shape) -> Y of the same shape; γ (``params["gamma"]``, ones)
+    and β (``params["beta"]``, zeros) of shape ``normalized_shape``.
+
+    Args:
+        normalized_shape: the trailing shape normalized over, an int for the last axis only;
+            None (the default): the last axis, its size taken from the first input. For images
+            normalized over (C, H, W), as PyTorch's ``LayerNorm([C, H, W])``, give the three.
+        eps: ε.
+    """
+
+    def __init__(
+        self,
+        normalized_shape: int | Sequence[int] | None = None,
+        eps: float = 1e-5,
+        *,
+        backend: str | Backend | None = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(backend=backend, dtype=dtype)
+        self.normalized_shape = _trailing_shape(normalized_shape, self.name)
+        if not eps > 0.0:
+            raise ValueError(f"{self.name}: eps must be positive, received {eps}")
+        self.eps = float(eps)
+
+    def get_config(self) -> dict[str, Any]:
+        shape = self.normalized_shape
+        return {"normalized_shape": None if shape is None else list(shape), "eps": self.eps}
+
+    @classmethod
+    def array_shapes(cls, config: dict[str, Any]) -> dict[str, dict[str, tuple[int, ...]]]:
+        shape = config.get("normalized_shape")
+        if not isinstance(shape, list) or not shape:
+            raise ValueError(
+                f"{cls.__name__}: normalized_shape must be a non-empty list of sizes, "
+                f"received {shape!r}"
+            )
+        sizes = tuple(config_size({"size": n}, "size", cls.__name__) for n in shape)
+        return {"params": {"gamma": sizes, "beta": sizes}, "buffers": {}}
+
+    @property
+    def sized(self) -> bool:
+        return self.normalized_shape is not None
+
+    def infer_sizes(self, input_shape: tuple[int, ...]) -> None:
+        if self.normalized_shape is None and len(input_shape) >= 1:
+            self.normalized_shape = (int(input_shape[-1]),)
+
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        shape, norm = tuple(input_shape), self.normalized_shape
+        if norm is not None and (len(shape) < len(norm) or shape[len(shape) - len(norm) :] != norm):
+            raise ValueError(
+                f"{self.name}: expected samples whose shape ends with {norm}, received {shape}"
+            )
+        if not shape:
+            raise ValueError(f"{self.name}: expected samples with at least one axis, received ()")
+        return shape
+
+    def reset_parameters(self, rng: Random) -> None:
+        """γ = 1, β = 0 (nothing is random)."""
+        xp, shape, device = self.xp, self.normalized_shape, self.backend.device
+        self.params["gamma"] = xp.ones(shape, dtype=self.dtype, device=device)
+        self.params["beta"] = xp.zeros(shape, dtype=self.dtype, device=device)
+
+    def call(self, x: Any) -> tuple[Any, Backprop]:
+        """Y = γ ∘ (X − μ)/√(σ² + ε) + β; backprop as in the class docstring."""
+        xp, gamma = self.xp, self.params["gamma"]
+        self.check_input(x, dtype=gamma.dtype)
+        self.compute_output_shape(tuple(x.shape[1:]))
+        k = len(self.normalized_shape)
+        axes = tuple(range(x.ndim - k, x.ndim))
+        lead = tuple(range(x.ndim - k))
+        mean = xp.mean(x, axis=axes, keepdims=True)
+        centred = x - mean
+        inv_std = 1.0 / xp.sqrt(xp.mean(centred * centred, axis=axes, keepdims=True) + self.eps)
+        x_hat = centred * inv_std
+        y = gamma * x_hat + self.params["beta"]
+
+        def backprop(grad_out: Any, input_grad: bool = True) -> Any:
+            self.check_grad(grad_out, tuple(x_hat.shape))
+            self.accumulate("gamma", xp.sum(grad_out * x_hat, axis=lead))
+            self.accumulate("beta", xp.sum(grad_out, axis=lead))
+            if not input_grad:
+                return None
+            g = grad_out * gamma
+            mean_g = xp.mean(g, axis=axes, keepdims=True)
+            mean_g_xhat = xp.mean(g * x_hat, axis=axes, keepdims=True)
+            return inv_std * (g - mean_g - x_hat * mean_g_xhat)
+
+        return y, backprop
+
+
+def _trailing_shape(value: int | Sequence[int] | None, who: str) -> tuple[int, ...] | None:
+    """``value`` (an int or a sequence of positive ints) as a tuple, or None; raises ValueError
+    naming the layer otherwise."""
+    if value is None:
+        return None
+    try:
+        dims = (value,) if isinstance(value, int) else tuple(value)
+    except TypeError:
+        dims = ()
+    if not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims):
+        raise ValueError(
+            f"{who}: normalized_shape must be a positive int or a non-empty sequence of them, "
+            f"received {value!r}"
+        )
+    return tuple(int(d) for d in dims)

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 from ..backends import Backend
-from ._windows import fold, output_size, pair, windows
+from ._windows import fold, output_size, pad_edges, pair, windows
 from .base import Backprop, Layer
 
 
 class _Pool2D(Layer):
     """Shared shape logic: windows of k_h × k_w moved by the stride (default: the kernel size,
-    non-overlapping), no padding; H_out = ⌊(H − k_h) / s_h⌋ + 1, likewise W_out. Rows and columns
-    no window reaches (when the stride does not divide H − k_h) get zero gradient."""
+    non-overlapping) over X with p rows and columns of `pad_value` added on every side (none by
+    default); H_out = ⌊(H + 2·p_h − k_h) / s_h⌋ + 1, likewise W_out. As in PyTorch, p <= k/2, so
+    every window holds an entry of X. Rows and columns no window reaches (when the stride does
+    not divide H + 2·p_h − k_h) get zero gradient."""
+
+    #: what the padding holds (the subclass says)
+    pad_value = 0.0
 
     def __init__(
         self,
         kernel_size: int | Sequence[int],
         stride: int | Sequence[int] | None = None,
+        padding: int | Sequence[int] = 0,
         *,
         backend: str | Backend | None = None,
         dtype: Any = None,
@@ -25,14 +32,24 @@ class _Pool2D(Layer):
         super().__init__(backend=backend, dtype=dtype)
         self.kernel_size = pair(kernel_size, "kernel_size", self.name)
         self.stride = self.kernel_size if stride is None else pair(stride, "stride", self.name)
+        self.padding = pair(padding, "padding", self.name, minimum=0)
+        if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
+            raise ValueError(
+                f"{self.name}: padding must be at most half the kernel size, received padding "
+                f"{self.padding} for kernel {self.kernel_size}"
+            )
 
     def get_config(self) -> dict[str, Any]:
-        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride)}
+        return {
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": list(self.padding),
+        }
 
     def output_shape(self, height: int, width: int) -> tuple[int, int]:
         """(H_out, W_out) for an input of height × width."""
-        (kh, kw), (sh, sw) = self.kernel_size, self.stride
-        return output_size(height, kh, sh), output_size(width, kw, sw)
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        return output_size(height, kh, sh, ph), output_size(width, kw, sw, pw)
 
     def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         shape = tuple(input_shape)
@@ -42,13 +59,16 @@ class _Pool2D(Layer):
         return (shape[0], *self.output_shape(shape[1], shape[2]))
 
     def _check_size(self, size: tuple[int, ...]) -> None:
-        if size[0] < self.kernel_size[0] or size[1] < self.kernel_size[1]:
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        if size[0] + 2 * ph < kh or size[1] + 2 * pw < kw:
             raise ValueError(
-                f"{self.name}: the input's spatial size {size} is "
-                f"smaller than the kernel {self.kernel_size}"
+                f"{self.name}: the input's spatial size {size}"
+                + (f" plus padding {self.padding}" if ph or pw else "")
+                + f" is smaller than the kernel {self.kernel_size}"
             )
 
-    def _pieces(self, x: Any) -> list[Any]:
+    def _padded(self, x: Any) -> Any:
+        """X checked, with its padding added (X itself without padding)."""
         self.check_input(x, dtype=None)
         if x.ndim != 4:
             raise ValueError(
@@ -56,14 +76,19 @@ class _Pool2D(Layer):
                 f"{tuple(x.shape)} ({x.ndim}-d)"
             )
         self._check_size(tuple(x.shape[2:]))
-        return self._windows(x)
+        (ph, pw), device = self.padding, self.backend.device
+        return pad_edges(self.xp, device, x, ph, ph, pw, pw, self.pad_value) if ph or pw else x
 
-    def _windows(self, x: Any) -> list[Any]:
-        return windows(x, self.kernel_size, self.stride, self.output_shape(*x.shape[2:]))
+    def _windows(self, image: Any, x_shape: tuple[int, ...]) -> list[Any]:
+        """The k_h·k_w pieces of the padded image of an input of shape ``x_shape``."""
+        return windows(image, self.kernel_size, self.stride, self.output_shape(*x_shape[2:]))
 
     def _fold(self, pieces: list[Any], x_shape: tuple[int, ...]) -> Any:
-        _, _, h, w = x_shape
-        return fold(self.xp, self.backend.device, pieces, self.kernel_size, self.stride, (h, w))
+        """dE/dX from per-offset pieces: folded into the padded image, the padding cropped."""
+        (_, _, h, w), (ph, pw) = x_shape, self.padding
+        size = (h + 2 * ph, w + 2 * pw)
+        image = fold(self.xp, self.backend.device, pieces, self.kernel_size, self.stride, size)
+        return image[..., ph : ph + h, pw : pw + w] if ph or pw else image
 
 
 class MaxPool2D(_Pool2D):
@@ -77,10 +102,16 @@ class MaxPool2D(_Pool2D):
     Ties: the gradient goes to the FIRST maximal entry of the window in row-major order, never
     split, so the rule is the same on every backend. It is found with comparisons only: offset k
     receives dE/dY where X at k equals Y and no earlier offset did.
+
+    Padding holds −∞ (as PyTorch's), which is never a window's maximum (every window holds an
+    entry of X), so it takes no gradient.
     """
 
+    pad_value = -math.inf
+
     def call(self, x: Any) -> tuple[Any, Backprop]:
-        pieces = self._pieces(x)
+        image, x_shape = self._padded(x), tuple(x.shape)
+        pieces = self._windows(image, x_shape)
         y = pieces[0]
         for piece in pieces[1:]:
             y = self.xp.maximum(y, piece)  # NOTE: maximum propagates NaN, so a NaN input shows
@@ -92,7 +123,7 @@ class MaxPool2D(_Pool2D):
             xp = self.xp
             # NOTE: masks multiply (not xp.where): on NumPy, where is ~10x slower than a product
             free, grads = None, []
-            for piece in self._windows(x):
+            for piece in self._windows(image, x_shape):
                 hit = piece == y
                 if free is not None:
                     hit = xp.logical_and(hit, free)
@@ -102,34 +133,73 @@ class MaxPool2D(_Pool2D):
                     else xp.logical_and(free, xp.logical_not(hit))
                 )
                 grads.append(grad_out * xp.astype(hit, grad_out.dtype))
-            return self._fold(grads, tuple(x.shape))
+            return self._fold(grads, x_shape)
 
         return y, backprop
 
 
 class AvgPool2D(_Pool2D):
-    """Y[n, c, a, b] = (1 / (k_h·k_w)) Σ over the window at (s_h·a, s_w·b) of X[n, c].
+    """Y[n, c, a, b] = (1 / n_ab) Σ over the window at (s_h·a, s_w·b) of the zero-padded X[n, c].
 
     Shapes: X (N, C, H, W) -> Y (N, C, H_out, W_out).
 
-    Backward (docs/math.md §8): every entry of a window receives dE/dY[a, b] / (k_h·k_w); with
+    n_ab = k_h·k_w when ``count_include_pad`` is True (the default, PyTorch's: the padding's zeros
+    count), else the number of the window's entries that lie inside X (without padding the two
+    agree).
+
+    Backward (docs/math.md §8): every entry of a window receives dE/dY[a, b] / n_ab; with
     overlapping windows the shares add up.
     """
 
+    def __init__(
+        self,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] | None = None,
+        padding: int | Sequence[int] = 0,
+        count_include_pad: bool = True,
+        *,
+        backend: str | Backend | None = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(kernel_size, stride, padding, backend=backend, dtype=dtype)
+        self.count_include_pad = bool(count_include_pad)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "count_include_pad": self.count_include_pad}
+
+    def _counts(self, x_shape: tuple[int, ...], dtype: Any) -> Any:
+        """n_ab: k_h·k_w as a float, or, without the padding counted, an (H_out, W_out) array:
+        the rows of window a inside X times its columns inside X."""
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        if self.count_include_pad or not (ph or pw):
+            return float(kh * kw)
+        oh, ow = self.output_shape(*x_shape[2:])
+
+        def inside(size: int, kernel: int, stride: int, pad: int, count: int) -> list[float]:
+            starts = [a * stride - pad for a in range(count)]
+            return [float(min(s + kernel, size) - max(s, 0)) for s in starts]
+
+        rows = inside(x_shape[2], kh, sh, ph, oh)
+        cols = inside(x_shape[3], kw, sw, pw, ow)
+        xp, device = self.xp, self.backend.device
+        row_counts = xp.reshape(xp.asarray(rows, dtype=dtype, device=device), (oh, 1))
+        return row_counts * xp.asarray(cols, dtype=dtype, device=device)
+
     def call(self, x: Any) -> tuple[Any, Backprop]:
-        pieces, x_shape = self._pieces(x), tuple(x.shape)
-        count = len(pieces)  # k_h·k_w
+        x_shape = tuple(x.shape)
+        pieces = self._windows(self._padded(x), x_shape)
         total = pieces[0]
         for piece in pieces[1:]:
             total = total + piece
-        y = total / float(count)
+        count = self._counts(x_shape, x.dtype)
+        y = total / count
 
         def backprop(grad_out: Any, input_grad: bool = True) -> Any:
             self.check_grad(grad_out, tuple(y.shape))
             if not input_grad:
                 return None
-            share = grad_out / float(count)
-            return self._fold([share] * count, x_shape)
+            share = grad_out / count
+            return self._fold([share] * len(pieces), x_shape)
 
         return y, backprop
 

@@ -1,0 +1,291 @@
+"""Conv2D's dilation and groups, pooling with padding (and GlobalAvgPool2D against PyTorch):
+NumPy references, finite differences, PyTorch on random configurations, every backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import ailib
+from ailib.layers import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
+
+from .helpers import assert_close, host, layer_gradcheck
+
+
+# -- global average pooling (the rest of its tests: tests/test_global_pool.py) -------------------
+def test_global_avg_pool_matches_torch(rng: np.random.Generator) -> None:
+    torch = pytest.importorskip("torch")
+    x, g = rng.standard_normal((3, 4, 5, 2)), rng.standard_normal((3, 4))
+    tx = torch.tensor(x, requires_grad=True)
+    ty = torch.nn.functional.adaptive_avg_pool2d(tx, 1).reshape(3, 4)
+    ty.backward(torch.tensor(g))
+    be = ailib.backends.get("numpy")
+    layer = GlobalAvgPool2D(backend=be, dtype="float64")
+    assert_close(layer.forward(be.asarray(x)), ty.detach().numpy(), "float64")
+    assert_close(layer.backward(be.asarray(g)), tx.grad.numpy(), "float64")
+
+
+# -- Conv2D: dilation and groups -----------------------------------------------------------------
+def conv_reference(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: tuple, padding: tuple, dilation: tuple
+) -> np.ndarray:
+    """Direct grouped, dilated convolution: one dot product per output position, with loops."""
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    n, c, h, wd = x.shape
+    o, per_group, kh, kw = w.shape
+    groups = c // per_group
+    xp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw))
+    xp[:, :, ph : ph + h, pw : pw + wd] = x
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    y = np.zeros((n, o, oh, ow))
+    for oc in range(o):
+        j = oc // (o // groups)  # the group of this output channel
+        block = xp[:, j * per_group : (j + 1) * per_group]
+        for a in range(oh):
+            for bb in range(ow):
+                patch = block[
+                    :,
+                    :,
+                    a * sh : a * sh + dh * (kh - 1) + 1 : dh,
+                    bb * sw : bb * sw + dw * (kw - 1) + 1 : dw,
+                ]
+                y[:, oc, a, bb] = np.sum(patch * w[oc], axis=(1, 2, 3)) + b[oc]
+    return y
+
+
+#: (C_in, C_out, kernel, stride, padding, dilation, groups)
+CONV_CASES = {
+    "dilation2": (2, 3, 3, 1, 2, 2, 1),
+    "dilation2x1-s2": (2, 2, (2, 3), 2, (1, 0), (2, 1), 1),
+    "groups2": (4, 6, 3, 1, 1, 1, 2),
+    "depthwise": (3, 3, 3, 2, 1, 1, 3),
+    "depthwise-x2-dilated": (2, 4, (3, 2), (1, 2), 1, (1, 2), 2),
+}
+
+
+def _conv(case: str, backend: ailib.backends.Backend, dtype: str = "float64") -> Conv2D:
+    c, o, k, s, p, d, g = CONV_CASES[case]
+    return Conv2D(c, o, k, s, p, d, g, backend=backend, dtype=dtype, seed=5)
+
+
+def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else v
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv_dilation_groups_forward_matches_loop_reference(
+    case: str, backend: ailib.backends.Backend, rng: np.random.Generator
+) -> None:
+    c, o, k, s, p, d, g = CONV_CASES[case]
+    layer = _conv(case, backend)
+    assert tuple(layer.params["W"].shape) == (o, c // g, *_pair(k))
+    layer.params["b"] = backend.asarray(rng.standard_normal(o))
+    x = rng.standard_normal((2, c, 7, 6))
+    expected = conv_reference(
+        x, host(layer.params["W"]), host(layer.params["b"]), _pair(s), _pair(p), _pair(d)
+    )
+    assert_close(layer.forward(backend.asarray(x)), expected, "float64")
+
+
+@pytest.mark.parametrize("case", ["dilation2x1-s2", "groups2", "depthwise-x2-dilated"])
+def test_conv_dilation_groups_gradcheck_float64(
+    case: str, backend: ailib.backends.Backend, rng: np.random.Generator
+) -> None:
+    layer = _conv(case, backend)
+    layer_gradcheck(layer, rng.standard_normal((1, CONV_CASES[case][0], 5, 5)))
+
+
+@pytest.mark.parametrize("config", range(10))
+def test_conv_matches_torch_conv2d_on_random_configurations(config: int) -> None:
+    """Forward, dE/dX, dE/dW and dE/dB against torch.nn.functional.conv2d in float64 for random
+    kernels, strides, padding, dilation and groups (depthwise included)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(400 + config)
+    g = int(rng.choice([1, 2, 3]))
+    c = g * int(rng.integers(1, 3))
+    o = c if config % 3 == 0 else g * int(rng.integers(1, 3))  # every third: depthwise-like
+    if config % 3 == 0:
+        g = c
+    k = tuple(int(v) for v in rng.integers(1, 4, size=2))
+    s = tuple(int(v) for v in rng.integers(1, 3, size=2))
+    p = tuple(int(v) for v in rng.integers(0, 3, size=2))
+    d = tuple(int(v) for v in rng.integers(1, 3, size=2))
+    size = tuple(d[i] * (k[i] - 1) + 1 + int(rng.integers(0, 5)) for i in range(2))
+    x = rng.standard_normal((int(rng.integers(1, 4)), c, *size))
+    be = ailib.backends.get("numpy")
+    layer = Conv2D(c, o, k, s, p, d, g, backend=be, dtype="float64", seed=config)
+    bias = rng.standard_normal(o)
+    layer.params["b"] = be.asarray(bias)
+    tx = torch.tensor(x, requires_grad=True)
+    tw = torch.tensor(host(layer.params["W"]), requires_grad=True)
+    tb = torch.tensor(bias, requires_grad=True)
+    ty = torch.nn.functional.conv2d(tx, tw, tb, stride=s, padding=p, dilation=d, groups=g)
+    grad = rng.standard_normal(tuple(ty.shape))
+    ty.backward(torch.tensor(grad))
+    assert_close(layer.forward(be.asarray(x)), ty.detach().numpy(), "float64")
+    assert_close(layer.backward(be.asarray(grad)), tx.grad.numpy(), "float64")
+    assert_close(layer.grads["W"], tw.grad.numpy(), "float64")
+    assert_close(layer.grads["b"], tb.grad.numpy(), "float64")
+
+
+@pytest.mark.parametrize("case", ["groups2", "depthwise-x2-dilated"])
+def test_conv_groups_float32_agrees_with_numpy(
+    case: str, other_backend: ailib.backends.Backend, rng: np.random.Generator
+) -> None:
+    c = CONV_CASES[case][0]
+    x = rng.standard_normal((3, c, 9, 8)).astype(np.float32)
+    results = []
+    for be in (ailib.backends.get("numpy"), other_backend):
+        layer = _conv(case, be, "float32")
+        y = layer.forward(be.asarray(x))
+        g = np.random.default_rng(7).standard_normal(tuple(y.shape)).astype(np.float32)
+        dx = layer.backward(be.asarray(g))
+        arrays = (y, dx, layer.grads["W"], layer.grads["b"])
+        assert all(a.dtype == be.xp.float32 for a in arrays)
+        results.append([host(a) for a in arrays])
+    for ref, got in zip(*results):
+        assert_close(got, ref, "float32", scale=10)
+
+
+def test_conv_groups_take_the_input_channels_from_the_input() -> None:
+    layer = Conv2D(out_channels=6, kernel_size=3, groups=3, dilation=2, padding=2)
+    assert layer.compute_output_shape((3, 8, 8)) == (6, 8, 8)
+    layer.build((3, 8, 8))
+    assert tuple(layer.params["W"].shape) == (6, 1, 3, 3)
+    again = Conv2D(**layer.get_config())
+    assert again.get_config() == layer.get_config()
+    assert layer.get_config()["dilation"] == [2, 2] and layer.get_config()["groups"] == 3
+
+
+def test_conv_dilation_groups_errors_name_the_layer() -> None:
+    with pytest.raises(ValueError, match="Conv2D: groups=2 must divide out_channels, received"):
+        Conv2D(4, 3, 3, groups=2)
+    with pytest.raises(ValueError, match="Conv2D: groups=2 must divide in_channels, received"):
+        Conv2D(3, 4, 3, groups=2)
+    with pytest.raises(ValueError, match="Conv2D: groups=2 must divide in_channels.*=5"):
+        Conv2D(out_channels=4, kernel_size=3, groups=2).compute_output_shape((5, 8, 8))
+    for bad in ({"groups": 0}, {"groups": 1.5}, {"dilation": 0}, {"dilation": (1, 2, 3)}):
+        with pytest.raises(ValueError, match="Conv2D: (groups|dilation)"):
+            Conv2D(2, 2, 3, **bad)
+    layer = Conv2D(1, 1, 3, dilation=3)
+    with pytest.raises(ValueError, match=r"smaller than the kernel \(3, 3\) dilated by \(3, 3\)"):
+        layer.compute_output_shape((1, 6, 8))
+
+
+# -- pooling with padding ------------------------------------------------------------------------
+def pool_reference(
+    x: np.ndarray, kernel: tuple, stride: tuple, padding: tuple, op: str, include_pad: bool
+) -> np.ndarray:
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    n, c, h, wd = x.shape
+    fill = -np.inf if op == "max" else 0.0
+    xp = np.full((n, c, h + 2 * ph, wd + 2 * pw), fill)
+    xp[:, :, ph : ph + h, pw : pw + wd] = x
+    inside = np.zeros(xp.shape[2:])
+    inside[ph : ph + h, pw : pw + wd] = 1
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (wd + 2 * pw - kw) // sw + 1
+    y = np.zeros((n, c, oh, ow))
+    for a in range(oh):
+        for bb in range(ow):
+            rows, cols = slice(a * sh, a * sh + kh), slice(bb * sw, bb * sw + kw)
+            patch = xp[:, :, rows, cols]
+            if op == "max":
+                y[:, :, a, bb] = patch.max(axis=(2, 3))
+            else:
+                count = kh * kw if include_pad else inside[rows, cols].sum()
+                y[:, :, a, bb] = patch.sum(axis=(2, 3)) / count
+    return y
+
+
+#: (kernel, stride, padding)
+PAD_CASES = {
+    "k3-s1-p1": (3, 1, 1),
+    "k2-s2-p1": (2, 2, 1),
+    "k3x2-s2x1-p1x0": ((3, 2), (2, 1), (1, 0)),
+}
+#: layer factory, reference op, include_pad
+PAD_POOLS = {
+    "max": (lambda k, s, p, **kw: MaxPool2D(k, s, p, **kw), "max", True),
+    "avg": (lambda k, s, p, **kw: AvgPool2D(k, s, p, **kw), "avg", True),
+    "avg-exclude-pad": (
+        lambda k, s, p, **kw: AvgPool2D(k, s, p, count_include_pad=False, **kw),
+        "avg",
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", PAD_CASES)
+@pytest.mark.parametrize("pool", PAD_POOLS)
+def test_padded_pool_matches_loop_reference_and_gradcheck(
+    pool: str, case: str, backend: ailib.backends.Backend, rng: np.random.Generator
+) -> None:
+    make, op, include_pad = PAD_POOLS[pool]
+    k, s, p = PAD_CASES[case]
+    layer = make(k, s, p, backend=backend, dtype="float64")
+    # distinct values well apart (negative too: the padding must never win a max)
+    x = rng.permutation(2 * 5 * 6).reshape(1, 2, 5, 6) * 0.01 - 1.0
+    expected = pool_reference(x, _pair(k), _pair(s), _pair(p), op, include_pad)
+    assert_close(layer.forward(backend.asarray(x)), expected, "float64")
+    layer_gradcheck(layer, x)
+
+
+@pytest.mark.parametrize("config", range(8))
+def test_padded_pools_match_torch_on_random_configurations(config: int) -> None:
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    rng = np.random.default_rng(500 + config)
+    k = tuple(int(v) for v in rng.integers(1, 5, size=2))
+    s = tuple(int(v) for v in rng.integers(1, 4, size=2))
+    p = tuple(int(rng.integers(0, k[i] // 2 + 1)) for i in range(2))
+    size = tuple(k[i] + int(rng.integers(0, 6)) for i in range(2))
+    x = rng.permutation(2 * 3 * size[0] * size[1]).reshape(2, 3, *size) * 0.1 - 3.0
+    be = ailib.backends.get("numpy")
+    torch_pools = {
+        "max": lambda t: F.max_pool2d(t, k, s, p),
+        "avg": lambda t: F.avg_pool2d(t, k, s, p),
+        "avg-exclude-pad": lambda t: F.avg_pool2d(t, k, s, p, count_include_pad=False),
+    }
+    for name, (make, _, _) in PAD_POOLS.items():
+        tx = torch.tensor(x, requires_grad=True)
+        ty = torch_pools[name](tx)
+        grad = rng.standard_normal(tuple(ty.shape))
+        ty.backward(torch.tensor(grad))
+        layer = make(k, s, p, backend=be, dtype="float64")
+        assert_close(layer.forward(be.asarray(x)), ty.detach().numpy(), "float64")
+        assert_close(layer.backward(be.asarray(grad)), tx.grad.numpy(), "float64")
+
+
+@pytest.mark.parametrize("pool", PAD_POOLS)
+def test_padded_pool_float32_agrees_with_numpy(
+    pool: str, other_backend: ailib.backends.Backend, rng: np.random.Generator
+) -> None:
+    make = PAD_POOLS[pool][0]
+    x = rng.standard_normal((3, 2, 7, 8)).astype(np.float32)
+    results = []
+    for be in (ailib.backends.get("numpy"), other_backend):
+        layer = make(3, 2, 1, backend=be)
+        y = layer.forward(be.asarray(x))
+        g = np.random.default_rng(1).standard_normal(tuple(y.shape)).astype(np.float32)
+        dx = layer.backward(be.asarray(g))
+        assert y.dtype == be.xp.float32 and dx.dtype == be.xp.float32
+        results.append((host(y), host(dx)))
+    for ref, got in zip(*results):
+        assert_close(got, ref, "float32")
+
+
+@pytest.mark.parametrize("cls", [MaxPool2D, AvgPool2D])
+def test_pool_padding_shapes_config_and_errors(cls: type) -> None:
+    layer = cls(3, 2, 1)
+    assert layer.compute_output_shape((4, 7, 7)) == (4, 4, 4)
+    assert cls(**layer.get_config()).get_config() == layer.get_config()
+    assert layer.get_config()["padding"] == [1, 1]
+    with pytest.raises(ValueError, match=f"{cls.__name__}: padding must be at most half"):
+        cls(2, padding=2)
+    with pytest.raises(ValueError, match=f"{cls.__name__}: padding"):
+        cls(2, padding=-1)
+    with pytest.raises(ValueError, match=r"\(1, 1\) plus padding \(1, 1\) is smaller"):
+        cls(4, padding=1).compute_output_shape((1, 1, 1))
+    if cls is AvgPool2D:
+        assert cls(2).count_include_pad and not cls(2, count_include_pad=False).count_include_pad
