@@ -208,7 +208,7 @@ def _bad_arguments(tmp_path: Path) -> dict[str, list[str]]:
         "bad lr": ["train", "--lr", "0"],
         "not a number": ["train", "--epochs", "ten"],
         "unknown dataset": ["train", "--dataset", "cifar"],
-        "unknown model": ["train", "--model", "resnet"],
+        "unknown model": ["train", "--model", "vgg"],
         "bad hidden": ["train", "--hidden", "256,x"],
         "unwritable out": ["train", "--out", str(blocker / "sub"), "--backend", "numpy"],
         "missing model file": ["evaluate", "--model", str(tmp_path / "absent.npz")],
