@@ -499,7 +499,8 @@ def predict(model: Any, x: Any, batch_size: int | None = None) -> Any:
         if batch_size is None or n <= batch_size:
             return infer(x)
         outs = [
-            infer(_rows_slice(x, start, start + batch_size)) for start in range(0, n, batch_size)
+            infer(_rows_slice(x, start, min(start + batch_size, n)))
+            for start in range(0, n, batch_size)
         ]
         with model.backend.context():
             if isinstance(outs[0], list):  # several outputs: one concatenation each
