@@ -293,8 +293,9 @@ def test_user_errors_give_one_message_and_status_1(data: Path, tmp_path: Path) -
         run_cli(*train_args, "--optimizer", "sgd", "--lr", "1e30", "--schedule", "constant"),
         r"^ailib: Sequential.fit: the (validation )?loss became (nan|inf) (at|after) epoch \d+",
     )
-    _assert_one_message(
-        run_cli(*train_args, "--hidden", "4000000000", limit=2 << 30),
+    fresh = ("train", *common, "--out", str(tmp_path / "run2"), "--epochs", "2")
+    _assert_one_message(  # another --out: the diverged run above keeps its folder
+        run_cli(*fresh, "--hidden", "4000000000", limit=2 << 30),
         r"^ailib: out of memory \(.*\); try smaller --hidden sizes or --batch-size",
     )
     other = ailib.Sequential(zoo.mlp(64, (8,), 10), backend="numpy").save(tmp_path / "other.npz")

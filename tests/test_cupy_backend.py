@@ -158,13 +158,14 @@ class _WhereAmI(Layer):
 
     seen: list[int] = []
 
-    def forward(self, x: Any) -> Any:
+    def call(self, x: Any) -> Any:
         _WhereAmI.seen.append(FakeDevice.current)
-        return x
 
-    def backward(self, grad_out: Any) -> Any:
-        _WhereAmI.seen.append(FakeDevice.current)
-        return grad_out
+        def backprop(grad_out: Any, input_grad: bool = True) -> Any:
+            _WhereAmI.seen.append(FakeDevice.current)
+            return grad_out if input_grad else None
+
+        return x, backprop
 
 
 def test_training_steps_and_predictions_run_under_the_backends_device() -> None:

@@ -239,6 +239,8 @@ class LayerNorm(Layer):
     @classmethod
     def array_shapes(cls, config: dict[str, Any]) -> dict[str, dict[str, tuple[int, ...]]]:
         shape = config.get("normalized_shape")
+        if shape is None:  # not built yet: it holds nothing
+            return {"params": {}, "buffers": {}}
         if not isinstance(shape, list) or not shape:
             raise ValueError(
                 f"{cls.__name__}: normalized_shape must be a non-empty list of sizes, "
