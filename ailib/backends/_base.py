@@ -291,5 +291,9 @@ def to_numpy(x: Any) -> np.ndarray:
     if module == "array_api_strict":
         import array_api_strict
 
-        return np.from_dlpack(x.to_device(array_api_strict.Device("CPU_DEVICE")))
+        x = x.to_device(array_api_strict.Device("CPU_DEVICE"))
+        try:
+            return np.from_dlpack(x)
+        except BufferError:  # array-api-strict < 2.4 cannot export a read-only view: copy it
+            return np.from_dlpack(array_api_strict.asarray(x, copy=True))
     return np.asarray(x)
