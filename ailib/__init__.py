@@ -31,7 +31,7 @@ from . import (
 )
 from .backends import BackendUnavailable, get_default, set_backend
 from .graph import Input, Symbol
-from .io import ModelFileError, load
+from .io import CheckpointMismatch, ModelFileError, load
 from .model import Model, Sequential
 from .training import TrainingDiverged
 
@@ -41,6 +41,7 @@ __all__ = [
     "BackendUnavailable",
     "Input",
     "Model",
+    "CheckpointMismatch",
     "ModelFileError",
     "Sequential",
     "Symbol",

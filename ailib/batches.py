@@ -255,6 +255,7 @@ class ArrayBatches:
         self.backend, self.xp, self.x, self.y, self.bounds = backend, backend.xp, x, y, bounds
         self.shuffle, self.rng = shuffle, rng
         self.steps = len(bounds)
+        self.samples = sum(stop - start for start, stop in bounds)
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         order = self.rng.permutation(rows(self.x)) if self.shuffle else None

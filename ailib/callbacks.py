@@ -220,9 +220,14 @@ class ModelCheckpoint(Callback):
             ``save_best_only``.
         resume: if the file exists when training starts, restore it first and continue after
             its epoch (`fit(checkpoint=path, resume=True)`); the result equals an uninterrupted
-            run. Without a file, training starts afresh.
+            run. Without a file, training starts afresh. A checkpoint of another model or of
+            other optimizer settings is refused (`ailib.io.CheckpointMismatch`, saying what
+            differs); one that already holds ``epochs`` epochs leaves nothing to train.
+        verbose: on resuming, say on ``stream`` (standard error) what was restored, or that
+            nothing is left to do.
 
-    ``saved`` lists the (epoch, path) pairs written.
+    ``saved`` lists the (epoch, path) pairs written; ``restored`` is the epoch a resumed run
+    continued after (None if it started afresh).
     """
 
     def __init__(
@@ -234,8 +239,13 @@ class ModelCheckpoint(Callback):
         mode: str = "auto",
         min_delta: float = 0.0,
         resume: bool = False,
+        verbose: bool = True,
+        stream: TextIO | None = None,
     ) -> None:
         self.path = str(path)
+        self.verbose, self.stream = bool(verbose), stream
+        self.restored: int | None = None
+        self.settings: dict[str, Any] | None = None
         if resume and (save_best_only or "{" in self.path):
             raise ValueError(
                 "ModelCheckpoint: resume=True needs one file written after every epoch; it "
@@ -246,18 +256,36 @@ class ModelCheckpoint(Callback):
         self.saved: list[tuple[int, Path]] = []
 
     def on_train_begin(self, logs: Logs) -> None:
-        self.tracker.best = None
-        if self.resume and os.path.exists(self.path):
-            trainer = self.trainer
-            epoch, history = io.restore_checkpoint(self.model, self.path, trainer.optimizer)
-            trainer.initial_epoch, trainer.history = epoch, history
+        self.tracker.best, self.restored = None, None
+        trainer = self.trainer
+        self.settings = trainer.optimizer.get_config()  # as the run begins: what resumes match
+        if not (self.resume and os.path.exists(self.path)):
+            return
+        epoch, history = io.restore_checkpoint(self.model, self.path, trainer.optimizer)
+        trainer.initial_epoch, trainer.history, self.restored = epoch, history, epoch
+        if not self.verbose:
+            return
+        if epoch >= trainer.epochs:
+            message = (
+                f"nothing left to do: {self.path} already holds {epoch} epoch"
+                f"{'s' if epoch != 1 else ''} (epochs={trainer.epochs}); give more epochs to "
+                f"train further, or resume=False to start afresh"
+            )
+        else:
+            message = (
+                f"resumed from {self.path}: epochs 1-{epoch} restored (weights, optimizer state, "
+                f"random state, history); training epochs {epoch + 1}-{trainer.epochs}"
+            )
+        print(message, file=self.stream or sys.stderr, flush=True)
 
     def on_epoch_end(self, epoch: int, logs: Logs) -> None:
         if self.save_best_only and not self.tracker.improved(self.tracker.value(logs)):
             return
         path = Path(self.path.format(epoch=epoch, **logs) if "{" in self.path else self.path)
         history = extended(self.trainer.history, logs)
-        io.save_checkpoint(self.model, path, self.trainer.optimizer, epoch, history)
+        io.save_checkpoint(
+            self.model, path, self.trainer.optimizer, epoch, history, settings=self.settings
+        )
         self.saved.append((epoch, path))
 
 

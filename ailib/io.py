@@ -72,9 +72,12 @@ def save_checkpoint(
     optimizer: optimizers.Optimizer,
     epoch: int,
     history: dict[str, list[float]],
+    settings: dict[str, Any] | None = None,
 ) -> Path:
     """Write the model plus everything `fit` needs to continue after ``epoch``: the optimizer's
-    state, the history so far and the random generators' states."""
+    state, the history so far and the random generators' states. ``settings``: the optimizer's
+    settings as training began (`Optimizer.get_config` before any schedule changed them; default:
+    the current ones), which a resumed run must match."""
     config, arrays = _model_entries(model)
     state = {}
     for key, slots in optimizer.named_state(model.layers).items():
@@ -91,6 +94,7 @@ def save_checkpoint(
         "optimizer": {
             "class": type(optimizer).__name__,
             "config": optimizer.get_config(),
+            "settings": optimizer.get_config() if settings is None else settings,
             "iterations": optimizer.iterations,
             "state": state,
         },
@@ -222,27 +226,50 @@ def checkpoint_state(path: str | os.PathLike) -> tuple[int, dict[str, list[float
 def restore_checkpoint(
     model: Model, path: str | os.PathLike, optimizer: optimizers.Optimizer
 ) -> tuple[int, dict[str, list[float]]]:
-    """Put the checkpoint's weights into ``model``, its state into ``optimizer`` (same class;
-    its settings are kept) and its random states into the model's generators; returns the last
-    completed epoch and the history so far."""
+    """Put the checkpoint's weights into ``model``, its state into ``optimizer`` and its random
+    states into the model's generators; returns the last completed epoch and the history so far.
+
+    The checkpoint must come from the same run: the same layers with the same settings, and an
+    optimizer of the same class whose settings as training began equal ``optimizer``'s now
+    (a resumed run then equals an uninterrupted one). The learning rate continues from the
+    checkpoint's (a schedule or `ReduceLROnPlateau` may have changed it).
+
+    Raises:
+        ModelFileError: the file is not a usable checkpoint.
+        CheckpointMismatch: it belongs to another model or other optimizer settings; the
+            message says which.
+    """
     path = Path(path)
     config, arrays = _read(path)
     saved = _build(path, config, arrays, model.backend, model.backend.dtype_name(model.dtype))
     ckpt = config.get("checkpoint")
     if not isinstance(ckpt, dict):
         raise ModelFileError(f"{path}: a model file, not a checkpoint (no training state)")
-    if _architecture(saved) != _architecture(model):
-        raise ModelFileError(
-            f"{path}: the checkpoint's layers {_architecture(saved)} differ from "
-            f"the model's {_architecture(model)}"
-        )
+    difference = _first_difference(_architecture(saved), _architecture(model))
+    if difference:
+        raise CheckpointMismatch(f"{path}: the checkpoint is of another model: {difference}")
     try:
         opt = ckpt["optimizer"]
         if opt["class"] != type(optimizer).__name__:
-            raise ModelFileError(
-                f"{path}: checkpoint of a {opt['class']} optimizer, fit was given "
-                f"a {type(optimizer).__name__}"
+            raise CheckpointMismatch(
+                f"{path}: the checkpoint was written with a {opt['class']} optimizer, fit was "
+                f"given a {type(optimizer).__name__}; resume with the same optimizer, or start "
+                f"afresh (resume=False, or another checkpoint path)"
             )
+        before, now = opt.get("settings"), optimizer.get_config()
+        if before is not None:
+            changed = [
+                f"{key} {before.get(key)!r} (checkpoint) vs {now.get(key)!r} (now)"
+                for key in sorted(set(before) | set(now))
+                if before.get(key) != now.get(key)
+            ]
+            if changed:
+                raise CheckpointMismatch(
+                    f"{path}: the checkpoint was written with other {opt['class']} settings: "
+                    f"{'; '.join(changed)}; resume with the same settings, or start afresh "
+                    f"(resume=False, or another checkpoint path)"
+                )
+        lr = float(opt["config"]["lr"])
         state = {}
         for key, slots in opt["state"].items():
             state[key] = dict(slots["scalars"])
@@ -265,10 +292,36 @@ def restore_checkpoint(
     except ValueError as exc:
         raise ModelFileError(f"{path}: {exc}") from exc
     optimizer.iterations = int(opt["iterations"])
+    if math.isfinite(lr) and lr >= 0:
+        optimizer.lr = lr
     for layer, source in zip(model.layers, saved.layers):
         layer.params.update(source.params)
         layer.buffers.update(source.buffers)
     return epoch, history
+
+
+class CheckpointMismatch(ModelFileError):
+    """A checkpoint of another model, or written with other optimizer settings, than the run
+    that would resume from it; the message says what differs. (A `ModelFileError`: the file
+    cannot be used for this run.)"""
+
+
+def _first_difference(saved: list[tuple[str, Any]], current: list[tuple[str, Any]]) -> str:
+    """What first differs between two `_architecture` lists, in words ("" if nothing)."""
+    if len(saved) != len(current):
+        return f"{len(saved)} layers in the checkpoint, {len(current)} in the model"
+    for k, ((name_a, conf_a), (name_b, conf_b)) in enumerate(zip(saved, current), 1):
+        if name_a != name_b:
+            return f"layer {k} is a {name_a} in the checkpoint, a {name_b} in the model"
+        if conf_a != conf_b:
+            keys = sorted(set(conf_a) | set(conf_b), key=str)
+            changed = [
+                f"{key} {conf_a.get(key)!r} (checkpoint) vs {conf_b.get(key)!r} (model)"
+                for key in keys
+                if conf_a.get(key) != conf_b.get(key)
+            ]
+            return f"layer {k} ({name_b}): {'; '.join(changed)}"
+    return ""
 
 
 def _architecture(model: Model) -> list[tuple[str, Any]]:

@@ -40,10 +40,10 @@ from .callbacks import (
     Callback,
     LearningRateScheduler,
     ModelCheckpoint,
-    PrintEpochs,
     ProgressEvents,
     extended,
 )
+from .progress import ProgressBar
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -193,7 +193,8 @@ class Trainer:
 
     Attributes:
         model, loss, optimizer, callbacks: what trains, on what, with what.
-        epochs: the last epoch to train; steps: batches per epoch (None if unknown).
+        epochs: the last epoch to train; steps: batches per epoch (None if unknown);
+            samples: training samples per epoch (None if unknown).
         epoch: the current epoch (from 1); initial_epoch: the epochs already done when
             training started (set by a resumed `ModelCheckpoint`).
         history: ``{"loss": [...], ...}``, one entry per finished epoch.
@@ -214,7 +215,7 @@ class Trainer:
         self.log_every = log_every
         self.accumulator = GradientAccumulator(accumulate) if accumulate > 1 else None
         self.who = f"{type(model).__name__}.fit"
-        self.epochs, self.steps = 0, None
+        self.epochs, self.steps, self.samples = 0, None, None
         self.epoch = self.initial_epoch = 0
         self.history: dict[str, list[Any]] = {}
 
@@ -231,6 +232,7 @@ class Trainer:
         """Train for epochs ``initial_epoch + 1 .. epochs``; returns the history."""
         model = self.model
         self.epochs, self.steps = epochs, data.steps
+        self.samples = getattr(data, "samples", None)
         model.stop_training = False
         was_training = model.training
         for callback in self.callbacks:
@@ -343,7 +345,8 @@ def fit(
     accumulate: int = 1,
     drop_last: bool = False,
     log_every: int = 50,
-    verbose: bool = False,
+    verbose: bool | int | str = "auto",
+    validation_split: float = 0.0,
     progress: Progress | None = None,
     checkpoint: Any = None,
     resume: bool = False,
@@ -359,7 +362,9 @@ def fit(
     iterator (a generator) is shared by the epochs, each drawing ``steps_per_epoch`` batches
     (required then, for more than one epoch); training stops with a warning if it runs out.
     Iterables are not shuffled by fit. ``validation_data`` is (x, y) arrays or a re-iterable of
-    batches.
+    batches; or, with arrays, ``validation_split=f`` holds out the last fraction f of the rows
+    (taken before any shuffling, as in Keras: the last ``n - int(n * (1 - f))`` rows) and
+    validates on them after every epoch.
 
     Per batch, `train_step`; with ``accumulate=k``, the optimizer steps once per k batches on
     their mean gradient (equal to one step on the k batches concatenated, for mean losses and
@@ -371,11 +376,17 @@ def fit(
     epoch, never per step; a NaN or infinite loss stops training with `TrainingDiverged` naming
     the exact epoch and step.
 
+    ``verbose``: ``"auto"`` (the default), True or 1: a progress bar with the run's time left on
+    a terminal, and one line per epoch; on anything else (a pipe, a log file, captured output)
+    the epoch lines only. 2 or ``"epoch"``: the epoch lines only. False or 0: nothing. Progress
+    goes to standard error (`ailib.progress.ProgressBar`, the ``ailib`` command's too).
+
     ``callbacks``: `ailib.callbacks.Callback` objects (early stopping, checkpoints, schedules,
     progress, your own). The older keywords add the corresponding callbacks:
     ``lr_schedule=f`` is `LearningRateScheduler(f)`; ``checkpoint=path, resume=...`` is
-    `ModelCheckpoint(path, resume=...)`; ``progress=f`` is `ProgressEvents(f)`;
-    ``verbose=True`` is `PrintEpochs()`.
+    `ModelCheckpoint(path, resume=...)` (on resuming it says what it restored, or that the
+    checkpoint already holds ``epochs`` epochs; it refuses a checkpoint of another model or of
+    other optimizer settings); ``progress=f`` is `ProgressEvents(f)`.
 
     The model is in train mode while training and back in its previous mode afterwards.
 
@@ -396,8 +407,13 @@ def fit(
             raise ValueError(f"{who}: {name} must be a positive int, received {value!r}")
     if resume and checkpoint is None:
         raise ValueError(f"{who}: resume=True needs checkpoint=<path> to resume from")
+    show = progress_callback(verbose, who)
     model.loss = loss = _loss_for(model, loss)
     model.optimizer = optimizer = optimizers.get(optimizer)
+    if validation_split:
+        x, y, validation_data = split_validation(
+            model, x, y, loss, validation_split, validation_data, who
+        )
     several = not getattr(model, "single_input", True)  # then x is a list of arrays
     pair = (
         validation_data is not None
@@ -435,13 +451,63 @@ def fit(
     if lr_schedule is not None:
         every.insert(0, LearningRateScheduler(lr_schedule))
     if checkpoint is not None:
-        every.append(ModelCheckpoint(checkpoint, resume=resume))
+        every.append(ModelCheckpoint(checkpoint, resume=resume, verbose=show is not None))
     if progress is not None:
         every.append(ProgressEvents(progress))
-    if verbose:
-        every.append(PrintEpochs())
+    if show is not None:
+        every.append(show)  # last: it reports what the callbacks before it restored or added
     trainer = Trainer(model, loss, optimizer, every, log_every=log_every, accumulate=accumulate)
     return trainer.fit(data, epochs, validation)
+
+
+def progress_callback(verbose: bool | int | str, who: str = "fit") -> ProgressBar | None:
+    """The progress display for fit's ``verbose``: None for False/0, epoch lines only for 2 or
+    "epoch", else (True, 1, "auto") a bar on a terminal and epoch lines elsewhere."""
+    if verbose is False or (type(verbose) is int and verbose == 0):
+        return None
+    if verbose is True or verbose == "auto" or (type(verbose) is int and verbose == 1):
+        return ProgressBar()
+    if verbose == "epoch" or (type(verbose) is int and verbose == 2):
+        return ProgressBar(bar=False)
+    raise ValueError(
+        f"{who}: verbose must be 'auto', True/1 (a bar on a terminal), 2 or 'epoch' (a line per "
+        f"epoch) or False/0 (nothing), received {verbose!r}"
+    )
+
+
+def split_rows(n: int, fraction: float) -> int:
+    """How many of ``n`` rows `fit(validation_split=fraction)` holds out: the last
+    ``n - int(n * (1 - fraction))`` (Keras' rule)."""
+    return n - int(n * (1.0 - fraction))
+
+
+def split_validation(
+    model: Any, x: Any, y: Any, loss: losses.Loss, fraction: Any, validation_data: Any, who: str
+) -> tuple[Any, Any, tuple[Any, Any]]:
+    """``(x_train, y_train, (x_val, y_val))``: the last rows of arrays x, y held out, before any
+    shuffling, for `fit(validation_split=fraction)`."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+        raise TypeError(f"{who}: validation_split must be a number, received {fraction!r}")
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"{who}: validation_split must lie in (0, 1), received {fraction}")
+    if validation_data is not None:
+        raise ValueError(f"{who}: give validation_data or validation_split, not both")
+    if y is None:
+        raise ValueError(
+            f"{who}: validation_split needs x and y arrays (an iterable of batches cannot be "
+            f"split; give validation_data instead)"
+        )
+    x = check_inputs(model, x, who)
+    n = rows(x)
+    y = check_targets(model, y, n, loss, who)[0]
+    held = split_rows(n, float(fraction))
+    if held < 1 or held >= n:
+        raise ValueError(
+            f"{who}: validation_split={fraction} of {n} samples leaves "
+            f"{n - held} to train on and {held} to validate on; both need at least one"
+        )
+    cut = n - held
+    return _rows_slice(x, 0, cut), y[:cut, ...], (_rows_slice(x, cut, n), y[cut:, ...])
 
 
 def evaluate_batches(
@@ -525,6 +591,8 @@ def _loss_for(model: Any, loss: Any) -> Any:
 
 __all__ = [
     "GradientAccumulator",
+    "progress_callback",
+    "split_rows",
     "Trainer",
     "TrainingDiverged",
     "evaluate",

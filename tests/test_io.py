@@ -477,8 +477,11 @@ def test_resume_refuses_another_architecture_or_optimizer(tmp_path: Path) -> Non
     with pytest.raises(ailib.ModelFileError, match="optimizer"):
         _fit(_model(), SGD(lr=0.1), path, resume=True)
     other = ailib.Sequential([Dense(64, 8), ReLU(), Dropout(0.2), Dense(8, 3)], backend="numpy")
-    with pytest.raises(ailib.ModelFileError, match=str(path)):
+    with pytest.raises(ailib.CheckpointMismatch, match=str(path)) as caught:
         _fit(other, Adam(lr=0.01), path, resume=True)
+    assert "layer 1 (Dense): out_features 16 (checkpoint) vs 8 (model)" in str(caught.value)
+    with pytest.raises(ailib.CheckpointMismatch, match=r"lr 0.01 \(checkpoint\) vs 0.02 \(now\)"):
+        _fit(_model(), Adam(lr=0.02), path, resume=True)  # another learning rate: refused
     plain = tmp_path / "plain.npz"
     _model().save(plain)
     with pytest.raises(ailib.ModelFileError, match="not a checkpoint"):

@@ -1,4 +1,4 @@
-"""Training progress (`ailib.cli_progress.Progress`): right figures from the first update, the
+"""Training progress (`ailib.progress.ProgressBar`): right figures from the first update, the
 run's time left, a bar on any terminal, plain epoch lines elsewhere."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from ailib import cli_progress
-from ailib.cli_progress import Progress, clock
+from ailib import progress as cli_progress
+from ailib.progress import ProgressBar as Progress
+from ailib.progress import clock
 
 
 class Terminal(io.StringIO):
