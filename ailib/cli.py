@@ -26,11 +26,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import __version__, backends, datasets, io, metrics, optimizers, zoo
+from . import __version__, backends, datasets, io, metrics, optimizers, training, zoo
 from ._files import atomic_open
-from .cli_progress import Progress
+from .callbacks import ModelCheckpoint
 from .model import Model
 from .optimizers import SGD, Adam, Optimizer
+from .progress import ProgressBar
 
 DATASETS = ("auto", "mnist", "fashion-mnist", "mnist-test")
 #: the fixed seed of the 8,000 / 2,000 split of MNIST's 10,000 test digits ("mnist-test")
@@ -396,7 +397,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = choose_out(args)
     be = pick_backend(args.backend)
     name, (x, y), (xt, yt), classes = load_data(args.dataset, args.data_root, args.quiet)
-    held = round(args.validation_split * len(x))
+    held = training.split_rows(len(x), args.validation_split) if args.validation_split else 0
     print(
         f"dataset: {name} ({len(x) - held} train, {held} validation, {len(xt)} test); model: "
         f"{args.model}; backend: {be.name}; out: {out}",
@@ -412,7 +413,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
         with RunFolder(out):
-            model, history, seconds, stopped = _train(args, model, x, y, out / CHECKPOINT, held)
+            model, history, seconds, stopped = _train(args, model, x, y, out / CHECKPOINT)
             confusion = _confusion(model, xt, yt, len(classes))
             model.save(out / "model.npz")
             written = _write_outputs(args, out, name, be, classes, history, confusion, seconds)
@@ -434,17 +435,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(
-    args: argparse.Namespace, model: Model, x: Any, y: Any, checkpoint: Path, held: int
+    args: argparse.Namespace, model: Model, x: Any, y: Any, checkpoint: Path
 ) -> tuple[Model, dict[str, list[float]], float, bool]:
     """Fit with a checkpoint after every epoch. On Ctrl-C or SIGTERM, the model and history of
     the last completed epoch, read back from that checkpoint. Returns (model, history, seconds
     of training, whether it was interrupted)."""
-    validation = None
-    if held:  # the last `held` rows, before any shuffling (as Keras' validation_split)
-        x, y, validation = x[:-held], y[:-held], (x[-held:], y[-held:])
-    progress = Progress(len(x), quiet=args.quiet)
-    first = checkpoint_epoch(checkpoint) + 1 if args.resume else 1
-    progress.start(args.epochs, -(-len(x) // args.batch_size), len(x), first_epoch=first)
+    progress = ProgressBar(quiet=args.quiet)  # the same display as fit(verbose="auto")
     start = time.perf_counter()
     try:
         history = model.fit(
@@ -453,13 +449,18 @@ def _train(
             optimizer=make_optimizer(args),
             epochs=args.epochs,
             batch_size=args.batch_size,
-            validation_data=validation,
-            progress=progress,
+            validation_split=args.validation_split,
+            # the checkpoint first: the progress display reports the epochs it restored
+            callbacks=[ModelCheckpoint(checkpoint, resume=args.resume), progress],
+            verbose=False,
             log_every=20,
             lr_schedule=make_schedule(args),
-            checkpoint=checkpoint,
-            resume=args.resume,
         )
+    except io.CheckpointMismatch as exc:
+        raise UsageError(
+            f"{exc.path}: {exc.difference}; --resume needs the run's own settings (see "
+            f"{exc.path.parent / 'history.json'}), or start afresh with --overwrite or another --out"
+        ) from None
     except KeyboardInterrupt:
         if not checkpoint.is_file():
             raise Interrupted("interrupted before the first epoch ended; nothing saved") from None

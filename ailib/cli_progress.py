@@ -6,4 +6,11 @@ from __future__ import annotations
 from .progress import FALLBACK_COLUMNS, REDRAW_SECONDS, clock, epoch_line, terminal_columns
 from .progress import ProgressBar as Progress
 
-__all__ = ["FALLBACK_COLUMNS", "REDRAW_SECONDS", "Progress", "clock", "epoch_line", "terminal_columns"]
+__all__ = [
+    "FALLBACK_COLUMNS",
+    "REDRAW_SECONDS",
+    "Progress",
+    "clock",
+    "epoch_line",
+    "terminal_columns",
+]

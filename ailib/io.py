@@ -247,14 +247,14 @@ def restore_checkpoint(
         raise ModelFileError(f"{path}: a model file, not a checkpoint (no training state)")
     difference = _first_difference(_architecture(saved), _architecture(model))
     if difference:
-        raise CheckpointMismatch(f"{path}: the checkpoint is of another model: {difference}")
+        raise CheckpointMismatch(path, f"the checkpoint is of another model: {difference}")
     try:
         opt = ckpt["optimizer"]
         if opt["class"] != type(optimizer).__name__:
             raise CheckpointMismatch(
-                f"{path}: the checkpoint was written with a {opt['class']} optimizer, fit was "
-                f"given a {type(optimizer).__name__}; resume with the same optimizer, or start "
-                f"afresh (resume=False, or another checkpoint path)"
+                path,
+                f"the checkpoint was written with a {opt['class']} optimizer, fit was given a "
+                f"{type(optimizer).__name__}",
             )
         before, now = opt.get("settings"), optimizer.get_config()
         if before is not None:
@@ -265,9 +265,9 @@ def restore_checkpoint(
             ]
             if changed:
                 raise CheckpointMismatch(
-                    f"{path}: the checkpoint was written with other {opt['class']} settings: "
-                    f"{'; '.join(changed)}; resume with the same settings, or start afresh "
-                    f"(resume=False, or another checkpoint path)"
+                    path,
+                    f"the checkpoint was written with other {opt['class']} settings: "
+                    f"{'; '.join(changed)}",
                 )
         lr = float(opt["config"]["lr"])
         state = {}
@@ -303,7 +303,17 @@ def restore_checkpoint(
 class CheckpointMismatch(ModelFileError):
     """A checkpoint of another model, or written with other optimizer settings, than the run
     that would resume from it; the message says what differs. (A `ModelFileError`: the file
-    cannot be used for this run.)"""
+    cannot be used for this run.)
+
+    Attributes: ``path``; ``difference``: what differs, in words.
+    """
+
+    #: how to go on, from Python (the ``ailib`` command words its own)
+    ADVICE = "resume with the same settings, or start afresh (resume=False, or another path)"
+
+    def __init__(self, path: Path, difference: str) -> None:
+        super().__init__(f"{path}: {difference}; {self.ADVICE}")
+        self.path, self.difference = path, difference
 
 
 def _first_difference(saved: list[tuple[str, Any]], current: list[tuple[str, Any]]) -> str:

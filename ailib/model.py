@@ -16,7 +16,32 @@ from .graph import Symbol
 from .layers.base import Layer
 from .training import Progress, TrainingDiverged
 
-__all__ = ["Model", "OutputLosses", "Sequential", "TrainingDiverged"]
+__all__ = ["Model", "OutputLosses", "Sequential", "Summary", "TrainingDiverged"]
+
+_ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
+
+
+class Summary(str):
+    """`Model.summary`'s table: a str (print it, or compare it) that shows as the table, not as
+    a quoted string, at the interactive prompt and in notebooks."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _batch_shape(shape: Any) -> str:
+    """``(N, 128)`` for one sample's shape (128,); ``?`` when unknown."""
+    if shape is None:
+        return "?"
+    return "(" + ", ".join(["N", *(str(d) for d in shape)]) + ")"
+
+
+def _bytes(size: int) -> str:
+    for unit in ("bytes", "KiB", "MiB"):
+        if size < 1024 or unit == "MiB":
+            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
 
 
 class Model:
@@ -142,32 +167,82 @@ class Model:
             f"backend={self.backend.name!r}, dtype={self.backend.dtype_name(self.dtype)!r})"
         )
 
-    def summary(self) -> str:
-        """A table of the layer calls in order: output shape (one sample), parameter count and
-        the calls each reads from; then the total. (Returned, not printed.)"""
-        names = [f"input {k}" for k in range(len(self.inputs))]
-        names += [f"{j + 1} {node.layer.name}" for j, node in enumerate(self.nodes)]
-        rows = [("call", "output shape", "params", "reads")]
-        rows += [(names[k], str(self.shapes[k] or "?"), "0", "") for k in range(len(self.inputs))]
-        counted: set[int] = set()
-        for (layer, ins, out, _), name in zip(self.wiring, names[len(self.inputs) :]):
-            count = sum(math.prod(v.shape) for v in layer.params.values())
-            shared = id(layer) in counted
-            counted.add(id(layer))
-            rows.append(
-                (
-                    name,
-                    str(self.shapes[out] or "?"),
-                    f"{count} (shared)" if shared else str(count),
-                    ", ".join(names[i] for i in ins),
+    def summary(self, input_shape: Any = None) -> Summary:
+        """The model as a table: one row per layer call with its output shape (``N`` is the
+        batch axis) and parameter count (a shared layer is counted once), the calls it reads
+        from (graphs), then the total, its size in memory, the backend and the dtype.
+
+        ``input_shape``: one sample's shape (a list of them for several inputs), for models
+        whose input shape is not known yet; an unbuilt model is built for it first (its weights
+        drawn from the seed, exactly as the first batch would). Shapes and counts still unknown
+        show as ``?``.
+
+        Returns a `Summary`, a str that shows as the table at the prompt; ``print(...)`` it in
+        a script."""
+        shapes = self.shapes
+        if input_shape is not None:
+            given = [input_shape] if self.single_input else list(input_shape)
+            if len(given) != len(self.inputs):
+                raise ValueError(
+                    f"{type(self).__name__}.summary: the model has {len(self.inputs)} inputs, "
+                    f"received {len(given)} input shapes"
                 )
-            )
-        widths = [max(len(row[c]) for row in rows) for c in range(4)]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+            if self.built:
+                shapes = self._flow_shapes(given)
+            else:
+                shapes = self.build(given).shapes
+        graph_view = type(self) is not Sequential
+        names = [f"input {k}" if graph_view else "input" for k in range(len(self.inputs))]
+        names += [f"{j + 1} {node.layer.name}" for j, node in enumerate(self.nodes)]
+        head = ("layer", "output shape", "params") + (("reads",) if graph_view else ())
+        rows = [head]
+        rows += [
+            (names[k], _batch_shape(shapes[k]), "0") + (("",) if graph_view else ())
+            for k in range(len(self.inputs))
+        ]
+        counted: set[int] = set()
+        unknown = False
+        for (layer, ins, out, _), name in zip(self.wiring, names[len(self.inputs) :]):
+            if not layer.built and not layer.sized:
+                count, unknown = "?", True
+            else:
+                count = f"{sum(math.prod(v.shape) for v in layer.params.values()):,}"
+                if id(layer) in counted:
+                    count += " (shared)"
+            counted.add(id(layer))
+            row = (name, _batch_shape(shapes[out]), count)
+            rows.append(row + ((", ".join(names[i] for i in ins),) if graph_view else ()))
+        widths = [max(len(row[c]) for row in rows) for c in range(len(head))]
+        align = [str.ljust, str.ljust, str.rjust, str.ljust]
+
+        def line(row: tuple[str, ...]) -> str:
+            cells = [align[c](cell, widths[c]) for c, cell in enumerate(row)]
+            return "  ".join(cells).rstrip()
+
+        lines = [line(row) for row in rows]
+        rule = "-" * max(len(text) for text in lines)
         total = sum(math.prod(v.shape) for v in self.params.values())
-        lines.insert(1, "-" * len(lines[0]))
-        lines.append(f"total: {total} parameters in {len(self.layers)} layers")
-        return "\n".join(lines)
+        dtype = self.backend.dtype_name(self.dtype)
+        size = total * _ITEMSIZE.get(dtype, 4)
+        layers = len(self.layers)
+        tail = (
+            f"total: {'at least ' if unknown else ''}{total:,} parameters ({_bytes(size)}) in "
+            f"{layers} layer{'s' if layers != 1 else ''}; backend {self.backend.name}, {dtype}"
+        )
+        if unknown:
+            tail += "\n(? = not known until the input shape is: summary(input_shape=...) or fit)"
+        return Summary("\n".join([lines[0], rule, *lines[1:], rule, tail]))
+
+    def _flow_shapes(self, input_shapes: Sequence[Any]) -> list[Any]:
+        """One sample's shape at every slot for ``input_shapes``, without building anything."""
+        shapes: list[Any] = [None] * self.slots
+        for k, shape in enumerate(input_shapes):
+            shapes[k] = None if shape is None else tuple(shape)
+        for layer, ins, out, _ in self.wiring:
+            parts = [shapes[i] for i in ins]
+            if all(p is not None for p in parts):
+                shapes[out] = layer.compute_output_shape(parts if layer.multi_input else parts[0])
+        return shapes
 
     @property
     def xp(self) -> Any:

@@ -61,7 +61,9 @@ class ProgressBar(Callback):
         return self._stream if self._stream is not None else sys.stderr
 
     # -- what the run will do -------------------------------------------------------------------
-    def start(self, epochs: int, steps: int | None, samples: int | None, first_epoch: int = 1) -> None:
+    def start(
+        self, epochs: int, steps: int | None, samples: int | None, first_epoch: int = 1
+    ) -> None:
         """Say what the run will do, before its first batch (something to read at once)."""
         self.run_start, self.first_epoch, self.started = time.perf_counter(), first_epoch, True
         left = epochs - first_epoch + 1

@@ -276,9 +276,33 @@ def test_fit_checks_the_structure_of_x_and_y() -> None:
 def test_summary_lists_calls_shapes_and_parameters() -> None:
     model = shared(ailib.backends.get("numpy"))
     text = model.summary()
-    assert "input 0" in text and "(8,)" in text and "(shared)" in text
+    assert "input 0" in text and "(N, 8)" in text and "(shared)" in text and "reads" in text
     total = sum(int(np.prod(v.shape)) for v in model.params.values())
-    assert text.splitlines()[-1] == f"total: {total} parameters in 8 layers"
+    assert text.splitlines()[-1].startswith(f"total: {total:,} parameters (")
+    assert text.splitlines()[-1].endswith("in 8 layers; backend numpy, float64")
+
+
+def test_sequential_summary_for_an_input_shape() -> None:
+    """Keras' table: layers, output shapes, parameter counts, the total with thousands
+    separators, the backend and dtype; shapes of a model not yet built from an input shape."""
+    from ailib.layers import Dense, ReLU
+
+    model = ailib.Sequential([Dense(256), ReLU(), Dense(128), ReLU(), Dense(10)], seed=0)
+    before = model.summary()
+    assert "?" in before and "at least 0 parameters" in before
+    text = model.summary(input_shape=(784,))
+    lines = text.splitlines()
+    assert lines[0].split() == ["layer", "output", "shape", "params"]
+    assert lines[2].split() == ["input", "(N,", "784)", "0"]
+    assert lines[3].split() == ["1", "Dense", "(N,", "256)", "200,960"]
+    assert lines[7].split() == ["5", "Dense", "(N,", "10)", "1,290"]
+    assert lines[-1] == "total: 235,146 parameters (918.5 KiB) in 5 layers; backend numpy, float32"
+    assert repr(text) == text  # shows as the table at the prompt
+    reference = ailib.Sequential([Dense(256), ReLU(), Dense(128), ReLU(), Dense(10)], seed=0)
+    reference.fit(np.zeros((4, 784), np.float32), np.zeros(4, np.int64), epochs=1, verbose=False)
+    assert model.summary() == text  # the same table once data has built the model
+    with pytest.raises(ValueError, match="Dense"):
+        model.summary(input_shape=(783,))  # a built model: the shape is checked, not adopted
 
 
 def test_gradients_are_zeroed_by_each_backward_pass() -> None:

@@ -129,6 +129,11 @@ def _trained_graph() -> ailib.Model:
     return model
 
 
+def _table(model: ailib.Model) -> str:
+    """The summary without the backend it names."""
+    return model.summary().rsplit("; backend", 1)[0]
+
+
 def test_graph_models_load_on_every_backend(
     backend: ailib.backends.Backend, tmp_path: Path
 ) -> None:
@@ -136,12 +141,12 @@ def test_graph_models_load_on_every_backend(
     extra = np.random.default_rng(2).random((16, 5), dtype=np.float32)
     there = ailib.load(model.save(tmp_path / "graph.npz"), backend=backend)
     assert type(there) is ailib.Model and there.backend is backend
-    assert there.summary() == model.summary()
+    assert _table(there) == _table(model)
     _assert_same_model(there, model)
     for got, expected in zip(there.predict([X, extra]), model.predict([X, extra])):
         assert_close(got, expected)
     back = ailib.load(there.save(tmp_path / f"{backend.name}.npz"), backend="numpy")
-    assert back.summary() == model.summary()
+    assert _table(back) == _table(model)
     _assert_same_model(back, model)
 
 
