@@ -425,8 +425,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     with dist.abort_on_error(comm):  # an unexpected error on one rank ends them all
         try:
             return _cmd_train(args, comm)
-        except UsageError:  # every rank checks the same arguments: all stop alike (status 2)
-            raise
+        except UsageError as exc:  # every rank checks the same arguments: all stop alike
+            bad_arguments = exc
         except USER_ERRORS as exc:
             if comm.size == 1:
                 raise
@@ -434,6 +434,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             where = "" if comm.is_root else f"rank {comm.rank} of {comm.size}: "
             print(f"ailib: {where}{describe(exc)}", file=sys.__stderr__, flush=True)
             comm.abort(exc)
+    raise bad_arguments  # status 2, printed by rank 0 (the others print nothing)
 
 
 def _cmd_train(args: argparse.Namespace, comm: dist.Communicator | None) -> int:

@@ -9,6 +9,7 @@ whose collectives do nothing, for the checks that need no other process.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -21,9 +22,12 @@ import pytest
 
 import ailib
 import ailib.distributed as dist
+from ailib import cli
 from ailib.layers import Dense
 
 from .distributed_fit_worker import model, train, weights
+from .test_cli import CLI_IN_A_PROCESS, data  # noqa: F401
+from .test_cli import train as cli_arguments
 from .test_distributed import BOUND_S, ROOT, _env, _results, mpiexec  # noqa: F401
 
 WORKER = str(ROOT / "tests" / "distributed_fit_worker.py")
@@ -219,3 +223,37 @@ def test_only_rank_0_runs_reporting_callbacks_and_writes_checkpoints(tmp_path):
         checkpoint.set_trainer(trainer)
         checkpoint.on_epoch_end(1, {"loss": 1.0})
         assert path.exists() == (rank == 0)
+
+
+# -- the command line --------------------------------------------------------------------------
+def test_distributed_training_from_the_command_line_writes_one_run(
+    mpiexec,  # noqa: F811
+    data,  # noqa: F811
+    tmp_path,
+):
+    """``mpiexec -n 2 ailib train --distributed``: rank 0 prints and writes one run folder;
+    a second run into it stops every rank with status 2 and one message."""
+    out = tmp_path / "run"
+    command = [mpiexec, "-n", "2", sys.executable, "-c", CLI_IN_A_PROCESS, "0"]
+    args = [*cli_arguments(data, out, "--hidden", "8"), "--distributed"]
+    run = subprocess.run(
+        [*command, *args], env=_env(), capture_output=True, text=True, timeout=BOUND_S
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.count("test accuracy:") == 1 and run.stderr.count("distributed: 2 ranks") == 1
+    record = json.loads((out / "history.json").read_text())
+    assert record["ranks"] == 2 and len(record["history"]["loss"]) == 2
+    assert sorted(p.name for p in out.iterdir()) == sorted(cli.RUN_FILES)
+    again = subprocess.run(
+        [*command, *args], env=_env(), capture_output=True, text=True, timeout=BOUND_S
+    )
+    assert again.returncode == 2 and again.stderr.count("already holds a run") == 1, again.stderr
+
+
+def test_distributed_without_a_launcher_says_how_to_launch(data, tmp_path, monkeypatch, capsys):  # noqa: F811
+    for name in dist._launch.MPI_VARIABLES + ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert cli.main([*cli_arguments(data, tmp_path / "run"), "--distributed"]) == 2
+    err = capsys.readouterr().err
+    assert "mpiexec -n 4 ailib train --distributed" in err and "torchrun" in err
+    assert not (tmp_path / "run").exists()
