@@ -53,10 +53,17 @@ class Callback:
         trainer: the `ailib.training.Trainer` running fit (its optimizer, loss, epochs, steps
             per epoch, the current epoch and the history so far).
         model: the model being trained (``trainer.model``).
+
+    In data-parallel training (``fit(distributed=comm)``) every rank calls the hooks with the
+    same logs (sums over every rank's rows), so callbacks that steer training decide alike on
+    every rank. A callback that only prints or writes files sets the class attribute
+    ``writes = True``: fit then calls it on rank 0 only (``trainer.is_root``).
     """
 
     trainer: Any = None
     model: Any = None
+    #: True for a callback that only reports (prints, writes): called on rank 0 only
+    writes = False
 
     def set_trainer(self, trainer: Any) -> None:
         self.trainer, self.model = trainer, trainer.model
@@ -263,7 +270,7 @@ class ModelCheckpoint(Callback):
             return
         epoch, history = io.restore_checkpoint(self.model, self.path, trainer.optimizer)
         trainer.initial_epoch, trainer.history, self.restored = epoch, history, epoch
-        if not self.verbose:
+        if not self.verbose or not getattr(trainer, "is_root", True):  # rank 0 says it
             return
         if epoch >= trainer.epochs:
             message = (
@@ -280,6 +287,8 @@ class ModelCheckpoint(Callback):
 
     def on_epoch_end(self, epoch: int, logs: Logs) -> None:
         if self.save_best_only and not self.tracker.improved(self.tracker.value(logs)):
+            return
+        if not getattr(self.trainer, "is_root", True):  # data-parallel: rank 0 writes
             return
         path = Path(self.path.format(epoch=epoch, **logs) if "{" in self.path else self.path)
         history = extended(self.trainer.history, logs)
@@ -368,6 +377,8 @@ class ProgressEvents(Callback):
     "steps" is None for an iterable of unknown length), and
     ``{"event": "epoch_end", "epoch", "epochs", **epoch logs}`` after each epoch."""
 
+    writes = True
+
     def __init__(self, report: Callable[[dict[str, Any]], None]) -> None:
         self.report = report
         self.epoch = 0
@@ -396,6 +407,8 @@ class ProgressEvents(Callback):
 
 class PrintEpochs(Callback):
     """One line per epoch, ``epoch 3/10: loss=0.3124, accuracy=0.8812, ...`` (`fit(verbose=True)`)."""
+
+    writes = True
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream

@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import __version__, backends, datasets, io, metrics, optimizers, training, zoo
+from . import distributed as dist
 from ._files import atomic_open
 from .callbacks import ModelCheckpoint
 from .model import Model
@@ -150,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.1,
         help="fraction of the training set held out to validate each epoch, taken from its end "
         "before shuffling; the test set is used once, at the end (default: 0.1; 0: none)",
+    )
+    train.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel training, one process per rank, started by a launcher: "
+        "mpiexec -n 4 ailib train --distributed ... (or torchrun ... -m ailib train "
+        "--distributed --backend torch); --batch-size is the global batch; rank 0 prints "
+        "and writes the outputs (docs/distributed.md)",
     )
     train.set_defaults(func=cmd_train)
     _debug_flag(train)
@@ -383,7 +392,54 @@ def _sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM ends a run as Ctrl-C does: the last epoch is kept
 
 
+#: what ``ailib train --distributed`` says when no launcher started it (exit status 2)
+LAUNCH_HELP = """\
+--distributed needs a launcher that starts one process per rank, for example:
+  mpiexec -n 4 ailib train --distributed ...              (one machine: pip install mpi4py mpich)
+  srun --mpi=pmix -n 8 ailib train --distributed ...      (Slurm)
+  mpiexec -n 8 -f hostfile ailib train --distributed ...  (several machines)
+  torchrun --nproc-per-node 4 -m ailib train --distributed --backend torch ...
+see docs/distributed.md"""
+
+
+def _communicator(args: argparse.Namespace) -> dist.Communicator:
+    """The job's communicator for ``--distributed`` (UsageError without a launcher). Ranks
+    other than 0 print nothing from here on: their stdout and stderr go to the null device
+    (an error that ends the job is still shown, on the process's own stderr)."""
+    if dist.launcher() is None:
+        raise UsageError(LAUNCH_HELP)
+    name = backends.auto_choice().name if args.backend == "auto" else args.backend
+    try:
+        comm = dist.init(backend=name)
+    except (ValueError, backends.BackendUnavailable) as exc:
+        raise UsageError(f"--backend: {exc}") from None
+    if not comm.is_root:
+        sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the process's life)
+    print(f"distributed: {comm.size} ranks over {comm.engine}", file=sys.stderr)
+    return comm
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    if not args.distributed:
+        return _cmd_train(args, None)
+    comm = _communicator(args)
+    with dist.abort_on_error(comm):  # an unexpected error on one rank ends them all
+        try:
+            return _cmd_train(args, comm)
+        except UsageError as exc:  # every rank checks the same arguments: all stop alike
+            bad_arguments = exc
+        except USER_ERRORS as exc:
+            if comm.size == 1:
+                raise
+            # the others may be waiting for this rank: say why once, then end every rank
+            where = "" if comm.is_root else f"rank {comm.rank} of {comm.size}: "
+            print(f"ailib: {where}{describe(exc)}", file=sys.__stderr__, flush=True)
+            comm.abort(exc)
+    raise bad_arguments  # status 2, printed by rank 0 (the others print nothing)
+
+
+def _cmd_train(args: argparse.Namespace, comm: dist.Communicator | None) -> int:
+    """`cmd_train`; with ``comm``, one rank of data-parallel training (rank 0 writes)."""
     for flag in ("epochs", "batch_size"):
         if getattr(args, flag) < 1:
             raise UsageError(
@@ -394,8 +450,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not 0 <= args.validation_split < 1:
         raise UsageError(f"--validation-split must be in [0, 1), received {args.validation_split}")
     builder_kwargs = _hidden(args)
-    out = choose_out(args)
-    be = pick_backend(args.backend)
+    out = choose_out(args) if comm is None else _shared_out(args, comm)
+    be = pick_backend(args.backend) if comm is None else comm.backend
     name, (x, y), (xt, yt), classes = load_data(args.dataset, args.data_root, args.quiet)
     held = training.split_rows(len(x), args.validation_split) if args.validation_split else 0
     print(
@@ -410,10 +466,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.model, backend=be, seed=args.seed, classes=len(classes), **builder_kwargs
     )
     model.meta = {"dataset": name, "classes": list(classes), "model": args.model}
+    if comm is not None:
+        args.ranks = comm.size  # recorded in history.json
+        if not comm.is_root:  # train alongside rank 0, write nothing
+            _train(args, model, x, y, out / CHECKPOINT, comm)
+            return 0
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
         with RunFolder(out):
-            model, history, seconds, stopped = _train(args, model, x, y, out / CHECKPOINT)
+            model, history, seconds, stopped = _train(args, model, x, y, out / CHECKPOINT, comm)
             confusion = _confusion(model, xt, yt, len(classes))
             model.save(out / "model.npz")
             written = _write_outputs(args, out, name, be, classes, history, confusion, seconds)
@@ -434,8 +495,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shared_out(args: argparse.Namespace, comm: dist.Communicator) -> Path:
+    """`choose_out` decided by rank 0 and told to every rank, so all stop alike on a bad one."""
+    try:
+        found: dict[str, Any] = {"out": str(choose_out(args))} if comm.is_root else {}
+    except UsageError as exc:
+        found = {"error": str(exc)}
+    found = dist.broadcast_object(comm, found)
+    if "error" in found:
+        raise UsageError(found["error"])
+    return Path(found["out"])
+
+
 def _train(
-    args: argparse.Namespace, model: Model, x: Any, y: Any, checkpoint: Path
+    args: argparse.Namespace,
+    model: Model,
+    x: Any,
+    y: Any,
+    checkpoint: Path,
+    comm: dist.Communicator | None = None,
 ) -> tuple[Model, dict[str, list[float]], float, bool]:
     """Fit with a checkpoint after every epoch. On Ctrl-C or SIGTERM, the model and history of
     the last completed epoch, read back from that checkpoint. Returns (model, history, seconds
@@ -455,6 +533,7 @@ def _train(
             verbose=False,
             log_every=20,
             lr_schedule=make_schedule(args),
+            distributed=comm,
         )
     except io.CheckpointMismatch as exc:
         raise UsageError(
@@ -501,6 +580,7 @@ def _write_outputs(
         "dataset": name,
         "model": args.model,
         "backend": be.name,
+        "ranks": getattr(args, "ranks", 1),
         "classes": list(classes),
         "args": {k: v for k, v in vars(args).items() if k not in ("func", "argv")},
         "seconds": seconds,

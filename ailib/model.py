@@ -460,11 +460,13 @@ class Model:
         checkpoint: str | os.PathLike | None = None,
         resume: bool = False,
         lr_schedule: Callable[[int], float] | None = None,
+        distributed: Any = None,
     ) -> dict[str, list[Any]]:
         """Train on (x, y) arrays, or on an iterable of (x, y) batches, for ``epochs`` passes;
         returns the history. For several inputs x is a list of arrays; for several outputs y is
-        a list and ``loss`` a list (one per output) or one loss for all. See `ailib.training.fit`
-        for every argument."""
+        a list and ``loss`` a list (one per output) or one loss for all. ``distributed=comm``
+        trains data-parallel (docs/distributed.md). See `ailib.training.fit` for every
+        argument."""
         return training.fit(
             self,
             x,
@@ -486,6 +488,7 @@ class Model:
             checkpoint=checkpoint,
             resume=resume,
             lr_schedule=lr_schedule,
+            distributed=distributed,
         )
 
     def predict(self, x: Any, batch_size: int | None = None) -> Any:

@@ -37,6 +37,8 @@ class ProgressBar(Callback):
         bar: draw the bar (default: when ``stream`` is a terminal and not ``quiet``).
     """
 
+    writes = True  # it only reports: under fit(distributed=...), rank 0 shows it
+
     def __init__(
         self,
         samples: int | None = None,

@@ -43,6 +43,7 @@ from .callbacks import (
     ProgressEvents,
     extended,
 )
+from .distributed import Communicator, DataParallel
 from .progress import ProgressBar
 
 Progress = Callable[[dict[str, Any]], None]
@@ -121,8 +122,15 @@ class GradientAccumulator:
 class Meter:
     """Running sums of loss and correct predictions kept on the device; read back on request."""
 
-    def __init__(self, model: Any, loss: losses.Loss | None, who: str) -> None:
+    def __init__(
+        self,
+        model: Any,
+        loss: losses.Loss | None,
+        who: str,
+        parallel: DataParallel | None = None,
+    ) -> None:
         self.xp, self.backend, self.who = model.xp, model.backend, who
+        self.parallel = parallel  # data-parallel: sums and counts are over every rank's rows
         self.pending: list[Any] = []  # per-step mean losses not yet read back
         self.sizes: list[int] = []
         self.loss_sum = 0.0
@@ -161,13 +169,18 @@ class Meter:
     ) -> None:
         """Read pending losses back (one transfer) and, if ``accuracy``, the count of correct
         predictions (one more). With ``diverge``, a non-finite loss raises TrainingDiverged
-        naming ``epoch`` and the step (``step`` being the last one added)."""
+        naming ``epoch`` and the step (``step`` being the last one added). Data-parallel,
+        every rank reads the same sums (of every rank's rows), so every rank decides alike."""
+        values, sizes = [], self.sizes
         if self.pending:
             with self.backend.context():
                 stacked = self.xp.stack(self.pending)
             values = self.backend.to_host(stacked).tolist()
+        if self.parallel is not None:
+            values, sizes = self.parallel.reduce_losses(values, sizes, per_step=diverge)
+        if values:
             first = step - len(values) + 1
-            for k, (value, size) in enumerate(zip(values, self.sizes)):
+            for k, (value, size) in enumerate(zip(values, sizes)):
                 if diverge and not math.isfinite(value):
                     raise TrainingDiverged(
                         f"{self.who}: the loss became {value} at epoch {epoch}, step "
@@ -177,8 +190,13 @@ class Meter:
                 self.read_samples += size
             self.pending, self.sizes = [], []
             self.mean_loss = self.loss_sum / self.read_samples
-        if accuracy and self.correct is not None:
-            self.accuracy = int(self.backend.to_host(self.correct)) / max(1, self.samples)
+        if accuracy and (self.correct is not None or self.parallel is not None):
+            hits = None if self.correct is None else int(self.backend.to_host(self.correct))
+            samples = self.samples
+            if self.parallel is not None:
+                hits, samples = self.parallel.reduce_hits(hits, samples)
+            if hits is not None:
+                self.accuracy = hits / max(1, samples)
 
     def results(self, with_loss: bool = True) -> dict[str, float]:
         out = {"loss": self.mean_loss} if with_loss else {}
@@ -198,6 +216,9 @@ class Trainer:
         epoch: the current epoch (from 1); initial_epoch: the epochs already done when
             training started (set by a resumed `ModelCheckpoint`).
         history: ``{"loss": [...], ...}``, one entry per finished epoch.
+        parallel: the `ailib.distributed.DataParallel` of ``fit(distributed=comm)``, or None.
+        is_root: False on the ranks other than 0 of data-parallel training, which print and
+            write nothing: callbacks with ``writes = True`` are not called there.
     """
 
     def __init__(
@@ -209,9 +230,12 @@ class Trainer:
         *,
         log_every: int = 50,
         accumulate: int = 1,
+        distributed: Communicator | None = None,
     ) -> None:
         self.model, self.loss, self.optimizer = model, loss, optimizer
-        self.callbacks = list(callbacks)
+        self.parallel = None if distributed is None else DataParallel(distributed)
+        self.is_root = self.parallel is None or self.parallel.is_root
+        self.callbacks = [c for c in callbacks if self.is_root or not getattr(c, "writes", False)]
         self.log_every = log_every
         self.accumulator = GradientAccumulator(accumulate) if accumulate > 1 else None
         self.who = f"{type(model).__name__}.fit"
@@ -230,6 +254,17 @@ class Trainer:
         validation: ArrayBatches | IterableBatches | None = None,
     ) -> dict[str, list[Any]]:
         """Train for epochs ``initial_epoch + 1 .. epochs``; returns the history."""
+        if self.parallel is None:
+            return self._fit(data, epochs, validation)
+        with self.parallel.guard():  # an error on one rank ends them all, shown once
+            return self._fit(data, epochs, validation)
+
+    def _fit(
+        self,
+        data: ArrayBatches | IterableBatches,
+        epochs: int,
+        validation: ArrayBatches | IterableBatches | None,
+    ) -> dict[str, list[Any]]:
         model = self.model
         self.epochs, self.steps = epochs, data.steps
         self.samples = getattr(data, "samples", None)
@@ -240,6 +275,8 @@ class Trainer:
         logs: dict[str, Any] = {}
         try:
             self._call("on_train_begin", {})
+            if self.parallel is not None:  # rank 0's weights, after a checkpoint is restored
+                self.parallel.start(model, data, self.initial_epoch, self.who)
             for epoch in range(self.initial_epoch + 1, epochs + 1):
                 if model.stop_training:
                     break
@@ -257,8 +294,10 @@ class Trainer:
                         stacklevel=3,
                     )
                     break
+                if self.parallel is not None:
+                    self.parallel.end_epoch(model)  # one set of running statistics
                 if validation is not None:
-                    val = evaluate_batches(model, validation, self.loss, self.who)
+                    val = evaluate_batches(model, validation, self.loss, self.who, self.parallel)
                     logs.update({f"val_{k}": v for k, v in val.items()})
                 logs["lr"] = self.optimizer.lr
                 logs["seconds"] = time.perf_counter() - start
@@ -273,22 +312,26 @@ class Trainer:
         self, epoch: int, data: ArrayBatches | IterableBatches, start: float
     ) -> dict[str, Any] | None:
         """One pass over ``data``; the epoch's logs, or None if there was no batch."""
-        model, loss, optimizer = self.model, self.loss, self.optimizer
-        meter, steps, hooks = Meter(model, loss, self.who), data.steps, bool(self.callbacks)
+        model, loss, optimizer, parallel = self.model, self.loss, self.optimizer, self.parallel
+        meter, steps, hooks = (
+            Meter(model, loss, self.who, parallel),
+            data.steps,
+            bool(self.callbacks),
+        )
         step = 0
-        for step, (xb, yb) in enumerate(data, 1):
-            size = rows(yb)
+        for step, (xb, yb) in enumerate(data if parallel is None else parallel.shards(data), 1):
+            size = rows(yb) if parallel is None else parallel.global_rows
             if hooks:
                 self._call("on_batch_begin", step, {"size": size})
             error, y_pred = self._step(xb, yb, epoch, step)
-            meter.add(error, y_pred, yb, size)
+            meter.add(error, y_pred, yb, rows(yb))
             read = step % self.log_every == 0 or step == steps
             if read:
                 meter.read(epoch, step, accuracy=step == steps, diverge=True)
             if hooks:
                 logs = {
                     "size": size,
-                    "samples": meter.samples,
+                    "samples": meter.samples if parallel is None else parallel.samples,
                     "seconds": time.perf_counter() - start,
                     "batch_loss": error,
                 }
@@ -310,9 +353,11 @@ class Trainer:
         return meter.results()
 
     def _step(self, xb: Any, yb: Any, epoch: int, step: int) -> tuple[Any, Any]:
-        model, acc = self.model, self.accumulator
+        model, acc, parallel, n = self.model, self.accumulator, self.parallel, rows(yb)
         try:
-            error, y_pred = train_step(model, xb, yb, self.loss, self.optimizer, update=acc is None)
+            error, y_pred = train_step(
+                model, xb, yb, self.loss, self.optimizer, update=acc is None and parallel is None
+            )
         except ValueError as exc:
             if rows(yb) != 1:
                 raise
@@ -321,9 +366,14 @@ class Trainer:
                 f"model cannot train on ({exc}); use batches of at least 2 samples "
                 f"(batch_size, or drop_last=True)"
             ) from exc
+        if parallel is not None:  # the global batch's mean gradient, then the same update
+            n = parallel.reduce_gradients(model, n)
+            if acc is None:
+                with model.backend.context():
+                    self.optimizer.step(model.layers)
         if acc is not None:
             with model.backend.context():
-                if acc.add(model.layers, rows(yb)):
+                if acc.add(model.layers, n):
                     self.optimizer.step(model.layers)
         return error, y_pred
 
@@ -351,6 +401,7 @@ def fit(
     checkpoint: Any = None,
     resume: bool = False,
     lr_schedule: Callable[[int], float] | None = None,
+    distributed: Communicator | None = None,
 ) -> dict[str, list[Any]]:
     """Train ``model`` on (x, y) for ``epochs`` passes of mini-batches; returns the history.
 
@@ -389,6 +440,15 @@ def fit(
     other optimizer settings); ``progress=f`` is `ProgressEvents(f)`.
 
     The model is in train mode while training and back in its previous mode afterwards.
+
+    ``distributed=comm`` (an `ailib.distributed.Communicator`, from `ailib.distributed.init`)
+    trains data-parallel: every rank runs this same call on the same data; rank 0's weights
+    are broadcast first, ``batch_size`` is the global batch, each rank trains on its share of
+    it and the gradients are averaged over the global batch once per step, so the weights
+    follow those of one process up to rounding (BatchNorm excepted: its statistics are each
+    rank's own). Losses and metrics are sums and counts over every rank's rows; callbacks that
+    print or write (``writes = True``, and checkpoints) act on rank 0 only. An error on one
+    rank ends every rank. See `ailib.distributed.DataParallel` and docs/distributed.md.
 
     Returns:
         ``{"loss": [...], "accuracy": [...], "val_loss": [...], "val_accuracy": [...],
@@ -456,7 +516,17 @@ def fit(
         every.append(ProgressEvents(progress))
     if show is not None:
         every.append(show)  # last: it reports what the callbacks before it restored or added
-    trainer = Trainer(model, loss, optimizer, every, log_every=log_every, accumulate=accumulate)
+    trainer = Trainer(
+        model,
+        loss,
+        optimizer,
+        every,
+        log_every=log_every,
+        accumulate=accumulate,
+        distributed=distributed,
+    )
+    if trainer.parallel is not None and isinstance(data, ArrayBatches):
+        trainer.parallel.check_batches(data.bounds, who)
     return trainer.fit(data, epochs, validation)
 
 
@@ -511,11 +581,19 @@ def split_validation(
 
 
 def evaluate_batches(
-    model: Any, batches: Iterable[tuple[Any, Any]], loss: losses.Loss | None, who: str
+    model: Any,
+    batches: Iterable[tuple[Any, Any]],
+    loss: losses.Loss | None,
+    who: str,
+    parallel: DataParallel | None = None,
 ) -> dict[str, float]:
     """Mean loss (if ``loss``) and, for classification, accuracy over ``batches``, in eval mode
-    (the model's mode is restored after). A NaN or infinite loss is returned, not raised."""
-    meter = Meter(model, loss, who)
+    (the model's mode is restored after). A NaN or infinite loss is returned, not raised. With
+    ``parallel``, each rank evaluates its share of every batch and the results are sums and
+    counts over all the ranks' rows."""
+    meter = Meter(model, loss, who, parallel)
+    if parallel is not None:
+        batches = parallel.shards(batches, training=False)
     was_training = model.training
     infer = getattr(model, "infer", model.forward)  # no backprops kept, where the model can
     model.eval()

@@ -16,6 +16,7 @@ gradients are summed over ranks once per step. This package gives the pieces:
   torch.distributed with NCCL); see ``_launch`` for the table.
 - A `Communicator` has ``rank``, ``size``, ``allreduce_`` and ``broadcast_`` of one array,
   ``allreduce_values`` of Python numbers, ``barrier`` and ``abort``.
+- `fit(..., distributed=comm)` (any ailib model) trains data-parallel through `DataParallel`.
 - `abort_on_error` turns an exception on one rank into the end of the job, shown once; a
   collective that waits longer than ``timeout`` (a rank died or hangs) ends the job too.
 
@@ -38,12 +39,14 @@ from ._arrays import (
 from ._comm import DEFAULT_TIMEOUT, Communicator, PeerLost, Watchdog, host_buffer
 from ._faults import abort_on_error
 from ._launch import ENGINES, LAUNCH_HELP, choose_engine, init, launcher, rank_device
+from ._training import DataParallel, broadcast_object
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "ENGINES",
     "LAUNCH_HELP",
     "Communicator",
+    "DataParallel",
     "Layout",
     "PeerLost",
     "Watchdog",
@@ -51,6 +54,7 @@ __all__ = [
     "allreduce_arrays",
     "average_gradients",
     "broadcast_arrays",
+    "broadcast_object",
     "choose_engine",
     "host_buffer",
     "init",

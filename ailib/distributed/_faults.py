@@ -18,7 +18,9 @@ def abort_on_error(comm: Communicator) -> Iterator[Communicator]:
         with ailib.distributed.abort_on_error(comm):
             train(...)
 
-    - the rank whose code raised prints its traceback once, headed by its rank, then calls
+    - the rank whose code raised prints its traceback once, on the process's own stderr
+      (``sys.__stderr__``: shown even where the program silenced ``sys.stderr``, as ``ailib
+      train --distributed`` does on ranks other than 0), headed by its rank, then calls
       ``comm.abort`` (MPI_Abort ends every rank at once; with torch.distributed the others'
       next collective fails and they end too);
     - a rank whose collective failed because of another rank (`PeerLost`) prints one line, not
@@ -31,12 +33,15 @@ def abort_on_error(comm: Communicator) -> Iterator[Communicator]:
         if comm.size == 1 or (isinstance(exc, SystemExit) and exc.code in (None, 0)):
             raise
         if isinstance(exc, PeerLost):
-            print(f"ailib.distributed: rank {comm.rank} stopping: {exc}", file=sys.stderr)
+            print(
+                f"ailib.distributed: rank {comm.rank} stopping: {exc}",
+                file=sys.__stderr__ or sys.stderr,
+            )
         else:
             print(
                 f"ailib.distributed: rank {comm.rank} of {comm.size} failed; ending all ranks.\n"
                 + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-                file=sys.stderr,
+                file=sys.__stderr__ or sys.stderr,
                 end="",
             )
         comm.abort(exc)

@@ -1,0 +1,142 @@
+"""One rank of a data-parallel `fit`, started by tests/test_distributed_fit.py under ``mpiexec -n
+N``. Writes its final weights, history and what it printed to ``OUT/rank-<r>.json``; the test
+compares them with one process trained on the same global batches (`train` here, in-process).
+
+    python tests/distributed_fit_worker.py KIND OUT [--epochs E] [--checkpoint P] [--resume]
+        [--fail]
+
+KIND: "sequential" (an MLP, Adam, validation data, a checkpoint) or "graph" (a residual graph
+model, SGD with momentum). ``--fail``: rank 1 raises in a callback during the first epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import ailib
+import ailib.distributed as dist
+from ailib.callbacks import Callback
+from ailib.layers import Add, BatchNorm1D, Dense, ReLU, Tanh
+
+#: 29 rows in global batches of 8 (8, 8, 8, 5) or 7 (7, 7, 7, 8): shares of 4/4 and 3/2 rows on
+#: 2 ranks, 3/3/2 and 2/2/1 (sequential), 3/2/2 and 3/3/2 (graph) on 3; BatchNorm, which
+#: needs 2 rows per rank, gets batches of 10
+ROWS, FEATURES, CLASSES = 29, 6, 3
+BATCH = {"sequential": 8, "graph": 7, "batchnorm": 10}
+
+
+def data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x, y, validation x, validation y): the same on every rank."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((ROWS + 11, FEATURES))
+    y = rng.integers(0, CLASSES, ROWS + 11)
+    return x[:ROWS], y[:ROWS], x[ROWS:], y[ROWS:]
+
+
+def model(kind: str, seed: int | None = 3) -> Any:
+    """A float64 model: an MLP ("sequential") or a residual graph ("graph")."""
+    if kind == "sequential":
+        layers = [Dense(FEATURES, 16), Tanh(), Dense(16, 8), ReLU(), Dense(8, CLASSES)]
+        return ailib.Sequential(layers, backend="numpy", dtype="float64", seed=seed)
+    if kind == "batchnorm":
+        layers = [Dense(FEATURES, 8), BatchNorm1D(8), ReLU(), Dense(8, CLASSES)]
+        return ailib.Sequential(layers, backend="numpy", dtype="float64", seed=seed)
+    x = ailib.Input((FEATURES,))
+    h = Tanh()(Dense(12)(x))
+    h = Add()([h, ReLU()(Dense(12)(h))])
+    return ailib.Model(x, Dense(CLASSES)(h), backend="numpy", dtype="float64", seed=seed)
+
+
+class FailOnRank1(Callback):
+    def on_batch_end(self, step: int, logs: dict) -> None:
+        if self.trainer.parallel.comm.rank == 1 and step == 2:
+            raise RuntimeError("rank 1 broke in a callback on purpose")
+
+
+def train(
+    kind: str,
+    epochs: int,
+    comm: dist.Communicator | None = None,
+    checkpoint: str | None = None,
+    resume: bool = False,
+    callbacks: tuple = (),
+    seed: int | None = 3,
+) -> tuple[Any, dict]:
+    """(model, history) of the fit the test checks: on one process with ``comm=None``."""
+    x, y, xv, yv = data()
+    net = model(kind, seed)
+    optimizers = ailib.optimizers
+    optimizer = optimizers.SGD(lr=0.1, momentum=0.9) if kind == "graph" else optimizers.Adam(0.01)
+    history = net.fit(
+        x,
+        y,
+        optimizer=optimizer,
+        epochs=epochs,
+        batch_size=BATCH.get(kind, 8),
+        validation_data=(xv, yv) if kind == "sequential" else None,
+        checkpoint=checkpoint,
+        resume=resume,
+        verbose=True,
+        log_every=2,
+        callbacks=list(callbacks),
+        distributed=comm,
+    )
+    return net, history
+
+
+def weights(net: Any) -> dict[str, Any]:
+    return {k: np.asarray(v).tolist() for k, v in net.params.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("kind", choices=["sequential", "graph"])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--fail", action="store_true")
+    args = parser.parse_args()
+    comm = dist.init(backend="numpy", timeout=60)
+    printed = io.StringIO()
+    with redirect_stdout(printed), redirect_stderr(printed):  # fit reports on stderr
+        net, history = train(
+            args.kind,
+            args.epochs,
+            comm,
+            args.checkpoint,
+            args.resume,
+            callbacks=(FailOnRank1(),) if args.fail else (),
+            seed=None if args.resume else 3 + comm.rank,  # rank 0's weights must win
+        )
+        bn, _ = train("batchnorm", 1, comm, seed=3 + comm.rank)
+    history = {k: v for k, v in history.items() if k != "seconds"}
+    result = {
+        "rank": comm.rank,
+        "size": comm.size,
+        "engine": comm.engine,
+        "weights": weights(net),
+        "history": history,
+        "printed": printed.getvalue(),
+        "batchnorm": {
+            "weights": weights(bn),
+            "buffers": {
+                f"{i}/{k}": np.asarray(v).tolist()
+                for i, layer in enumerate(bn.layers)
+                for k, v in layer.buffers.items()
+            },
+        },
+    }
+    (args.out / f"rank-{comm.rank}.json").write_text(json.dumps(result))
+    comm.close()
+
+
+if __name__ == "__main__":
+    main()
