@@ -28,8 +28,12 @@ setup: $(VENV)/.installed
 demo: setup
 	PY=$(PY) scripts/demo.sh
 
+# The suite in parallel (pytest-xdist, one worker per core); MPI tests share one worker.
+# `make test PYTEST_ARGS=` runs it in one process.
+PYTEST_ARGS ?= -n auto --dist loadgroup
+
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 $(MIN_VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(MIN_VENV)
@@ -39,7 +43,7 @@ $(MIN_VENV)/.installed: pyproject.toml Makefile
 
 test-min: $(MIN_VENV)/.installed
 	$(MIN_PY) -m pip list 2>/dev/null | grep -i -E "^(numpy|array.api|pytest) "
-	$(MIN_PY) -m pytest -m "not slow"
+	$(MIN_PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: setup
 	$(PY) -m ruff check ailib tests examples benchmarks

@@ -30,6 +30,9 @@ import ailib.distributed as dist
 from .distributed_worker import BATCHES, per_sample_grads
 from .helpers import assert_close, host
 
+#: under pytest-xdist (`make test`), this module's MPI jobs run on one worker, one at a time
+pytestmark = pytest.mark.xdist_group("mpi")
+
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = str(ROOT / "tests" / "distributed_worker.py")
 #: one BLAS thread per rank: two ranks on two cores with threaded BLAS run several times slower

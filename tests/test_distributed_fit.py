@@ -30,6 +30,9 @@ from .test_cli import CLI_IN_A_PROCESS, data  # noqa: F401
 from .test_cli import train as cli_arguments
 from .test_distributed import BOUND_S, ROOT, _env, _results, mpiexec  # noqa: F401
 
+#: under pytest-xdist (`make test`), this module's MPI jobs run on one worker, one at a time
+pytestmark = pytest.mark.xdist_group("mpi")
+
 WORKER = str(ROOT / "tests" / "distributed_fit_worker.py")
 #: float64 weights of N ranks and of one process differ by the rounding of sums taken in
 #: another order, a few ulps per step
