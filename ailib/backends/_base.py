@@ -126,6 +126,11 @@ class Backend:
         index_dtype: the integer dtype of labels and permutations: ``xp.int64``, except
             ``xp.int32`` on JAX (whose int64 needs the process-wide x64 mode).
         mutable: whether arrays can be updated in place (False for JAX).
+        compiler: ``fn -> compiled fn`` for a pure function of arrays (``jax.jit`` on JAX),
+            or None; `ailib.compiling` compiles whole training steps with it.
+        views: whether a basic slice or reshape of a contiguous array is a view that in-place
+            updates of the array write through (NumPy, CuPy, PyTorch; the standard leaves it
+            open). Optimizers then keep all parameters in one flat buffer.
     """
 
     def __init__(
@@ -138,6 +143,8 @@ class Backend:
         is_array: Callable[[Any], bool],
         synchronize: Callable[[tuple[Any, ...]], None] = lambda arrays: None,
         mutable: bool = True,
+        views: bool = False,
+        compiler: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
         random_cls: type[Random] = Random,
         library: Any = None,
         context: Callable[[], ContextManager[Any]] | None = None,
@@ -157,6 +164,8 @@ class Backend:
         self.float_dtype = xp.float32
         self.index_dtype = xp.int64 if index_dtype is None else index_dtype
         self.mutable = mutable
+        self.views = views and mutable
+        self.compiler = compiler
         self.library = library
         self._to_host = to_host
         self._is_array = is_array
@@ -217,8 +226,12 @@ class Backend:
 
     # -- arrays ------------------------------------------------------------------------------
     def owns(self, x: Any) -> bool:
-        """True when ``x`` is an array of this library on this backend's device."""
-        return self._is_array(x) and self.device_of(x) == self.device
+        """True when ``x`` is an array of this library on this backend's device (or a traced
+        array of a compiled step, which has no device yet: `ailib.compiling`)."""
+        if not self._is_array(x):
+            return False
+        device = self.device_of(x)
+        return device == self.device or (device is None and self.compiler is not None)
 
     def device_of(self, x: Any) -> Any:
         import array_api_compat

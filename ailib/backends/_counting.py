@@ -80,6 +80,7 @@ class OpCounter:
             is_array=lambda x: isinstance(x, Counted),
             synchronize=lambda arrays: base.synchronize(*unwrap(list(arrays))),
             mutable=base.mutable,
+            views=base.views,
             random_cls=base._random_cls,
             library=base.library,
             context=base.context,

@@ -137,6 +137,7 @@ def build(cupy: Any, xp: Any, device: Any, packages: list[tuple[str, str]]) -> B
         to_host=lambda x: x.get() if isinstance(x, cupy.ndarray) else np.asarray(x),
         is_array=lambda x: isinstance(x, cupy.ndarray),
         synchronize=lambda arrays: dev.synchronize(),
+        views=True,
         library=cupy,
         context=lambda: dev,
     )
