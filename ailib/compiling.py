@@ -44,6 +44,8 @@ def step_for(model: Any, loss: Any, optimizer: Any) -> Callable[[Any, Any], Any]
     compiler = getattr(model.backend, "compiler", None)
     if setting is False or compiler is None or not model.training:
         return None
+    if setting is None and not model.backend.compile_default:
+        return None
     steps = _STEPS.setdefault(model, [])
     for known_loss, known_optimizer, step in steps:
         if known_loss is loss and known_optimizer is optimizer:

@@ -72,18 +72,21 @@ def count_step(
     loss: str = "softmax_cross_entropy",
     steps: int = 3,
     seed: int = 0,
+    flat_updates: bool | None = True,
     **fit_kwargs: Any,
 ) -> dict[str, Any]:
     """The array operations of one `fit` step of ``Sequential(layers)`` with ``optimizer``
     at ``batch_size``, on random rows of ``features`` values with integer labels < ``classes``.
 
     ``layers`` is a list of layers, or a function of a backend that returns them (e.g.
-    ``lambda be: zoo.mlp(backend=be)``). Returns ``{"ops": {part: n}, "views": {...},
+    ``lambda be: zoo.mlp(backend=be)``). ``flat_updates`` (default True) counts the optimizer
+    as GPU backends run it, on one flat buffer (`Backend.flat_updates`); None counts what
+    ``backend`` itself runs. Returns ``{"ops": {part: n}, "views": {...},
     "reads": {...}, "names": {part: {operation: n}}, "total": ops of the step}``.
     """
     from .model import Sequential
 
-    counter = backends.counting(backends.get(backend), where=part_of_caller)
+    counter = backends.counting(backends.get(backend), part_of_caller, flat_updates)
     made = layers(counter.backend) if callable(layers) else layers
     model = Sequential(made, backend=counter.backend, seed=seed)
     rng = np.random.default_rng(seed)

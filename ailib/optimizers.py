@@ -96,8 +96,8 @@ class Optimizer:
         """Update every parameter of the trainable ``layers`` from its gradient (filled by
         backward). Layers with ``trainable = False`` are left as they are.
 
-        Where the backend's slices are views (NumPy, CuPy, PyTorch) and every parameter has
-        the same dtype, learning rate and weight decay, the parameters live in one flat buffer
+        Where the backend asks for it (`Backend.flat_updates`: CuPy, PyTorch on CUDA) and every
+        parameter has the same dtype, learning rate and weight decay, the parameters live in one flat buffer
         (``layer.params`` hold views of it, from the first step on) and the rule runs once on
         the whole buffer and the concatenated gradients: a handful of array operations per
         step instead of a handful per parameter, with the same arithmetic (`FlatParams`)."""
@@ -134,7 +134,7 @@ class Optimizer:
 
     def _flat_step(self, todo: list[tuple[Layer, str, Any]]) -> bool:
         """`step` on one flat buffer; False (nothing done) where it does not apply."""
-        if not todo or not all(layer.backend.views for layer, _, _ in todo):
+        if not todo or not all(layer.backend.flat_updates for layer, _, _ in todo):
             return False
         keys = [(layer, name) for layer, name, _ in todo]
         params = [layer.params[name] for layer, name in keys]

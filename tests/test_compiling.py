@@ -17,11 +17,11 @@ from .helpers import assert_close, host
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-def _jax() -> ailib.backends.Backend:
-    reason = ailib.backends.why_unavailable("jax")
+def _jax(name: str = "jax") -> ailib.backends.Backend:
+    reason = ailib.backends.why_unavailable(name)
     if reason is not None:
-        pytest.skip(f"backend jax unavailable: {reason}")
-    return ailib.backends.get("jax")
+        pytest.skip(f"backend {name} unavailable: {reason}")
+    return ailib.backends.get(name)
 
 
 def _data(n: int = 40) -> tuple[np.ndarray, np.ndarray]:
@@ -29,8 +29,8 @@ def _data(n: int = 40) -> tuple[np.ndarray, np.ndarray]:
     return rng.standard_normal((n, 6)), rng.integers(0, 3, n)
 
 
-def _train(dtype: str, make_opt: Any, compiled: bool, steps: int = 20) -> Any:
-    be = _jax()
+def _train(dtype: str, make_opt: Any, compiled: bool, steps: int = 20, name: str = "jax") -> Any:
+    be = _jax(name)
     x, y = _data()
     model = ailib.Sequential(zoo.mlp(6, (8, 5), 3), backend=be, dtype=dtype, seed=0)
     model.compile_steps = compiled
@@ -65,6 +65,34 @@ def test_compiled_steps_equal_uncompiled_steps(dtype: str, name: str) -> None:
             np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), **tolerance)
             np.testing.assert_allclose(host(a.grads[key]), host(b.grads[key]), **tolerance)
     assert fast_opt.iterations == eager_opt.iterations == 20
+
+
+@pytest.mark.parametrize(("dtype", "name"), [("float64", "adam"), ("float32", "momentum")])
+def test_cuda_graph_steps_equal_uncompiled_steps_on_cupy(dtype: str, name: str) -> None:
+    """CuPy: compile_steps=True captures the step as a CUDA graph (from the third step of a
+    shape on); 20 steps equal the uncompiled ones."""
+    eager, _, eager_errors = _train(dtype, OPTIMIZERS[name], compiled=False, name="cupy")
+    fast, fast_opt, fast_errors = _train(dtype, OPTIMIZERS[name], compiled=True, name="cupy")
+    steps = [s for _, _, s in compiling._STEPS[fast]]
+    assert len(steps) == 1 and not steps[0].off and steps[0].compiled.graphs  # it did capture
+    scale = 1e-12 if dtype == "float64" else 1e-5
+    tolerance = {"rtol": scale, "atol": scale}
+    np.testing.assert_allclose(
+        [float(host(e)) for e in fast_errors], [float(host(e)) for e in eager_errors], **tolerance
+    )
+    for a, b in zip(fast.layers, eager.layers):
+        for key in a.params:
+            np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), **tolerance)
+    assert fast_opt.iterations == 20
+
+
+def test_cupy_compiles_only_when_asked() -> None:
+    be = _jax("cupy")
+    assert be.compiler is not None and not be.compile_default
+    model = ailib.Sequential(zoo.mlp(6, (8,), 3), backend=be, seed=0)
+    x, y = _data()
+    model.fit(x, y, epochs=1, batch_size=8)
+    assert model not in compiling._STEPS
 
 
 def test_fit_compiles_once_per_batch_shape() -> None:

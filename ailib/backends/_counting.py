@@ -64,7 +64,12 @@ class OpCounter:
         where: ``() -> str``, the part to file the next operation under.
     """
 
-    def __init__(self, base: Backend, where: Callable[[], str] | None = None) -> None:
+    def __init__(
+        self,
+        base: Backend,
+        where: Callable[[], str] | None = None,
+        flat_updates: bool | None = None,
+    ) -> None:
         self.base = base
         self.where = where or (lambda: "all")
         self.ops: collections.Counter[str] = collections.Counter()
@@ -80,7 +85,7 @@ class OpCounter:
             is_array=lambda x: isinstance(x, Counted),
             synchronize=lambda arrays: base.synchronize(*unwrap(list(arrays))),
             mutable=base.mutable,
-            views=base.views,
+            flat_updates=base.flat_updates if flat_updates is None else flat_updates,
             random_cls=base._random_cls,
             library=base.library,
             context=base.context,
@@ -339,9 +344,13 @@ for _name, _fn in _COMPARISONS.items():
     setattr(Counted, f"__{_name}__", _binary(_name, _fn))
 
 
-def counting(backend: Backend, where: Callable[[], str] | None = None) -> OpCounter:
-    """An `OpCounter` around ``backend``: build on ``counter.backend``, read ``counter.ops``."""
-    return OpCounter(backend, where)
+def counting(
+    backend: Backend, where: Callable[[], str] | None = None, flat_updates: bool | None = None
+) -> OpCounter:
+    """An `OpCounter` around ``backend``: build on ``counter.backend``, read ``counter.ops``.
+    ``flat_updates`` overrides the backend's `Backend.flat_updates` (True: count what a GPU
+    backend runs, on the CPU)."""
+    return OpCounter(backend, where, flat_updates)
 
 
 __all__ = ["Counted", "CountingNamespace", "OpCounter", "counting", "unwrap"]

@@ -24,7 +24,6 @@ def make_numpy(device: Any = None) -> Backend:
         "cpu",
         to_host=np.asarray,
         is_array=lambda x: isinstance(x, np.ndarray),
-        views=True,
         library=np,
     )
 
@@ -74,7 +73,7 @@ def make_torch(device: Any = None) -> Backend:
         synchronize=(lambda arrays: torch.cuda.synchronize(dev))
         if dev.type == "cuda"
         else (lambda arrays: None),
-        views=True,
+        flat_updates=dev.type == "cuda",
         library=torch,
     )
 
