@@ -30,10 +30,16 @@ from __future__ import annotations
 import weakref
 from typing import Any, Callable
 
-#: compiled steps per model: [(loss, optimizer, CompiledStep), ...]
+#: the compiled step of each model: [(loss key, optimizer, CompiledStep)] (one entry: a model
+#: trained with another optimizer or loss compiles afresh)
 _STEPS: weakref.WeakKeyDictionary[Any, list[tuple[Any, Any, CompiledStep]]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def _loss_key(loss: Any) -> tuple[type, str]:
+    """Losses of one class and settings compute the same (`fit` makes a new one per call)."""
+    return type(loss), repr(loss)
 
 
 def step_for(model: Any, loss: Any, optimizer: Any) -> Callable[[Any, Any], Any] | None:
@@ -48,9 +54,11 @@ def step_for(model: Any, loss: Any, optimizer: Any) -> Callable[[Any, Any], Any]
         return None
     steps = _STEPS.setdefault(model, [])
     for known_loss, known_optimizer, step in steps:
-        if known_loss is loss and known_optimizer is optimizer:
-            return None if step.off or step.tracing else step
-    steps.append((loss, optimizer, CompiledStep(model, loss, optimizer, compiler)))
+        if known_loss == _loss_key(loss) and known_optimizer is optimizer:
+            if step.off or step.tracing:
+                return None
+            return lambda x, y: step(x, y, loss)
+    steps[:] = [(_loss_key(loss), optimizer, CompiledStep(model, loss, optimizer, compiler))]
     return None  # the first step runs uncompiled: it makes the optimizer's state
 
 
@@ -121,7 +129,9 @@ class CompiledStep:
 
         return step
 
-    def __call__(self, x: Any, y: Any) -> tuple[Any, Any]:
+    def __call__(self, x: Any, y: Any, loss: Any = None) -> tuple[Any, Any]:
+        """One step on the batch (x, y); ``loss`` (an equal loss object, default the one
+        traced) receives the correct count (`ailib.losses.Loss.correct`)."""
         model, optimizer, be = self.model, self.optimizer, self.model.backend
         refs = self._refs()
         structure = [
@@ -147,7 +157,7 @@ class CompiledStep:
         optimizer.iterations, optimizer.grad_norm = iterations + 1, grad_norm
         model.backprops, model.output = [], y_pred
         if hits is not None:
-            self.loss.last_correct = (y_pred, y, hits)
+            (loss or self.loss).last_correct = (y_pred, y, hits)
         return error, y_pred
 
 

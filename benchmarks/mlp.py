@@ -49,10 +49,11 @@ QUICK_BATCHES = (32, 256, 2048)
 QUICK_WIDTHS = (128, 1024)
 #: (what, goal, comparison) of each target; see `targets`
 TARGETS = {
-    "train_vs_reference": 0.90,
+    "train_vs_reference": 0.95,
+    "jax_vs_reference": 1.00,
     "train_vs_torch_cpu": 1.30,
     "predict_vs_reference": 0.95,
-    "ailib_torch_vs_torch": 0.90,
+    "ailib_torch_vs_torch": 1.00,
     "memory_vs_reference": 1.20,
     "cupy_vs_torch_cuda": 1.00,
 }
@@ -112,7 +113,7 @@ def contender_names(
         names.append("torch" if device == "cpu" else f"torch:{device}")
     wanted = list(backends) if backends else [b for b in ailib.backends.NAMES]
     for backend in wanted:
-        reason = ailib.backends.why_unavailable(backend)
+        reason = ailib.backends.why_unavailable(backend.partition("+")[0])
         if reason is None:
             names.append(f"ailib:{backend}")
         else:
@@ -407,6 +408,22 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         TARGETS["train_vs_reference"],
         basis=basis,
     )
+    for batch in result["config"]["batch_sizes"][1:]:
+        rows_o, basis_o = train(batch)
+        add(
+            f"ailib[numpy] training vs NumPy reference (batch {batch})",
+            ratio("ailib:numpy", "reference", rows_o),
+            TARGETS["train_vs_reference"],
+            basis=basis_o,
+        )
+    for name in ("ailib:jax", "ailib:jax+compiled"):
+        if name in rows_b:
+            add(
+                f"{rows_b[name].get('label', name)} training vs NumPy reference (batch {first})",
+                ratio(name, "reference", rows_b),
+                TARGETS["jax_vs_reference"],
+                basis=basis,
+            )
     add(
         f"ailib[numpy] training vs PyTorch CPU eager (batch {first})",
         ratio("ailib:numpy", "torch", rows_b),
@@ -436,14 +453,15 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     )
     for batch in result["config"]["batch_sizes"]:
         rows_c, basis_c = train(batch)
-        if "ailib:cupy" in rows_c or "torch:cuda" in rows_c:
-            add(
-                f"ailib[cupy] training vs PyTorch eager CUDA (batch {batch}; = epoch-time ratio "
-                f"inverted)",
-                ratio("ailib:cupy", "torch:cuda", rows_c),
-                TARGETS["cupy_vs_torch_cuda"],
-                basis=basis_c,
-            )
+        for name in ("ailib:cupy", "ailib:cupy+compiled"):
+            if name in rows_c or (name == "ailib:cupy" and "torch:cuda" in rows_c):
+                add(
+                    f"{name[6:].replace('+', ' ')} training vs PyTorch eager CUDA (batch "
+                    f"{batch}; = epoch-time ratio inverted)",
+                    ratio(name, "torch:cuda", rows_c),
+                    TARGETS["cupy_vs_torch_cuda"],
+                    basis=basis_c,
+                )
     for name, counts in result.get("op_counts", {}).items():
         add(
             f"array operations per training step, {name} (batch 128)",
@@ -644,7 +662,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--backends",
         type=_names,
-        help="ailib backends to run, comma-separated (default: every available one)",
+        help="ailib backends to run, comma-separated (default: every available one); a name "
+        "may end in +compiled or +eager to force compiled steps on or off (ailib.compiling)",
     )
     p.add_argument(
         "--torch",
