@@ -72,6 +72,7 @@ class CompiledStep:
         self.compiled: Any = None
         self.tracing = False
         self.off = False  # set when the step draws random numbers
+        self.lr: tuple[float, Any] | None = None  # (optimizer.lr, the same on the device)
 
     # -- the arrays the step reads and writes -------------------------------------------------
     def _refs(self) -> list[tuple[str, Any, str]]:
@@ -143,7 +144,9 @@ class CompiledStep:
             be.asarray(v, dtype=be.index_dtype) if isinstance(v, int) else v
             for v in self._get(refs)
         ]
-        lr = be.asarray(float(optimizer.lr), dtype=model.dtype)
+        if self.lr is None or self.lr[0] != optimizer.lr:  # moved to the device when it changes
+            self.lr = (optimizer.lr, be.asarray(float(optimizer.lr), dtype=model.dtype))
+        lr = self.lr[1]
         iterations = optimizer.iterations
         with be.context():
             new, grads, grad_norm, error, y_pred, hits = self.compiled(values, lr, x, y)
