@@ -279,10 +279,12 @@ class FlatParams:
         state: dict[str, Any] = {}
         for slot in slots.pop():
             values = [s[slot] for s in mine]
-            if hasattr(values[0], "shape"):
+            if _per_entry(values[0]):
                 state[slot] = xp.concat([xp.reshape(v, (-1,)) for v in values])
-            elif all(v == values[0] for v in values):
-                state[slot] = values[0]
+            elif all(v is values[0] for v in values) or (
+                not hasattr(values[0], "shape") and all(v == values[0] for v in values)
+            ):
+                state[slot] = values[0]  # one step count for all (a number or a 0-d array)
             else:
                 return None
         buffer = xp.concat([xp.reshape(p, (-1,)) for p in params])
@@ -310,18 +312,16 @@ class FlatParams:
             self._point(updated)
         stale = len(self.key_states) != len(self.keys) or len(self.slot_arrays) != len(self.state)
         if stale or any(self.slot_arrays.get(k) is not v for k, v in self.state.items()):
-            pieces = {
-                k: self._pieces(v) if hasattr(v, "shape") else None for k, v in self.state.items()
-            }
+            pieces = {k: self._pieces(v) if _per_entry(v) else None for k, v in self.state.items()}
             self.key_states = [
                 {k: (pieces[k][i] if pieces[k] is not None else v) for k, v in self.state.items()}
                 for i in range(len(self.keys))
             ]
             self.slot_arrays = dict(self.state)
         else:
-            scalars = {k: v for k, v in self.state.items() if not hasattr(v, "shape")}
+            shared = {k: v for k, v in self.state.items() if not _per_entry(v)}
             for own in self.key_states:
-                own.update(scalars)
+                own.update(shared)
         for key, own in zip(self.keys, self.key_states):
             states[key] = own
 
@@ -330,13 +330,21 @@ class FlatParams:
         here."""
         if keys != self.keys or len(self.key_states) != len(keys):
             return False
-        scalars = {k: v for k, v in self.state.items() if not hasattr(v, "shape")}
+        shared = {k: v for k, v in self.state.items() if not _per_entry(v)}
         for (layer, name), view, own in zip(keys, self.views, self.key_states):
             if layer.params[name] is not view or states.get((layer, name)) is not own:
                 return False
-            if own.keys() != self.state.keys() or any(own[k] != v for k, v in scalars.items()):
+            if own.keys() != self.state.keys() or any(
+                own[k] is not v and (hasattr(v, "shape") or own[k] != v) for k, v in shared.items()
+            ):
                 return False  # stepped one by one since (a step count moved on)
         return True
+
+
+def _per_entry(value: Any) -> bool:
+    """Whether a state entry has one value per parameter entry (an array of 1 or more axes),
+    as opposed to one for the whole parameter (a step count: a number or a 0-d array)."""
+    return getattr(value, "ndim", 0) > 0
 
 
 class SGD(Optimizer):

@@ -80,3 +80,24 @@ def test_the_flat_buffer_is_rebuilt_when_a_parameter_is_replaced_or_state_loaded
     assert opt._flat is not second
     _step(FLAT.backend, layers[:1], opt, rng)  # another set of parameters: its own buffer
     assert opt._flat.keys == [(layers[0], "W"), (layers[0], "b")]
+
+
+def test_a_step_count_kept_on_the_device_is_shared_not_split() -> None:
+    """Compiled steps keep Adam's count as one 0-d array (ailib.compiling): the flat buffer
+    shares it instead of concatenating it per parameter."""
+    flat, plain = _layers(FLAT.backend), _layers(PLAIN)
+    opt_flat, opt_plain = Adam(0.01), Adam(0.01)
+    rng_a, rng_b = np.random.default_rng(0), np.random.default_rng(0)
+    _step(FLAT.backend, flat, opt_flat, rng_a)
+    _step(PLAIN, plain, opt_plain, rng_b)
+    count = FLAT.backend.asarray(np.asarray(1, dtype=np.int64))
+    for state in opt_flat.state.values():
+        state["t"] = count
+    opt_flat.load_named_state(flat, opt_flat.named_state(flat))  # a new flat buffer is placed
+    for _ in range(2):
+        _step(FLAT.backend, flat, opt_flat, rng_a)
+        _step(PLAIN, plain, opt_plain, rng_b)
+    assert opt_flat._flat.state["t"].ndim == 0
+    for a, b in zip(flat, plain):
+        for name in a.params:
+            assert_close(_host(FLAT.backend, a.params[name]), b.params[name], "float64")

@@ -270,7 +270,7 @@ class Backend:
             # JAX that is the explicit request that turns 64-bit types on)
             dtype = self.dtype("float64") if isinstance(x, np.ndarray) else self.float_dtype
         host_dtype = None if dtype is None else np.dtype(self.dtype_name(dtype))
-        host = np.ascontiguousarray(host, dtype=host_dtype)
+        host = np.asarray(host, dtype=host_dtype, order="C")  # ascontiguousarray makes 0-d 1-d
         return self._from_host(host)
 
     def _from_host(self, host: np.ndarray) -> Any:
