@@ -83,6 +83,8 @@ def save_checkpoint(
     for key, slots in optimizer.named_state(model.layers).items():
         state[key] = {"scalars": {}, "arrays": []}
         for slot, value in slots.items():
+            if getattr(value, "ndim", None) == 0 and model.xp.isdtype(value.dtype, "integral"):
+                value = int(model.backend.to_host(value))  # a step count a compiled step kept
             if isinstance(value, (int, float)):
                 state[key]["scalars"][slot] = value
             else:

@@ -54,9 +54,36 @@ class Loss:
     def _value_and_grad(self, xp: Any, y_pred: Any, target: Any) -> tuple[Any, Any]:
         raise NotImplementedError
 
+    def correct(self, y_pred: Any, y_true: Any) -> Any:
+        """The number of rows of ``y_pred`` whose top class is their label in ``y_true`` (a 0-d
+        integer array), where the last `value_and_grad` formed it with the error (it was on
+        this very ``y_pred`` and these labels); None otherwise (the caller counts)."""
+        last = self.last_correct
+        if last is None or last[0] is not y_pred or last[1] is not y_true:
+            return None
+        return last[2]
+
+    #: (y_pred, y_true, count) of the last value_and_grad that formed the count
+    last_correct: tuple[Any, Any, Any] | None = None
+
     # -- targets -----------------------------------------------------------------------------
     def target(self, xp: Any, y_pred: Any, y_true: Any, *, check: bool = True) -> Any:
         """y_true as a floating array of y_pred's shape, dtype and device (labels -> one-hot)."""
+        labels = self.labels(xp, y_pred, y_true, check=check)
+        if labels is not None:
+            return one_hot(xp, labels, y_pred.shape[1], y_pred.dtype)
+        if tuple(y_true.shape) != tuple(y_pred.shape):
+            raise ValueError(
+                f"{self.name}: y_true must have y_pred's shape {tuple(y_pred.shape)}, received "
+                f"{tuple(y_true.shape)}"
+            )
+        if y_true.dtype != y_pred.dtype:
+            y_true = xp.astype(y_true, y_pred.dtype)
+        return y_true
+
+    def labels(self, xp: Any, y_pred: Any, y_true: Any, *, check: bool = True) -> Any:
+        """y_true when it holds integer class labels (checked: shape (N,), and with ``check``
+        their range), None when it is floating; a TypeError for anything else."""
         if not xp.isdtype(y_pred.dtype, "real floating"):
             raise TypeError(f"{self.name}: y_pred must be floating, received dtype {y_pred.dtype}")
         try:
@@ -81,15 +108,8 @@ class Loss:
                 )
             if check:
                 check_labels(xp, y_true, y_pred.shape[1], self.name)
-            return one_hot(xp, y_true, y_pred.shape[1], y_pred.dtype)
-        if tuple(y_true.shape) != tuple(y_pred.shape):
-            raise ValueError(
-                f"{self.name}: y_true must have y_pred's shape {tuple(y_pred.shape)}, received "
-                f"{tuple(y_true.shape)}"
-            )
-        if y_true.dtype != y_pred.dtype:
-            y_true = xp.astype(y_true, y_pred.dtype)
-        return y_true
+            return y_true
+        return None
 
 
 def one_hot(xp: Any, labels: Any, num_classes: int, dtype: Any) -> Any:
@@ -205,6 +225,52 @@ class SoftmaxCrossEntropy(Loss):
         if not self.label_smoothing:
             return f"{self.name}()"
         return f"{self.name}(label_smoothing={self.label_smoothing!r})"
+
+    def value_and_grad(self, y_pred: Any, y_true: Any, *, check: bool = True) -> tuple[Any, Any]:
+        """(E, dE/dZ) as `Loss.value_and_grad`; for integer labels (without label smoothing)
+        formed from the labels directly, with the count of correct rows (`correct`)."""
+        xp = backends.namespace(y_pred)
+        with backends.device_context(y_pred):
+            labels = self.labels(xp, y_pred, y_true, check=check)
+            if labels is None or self.label_smoothing:
+                target = self.target(xp, y_pred, y_true, check=False)
+                return self._value_and_grad(xp, y_pred, target)
+            value, grad, hits = self.from_labels(xp, y_pred, labels)
+            self.last_correct = (y_pred, y_true, hits)
+            return value, grad
+
+    def from_labels(self, xp: Any, z: Any, labels: Any) -> tuple[Any, Any, Any]:
+        """(E, dE/dZ, number of rows whose top logit is the label's) for logits Z (N, C) and
+        integer labels y (N,), in 16 array operations and no (N, C) one-hot target:
+
+            E = (1/N) Σₙ (log Σᵢ e^(Zₙᵢ − mₙ) − (Z_{n,yₙ} − mₙ)),   mₙ = Z_{n,argmax Zₙ}
+            dE/dZ = (softmax(Z) − e_y)/N
+
+        the label's entries gathered with ``take_along_axis``, e_y applied with one ``where``
+        and the argmax shared by the shift and the count (ties: the first top class, as
+        ``argmax``)."""
+        n = max(1, z.shape[0])
+        index = xp.expand_dims(labels, axis=1)
+        top = xp.argmax(z, axis=1, keepdims=True)
+        shifted = z - xp.take_along_axis(z, top, axis=1)
+        e = xp.exp(shifted)
+        total = xp.sum(e, axis=1, keepdims=True)
+        value = xp.mean(xp.log(total) - xp.take_along_axis(shifted, index, axis=1))
+        e *= (1.0 / n) / total  # P/N, in the fresh array e (in place where arrays are mutable)
+        grad = xp.where(index == self._classes(xp, z.shape[1], labels), e - 1.0 / n, e)
+        return value, grad, xp.count_nonzero(top == index)
+
+    def _classes(self, xp: Any, count: int, labels: Any) -> Any:
+        """0 … count−1 as a row of labels' dtype and device, made once per (namespace, size,
+        dtype, device) (not under JAX, whose traced functions must not keep arrays)."""
+        device = array_api_compat.device(labels)
+        if type(labels).__module__.split(".")[0] == "jax":
+            return xp.arange(count, dtype=labels.dtype, device=device)
+        key = (id(xp), count, str(labels.dtype), repr(device))
+        cache = self.__dict__.setdefault("classes_cache", {})
+        if key not in cache:
+            cache[key] = (xp, xp.arange(count, dtype=labels.dtype, device=device))
+        return cache[key][1]
 
     def _value_and_grad(self, xp: Any, y_pred: Any, target: Any) -> tuple[Any, Any]:
         n = max(1, y_pred.shape[0])

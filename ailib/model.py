@@ -112,6 +112,9 @@ class Model:
         self.output: Any = None  # the last forward output
         self.training = True
         self.stop_training = False  # a callback sets it to end `fit`
+        #: compile each training step into one call where the backend can (None: where it
+        #: can, i.e. JAX; False: never); see ailib.compiling
+        self.compile_steps: bool | None = None
         self.backprops: list[Any] = []  # one per layer call, from the last forward
         self.plan_key: tuple[bool, ...] | None = None  # see _plan
         self.plan: tuple[list[bool], list[bool]] = ([], [])
@@ -491,10 +494,11 @@ class Model:
             distributed=distributed,
         )
 
-    def predict(self, x: Any, batch_size: int | None = None) -> Any:
+    def predict(self, x: Any, batch_size: int | None = training.INFERENCE_BATCH) -> Any:
         """The model's output for x (NumPy or this backend's array; a list for several inputs),
         in eval mode (the mode is restored after), as an array of this backend (a list for
-        several outputs). With ``batch_size``, runs in batches to bound memory."""
+        several outputs). Runs in batches of ``batch_size`` rows (1024 by default; None: all
+        at once), keeping nothing for backward, so memory does not grow with the data."""
         return training.predict(self, x, batch_size)
 
     def evaluate(
@@ -503,7 +507,7 @@ class Model:
         y: Any = None,
         *,
         loss: Any = None,
-        batch_size: int = 1024,
+        batch_size: int = training.INFERENCE_BATCH,
     ) -> dict[str, float]:
         """Mean loss and, for classification, accuracy on (x, y) (or an iterable of batches),
         in eval mode (the mode is restored after); a diverged model gives a NaN loss.

@@ -94,7 +94,13 @@ class Optimizer:
     # -- the shared loop ---------------------------------------------------------------------
     def step(self, layers: Iterable[Layer]) -> None:
         """Update every parameter of the trainable ``layers`` from its gradient (filled by
-        backward). Layers with ``trainable = False`` are left as they are."""
+        backward). Layers with ``trainable = False`` are left as they are.
+
+        Where the backend asks for it (`Backend.flat_updates`: CuPy, PyTorch on CUDA) and every
+        parameter has the same dtype, learning rate and weight decay, the parameters live in one flat buffer
+        (``layer.params`` hold views of it, from the first step on) and the rule runs once on
+        the whole buffer and the concatenated gradients: a handful of array operations per
+        step instead of a handful per parameter, with the same arithmetic (`FlatParams`)."""
         self.iterations += 1
         todo = [
             (layer, name, grad)
@@ -102,6 +108,8 @@ class Optimizer:
             if layer.trainable
             for name, grad in layer.grads.items()
         ]
+        if self.flat and self._flat_step(todo):
+            return
         scale = self._clip_scale([grad for _, _, grad in todo]) if self.clip_norm else None
         for layer, name, grad in todo:
             key = (layer, name)
@@ -120,6 +128,38 @@ class Optimizer:
         """The per-parameter rule: returns the updated parameter (in place where possible).
         ``lr`` and ``weight_decay`` are this parameter's (its group's)."""
         raise NotImplementedError
+
+    #: whether `step` may keep the parameters in one flat buffer (see there)
+    flat = True
+
+    def _flat_step(self, todo: list[tuple[Layer, str, Any]]) -> bool:
+        """`step` on one flat buffer; False (nothing done) where it does not apply."""
+        if not todo or not all(layer.backend.flat_updates for layer, _, _ in todo):
+            return False
+        keys = [(layer, name) for layer, name, _ in todo]
+        params = [layer.params[name] for layer, name in keys]
+        hyper = {self._hyperparameters(key, p) for key, p in zip(keys, params)}
+        dtypes = {p.dtype for p in params} | {g.dtype for _, _, g in todo}
+        if len(hyper) != 1 or len(dtypes) != 1:
+            return False
+        flat = self._flat
+        if flat is None or not flat.holds(keys, self.state):
+            flat = FlatParams.place(keys, self.state)
+            if flat is None:  # the parameters' states differ (some stepped alone): one by one
+                return False
+            self._flat = flat
+        (lr_scale, weight_decay), param = hyper.pop(), flat.buffer
+        xp = array_api_compat.array_namespace(param)
+        grad = xp.concat([xp.reshape(g, (-1,)) for _, _, g in todo])
+        if self.clip_norm:
+            grad *= self._clip_scale([grad])
+        if weight_decay and not self.decoupled:
+            grad += weight_decay * param
+        updated = self.update(param, grad, flat.state, self.lr * lr_scale, weight_decay)
+        flat.settle(updated, self.state)
+        return True
+
+    _flat: FlatParams | None = None
 
     def _clip_scale(self, grads: list[Any]) -> Any:
         """min(1, c/(‖g‖ + 10⁻⁶)) as a 0-d device array (no host read: no sync per step)."""
@@ -200,6 +240,111 @@ class Optimizer:
         if unknown:
             raise ValueError(f"optimizer state for parameters the model does not have: {unknown}")
         self.state = {keys[name]: dict(slots) for name, slots in state.items()}
+
+
+class FlatParams:
+    """Parameters (and optimizer state) of several layers in one flat buffer each.
+
+    ``buffer`` is the concatenation of the parameters, flattened in order; each
+    ``layer.params[name]`` is replaced by a view of its piece, so updating the buffer in place
+    updates every layer. Each state slot (a momentum, Adam's moments) is one flat array too,
+    and ``optimizer.state[key]`` holds views of its pieces (what checkpoints save); other
+    state entries (Adam's step count) are shared. Built by `place`; `holds` tells whether the
+    layers and the state still use it (a layer whose parameter was replaced, a state loaded
+    from a checkpoint, or another set of parameters make a new one).
+    """
+
+    def __init__(self, keys: list[ParamKey], buffer: Any, state: dict[str, Any]) -> None:
+        self.keys = keys
+        self.shapes = [tuple(layer.params[name].shape) for layer, name in keys]
+        self.sizes = [math.prod(shape) for shape in self.shapes]
+        self.buffer: Any = None
+        self.views: list[Any] = []
+        self.state = state
+        self.slot_arrays: dict[str, Any] = {}
+        self.key_states: list[dict[str, Any]] = []
+        self.xp = array_api_compat.array_namespace(buffer)
+        self._point(buffer)
+
+    @classmethod
+    def place(cls, keys: list[ParamKey], states: dict[ParamKey, dict[str, Any]]) -> Any:
+        """Copy the parameters (and their states) into new flat buffers; None when the states
+        of the parameters differ in their slots or step counts."""
+        params = [layer.params[name] for layer, name in keys]
+        xp = array_api_compat.array_namespace(params[0])
+        mine = [states.get(key, {}) for key in keys]
+        slots = {tuple(sorted(s)) for s in mine}
+        if len(slots) != 1:
+            return None
+        state: dict[str, Any] = {}
+        for slot in slots.pop():
+            values = [s[slot] for s in mine]
+            if _per_entry(values[0]):
+                state[slot] = xp.concat([xp.reshape(v, (-1,)) for v in values])
+            elif all(v is values[0] for v in values) or (
+                not hasattr(values[0], "shape") and all(v == values[0] for v in values)
+            ):
+                state[slot] = values[0]  # one step count for all (a number or a 0-d array)
+            else:
+                return None
+        buffer = xp.concat([xp.reshape(p, (-1,)) for p in params])
+        flat = cls(keys, buffer, state)
+        flat.settle(buffer, states)
+        return flat
+
+    def _pieces(self, array: Any) -> list[Any]:
+        out, start = [], 0
+        for shape, size in zip(self.shapes, self.sizes):
+            out.append(self.xp.reshape(array[start : start + size], shape))
+            start += size
+        return out
+
+    def _point(self, buffer: Any) -> None:
+        self.buffer = buffer
+        self.views = self._pieces(buffer)
+        for (layer, name), view in zip(self.keys, self.views):
+            layer.params[name] = view
+
+    def settle(self, updated: Any, states: dict[ParamKey, dict[str, Any]]) -> None:
+        """After the rule ran on the flat arrays: re-point the layers if the rule returned a
+        new buffer, and give every parameter its views of the state."""
+        if updated is not self.buffer:
+            self._point(updated)
+        stale = len(self.key_states) != len(self.keys) or len(self.slot_arrays) != len(self.state)
+        if stale or any(self.slot_arrays.get(k) is not v for k, v in self.state.items()):
+            pieces = {k: self._pieces(v) if _per_entry(v) else None for k, v in self.state.items()}
+            self.key_states = [
+                {k: (pieces[k][i] if pieces[k] is not None else v) for k, v in self.state.items()}
+                for i in range(len(self.keys))
+            ]
+            self.slot_arrays = dict(self.state)
+        else:
+            shared = {k: v for k, v in self.state.items() if not _per_entry(v)}
+            for own in self.key_states:
+                own.update(shared)
+        for key, own in zip(self.keys, self.key_states):
+            states[key] = own
+
+    def holds(self, keys: list[ParamKey], states: dict[ParamKey, dict[str, Any]]) -> bool:
+        """Whether these parameters, in this order, and their states are still the ones placed
+        here."""
+        if keys != self.keys or len(self.key_states) != len(keys):
+            return False
+        shared = {k: v for k, v in self.state.items() if not _per_entry(v)}
+        for (layer, name), view, own in zip(keys, self.views, self.key_states):
+            if layer.params[name] is not view or states.get((layer, name)) is not own:
+                return False
+            if own.keys() != self.state.keys() or any(
+                own[k] is not v and (hasattr(v, "shape") or own[k] != v) for k, v in shared.items()
+            ):
+                return False  # stepped one by one since (a step count moved on)
+        return True
+
+
+def _per_entry(value: Any) -> bool:
+    """Whether a state entry has one value per parameter entry (an array of 1 or more axes),
+    as opposed to one for the whole parameter (a step count: a number or a 0-d array)."""
+    return getattr(value, "ndim", 0) > 0
 
 
 class SGD(Optimizer):
@@ -360,7 +505,9 @@ class Adam(Optimizer):
     def update(
         self, param: Any, grad: Any, state: dict[str, Any], lr: float, weight_decay: float
     ) -> Any:
-        t = state["t"] = state.get("t", 0) + 1
+        t = state.get("t", 0)
+        t += 1  # a Python int; a 0-d device array in a compiled step (ailib.compiling)
+        state["t"] = t
         if "M" not in state:
             state["M"] = (1.0 - self.beta1) * grad
             state["V"] = (1.0 - self.beta2) * (grad * grad)
@@ -371,11 +518,15 @@ class Adam(Optimizer):
             v *= self.beta2
             v += (1.0 - self.beta2) * (grad * grad)
             state["M"], state["V"] = m, v
-        step = lr * math.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
-        eps_hat = self.eps * math.sqrt(1.0 - self.beta2**t)
-        param -= (
-            step * state["M"] / (array_api_compat.array_namespace(param).sqrt(state["V"]) + eps_hat)
-        )
+        xp = array_api_compat.array_namespace(param)
+        if isinstance(t, int):
+            root, power = math.sqrt(1.0 - self.beta2**t), self.beta1**t
+        else:  # an array: the bias corrections in the parameters' dtype
+            t = xp.astype(t, param.dtype)
+            root, power = xp.sqrt(1.0 - self.beta2**t), self.beta1**t
+        step = lr * root / (1.0 - power)
+        eps_hat = self.eps * root
+        param -= step * state["M"] / (xp.sqrt(state["V"]) + eps_hat)
         return param
 
 

@@ -26,7 +26,7 @@ import time
 import warnings
 from typing import Any, Callable, Iterable, Sequence
 
-from . import losses, optimizers
+from . import compiling, losses, optimizers
 from .batches import (
     ArrayBatches,
     IterableBatches,
@@ -48,6 +48,10 @@ from .progress import ProgressBar
 
 Progress = Callable[[dict[str, Any]], None]
 
+#: rows per forward pass of `predict` and `evaluate` unless told otherwise: memory is that of
+#: one batch, whatever the number of rows (zoo.cnn: about 0.3 GB of im2col columns at 1024 rows)
+INFERENCE_BATCH = 1024
+
 
 class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite during `fit`; the message gives the epoch and step."""
@@ -65,7 +69,12 @@ def train_step(
 ) -> tuple[Any, Any]:
     """One iteration of the seed's loop on a batch already on the device; returns (E, Y): the
     error (0-d, on the device) and the model's output. ``update=False`` stops after backward,
-    leaving dE/dW in the layers' grads (gradient accumulation)."""
+    leaving dE/dW in the layers' grads (gradient accumulation). Where the backend compiles
+    (JAX), the same four steps run as one compiled call (`ailib.compiling`; off with
+    ``model.compile_steps = False``)."""
+    compiled = compiling.step_for(model, loss, optimizer) if update else None
+    if compiled is not None:
+        return compiled(x, y)
     with model.backend.context():  # CuPy: kernels and allocations on the model's GPU
         y_pred = model.forward(x)  # 1-2. feed input, forward propagate
         error, grad = loss.value_and_grad(y_pred, y, check=False)  # 3. calculate error
@@ -136,6 +145,8 @@ class Meter:
         self.loss_sum = 0.0
         self.samples = 0
         self.read_samples = 0
+        self.loss = loss
+        self.hits: list[Any] = []  # per-step counts of correct predictions, summed when read
         self.correct: Any = None
         self.classify = loss is None or loss.accepts_labels
         self.binary = isinstance(loss, losses.BinaryCrossEntropy)
@@ -151,10 +162,14 @@ class Meter:
         with self.backend.context():  # CuPy: count on the model's GPU
             hits = self._hits(y_pred, y_true)
             if hits is not None:
-                self.correct = hits if self.correct is None else self.correct + hits
+                self.hits.append(hits)
 
     def _hits(self, y_pred: Any, y_true: Any) -> Any:
         xp = self.xp
+        formed = getattr(self.loss, "correct", None)  # counted with the loss, where it was
+        known = formed(y_pred, y_true) if formed is not None else None
+        if known is not None:
+            return known
         if self.binary and y_pred.shape[-1] == 1:
             hits = (y_pred > self.threshold) == (y_true > 0.5)
             return xp.sum(xp.astype(hits, self.backend.index_dtype))
@@ -162,7 +177,7 @@ class Meter:
             return None
         guess = xp.argmax(y_pred, axis=1)
         truth = y_true if y_true.ndim == 1 else xp.argmax(y_true, axis=1)
-        return xp.sum(xp.astype(guess == truth, self.backend.index_dtype))
+        return xp.count_nonzero(guess == truth)
 
     def read(
         self, epoch: int = 0, step: int = 0, *, accuracy: bool = True, diverge: bool = False
@@ -190,6 +205,11 @@ class Meter:
                 self.read_samples += size
             self.pending, self.sizes = [], []
             self.mean_loss = self.loss_sum / self.read_samples
+        if self.hits:
+            with self.backend.context():
+                total = self.xp.sum(self.xp.stack(self.hits))
+            self.correct = total if self.correct is None else self.correct + total
+            self.hits = []
         if accuracy and (self.correct is not None or self.parallel is not None):
             hits = None if self.correct is None else int(self.backend.to_host(self.correct))
             samples = self.samples
@@ -615,7 +635,7 @@ def evaluate(
     y: Any = None,
     *,
     loss: losses.Loss | str | None = None,
-    batch_size: int = 1024,
+    batch_size: int = INFERENCE_BATCH,
 ) -> dict[str, float]:
     """Mean loss and, for classification, accuracy on (x, y) arrays or on an iterable of (x, y)
     batches (y None), in eval mode; the model's mode is restored after.
@@ -630,11 +650,18 @@ def evaluate(
     return evaluate_batches(model, batches, loss, who)
 
 
-def predict(model: Any, x: Any, batch_size: int | None = None) -> Any:
+def predict(model: Any, x: Any, batch_size: int | None = INFERENCE_BATCH) -> Any:
     """The model's output for x (NumPy or the backend's array), in eval mode (the model's mode
-    is restored after), as an array of the model's backend. With ``batch_size``, runs in
-    batches to bound memory."""
-    x = model_inputs(model, x, f"{type(model).__name__}.predict", check_values=False)
+    is restored after), as an array of the model's backend. Runs in batches of ``batch_size``
+    rows (default `INFERENCE_BATCH`), so memory does not grow with the number of rows; each
+    batch goes through ``model.infer`` where the model has it, which keeps nothing for a
+    backward pass. ``batch_size=None`` runs all rows at once."""
+    who = f"{type(model).__name__}.predict"
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(
+            f"{who}: batch_size must be a positive int or None, received {batch_size!r}"
+        )
+    x = model_inputs(model, x, who, check_values=False)
     was_training = model.training
     infer = getattr(model, "infer", model.forward)  # no backprops kept, where the model can
     model.eval()

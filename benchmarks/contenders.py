@@ -81,11 +81,15 @@ class Ailib(Contender):
 
     kind = "ailib"
 
-    def __init__(self, backend: str, weights: Weights, seed: int = 0) -> None:
+    def __init__(
+        self, backend: str, weights: Weights, seed: int = 0, compiled: bool | None = None
+    ) -> None:
         import ailib
 
         self.be = ailib.backends.get(backend)
         self.backend, self.name = self.be.name, f"ailib[{backend}]"
+        if compiled is not None:
+            self.name = f"ailib[{backend}, {'compiled' if compiled else 'eager'} steps]"
         self.device = str(self.be.device)
         hidden = tuple(w.shape[0] for w, _ in weights[:-1])
         features, classes = weights[0][0].shape[1], weights[-1][0].shape[0]
@@ -97,6 +101,7 @@ class Ailib(Contender):
             # copies: the model owns its parameters, as every other contender does
             layer.params["W"] = self.be.asarray(np.array(w))
             layer.params["b"] = self.be.asarray(np.array(b))
+        self.model.compile_steps = compiled  # None: the backend's default (ailib.compiling)
         self.optimizer = ailib.optimizers.SGD(lr=LR)
 
     def load(self, x: np.ndarray, y: np.ndarray, x_test: np.ndarray) -> None:
@@ -298,14 +303,17 @@ def flops_per_sample(sizes: Sequence[int]) -> tuple[int, int]:
 
 
 def build(name: str, weights: Weights) -> Contender:
-    """A contender by row name: "reference", "torch", "torch:cuda" or "ailib:<backend>"."""
+    """A contender by row name: "reference", "torch", "torch:cuda" or "ailib:<backend>", the
+    backend optionally followed by "+compiled" or "+eager" (compiled steps forced on or off,
+    `ailib.compiling`; default: the backend's choice)."""
     if name == "reference":
         return NumpyReference(weights)
     if name.startswith("torch"):
         _, _, device = name.partition(":")
         return TorchEager(weights, device or "cpu")
     if name.startswith("ailib:"):
-        return Ailib(name.split(":", 1)[1], weights)
+        backend, _, mode = name.split(":", 1)[1].partition("+")
+        return Ailib(backend, weights, compiled={"": None, "compiled": True, "eager": False}[mode])
     raise ValueError(f"unknown contender {name!r}")
 
 

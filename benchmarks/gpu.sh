@@ -3,8 +3,10 @@
 #   1. environment: what is installed, what is missing; carried wheels installed offline
 #   2. tests:       the CuPy tests and the GPU PyTorch / JAX tests (pytest -k "cupy or cuda or gpu")
 #   3. train:       `ailib train --backend cupy` on MNIST's 10k test digits (data/mnist-test, 8k/2k)
-#   4. bench:       the MLP benchmark, ailib on CuPy vs PyTorch eager CUDA, batch 128 and 1024,
-#                   full 60,000-row epochs
+#   4. bench:       the MLP benchmark, ailib on CuPy (one kernel per array operation) and
+#                   ailib on CuPy with compiled steps (one CUDA graph launch per step) vs
+#                   PyTorch eager CUDA, batch 128 and 1024, full 60,000-row epochs; 4-bench.md
+#                   also gives the array operations per step (ailib.opcount)
 #
 #     make gpu-wheels                   # here, once (needs PyPI): the wheels the GPU machine lacks
 #     bash benchmarks/gpu.sh            # there, with .whl carried along
@@ -140,8 +142,8 @@ fi
 
 # -- 4. bench ----------------------------------------------------------------------------------
 if [[ $BENCH -eq 1 ]]; then
-    stage "4. bench: MLP, ailib on CuPy vs PyTorch eager CUDA, full epochs" - \
-        "$BENCH_LIMIT" "$PY" -m benchmarks.mlp --backends cupy --torch cuda --no-reference \
+    stage "4. bench: MLP, ailib on CuPy (eager and compiled) vs PyTorch eager CUDA" - \
+        "$BENCH_LIMIT" "$PY" -m benchmarks.mlp --backends cupy,cupy+compiled --torch cuda --no-reference \
         --batch-size 128,1024 --samples 60000 --repeats 3 --no-sweep --no-memory \
         --out "$DEST/4-bench"
 fi

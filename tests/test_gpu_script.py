@@ -45,7 +45,7 @@ def test_dry_run_lists_every_stage_and_logs_under_out(tmp_path: Path) -> None:
     assert "--backend cupy --dataset mnist-test" in train
     assert str(ROOT / "data" / "mnist-test") in train
     bench = next(line for line in out.splitlines() if " -m benchmarks.mlp " in line)
-    assert "--backends cupy --torch cuda" in bench and "--samples 60000" in bench
+    assert "--backends cupy\\,cupy+compiled --torch cuda" in bench and "--samples 60000" in bench
     assert "--batch-size 128\\,1024" in bench and f"--out {tmp_path}/4-bench" in bench
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, ContextManager
 
 from ._base import API_VERSION, Backend, BackendUnavailable, Random, to_numpy
+from ._counting import OpCounter, counting
 from ._host import extremes, host_numbers
 from ._libs import MAKERS
 
@@ -176,9 +177,11 @@ __all__ = [
     "AutoChoice",
     "Backend",
     "BackendUnavailable",
+    "OpCounter",
     "Random",
     "auto_choice",
     "available",
+    "counting",
     "device_context",
     "extremes",
     "get",

@@ -126,6 +126,16 @@ class Backend:
         index_dtype: the integer dtype of labels and permutations: ``xp.int64``, except
             ``xp.int32`` on JAX (whose int64 needs the process-wide x64 mode).
         mutable: whether arrays can be updated in place (False for JAX).
+        compiler: ``fn -> compiled fn`` for a pure function of arrays (``jax.jit`` on JAX),
+            or None; `ailib.compiling` compiles whole training steps with it.
+        compile_default: whether models compile their steps unless told not to (JAX: yes;
+            CuPy's CUDA graphs: only with ``model.compile_steps = True`` until measured).
+        flat_updates: whether optimizers keep all parameters in one flat buffer and update it
+            at once (`ailib.optimizers.FlatParams`). It needs slices that are views written
+            through by in-place updates (NumPy, CuPy, PyTorch; the standard leaves it open) and
+            pays where launches dominate: on CUDA (CuPy, PyTorch). On the CPU the copy into
+            the flat buffer costs more than the calls it saves (NumPy, Adam on the MLP: 4.5
+            against 3.7 ms a step).
     """
 
     def __init__(
@@ -138,6 +148,9 @@ class Backend:
         is_array: Callable[[Any], bool],
         synchronize: Callable[[tuple[Any, ...]], None] = lambda arrays: None,
         mutable: bool = True,
+        flat_updates: bool = False,
+        compiler: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
+        compile_default: bool = True,
         random_cls: type[Random] = Random,
         library: Any = None,
         context: Callable[[], ContextManager[Any]] | None = None,
@@ -157,6 +170,9 @@ class Backend:
         self.float_dtype = xp.float32
         self.index_dtype = xp.int64 if index_dtype is None else index_dtype
         self.mutable = mutable
+        self.flat_updates = flat_updates and mutable
+        self.compiler = compiler
+        self.compile_default = compile_default
         self.library = library
         self._to_host = to_host
         self._is_array = is_array
@@ -217,8 +233,12 @@ class Backend:
 
     # -- arrays ------------------------------------------------------------------------------
     def owns(self, x: Any) -> bool:
-        """True when ``x`` is an array of this library on this backend's device."""
-        return self._is_array(x) and self.device_of(x) == self.device
+        """True when ``x`` is an array of this library on this backend's device (or a traced
+        array of a compiled step, which has no device yet: `ailib.compiling`)."""
+        if not self._is_array(x):
+            return False
+        device = self.device_of(x)
+        return device == self.device or (device is None and self.compiler is not None)
 
     def device_of(self, x: Any) -> Any:
         import array_api_compat
@@ -250,7 +270,7 @@ class Backend:
             # JAX that is the explicit request that turns 64-bit types on)
             dtype = self.dtype("float64") if isinstance(x, np.ndarray) else self.float_dtype
         host_dtype = None if dtype is None else np.dtype(self.dtype_name(dtype))
-        host = np.ascontiguousarray(host, dtype=host_dtype)
+        host = np.asarray(host, dtype=host_dtype, order="C")  # ascontiguousarray makes 0-d 1-d
         return self._from_host(host)
 
     def _from_host(self, host: np.ndarray) -> Any:

@@ -137,6 +137,9 @@ def build(cupy: Any, xp: Any, device: Any, packages: list[tuple[str, str]]) -> B
         to_host=lambda x: x.get() if isinstance(x, cupy.ndarray) else np.asarray(x),
         is_array=lambda x: isinstance(x, cupy.ndarray),
         synchronize=lambda arrays: dev.synchronize(),
+        flat_updates=True,
+        compiler=lambda fn: GraphStep(cupy, dev, fn),
+        compile_default=False,
         library=cupy,
         context=lambda: dev,
     )
@@ -230,3 +233,97 @@ def _kernel_failure(
         f"{seen}: {' and '.join(missing)} cannot be loaded ({text}); install CuPy with the CUDA "
         f"libraries it loads at run time: {ctk_command(packages, major)}"
     )
+
+
+# -- compiled steps: CUDA graphs ------------------------------------------------------------
+class GraphStep:
+    """A pure training step ``fn(values, lr, x, y) -> (values, grads, grad_norm, E, Y, hits)``
+    (`ailib.compiling`) replayed as one CUDA graph per input shape: one launch per step instead
+    of one per array operation.
+
+    Per shape: the first call runs ``fn`` as it is; the second captures it on a side stream
+    (relaxed capture mode, its allocations from a memory pool of its own that is never shared
+    or freed, so the addresses the graph writes stay its own) reading fixed input buffers:
+    the model's arrays as they are then (flat parameter and state buffers, updated in place),
+    and copies of x, y and lr. Each later call copies x, y and lr in, launches the graph on the
+    current stream, copies back the arrays the step replaces rather than updates in place
+    (BatchNorm's statistics), and returns copies of E, Y and the count (the graph overwrites
+    its own outputs at the next launch; the gradients are the graph's and are valid until
+    then). A capture that fails (an operation that cannot be captured) turns graphs off for
+    this step, with a warning, and the step runs uncompiled from then on.
+    """
+
+    def __init__(self, cupy: Any, device: Any, fn: Callable[..., Any]) -> None:
+        self.cupy, self.device, self.fn = cupy, device, fn
+        self.seen: set[Any] = set()
+        self.graphs: dict[Any, Any] = {}
+        self.broken = False
+
+    def __call__(self, values: list[Any], lr: Any, x: Any, y: Any) -> Any:
+        if isinstance(x, list) or isinstance(y, list):  # several inputs or outputs: not graphed
+            return self.fn(values, lr, x, y)
+        key = (tuple(x.shape), str(x.dtype), tuple(y.shape), str(y.dtype))
+        if self.broken or key not in self.seen:
+            self.seen.add(key)
+            return self.fn(values, lr, x, y)
+        entry = self.graphs.get(key)
+        if entry is None:
+            entry = self._capture(values, lr, x, y)
+            if entry is None:
+                return self.fn(values, lr, x, y)
+            self.graphs[key] = entry
+        return self._launch(entry, values, lr, x, y)
+
+    def _capture(self, values: list[Any], lr: Any, x: Any, y: Any) -> Any:
+        import warnings
+
+        cp = self.cupy
+        runtime = cp.cuda.runtime
+        mode = getattr(runtime, "streamCaptureModeRelaxed", 2)
+        pool, stream = cp.cuda.MemoryPool(), cp.cuda.Stream(non_blocking=True)
+        with self.device:
+            cp.cuda.get_current_stream().synchronize()  # inputs written before the capture
+            with cp.cuda.using_allocator(pool.malloc):
+                static = (list(values), lr.copy(), x.copy(), y.copy())
+                cp.cuda.get_current_stream().synchronize()
+                try:
+                    with stream:
+                        stream.begin_capture(mode)
+                        try:
+                            out = self.fn(*static)
+                        finally:
+                            graph = stream.end_capture()
+                except Exception as exc:  # an operation that cannot be captured
+                    self.broken = True
+                    warnings.warn(
+                        f"ailib: CUDA graph capture of the training step failed "
+                        f"({type(exc).__name__}: {exc}); the step runs uncompiled",
+                        RuntimeWarning,
+                        stacklevel=4,
+                    )
+                    return None
+        return {"graph": graph, "pool": pool, "static": static, "out": out}
+
+    def _launch(self, entry: dict[str, Any], values: list[Any], lr: Any, x: Any, y: Any) -> Any:
+        cp = self.cupy
+        inputs, lr_in, x_in, y_in = entry["static"]
+        new, grads, grad_norm, error, y_pred, hits = entry["out"]
+        with self.device:
+            for dst, src in zip(inputs, values):
+                if src is not dst:  # replaced since the capture (a checkpoint was loaded)
+                    dst[...] = src
+            lr_in[...] = lr
+            x_in[...] = x
+            y_in[...] = y
+            entry["graph"].launch(cp.cuda.get_current_stream())
+            for dst, src in zip(inputs, new):
+                if src is not dst:  # a leaf the step replaces: into the buffer the graph reads
+                    dst[...] = src
+            return (
+                list(inputs),
+                grads,
+                grad_norm,
+                error.copy(),
+                y_pred.copy(),
+                None if hits is None else hits.copy(),
+            )

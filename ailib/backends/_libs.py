@@ -73,6 +73,7 @@ def make_torch(device: Any = None) -> Backend:
         synchronize=(lambda arrays: torch.cuda.synchronize(dev))
         if dev.type == "cuda"
         else (lambda arrays: None),
+        flat_updates=dev.type == "cuda",
         library=torch,
     )
 
@@ -99,6 +100,12 @@ def _enable_x64(jax: Any) -> None:
         jax.config.update("jax_enable_x64", True)
 
 
+def _jit(jax: Any, device: Any, fn: Any) -> Any:
+    """``jax.jit(fn)``; off the CPU, the first argument's buffers (parameters, state) are
+    donated, so the compiled step updates them in place (the CPU does not implement it)."""
+    return jax.jit(fn, donate_argnums=() if device.platform == "cpu" else (0,))
+
+
 def make_jax(device: Any = None) -> Backend:
     """JAX without its process-wide x64 mode: float32 and int32 (labels, permutations) need
     none. Only an explicit request for float64 or int64 (``backend.dtype("float64")``, e.g.
@@ -115,6 +122,7 @@ def make_jax(device: Any = None) -> Backend:
         is_array=lambda x: isinstance(x, jax.Array),
         synchronize=lambda arrays: jax.block_until_ready(arrays),
         mutable=False,
+        compiler=lambda fn: _jit(jax, dev, fn),
         library=jax,
         index_dtype=jnp.int32,
         wide_dtype_hook=lambda: _enable_x64(jax),

@@ -1,0 +1,146 @@
+"""Compiled training steps (ailib.compiling) equal the uncompiled ones, compile once per shape,
+and stay off where they must (Dropout, accumulation, the flag)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+import ailib
+from ailib import compiling, optimizers, zoo
+from ailib.layers import Dense, Dropout, ReLU
+
+from .helpers import assert_close, host
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def _jax(name: str = "jax") -> ailib.backends.Backend:
+    reason = ailib.backends.why_unavailable(name)
+    if reason is not None:
+        pytest.skip(f"backend {name} unavailable: {reason}")
+    return ailib.backends.get(name)
+
+
+def _data(n: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((n, 6)), rng.integers(0, 3, n)
+
+
+def _train(dtype: str, make_opt: Any, compiled: bool, steps: int = 20, name: str = "jax") -> Any:
+    be = _jax(name)
+    x, y = _data()
+    model = ailib.Sequential(zoo.mlp(6, (8, 5), 3), backend=be, dtype=dtype, seed=0)
+    model.compile_steps = compiled
+    xd, yd = be.asarray(x.astype(dtype)), be.asarray(y, dtype=be.index_dtype)
+    opt, loss = make_opt(), ailib.losses.get("softmax_cross_entropy")
+    errors = []
+    for k in range(steps):
+        rows = slice(4 * (k % 5), 4 * (k % 5) + 8)
+        errors.append(ailib.training.train_step(model, xd[rows, ...], yd[rows], loss, opt)[0])
+    return model, opt, errors
+
+
+OPTIMIZERS = {
+    "sgd": lambda: optimizers.SGD(0.1),
+    "momentum": lambda: optimizers.SGD(0.1, momentum=0.9, weight_decay=1e-3),
+    "adam": lambda: optimizers.Adam(0.01, clip_norm=1.0),
+}
+
+
+@pytest.mark.parametrize(("dtype", "name"), [("float64", "adam"), ("float32", "momentum")])
+def test_compiled_steps_equal_uncompiled_steps(dtype: str, name: str) -> None:
+    eager, eager_opt, eager_errors = _train(dtype, OPTIMIZERS[name], compiled=False)
+    fast, fast_opt, fast_errors = _train(dtype, OPTIMIZERS[name], compiled=True)
+    assert [s.off for _, _, s in compiling._STEPS[fast]] == [False]  # it did compile
+    scale = 1e-12 if dtype == "float64" else 1e-5
+    tolerance = {"rtol": scale, "atol": scale}
+    np.testing.assert_allclose(
+        [float(host(e)) for e in fast_errors], [float(host(e)) for e in eager_errors], **tolerance
+    )
+    for a, b in zip(fast.layers, eager.layers):
+        for key in a.params:
+            np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), **tolerance)
+            np.testing.assert_allclose(host(a.grads[key]), host(b.grads[key]), **tolerance)
+    assert fast_opt.iterations == eager_opt.iterations == 20
+
+
+@pytest.mark.parametrize(("dtype", "name"), [("float64", "adam"), ("float32", "momentum")])
+def test_cuda_graph_steps_equal_uncompiled_steps_on_cupy(dtype: str, name: str) -> None:
+    """CuPy: compile_steps=True captures the step as a CUDA graph (from the third step of a
+    shape on); 20 steps equal the uncompiled ones."""
+    eager, _, eager_errors = _train(dtype, OPTIMIZERS[name], compiled=False, name="cupy")
+    fast, fast_opt, fast_errors = _train(dtype, OPTIMIZERS[name], compiled=True, name="cupy")
+    steps = [s for _, _, s in compiling._STEPS[fast]]
+    assert len(steps) == 1 and not steps[0].off and steps[0].compiled.graphs  # it did capture
+    scale = 1e-12 if dtype == "float64" else 1e-5
+    tolerance = {"rtol": scale, "atol": scale}
+    np.testing.assert_allclose(
+        [float(host(e)) for e in fast_errors], [float(host(e)) for e in eager_errors], **tolerance
+    )
+    for a, b in zip(fast.layers, eager.layers):
+        for key in a.params:
+            np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), **tolerance)
+    assert fast_opt.iterations == 20
+
+
+def test_cupy_compiles_only_when_asked() -> None:
+    be = _jax("cupy")
+    assert be.compiler is not None and not be.compile_default
+    model = ailib.Sequential(zoo.mlp(6, (8,), 3), backend=be, seed=0)
+    x, y = _data()
+    model.fit(x, y, epochs=1, batch_size=8)
+    assert model not in compiling._STEPS
+
+
+def test_fit_compiles_once_per_batch_shape() -> None:
+    be = _jax()
+    x, y = _data(50)  # batches of 16: three of 16 rows, one of 2
+    model = ailib.Sequential(zoo.mlp(6, (8,), 3), backend=be, seed=0)
+    traces = []
+    real = compiling.CompiledStep._pure
+
+    def counting(self: Any, refs: Any) -> Any:
+        pure = real(self, refs)
+
+        def traced(*args: Any) -> Any:
+            traces.append(args[2].shape[0])
+            return pure(*args)
+
+        return traced
+
+    compiling.CompiledStep._pure = counting  # type: ignore[method-assign]
+    try:
+        history = model.fit(x, y, optimizer="adam", epochs=3, batch_size=16)
+    finally:
+        compiling.CompiledStep._pure = real  # type: ignore[method-assign]
+    assert sorted(traces) == [2, 16]  # the short last batch compiles once more, then is reused
+    assert np.isfinite(history["loss"]).all() and 0.0 <= history["accuracy"][-1] <= 1.0
+
+
+def test_dropout_and_accumulation_run_uncompiled() -> None:
+    be = _jax()
+    x, y = _data()
+    layers = [Dense(6, 8), ReLU(), Dropout(0.5), Dense(8, 3)]
+    model = ailib.Sequential(layers, backend=be, seed=0)
+    model.fit(x, y, epochs=1, batch_size=8)
+    steps = [s for _, _, s in compiling._STEPS[model]]
+    assert steps and all(s.off for s in steps)  # a traced mask would repeat: never compiled again
+    counters = [layers[2].rng.counter]
+    model.fit(x, y, epochs=1, batch_size=8)
+    assert layers[2].rng.counter == counters[0] + 5  # one fresh mask per step
+
+
+def test_the_flag_turns_it_off_and_other_backends_have_no_compiler() -> None:
+    assert ailib.backends.get("numpy").compiler is None
+    model = ailib.Sequential(zoo.mlp(6, (8,), 3), backend="numpy", seed=0)
+    assert compiling.step_for(model, None, None) is None
+    be = _jax()
+    model = ailib.Sequential(zoo.mlp(6, (8,), 3), backend=be, seed=0)
+    model.compile_steps = False
+    x, y = _data()
+    model.fit(x, y, epochs=1, batch_size=8)
+    assert model not in compiling._STEPS
+    assert_close(host(model.predict(x[:2])), host(model.predict(x[:2])))
