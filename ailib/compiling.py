@@ -12,16 +12,19 @@ arrays are swapped for the tracer's inputs during the trace, and the outputs put
 each call). XLA then fuses the step's elementwise work and dispatches it once.
 
 What is an argument, so that it can change without a recompile: every array, the learning rate
-(schedules change it) and integer state such as Adam's step count (kept as a 0-d device array
-from then on, so the step never waits for the device). What is a constant of the compiled
-function: shapes, dtypes, hyperparameters other than lr, the layer structure and train mode.
+(a Python float: schedules change it) and integer state such as Adam's step count (a Python int
+passed in; integer state entries are taken to be step counts, +1 per step, and stay Python ints
+on the host, so checkpoints and the step never wait for the device). What is a constant of the
+compiled function: shapes, dtypes, hyperparameters other than lr, the layer structure and train
+mode.
 The compiler recompiles when a shape changes: the last, shorter batch of an epoch compiles once
 more (then both versions are cached; ``drop_last=True`` avoids it).
 
 Left to the uncompiled path: the first step (it makes the optimizer's state), gradient
 accumulation (``update=False``), models that draw random numbers per step (Dropout: its masks
-would become constants of the trace; detected, then never compiled again) and ``model.compile_steps
-= False``. The result equals the uncompiled step up to rounding (float64 to 1e-12, float32 to
+would become constants of the trace; detected, then never compiled again), steps that cannot be
+traced (an `Embedding` checks its indices on the host: the trace fails, the step runs eagerly from
+then on) and ``model.compile_steps = False``. The result equals the uncompiled step up to rounding (float64 to 1e-12, float32 to
 1e-5 over 20 steps; tests/test_compiling.py).
 """
 
@@ -58,7 +61,11 @@ def step_for(model: Any, loss: Any, optimizer: Any) -> Callable[[Any, Any], Any]
             if step.off or step.tracing:
                 return None
             return lambda x, y: step(x, y, loss)
-    steps[:] = [(_loss_key(loss), optimizer, CompiledStep(model, loss, optimizer, compiler))]
+    step = CompiledStep(model, loss, optimizer, compiler)
+    steps[:] = [(_loss_key(loss), optimizer, step)]
+    keys = [(la, name) for la in model.layers if la.trainable for name in la.params]
+    if all(key in optimizer.state for key in keys):  # e.g. resumed from a checkpoint
+        return lambda x, y: step(x, y, loss)
     return None  # the first step runs uncompiled: it makes the optimizer's state
 
 
@@ -71,8 +78,7 @@ class CompiledStep:
         self.structure: Any = None
         self.compiled: Any = None
         self.tracing = False
-        self.off = False  # set when the step draws random numbers
-        self.lr: tuple[float, Any] | None = None  # (optimizer.lr, the same on the device)
+        self.off = False  # set when the step draws random numbers or cannot be traced
 
     # -- the arrays the step reads and writes -------------------------------------------------
     def _refs(self) -> list[tuple[str, Any, str]]:
@@ -102,8 +108,11 @@ class CompiledStep:
             else:
                 getattr(owner, kind)[name] = value
 
+    def _random_layers(self) -> list[Any]:
+        return [layer for layer in self.model.layers if hasattr(layer, "rng")]
+
     def _counters(self) -> list[int]:
-        return [layer.rng.counter for layer in self.model.layers if hasattr(layer, "rng")]
+        return [layer.rng.counter for layer in self._random_layers()]
 
     # -- the pure function -------------------------------------------------------------------
     def _pure(self, refs: list[tuple[str, Any, str]]) -> Callable[..., Any]:
@@ -140,16 +149,26 @@ class CompiledStep:
         ]
         if structure != self.structure:
             self.structure, self.compiled = structure, self.compiler(self._pure(refs))
-        values = [
-            be.asarray(v, dtype=be.index_dtype) if isinstance(v, int) else v
-            for v in self._get(refs)
-        ]
-        if self.lr is None or self.lr[0] != optimizer.lr:  # moved to the device when it changes
-            self.lr = (optimizer.lr, be.asarray(float(optimizer.lr), dtype=model.dtype))
-        lr = self.lr[1]
-        iterations = optimizer.iterations
-        with be.context():
-            new, grads, grad_norm, error, y_pred, hits = self.compiled(values, lr, x, y)
+        values = self._get(refs)
+        iterations, counters = optimizer.iterations, self._counters()
+        try:
+            with be.context():
+                out = self.compiled(values, float(optimizer.lr), x, y)
+        except Exception:
+            self.off = True  # a step that cannot be traced (an Embedding checks its indices)
+        if self.off:
+            # undo what the trace swapped in and drew; this step and every later one run eagerly
+            # (a traced Dropout mask would repeat, and its step would round differently)
+            self._put(refs, values)
+            optimizer.iterations = iterations
+            for layer, counter in zip(self._random_layers(), counters):
+                layer.rng.counter = counter
+            from .training import train_step
+
+            return train_step(self.model, x, y, loss or self.loss, optimizer)
+        new, grads, grad_norm, error, y_pred, hits = out
+        # integer state entries are step counts (Adam's t): +1 per step, kept on the host
+        new = [v + 1 if isinstance(v, int) else n for v, n in zip(values, new)]
         self._put(refs, new)
         owners = [(layer, name) for kind, layer, name in refs if kind == "params"]
         for layer in model.layers:

@@ -131,6 +131,17 @@ def test_dropout_and_accumulation_run_uncompiled() -> None:
     counters = [layers[2].rng.counter]
     model.fit(x, y, epochs=1, batch_size=8)
     assert layers[2].rng.counter == counters[0] + 5  # one fresh mask per step
+    same = [Dense(6, 8), ReLU(), Dropout(0.5), Dense(8, 3)]
+    eager = ailib.Sequential(same, backend=be, seed=0)
+    eager.compile_steps = False
+    for _ in range(2):
+        eager.fit(x, y, epochs=1, batch_size=8)
+    for a, b in zip(model.layers, eager.layers):  # every step ran eagerly: bit for bit
+        for key in a.params:
+            np.testing.assert_array_equal(host(a.params[key]), host(b.params[key]))
+    plain = ailib.Sequential(zoo.mlp(6, (8,), 3), backend=be, seed=0)
+    plain.fit(x, y, epochs=1, batch_size=8, accumulate=2)
+    assert plain not in compiling._STEPS  # accumulation steps never ask for a compiled step
 
 
 def test_the_flag_turns_it_off_and_other_backends_have_no_compiler() -> None:

@@ -238,6 +238,7 @@ def _kernel_failure(
 # -- compiled steps: CUDA graphs ------------------------------------------------------------
 class GraphStep:
     """A pure training step ``fn(values, lr, x, y) -> (values, grads, grad_norm, E, Y, hits)``
+    (lr a Python float, values arrays and Python ints: step counts)
     (`ailib.compiling`) replayed as one CUDA graph per input shape: one launch per step instead
     of one per array operation.
 
@@ -284,7 +285,12 @@ class GraphStep:
         with self.device:
             cp.cuda.get_current_stream().synchronize()  # inputs written before the capture
             with cp.cuda.using_allocator(pool.malloc):
-                static = (list(values), lr.copy(), x.copy(), y.copy())
+                dtype = next(v.dtype for v in values if isinstance(v, cp.ndarray))
+                inputs = [  # Python numbers (lr, step counts): device scalars, refilled per launch
+                    v if isinstance(v, cp.ndarray) else cp.full((), v, dtype=cp.int64)
+                    for v in values
+                ]
+                static = (inputs, cp.full((), lr, dtype=dtype), x.copy(), y.copy())
                 cp.cuda.get_current_stream().synchronize()
                 try:
                     with stream:
@@ -310,17 +316,19 @@ class GraphStep:
         new, grads, grad_norm, error, y_pred, hits = entry["out"]
         with self.device:
             for dst, src in zip(inputs, values):
-                if src is not dst:  # replaced since the capture (a checkpoint was loaded)
+                if not isinstance(src, cp.ndarray):
+                    dst.fill(src)  # a step count
+                elif src is not dst:  # replaced since the capture (a checkpoint was loaded)
                     dst[...] = src
-            lr_in[...] = lr
+            lr_in.fill(lr)
             x_in[...] = x
             y_in[...] = y
             entry["graph"].launch(cp.cuda.get_current_stream())
-            for dst, src in zip(inputs, new):
-                if src is not dst:  # a leaf the step replaces: into the buffer the graph reads
-                    dst[...] = src
+            for dst, src, was in zip(inputs, new, values):
+                if src is not dst and isinstance(was, cp.ndarray):  # a leaf the step replaces:
+                    dst[...] = src  # into the buffer the graph reads
             return (
-                list(inputs),
+                [dst if isinstance(was, cp.ndarray) else was for dst, was in zip(inputs, values)],
                 grads,
                 grad_norm,
                 error.copy(),
