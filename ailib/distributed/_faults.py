@@ -4,11 +4,17 @@ waiting in their next collective forever."""
 from __future__ import annotations
 
 import sys
+import time
 import traceback
 from contextlib import contextmanager
 from typing import Iterator
 
 from ._comm import Communicator, PeerLost
+
+#: seconds between printing a rank's error and aborting the job: MPI_Abort kills the processes
+#: at once, and a launcher that has not yet forwarded the rank's output (likely on a busy
+#: machine) would lose the one message that says what went wrong
+FORWARD_GRACE_S = 0.5
 
 
 @contextmanager
@@ -36,6 +42,7 @@ def abort_on_error(comm: Communicator) -> Iterator[Communicator]:
             print(
                 f"ailib.distributed: rank {comm.rank} stopping: {exc}",
                 file=sys.__stderr__ or sys.stderr,
+                flush=True,
             )
         else:
             print(
@@ -43,5 +50,7 @@ def abort_on_error(comm: Communicator) -> Iterator[Communicator]:
                 + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
                 file=sys.__stderr__ or sys.stderr,
                 end="",
+                flush=True,
             )
+        time.sleep(FORWARD_GRACE_S)  # let the launcher forward the message before the abort
         comm.abort(exc)
