@@ -93,7 +93,9 @@ def count_step(
     n = 2 * steps * batch_size
     x = rng.random((n, features), dtype=np.float32)
     y = rng.integers(0, classes, n)
-    fit = dict(loss=loss, optimizer=optimizer, batch_size=batch_size, log_every=10**9)
+    fit = dict(
+        loss=loss, optimizer=optimizer, batch_size=batch_size, log_every=10**9, verbose=False
+    )
     fit.update(fit_kwargs)
 
     def epoch(k: int) -> dict[str, dict[Any, int]]:

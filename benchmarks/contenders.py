@@ -121,6 +121,7 @@ class Ailib(Contender):
             optimizer=self.optimizer,
             epochs=1,
             batch_size=batch_size,
+            verbose=False,  # timed: no progress display
         )
         return history["loss"][-1]
 

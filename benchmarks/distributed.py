@@ -141,6 +141,7 @@ def fit_worker(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         callbacks=[Clock()],
         distributed=comm,
+        verbose=False,  # timed: no progress display
     )
     seconds, steps = epochs[-1], max(1, exchange["steps"])
     result = {
