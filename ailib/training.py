@@ -56,6 +56,10 @@ INFERENCE_BATCH = 1024
 class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite during `fit`; the message gives the epoch and step."""
 
+    #: under `fit(distributed=...)` every rank judges the same losses (summed over the ranks)
+    #: and raises this alike: rank 0 alone reports it (`ailib.distributed.abort_on_error`)
+    on_every_rank = True
+
 
 # -- the seed's four steps ---------------------------------------------------------------------
 def train_step(

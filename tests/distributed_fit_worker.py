@@ -3,10 +3,11 @@ N``. Writes its final weights, history and what it printed to ``OUT/rank-<r>.jso
 compares them with one process trained on the same global batches (`train` here, in-process).
 
     python tests/distributed_fit_worker.py KIND OUT [--epochs E] [--checkpoint P] [--resume]
-        [--fail]
+        [--fail] [--diverge]
 
 KIND: "sequential" (an MLP, Adam, validation data, a checkpoint) or "graph" (a residual graph
-model, SGD with momentum). ``--fail``: rank 1 raises in a callback during the first epoch.
+model, SGD with momentum). ``--fail``: rank 1 raises in a callback during the first epoch; ``--diverge``: every rank's loss
+becomes NaN at step 2.
 """
 
 from __future__ import annotations
@@ -52,6 +53,15 @@ def model(kind: str, seed: int | None = 3) -> Any:
     h = Tanh()(Dense(12)(x))
     h = Add()([h, ReLU()(Dense(12)(h))])
     return ailib.Model(x, Dense(CLASSES)(h), backend="numpy", dtype="float64", seed=seed)
+
+
+class NaNWeightsEverywhere(Callback):
+    """Every rank's first layer becomes NaN at step 2: the reduced loss diverges on all ranks."""
+
+    def on_batch_begin(self, step: int, logs: dict) -> None:
+        if step == 2:
+            layer = self.model.layers[0]
+            layer.params["W"] = layer.params["W"] * float("nan")
 
 
 class FailOnRank1(Callback):
@@ -103,6 +113,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--fail", action="store_true")
+    parser.add_argument("--diverge", action="store_true")
     args = parser.parse_args()
     comm = dist.init(backend="numpy", timeout=60)
     printed = io.StringIO()
@@ -113,7 +124,7 @@ def main() -> None:
             comm,
             args.checkpoint,
             args.resume,
-            callbacks=(FailOnRank1(),) if args.fail else (),
+            callbacks=(FailOnRank1(),) * args.fail + (NaNWeightsEverywhere(),) * args.diverge,
             seed=None if args.resume else 3 + comm.rank,  # rank 0's weights must win
         )
         bn, _ = train("batchnorm", 1, comm, seed=3 + comm.rank)

@@ -147,6 +147,14 @@ def test_an_error_on_one_rank_during_fit_ends_the_job_shown_once(mpiexec):  # no
     assert seconds < BOUND_S
 
 
+def test_a_divergence_every_rank_sees_is_reported_once_by_rank_0(mpiexec):  # noqa: F811
+    code, seconds, output, results = run_fit(mpiexec, 2, "sequential", "--diverge")
+    assert code != 0 and not results, output[-3000:]
+    assert output.count("the loss became nan at epoch 1, step 2") == 1, output
+    assert "rank 0 of 2 failed; ending all ranks" in output and "rank 1" not in output
+    assert seconds < BOUND_S
+
+
 # -- in one process ------------------------------------------------------------------------------
 def test_a_single_process_communicator_changes_nothing_in_fit():
     plain, plain_history = train("sequential", 2)

@@ -31,6 +31,9 @@ def abort_on_error(comm: Communicator) -> Iterator[Communicator]:
       next collective fails and they end too);
     - a rank whose collective failed because of another rank (`PeerLost`) prints one line, not
       a second traceback;
+    - an error that every rank raises alike (its class sets ``on_every_rank = True``, as
+      `ailib.training.TrainingDiverged` does: the losses it judges are reduced over the ranks)
+      is printed by rank 0 only;
     - ``SystemExit(0)`` and a job of one process pass through unchanged (the usual traceback).
     """
     try:
@@ -38,6 +41,11 @@ def abort_on_error(comm: Communicator) -> Iterator[Communicator]:
     except BaseException as exc:
         if comm.size == 1 or (isinstance(exc, SystemExit) and exc.code in (None, 0)):
             raise
+        if getattr(exc, "on_every_rank", False) and comm.rank != 0:
+            # an error every rank raised alike (from values reduced over the ranks): rank 0
+            # reports it; the others wait for its abort, and end the job themselves otherwise
+            time.sleep(4 * FORWARD_GRACE_S)
+            comm.abort(exc)
         if isinstance(exc, PeerLost):
             print(
                 f"ailib.distributed: rank {comm.rank} stopping: {exc}",
