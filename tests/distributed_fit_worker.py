@@ -3,11 +3,11 @@ N``. Writes its final weights, history and what it printed to ``OUT/rank-<r>.jso
 compares them with one process trained on the same global batches (`train` here, in-process).
 
     python tests/distributed_fit_worker.py KIND OUT [--epochs E] [--checkpoint P] [--resume]
-        [--fail] [--diverge]
+        [--fail] [--diverge] [--interrupt]
 
 KIND: "sequential" (an MLP, Adam, validation data, a checkpoint) or "graph" (a residual graph
 model, SGD with momentum). ``--fail``: rank 1 raises in a callback during the first epoch; ``--diverge``: every rank's loss
-becomes NaN at step 2.
+becomes NaN at step 2; ``--interrupt``: every rank is interrupted at step 2 (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -64,6 +64,14 @@ class NaNWeightsEverywhere(Callback):
             layer.params["W"] = layer.params["W"] * float("nan")
 
 
+class InterruptEverywhere(Callback):
+    """Ctrl-C as a launcher delivers it: every rank is interrupted (here at step 2)."""
+
+    def on_batch_end(self, step: int, logs: dict) -> None:
+        if step == 2:
+            raise KeyboardInterrupt
+
+
 class FailOnRank1(Callback):
     def on_batch_end(self, step: int, logs: dict) -> None:
         if self.trainer.parallel.comm.rank == 1 and step == 2:
@@ -114,6 +122,7 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--fail", action="store_true")
     parser.add_argument("--diverge", action="store_true")
+    parser.add_argument("--interrupt", action="store_true")
     args = parser.parse_args()
     comm = dist.init(backend="numpy", timeout=60)
     printed = io.StringIO()
@@ -124,7 +133,9 @@ def main() -> None:
             comm,
             args.checkpoint,
             args.resume,
-            callbacks=(FailOnRank1(),) * args.fail + (NaNWeightsEverywhere(),) * args.diverge,
+            callbacks=(FailOnRank1(),) * args.fail
+            + (NaNWeightsEverywhere(),) * args.diverge
+            + (InterruptEverywhere(),) * args.interrupt,
             seed=None if args.resume else 3 + comm.rank,  # rank 0's weights must win
         )
         bn, _ = train("batchnorm", 1, comm, seed=3 + comm.rank)

@@ -155,6 +155,14 @@ def test_a_divergence_every_rank_sees_is_reported_once_by_rank_0(mpiexec):  # no
     assert seconds < BOUND_S
 
 
+def test_ctrl_c_on_every_rank_ends_the_job_in_one_line(mpiexec):  # noqa: F811
+    code, seconds, output, results = run_fit(mpiexec, 2, "sequential", "--interrupt")
+    assert code != 0 and not results, output[-3000:]
+    assert output.count("interrupted; ending all 2 ranks") == 1, output
+    assert "Traceback" not in output and "failed" not in output, output
+    assert seconds < BOUND_S
+
+
 # -- in one process ------------------------------------------------------------------------------
 def test_a_single_process_communicator_changes_nothing_in_fit():
     plain, plain_history = train("sequential", 2)

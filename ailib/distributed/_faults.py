@@ -33,7 +33,7 @@ def abort_on_error(comm: Communicator) -> Iterator[Communicator]:
       a second traceback;
     - an error that every rank raises alike (its class sets ``on_every_rank = True``, as
       `ailib.training.TrainingDiverged` does: the losses it judges are reduced over the ranks)
-      is printed by rank 0 only;
+      is printed by rank 0 only; so is Ctrl-C (a launcher passes it to every rank), in one line;
     - ``SystemExit(0)`` and a job of one process pass through unchanged (the usual traceback).
     """
     try:
@@ -41,12 +41,19 @@ def abort_on_error(comm: Communicator) -> Iterator[Communicator]:
     except BaseException as exc:
         if comm.size == 1 or (isinstance(exc, SystemExit) and exc.code in (None, 0)):
             raise
-        if getattr(exc, "on_every_rank", False) and comm.rank != 0:
+        alike = getattr(exc, "on_every_rank", False) or isinstance(exc, KeyboardInterrupt)
+        if alike and comm.rank != 0:
             # an error every rank raised alike (from values reduced over the ranks): rank 0
             # reports it; the others wait for its abort, and end the job themselves otherwise
             time.sleep(4 * FORWARD_GRACE_S)
             comm.abort(exc)
-        if isinstance(exc, PeerLost):
+        if isinstance(exc, KeyboardInterrupt):  # the launcher passed Ctrl-C to every rank
+            print(
+                f"ailib.distributed: interrupted; ending all {comm.size} ranks",
+                file=sys.__stderr__ or sys.stderr,
+                flush=True,
+            )
+        elif isinstance(exc, PeerLost):
             print(
                 f"ailib.distributed: rank {comm.rank} stopping: {exc}",
                 file=sys.__stderr__ or sys.stderr,
