@@ -33,7 +33,8 @@ class ProgressBar(Callback):
     Args:
         samples: training samples per epoch (kept for callers; rates come from fit's counts).
         quiet: epoch lines only, even on a terminal.
-        stream: where to write (default: standard error, looked up when writing).
+        stream: where to write: a text stream, or "stderr" (the default) / "stdout" for the
+            process's standard error / output as it is when writing (so redirections apply).
         bar: draw the bar (default: when ``stream`` is a terminal and not ``quiet``).
     """
 
@@ -43,9 +44,14 @@ class ProgressBar(Callback):
         self,
         samples: int | None = None,
         quiet: bool = False,
-        stream: TextIO | None = None,
+        stream: TextIO | str | None = None,
         bar: bool | None = None,
     ) -> None:
+        if stream is not None and isinstance(stream, str) and stream not in ("stdout", "stderr"):
+            raise ValueError(
+                f"ProgressBar: stream must be a text stream, 'stdout' or 'stderr', received "
+                f"{stream!r}"
+            )
         self.samples = samples
         self._stream = stream
         self.bar = (not quiet and _isatty(self.stream)) if bar is None else bool(bar)
@@ -60,7 +66,9 @@ class ProgressBar(Callback):
 
     @property
     def stream(self) -> TextIO:
-        return self._stream if self._stream is not None else sys.stderr
+        if self._stream is None or self._stream == "stderr":
+            return sys.stderr
+        return sys.stdout if self._stream == "stdout" else self._stream
 
     # -- what the run will do -------------------------------------------------------------------
     def start(

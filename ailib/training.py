@@ -454,7 +454,8 @@ def fit(
     ``verbose``: ``"auto"`` (the default), True or 1: a progress bar with the run's time left on
     a terminal, and one line per epoch; on anything else (a pipe, a log file, captured output)
     the epoch lines only. 2 or ``"epoch"``: the epoch lines only. False or 0: nothing. Progress
-    goes to standard error (`ailib.progress.ProgressBar`, the ``ailib`` command's too).
+    goes to standard output, as ``verbose=True`` always did (`ailib.progress.ProgressBar`, which
+    the ``ailib`` command shows on standard error).
 
     ``callbacks``: `ailib.callbacks.Callback` objects (early stopping, checkpoints, schedules,
     progress, your own). The older keywords add the corresponding callbacks:
@@ -560,9 +561,9 @@ def progress_callback(verbose: bool | int | str, who: str = "fit") -> ProgressBa
     if verbose is False or (type(verbose) is int and verbose == 0):
         return None
     if verbose is True or verbose == "auto" or (type(verbose) is int and verbose == 1):
-        return ProgressBar()
+        return ProgressBar(stream="stdout")
     if verbose == "epoch" or (type(verbose) is int and verbose == 2):
-        return ProgressBar(bar=False)
+        return ProgressBar(stream="stdout", bar=False)
     raise ValueError(
         f"{who}: verbose must be 'auto', True/1 (a bar on a terminal), 2 or 'epoch' (a line per "
         f"epoch) or False/0 (nothing), received {verbose!r}"

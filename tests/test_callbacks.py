@@ -310,7 +310,7 @@ def test_the_old_keywords_are_callbacks(capsys: pytest.CaptureFixture[str]) -> N
         lr_schedule=lambda e: 0.1 / e,
     )
     assert history["lr"] == pytest.approx([0.1, 0.05])
-    assert capsys.readouterr().err.count("\nepoch ") == 2  # verbose=True: the progress lines
+    assert capsys.readouterr().out.count("\nepoch ") == 2  # verbose=True: epoch lines on stdout
     assert [e["event"] for e in events] == ["step", "epoch_end"] * 2
     with pytest.raises(ValueError, match="resume=True needs checkpoint="):
         _model().fit(x, y, resume=True)

@@ -5,6 +5,7 @@ had nothing left to do, a refusal of other settings, and `validation_split`."""
 from __future__ import annotations
 
 import io as text_io
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,11 +35,11 @@ def test_fit_shows_progress_by_default_and_nothing_when_told(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     _model().fit(X, Y, epochs=2, batch_size=8)
-    err = capsys.readouterr().err  # captured: not a terminal, so epoch lines and no bar
-    lines = err.splitlines()
+    out = capsys.readouterr().out  # captured: not a terminal, so epoch lines and no bar
+    lines = out.splitlines()
     assert lines[0] == "training: 2 epochs of 5 batches (40 samples)"
     assert [line.split(":")[0] for line in lines[1:]] == ["epoch 1/2", "epoch 2/2"]
-    assert "\r" not in err and "samples/s" in lines[1] and "left" in lines[1]
+    assert "\r" not in out and "samples/s" in lines[1] and "left" in lines[1]
     _model().fit(X, Y, epochs=2, batch_size=8, verbose=False)
     assert capsys.readouterr() == ("", "")
 
@@ -48,6 +49,9 @@ def test_verbose_values() -> None:
     for value in ("auto", True, 1):
         assert isinstance(progress_callback(value), ProgressBar)
     assert progress_callback(2).bar is False and progress_callback("epoch").bar is False
+    assert progress_callback("auto").stream is sys.stdout  # looked up when writing, as Keras
+    with pytest.raises(ValueError, match="stream must be a text stream, 'stdout' or 'stderr'"):
+        ProgressBar(stream="stdrr")
     with pytest.raises(ValueError, match="verbose must be .* received 'loud'"):
         _model().fit(X, Y, verbose="loud")
 
