@@ -81,7 +81,28 @@ class CompiledStep:
         self.off = False  # set when the step draws random numbers or cannot be traced
 
     # -- the arrays the step reads and writes -------------------------------------------------
+    def _fingerprint(self) -> tuple[Any, ...]:
+        """What `_refs` depends on, cheaper to compare than the refs are to make."""
+        state = self.optimizer.state
+        return (
+            id(state),
+            len(state),
+            sum(len(slots) for slots in state.values()),
+            *[(layer, tuple(layer.params), tuple(layer.buffers)) for layer in self.model.layers],
+        )
+
     def _refs(self) -> list[tuple[str, Any, str]]:
+        fingerprint = self._fingerprint()
+        if fingerprint == self._known[0]:
+            return self._known[1]
+        refs = self._make_refs()
+        self._known = (fingerprint, refs)
+        return refs
+
+    _known: tuple[Any, Any] = (None, None)
+    _compiled_for: Any = None  # the refs `compiled` was made for
+
+    def _make_refs(self) -> list[tuple[str, Any, str]]:
         refs: list[tuple[str, Any, str]] = []
         state = self.optimizer.state
         for layer in self.model.layers:
@@ -144,11 +165,14 @@ class CompiledStep:
         traced) receives the correct count (`ailib.losses.Loss.correct`)."""
         model, optimizer, be = self.model, self.optimizer, self.model.backend
         refs = self._refs()
-        structure = [
-            (kind, id(owner[0] if kind == "state" else owner), name) for kind, owner, name in refs
-        ]
-        if structure != self.structure:
-            self.structure, self.compiled = structure, self.compiler(self._pure(refs))
+        if refs is not self._compiled_for:
+            structure = [
+                (kind, id(owner[0] if kind == "state" else owner), name)
+                for kind, owner, name in refs
+            ]
+            if structure != self.structure:
+                self.structure, self.compiled = structure, self.compiler(self._pure(refs))
+            self._compiled_for = refs
         values = self._get(refs)
         iterations, counters = optimizer.iterations, self._counters()
         try:

@@ -120,7 +120,8 @@ class Optimizer:
             if weight_decay and not self.decoupled:
                 grad = grad + weight_decay * param
             state = self.state.setdefault(key, {})
-            layer.params[name] = self.update(param, grad, state, self.lr * lr_scale, weight_decay)
+            lr = self.lr if lr_scale == 1.0 else self.lr * lr_scale
+            layer.params[name] = self.update(param, grad, state, lr, weight_decay)
 
     def update(
         self, param: Any, grad: Any, state: dict[str, Any], lr: float, weight_decay: float
@@ -155,7 +156,8 @@ class Optimizer:
             grad *= self._clip_scale([grad])
         if weight_decay and not self.decoupled:
             grad += weight_decay * param
-        updated = self.update(param, grad, flat.state, self.lr * lr_scale, weight_decay)
+        lr = self.lr if lr_scale == 1.0 else self.lr * lr_scale
+        updated = self.update(param, grad, flat.state, lr, weight_decay)
         flat.settle(updated, self.state)
         return True
 

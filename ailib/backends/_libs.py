@@ -11,6 +11,7 @@ import numpy as np
 from ._base import Backend, BackendUnavailable, to_numpy
 from ._cupy import make_cupy
 from ._imports import INSTALL_HINTS, compat, import_library
+from ._replay import ReplayStep
 
 __all__ = ["INSTALL_HINTS", "MAKERS", "BackendUnavailable"]
 
@@ -24,6 +25,7 @@ def make_numpy(device: Any = None) -> Backend:
         "cpu",
         to_host=np.asarray,
         is_array=lambda x: isinstance(x, np.ndarray),
+        compiler=ReplayStep,
         library=np,
     )
 
