@@ -216,10 +216,10 @@ def _num_outputs(model: Any, k: int = 0) -> int | None:
     return None
 
 
-def _take(xp: Any, a: Any, index: Any) -> Any:
+def _take(backend: Any, a: Any, index: Any) -> Any:
     if isinstance(a, list):
-        return [_take(xp, item, index) for item in a]
-    return a[index, ...] if isinstance(index, slice) else xp.take(a, index, axis=0)
+        return [_take(backend, item, index) for item in a]
+    return a[index, ...] if isinstance(index, slice) else backend.take_rows(a, index)
 
 
 class ArrayBatches:
@@ -262,7 +262,7 @@ class ArrayBatches:
         for start, stop in self.bounds:
             with self.backend.context():  # CuPy: the gather runs on the model's GPU
                 index = slice(start, stop) if order is None else order[start:stop]
-                batch = _take(self.xp, self.x, index), _take(self.xp, self.y, index)
+                batch = _take(self.backend, self.x, index), _take(self.backend, self.y, index)
             yield batch
 
 

@@ -55,6 +55,11 @@ def step_for(model: Any, loss: Any, optimizer: Any) -> Callable[[Any, Any], Any]
         return None
     if setting is None and not model.backend.compile_default:
         return None
+    if model.backend.mutable and any(hasattr(layer, "rng") for layer in model.layers):
+        # a step that draws (Dropout) cannot be compiled, and where arrays are updated in place
+        # the first compiled call (NumPy's trace, CuPy's first run) is the real step: it must
+        # not run only to be undone, so such models are never compiled there
+        return None
     steps = _STEPS.setdefault(model, [])
     for known_loss, known_optimizer, step in steps:
         if known_loss == _loss_key(loss) and known_optimizer is optimizer:

@@ -156,6 +156,7 @@ class Backend:
         context: Callable[[], ContextManager[Any]] | None = None,
         index_dtype: Any = None,
         wide_dtype_hook: Callable[[], None] | None = None,
+        take_rows: Callable[[Any, Any], Any] | None = None,
     ) -> None:
         version = getattr(xp, "__array_api_version__", None)
         if not isinstance(version, str) or version < API_VERSION:
@@ -180,6 +181,7 @@ class Backend:
         self._random_cls = random_cls
         self._context = context
         self._wide_dtype_hook = wide_dtype_hook
+        self._take_rows = take_rows
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r}, device={self.device!r})"
@@ -244,6 +246,13 @@ class Backend:
         import array_api_compat
 
         return array_api_compat.device(x)
+
+    def take_rows(self, a: Any, index: Any) -> Any:
+        """Rows ``index`` (an integer array) of ``a``: ``xp.take(a, index, axis=0)``, as one
+        compiled call where the library's eager ``take`` is several (JAX)."""
+        if self._take_rows is not None:
+            return self._take_rows(a, index)
+        return self.xp.take(a, index, axis=0)
 
     def asarray(self, x: Any, dtype: Any = None) -> Any:
         """``x`` (a host NumPy array, a Python scalar/list or an array of this backend) on this

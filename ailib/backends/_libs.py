@@ -108,6 +108,12 @@ def _jit(jax: Any, device: Any, fn: Any) -> Any:
     return jax.jit(fn, donate_argnums=() if device.platform == "cpu" else (0,))
 
 
+def _jit_take(jax: Any, jnp: Any) -> Any:
+    """``jnp.take(a, index, axis=0)`` compiled: eager ``jnp.take`` dispatches its index
+    arithmetic and the gather one operation at a time (about 0.5 ms a batch on the CPU)."""
+    return jax.jit(lambda a, index: jnp.take(a, index, axis=0))
+
+
 def make_jax(device: Any = None) -> Backend:
     """JAX without its process-wide x64 mode: float32 and int32 (labels, permutations) need
     none. Only an explicit request for float64 or int64 (``backend.dtype("float64")``, e.g.
@@ -128,6 +134,7 @@ def make_jax(device: Any = None) -> Backend:
         library=jax,
         index_dtype=jnp.int32,
         wide_dtype_hook=lambda: _enable_x64(jax),
+        take_rows=_jit_take(jax, jnp),
     )
 
 

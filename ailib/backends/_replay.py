@@ -28,7 +28,11 @@ What cannot be replayed is refused, and the step then runs uncompiled from then 
 - a write into an array made outside the step's recorded arrays, or an array of the subclass
   that no recorded call produced,
 - and, as a final check, a replay that does not equal the uncompiled step to the bit: the second
-  call of each shape runs both (the replay on copies) and compares every output.
+  call of each shape runs both (the replay on copies) and compares every output. This catches
+  what a trace cannot see: a step's array copied out by NumPy without a call that dispatches
+  (``np.array(x)``), or passed where NumPy does not look for overrides (the ``indices`` of
+  ``np.take(constant, indices)``): its value in the traced run would be a constant of the
+  replay.
 
 Constants of the replay: shapes, dtypes, the layer structure, hyperparameters other than the
 learning rate (as for ``jax.jit``). The learning rate and integer state (step counts) are
@@ -103,6 +107,9 @@ _TAKES_OUT = {
     )
     if hasattr(np, name)
 }
+
+#: ufuncs whose NumPy loop with one scalar operand is much slower than with two arrays
+_SCALAR_SLOW = {np.maximum, np.minimum, np.fmax, np.fmin}
 
 #: ufunc methods whose fresh result may be written into a kept buffer
 _UFUNC_OUT = {"__call__", "reduce", "accumulate"}
@@ -409,6 +416,29 @@ def _lower(op: dict[str, Any], rec: _Trace) -> tuple[Any, list[Any], dict[str, A
     out = op["out"]
     result = rec.arrays[out.slot] if isinstance(out, _Ref) else None
     simple = set(kwargs) <= {"axis", "keepdims", "out"}
+    owner = getattr(fn, "__self__", None)
+    if (
+        owner in _SCALAR_SLOW
+        and fn.__name__ == "__call__"
+        and len(args) == 2
+        and set(kwargs) <= {"out"}
+        and isinstance(result, np.ndarray)
+    ):
+        # a constant scalar operand: NumPy's loop for (array, scalar) is not vectorised for
+        # these ufuncs; the scalar as a constant array of the result's shape and dtype (what
+        # the loop casts it to) computes the same, several times faster
+        for i, j in ((0, 1), (1, 0)):
+            other, constant = value(args[i]), args[j]
+            if (
+                isinstance(args[i], _Ref)
+                and not isinstance(constant, _Ref)
+                and np.ndim(constant) == 0
+                and isinstance(other, np.ndarray)
+                and other.shape == result.shape
+                and other.dtype == result.dtype
+            ):
+                args[j] = np.full(result.shape, constant, dtype=result.dtype)
+                return fn, args, kwargs
     if fn is np.swapaxes and not kwargs:
         return np.ndarray.swapaxes, args, kwargs
     if fn in (np.argmax, np.argmin) and len(args) == 1 and simple:
@@ -590,7 +620,16 @@ class ReplayStep:
         key = _signature(leaves)
         entry = self.replays.get(key)
         if entry is None:
-            result, rec = trace(self.fn, *inputs)
+            # traced on copies: a trace refused halfway must leave the model as it was (the
+            # step then runs uncompiled); once it succeeds the originals take the results
+            originals = inputs[0]
+            copies = [v.copy() if isinstance(v, np.ndarray) else v for v in originals]
+            result, rec = trace(self.fn, copies, *inputs[1:])
+            for original, copy in zip(originals, copies):
+                if isinstance(original, np.ndarray):
+                    np.copyto(original, copy)
+            swap = {id(c): o for o, c in zip(originals, copies)}
+            result = _restore(result, rec, swap)
             self.lr_dtype = inputs[1].dtype
             # what the caller keeps gets fresh arrays each step; the gradients (``result[1]``)
             # are the step's own, valid until the next step, so they may live in buffers
@@ -598,7 +637,7 @@ class ReplayStep:
             escaping = {rec.owner[s] for s in _slots(kept)} | set(rec.inputs)
             replay, source = _Codegen(rec).build({s for s in escaping if s is not None})
             self.replays[key] = {"replay": replay, "source": source, "checked": False}
-            return _restore(result, rec)
+            return result
         if not entry["checked"]:
             entry["checked"] = True
             copies = [v.copy() if isinstance(v, np.ndarray) else v for v in leaves]
@@ -623,16 +662,18 @@ class ReplayStep:
         return str(entry["source"])
 
 
-def _restore(result: Any, rec: _Trace) -> Any:
-    """The traced run's result with plain ndarrays (the inputs themselves where returned)."""
+def _restore(result: Any, rec: _Trace, swap: dict[int, Any]) -> Any:
+    """The traced run's result with plain ndarrays: an input returned (updated in place) as
+    the array ``swap`` maps its traced copy to, every other array as a plain view."""
     inputs = set(rec.inputs)
 
     def plain(v: Any) -> Any:
         if isinstance(v, (list, tuple)):
             return type(v)(plain(u) for u in v)
         if isinstance(v, Traced):
-            if v._slot in inputs:  # an input (updated in place): the caller's own array
-                return rec.arrays[v._slot]
+            if v._slot in inputs:
+                array = rec.arrays[v._slot]
+                return swap.get(id(array), array)
             return np.ndarray.view(v, np.ndarray)
         return v
 

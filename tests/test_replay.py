@@ -1,0 +1,199 @@
+"""NumPy's compiled steps (ailib.backends._replay via ailib.compiling): the replayed step equals
+the uncompiled one to the bit, traces once per shape, and refuses what it cannot repeat."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pytest
+
+import ailib
+from ailib import compiling, optimizers, zoo
+from ailib.backends._replay import ReplayStep, TraceError, Traced, trace
+from ailib.layers import Dense, Layer, ReLU
+
+OPTIMIZERS = {
+    "sgd": lambda: optimizers.SGD(0.1),
+    "momentum": lambda: optimizers.SGD(0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "adam": lambda: optimizers.Adam(0.01, clip_norm=1.0),
+    "rmsprop": lambda: optimizers.RMSprop(0.01, momentum=0.5, centered=True),
+}
+
+
+def _data(n: int = 40, features: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((n, features)), rng.integers(0, 3, n)
+
+
+def _steps(model: ailib.Sequential) -> list[Any]:
+    return [step for _, _, step in compiling._STEPS.get(model, [])]
+
+
+def _replays(model: ailib.Sequential) -> ReplayStep:
+    (step,) = _steps(model)
+    assert not step.off
+    assert isinstance(step.compiled, ReplayStep)
+    return step.compiled
+
+
+def _fit_pair(layers: Any, dtype: str = "float32", **fit: Any) -> tuple[Any, Any, Any, Any]:
+    x, y = _data()
+    out = []
+    for compiled in (True, False):
+        model = ailib.Sequential(layers(), backend="numpy", dtype=dtype, seed=0)
+        model.compile_steps = compiled
+        history = model.fit(x.astype(dtype), y, verbose=False, **fit)
+        out += [model, history]
+    return tuple(out)  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_replayed_fit_equals_uncompiled_fit_to_the_bit(name: str, dtype: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # the replay check must not fire
+        fast, fast_history, slow, slow_history = _fit_pair(
+            lambda: zoo.mlp(6, (8, 5), 3),
+            dtype,
+            optimizer=OPTIMIZERS[name](),
+            epochs=3,
+            batch_size=8,
+        )
+    replays = _replays(fast)
+    assert len(replays.replays) == 1 and not replays.broken  # one shape: one trace, checked
+    # Adam's bias corrections: from a step count passed in as an array, computed in the
+    # parameters' dtype (as under jax.jit); in float32 that rounds differently from Python's
+    # doubles. Everything else is the same NumPy calls on the same numbers: equal to the bit.
+    same = np.testing.assert_array_equal
+    if name == "adam" and dtype == "float32":
+        same = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # noqa: E731
+    for key in ("loss", "accuracy"):
+        same(fast_history[key], slow_history[key])
+    for a, b in zip(fast.layers, slow.layers):
+        for key in a.params:
+            assert type(a.params[key]) is np.ndarray  # no traced array left behind
+            same(a.params[key], b.params[key])
+            same(a.grads[key], b.grads[key])
+
+
+def test_the_replay_is_generated_numpy_calls_and_the_step_allocates_only_what_it_returns() -> None:
+    fast, *_ = _fit_pair(lambda: zoo.mlp(6, (8,), 3), epochs=2, batch_size=8)
+    source = _replays(fast).source()
+    assert source.startswith("def replay(inputs):")
+    assert "matmul" in source and "out=b" in source  # intermediates go into kept buffers
+    assert "take_along_axis" in source
+
+
+def test_each_batch_shape_is_traced_once_and_checked_once(monkeypatch: Any) -> None:
+    from ailib.backends import _replay
+
+    x, y = _data(50)  # batches of 16, 16, 16 and 2
+    model = ailib.Sequential(zoo.mlp(6, (8,), 3), backend="numpy", seed=0)
+    traced: list[int] = []
+    real = _replay.trace
+
+    def spy(fn: Any, values: Any, lr: Any, xb: Any, yb: Any) -> Any:
+        traced.append(xb.shape[0])
+        return real(fn, values, lr, xb, yb)
+
+    monkeypatch.setattr(_replay, "trace", spy)
+    model.fit(x, y, epochs=3, batch_size=16, verbose=False)
+    assert sorted(traced) == [2, 16]  # the short last batch traces once more, then is reused
+    replays = _replays(model)
+    assert len(replays.replays) == 2 and all(e["checked"] for e in replays.replays.values())
+
+
+class _ReadsBack(Layer):
+    """The identity, but it reads a value back to Python (as a data-dependent layer would)."""
+
+    def call(self, x: Any) -> Any:
+        self.seen = float(self.xp.max(x))  # a host read: the step cannot be replayed
+
+        def backprop(grad: Any, input_grad: bool = True) -> Any:
+            return grad
+
+        return x, backprop
+
+
+class _CopiesIn(Layer):
+    """The identity through a copy NumPy makes without telling the trace (a captured
+    constant: the replay check must catch it)."""
+
+    def call(self, x: Any) -> Any:
+        y = self.xp.asarray(np.array(x))  # a fresh copy the trace never saw made
+
+        def backprop(grad: Any, input_grad: bool = True) -> Any:
+            return grad
+
+        return y, backprop
+
+
+def test_a_step_that_reads_back_runs_uncompiled_and_right() -> None:
+    fast, fast_history, slow, slow_history = _fit_pair(
+        lambda: [Dense(6, 8), _ReadsBack(), ReLU(), Dense(8, 3)], epochs=2, batch_size=8
+    )
+    (step,) = _steps(fast)
+    assert step.off  # the trace failed: eager from then on
+    assert fast_history["loss"] == slow_history["loss"]
+    assert fast_history["accuracy"] == slow_history["accuracy"]
+
+
+def test_a_captured_constant_is_caught_by_the_check_and_the_step_stays_right() -> None:
+    with pytest.warns(RuntimeWarning, match="differs from the uncompiled step"):
+        fast, fast_history, slow, slow_history = _fit_pair(
+            lambda: [Dense(6, 8), _CopiesIn(), Dense(8, 3)], epochs=2, batch_size=8
+        )
+    (step,) = _steps(fast)
+    assert step.compiled.broken
+    assert fast_history["loss"] == slow_history["loss"]
+    assert fast_history["accuracy"] == slow_history["accuracy"]
+    for a, b in zip(fast.layers, slow.layers):
+        for key in a.params:
+            np.testing.assert_array_equal(a.params[key], b.params[key])
+
+
+def test_trace_refuses_writes_into_outside_arrays_and_unrecorded_arrays() -> None:
+    outside = np.zeros(3)
+
+    def writes(values: Any, lr: Any, x: Any, y: Any) -> Any:
+        np.add(outside, x, out=outside)
+        return x
+
+    with pytest.raises(TraceError, match="writes into an array made outside"):
+        trace(writes, [], np.asarray(0.1), np.ones(3), np.zeros(3))
+
+    def reads(values: Any, lr: Any, x: Any, y: Any) -> Any:
+        return x * 2.0 if bool(x[0] > 0) else x
+
+    with pytest.raises(TraceError, match="reads a value back"):
+        trace(reads, [], np.asarray(0.1), np.ones(3), np.zeros(3))
+
+
+def test_gradients_are_valid_until_the_next_step_and_outputs_are_fresh() -> None:
+    x, y = _data()
+    x = x.astype(np.float32)
+    model = ailib.Sequential(zoo.mlp(6, (8,), 3), backend="numpy", seed=0)
+    loss, opt = ailib.losses.get("softmax_cross_entropy"), optimizers.SGD(0.1)
+    errors, outputs = [], []
+    for k in range(6):
+        rows = slice(8 * (k % 5), 8 * (k % 5) + 8)
+        error, out = ailib.training.train_step(model, x[rows], y[rows], loss, opt)
+        errors.append(error)
+        outputs.append(out)
+    eager = ailib.Sequential(zoo.mlp(6, (8,), 3), backend="numpy", seed=0)
+    eager.compile_steps = False
+    opt2 = optimizers.SGD(0.1)
+    for k in range(6):
+        rows = slice(8 * (k % 5), 8 * (k % 5) + 8)
+        error, out = ailib.training.train_step(eager, x[rows], y[rows], loss, opt2)
+        assert float(errors[k]) == float(error)  # each step's E is its own array
+        np.testing.assert_array_equal(outputs[k], out)
+    assert isinstance(_replays(model), ReplayStep)
+
+
+def test_traced_arrays_compute_plainly_outside_a_trace() -> None:
+    t = np.arange(4.0).view(Traced)
+    assert float(np.sum(t * 2.0)) == 12.0
+    assert bool(t[1] > 0)
