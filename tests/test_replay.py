@@ -11,7 +11,7 @@ import pytest
 
 import ailib
 from ailib import compiling, optimizers, zoo
-from ailib.backends._replay import ReplayStep, TraceError, Traced, trace
+from ailib.backends._replay import ReplayStep, Traced, TraceError, trace
 from ailib.layers import Dense, Layer, ReLU
 
 OPTIMIZERS = {

@@ -329,7 +329,13 @@ class _Trace:
 
     # -- calls ---------------------------------------------------------------------------------
     def record(
-        self, fn: Callable[..., Any], args: Any, kwargs: dict[str, Any], *, out_ok: bool, writes: Any
+        self,
+        fn: Callable[..., Any],
+        args: Any,
+        kwargs: dict[str, Any],
+        *,
+        out_ok: bool,
+        writes: Any,
     ) -> Any:
         spec_args, spec_kwargs = self._spec(list(args)), self._spec(kwargs)
         out = kwargs.get("out")
@@ -658,7 +664,9 @@ class ReplayStep:
         """The generated function of one signature (default: the first traced)."""
         if not self.replays:
             return ""
-        entry = self.replays[signature] if signature is not None else next(iter(self.replays.values()))
+        entry = (
+            self.replays[signature] if signature is not None else next(iter(self.replays.values()))
+        )
         return str(entry["source"])
 
 
