@@ -216,10 +216,23 @@ def _num_outputs(model: Any, k: int = 0) -> int | None:
     return None
 
 
-def _take(backend: Any, a: Any, index: Any) -> Any:
+def _take(
+    backend: Any, a: Any, index: Any, kept: dict[Any, Any] | None = None, key: Any = 0
+) -> Any:
+    """Rows ``index`` of ``a`` (or of each array of a list); with ``kept``, into a buffer kept
+    there per (key, rows), which the next batch of that size overwrites."""
     if isinstance(a, list):
-        return [_take(backend, item, index) for item in a]
-    return a[index, ...] if isinstance(index, slice) else backend.take_rows(a, index)
+        return [_take(backend, item, index, kept, (key, i)) for i, item in enumerate(a)]
+    if isinstance(index, slice):
+        return a[index, ...]
+    if kept is None:
+        return backend.take_rows(a, index)
+    shape = (index.shape[0], *a.shape[1:])
+    buffer = kept.get((key, shape))
+    if buffer is None:
+        buffer = backend.xp.empty(shape, dtype=a.dtype, device=backend.device)
+        kept[(key, shape)] = buffer
+    return backend.take_rows(a, index, out=buffer)
 
 
 class ArrayBatches:
@@ -257,12 +270,19 @@ class ArrayBatches:
         self.steps = len(bounds)
         self.samples = sum(stop - start for start, stop in bounds)
 
+    #: gather each batch into memory kept from batch to batch (where the backend can: NumPy),
+    #: for a consumer that is done with a batch before asking for the next (`fit`)
+    reuse_memory = False
+
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         order = self.rng.permutation(rows(self.x)) if self.shuffle else None
+        be = self.backend
+        reuse = self.reuse_memory and be.takes_rows_into
+        kept = self.__dict__.setdefault("kept", {}) if reuse else None
         for start, stop in self.bounds:
-            with self.backend.context():  # CuPy: the gather runs on the model's GPU
+            with be.context():  # CuPy: the gather runs on the model's GPU
                 index = slice(start, stop) if order is None else order[start:stop]
-                batch = _take(self.backend, self.x, index), _take(self.backend, self.y, index)
+                batch = _take(be, self.x, index, kept, "x"), _take(be, self.y, index, kept, "y")
             yield batch
 
 

@@ -523,6 +523,8 @@ def fit(
         steps=steps_per_epoch,
         passes=epochs,
     )
+    if isinstance(data, ArrayBatches):
+        data.reuse_memory = True  # each batch is done with before the next is gathered
     validation = None
     if validation_data is not None:
         vx, vy = validation_data if pair else (validation_data, None)

@@ -22,6 +22,7 @@ from ._base import API_VERSION, Backend, BackendUnavailable, Random, to_numpy
 from ._counting import OpCounter, counting
 from ._host import extremes, host_numbers
 from ._libs import MAKERS
+from ._replay import ReplayStep, TraceError
 
 NAMES: tuple[str, ...] = tuple(MAKERS)
 ALIASES = {
@@ -179,6 +180,8 @@ __all__ = [
     "BackendUnavailable",
     "OpCounter",
     "Random",
+    "ReplayStep",
+    "TraceError",
     "auto_choice",
     "available",
     "counting",

@@ -156,7 +156,7 @@ class Backend:
         context: Callable[[], ContextManager[Any]] | None = None,
         index_dtype: Any = None,
         wide_dtype_hook: Callable[[], None] | None = None,
-        take_rows: Callable[[Any, Any], Any] | None = None,
+        take_rows: Callable[[Any, Any, Any], Any] | None = None,
     ) -> None:
         version = getattr(xp, "__array_api_version__", None)
         if not isinstance(version, str) or version < API_VERSION:
@@ -182,6 +182,8 @@ class Backend:
         self._context = context
         self._wide_dtype_hook = wide_dtype_hook
         self._take_rows = take_rows
+        #: whether `take_rows` writes into ``out`` (else it returns a new array)
+        self.takes_rows_into = take_rows is not None and mutable
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r}, device={self.device!r})"
@@ -247,11 +249,15 @@ class Backend:
 
         return array_api_compat.device(x)
 
-    def take_rows(self, a: Any, index: Any) -> Any:
+    def take_rows(self, a: Any, index: Any, out: Any = None) -> Any:
         """Rows ``index`` (an integer array) of ``a``: ``xp.take(a, index, axis=0)``, as one
-        compiled call where the library's eager ``take`` is several (JAX)."""
+        compiled call where the library's eager ``take`` is several (JAX). ``out``: an array
+        of the result's shape and dtype to write the rows into, where the library can (NumPy;
+        elsewhere it is ignored and a new array returned): a caller that gathers batch after
+        batch then reuses one batch's memory instead of allocating (and, for NumPy, faulting
+        in) a new one per batch."""
         if self._take_rows is not None:
-            return self._take_rows(a, index)
+            return self._take_rows(a, index, out)
         return self.xp.take(a, index, axis=0)
 
     def asarray(self, x: Any, dtype: Any = None) -> Any:
