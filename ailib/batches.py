@@ -281,8 +281,14 @@ class ArrayBatches:
         kept = self.__dict__.setdefault("kept", {}) if reuse else None
         for start, stop in self.bounds:
             with be.context():  # CuPy: the gather runs on the model's GPU
-                index = slice(start, stop) if order is None else order[start:stop]
-                batch = _take(be, self.x, index, kept, "x"), _take(be, self.y, index, kept, "y")
+                if order is not None and be.takes_batches:  # JAX: slice and gathers, one call
+                    batch = be.take_batch((self.x, self.y), order, start, stop)
+                else:
+                    index = slice(start, stop) if order is None else order[start:stop]
+                    batch = (
+                        _take(be, self.x, index, kept, "x"),
+                        _take(be, self.y, index, kept, "y"),
+                    )
             yield batch
 
 

@@ -157,6 +157,7 @@ class Backend:
         index_dtype: Any = None,
         wide_dtype_hook: Callable[[], None] | None = None,
         take_rows: Callable[[Any, Any, Any], Any] | None = None,
+        take_batch: Callable[[Any, Any, int, int], Any] | None = None,
     ) -> None:
         version = getattr(xp, "__array_api_version__", None)
         if not isinstance(version, str) or version < API_VERSION:
@@ -184,6 +185,9 @@ class Backend:
         self._take_rows = take_rows
         #: whether `take_rows` writes into ``out`` (else it returns a new array)
         self.takes_rows_into = take_rows is not None and mutable
+        self._take_batch = take_batch
+        #: whether `take_batch` is one call (else it is the slice and a gather per array)
+        self.takes_batches = take_batch is not None
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r}, device={self.device!r})"
@@ -259,6 +263,21 @@ class Backend:
         if self._take_rows is not None:
             return self._take_rows(a, index, out)
         return self.xp.take(a, index, axis=0)
+
+    def take_batch(self, arrays: Any, order: Any, start: int, stop: int) -> Any:
+        """Rows ``order[start:stop]`` of every array in ``arrays`` (a tuple, whose items may
+        be lists of arrays), in the same structure: as one compiled call where the library
+        dispatches each operation separately (JAX), else a slice and a `take_rows` each."""
+        if self._take_batch is not None:
+            return self._take_batch(arrays, order, start, stop)
+        index = order[start:stop]
+
+        def take(a: Any) -> Any:
+            if isinstance(a, (list, tuple)):
+                return type(a)(take(item) for item in a)
+            return self.take_rows(a, index)
+
+        return take(arrays)
 
     def asarray(self, x: Any, dtype: Any = None) -> Any:
         """``x`` (a host NumPy array, a Python scalar/list or an array of this backend) on this

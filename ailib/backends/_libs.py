@@ -131,6 +131,22 @@ def _jit_take(jax: Any, jnp: Any) -> Any:
     return lambda a, index, out=None: take(a, index)
 
 
+def _jit_take_batch(jax: Any, jnp: Any) -> Any:
+    """`Backend.take_batch` for JAX: the slice of the permutation and the gathers of every
+    array, compiled as one call per batch size (the start is an argument, not a constant)."""
+
+    def gather(arrays: Any, order: Any, start: Any, size: int) -> Any:
+        index = jax.lax.dynamic_slice_in_dim(order, start, size)
+        return jax.tree_util.tree_map(lambda a: jnp.take(a, index, axis=0), arrays)
+
+    compiled = jax.jit(gather, static_argnums=3)
+
+    def take_batch(arrays: Any, order: Any, start: int, stop: int) -> Any:
+        return compiled(arrays, order, start, stop - start)
+
+    return take_batch
+
+
 def make_jax(device: Any = None) -> Backend:
     """JAX without its process-wide x64 mode: float32 and int32 (labels, permutations) need
     none. Only an explicit request for float64 or int64 (``backend.dtype("float64")``, e.g.
@@ -152,6 +168,7 @@ def make_jax(device: Any = None) -> Backend:
         index_dtype=jnp.int32,
         wide_dtype_hook=lambda: _enable_x64(jax),
         take_rows=_jit_take(jax, jnp),
+        take_batch=_jit_take_batch(jax, jnp),
     )
 
 
