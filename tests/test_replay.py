@@ -198,3 +198,53 @@ def test_traced_arrays_compute_plainly_outside_a_trace() -> None:
     t = np.arange(4.0).view(Traced)
     assert float(np.sum(t * 2.0)) == 12.0
     assert bool(t[1] > 0)
+
+
+# -- PyTorch on the CPU: the same replay, traced with a TorchFunctionMode -----------------------
+def _torch() -> Any:
+    reason = ailib.backends.why_unavailable("torch")
+    if reason is not None:
+        pytest.skip(f"backend torch unavailable: {reason}")
+    return ailib.backends.get("torch")
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_torch_replayed_fit_equals_uncompiled_fit(name: str) -> None:
+    from ailib.backends._torch_replay import TorchReplayStep
+
+    be = _torch()
+    x, y = _data()
+    runs = []
+    for compiled in (True, False):
+        model = ailib.Sequential(zoo.mlp(6, (8, 5), 3), backend=be, dtype="float64", seed=0)
+        model.compile_steps = compiled
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # the replay check must not fire
+            history = model.fit(x, y, optimizer=OPTIMIZERS[name](), epochs=3, batch_size=8)
+        runs.append((model, history))
+    (fast, fast_history), (slow, slow_history) = runs
+    (step,) = _steps(fast)
+    assert not step.off and isinstance(step.compiled, TorchReplayStep)
+    assert not step.compiled.broken and "matmul" in step.compiled.source()
+    np.testing.assert_allclose(fast_history["loss"], slow_history["loss"], rtol=1e-12)
+    for a, b in zip(fast.layers, slow.layers):
+        for key in a.params:
+            np.testing.assert_allclose(
+                a.params[key].numpy(), b.params[key].numpy(), rtol=1e-12, atol=1e-14
+            )
+
+
+def test_torch_replay_refuses_host_reads_and_leaves_the_model_as_it_was() -> None:
+    be = _torch()
+    fast_model = [Dense(6, 8), _ReadsBack(), ReLU(), Dense(8, 3)]
+    model = ailib.Sequential(fast_model, backend=be, dtype="float64", seed=0)
+    same = ailib.Sequential(
+        [Dense(6, 8), _ReadsBack(), ReLU(), Dense(8, 3)], backend=be, dtype="float64", seed=0
+    )
+    same.compile_steps = False
+    x, y = _data()
+    history = model.fit(x, y, epochs=2, batch_size=8, verbose=False)
+    expected = same.fit(x, y, epochs=2, batch_size=8, verbose=False)
+    (step,) = _steps(model)
+    assert step.off  # refused at the trace: eager from then on, and nothing stepped twice
+    assert history["loss"] == expected["loss"]

@@ -12,6 +12,7 @@ from ._base import Backend, BackendUnavailable, to_numpy
 from ._cupy import make_cupy
 from ._imports import INSTALL_HINTS, compat, import_library
 from ._replay import ReplayStep
+from ._torch_replay import TorchReplayStep
 
 __all__ = ["INSTALL_HINTS", "MAKERS", "BackendUnavailable"]
 
@@ -92,6 +93,7 @@ def make_torch(device: Any = None) -> Backend:
         if dev.type == "cuda"
         else (lambda arrays: None),
         flat_updates=dev.type == "cuda",
+        compiler=(lambda fn: TorchReplayStep(torch, fn)) if dev.type == "cpu" else None,
         library=torch,
     )
 

@@ -472,8 +472,9 @@ def _lower(op: dict[str, Any], rec: _Trace) -> tuple[Any, list[Any], dict[str, A
 class _Codegen:
     """The straight-line function of a `_Trace` (see the module docstring)."""
 
-    def __init__(self, rec: _Trace) -> None:
+    def __init__(self, rec: Any, lower: Callable[..., Any] | None = None) -> None:
         self.rec = rec
+        self.lower = _lower if lower is None else lower
         self.names: dict[str, Any] = {}
         self.lines: list[str] = []
 
@@ -491,7 +492,7 @@ class _Codegen:
             return "(" + "".join(self.expr(v) + ", " for v in spec) + ")"
         if isinstance(spec, dict):
             return "{" + ", ".join(f"{k!r}: {self.expr(v)}" for k, v in spec.items()) + "}"
-        if spec is None or isinstance(spec, (bool, int)) and not isinstance(spec, np.generic):
+        if spec is None or type(spec) in (bool, int):
             return repr(spec)
         return self.constant(spec)
 
@@ -500,7 +501,7 @@ class _Codegen:
         self.lines.append("def replay(inputs):")
         self.lines.append("    " + ", ".join(f"s{s}" for s in rec.inputs) + ", = inputs")
         for op in rec.ops:
-            lowered, op_args, op_kwargs = _lower(op, rec)
+            lowered, op_args, op_kwargs = self.lower(op, rec)
             fn = self.constant(lowered, _name(op["fn"]) + "_")
             args = ", ".join(self.expr(a) for a in op_args)
             kwargs = [f"{k}={self.expr(v)}" for k, v in op_kwargs.items()]
