@@ -1,8 +1,10 @@
 """Compiled training steps: forward, loss, backward and update as one call (docs/performance.md).
 
 `ailib.training.train_step` runs the seed's four steps one array operation at a time. Where the
-backend has a compiler (``Backend.compiler``: ``jax.jit`` on JAX), `step_for` turns the same four
-steps into one compiled function, by running them once on the compiler's tracers:
+backend has a compiler (``Backend.compiler``: ``jax.jit`` on JAX; a traced replay of the step's
+own calls on NumPy and PyTorch's CPU, `ailib.backends.ReplayStep`; CUDA graphs on CuPy, when
+asked), `step_for` turns the same four steps into one compiled function, by running them once on
+the compiler's tracers:
 
     (parameters, buffers, optimizer state, lr, x, y)
         -> (new parameters, buffers, state, gradients, E, Y, correct count)
@@ -22,7 +24,8 @@ more (then both versions are cached; ``drop_last=True`` avoids it).
 
 Left to the uncompiled path: the first step (it makes the optimizer's state), gradient
 accumulation (``update=False``), models that draw random numbers per step (Dropout: its masks
-would become constants of the trace; detected, then never compiled again), steps that cannot be
+would become constants of the trace; detected, then never compiled again; never compiled at all
+where arrays update in place, since there the first compiled call is the real step), steps that cannot be
 traced (an `Embedding` checks its indices on the host: the trace fails, the step runs eagerly from
 then on) and ``model.compile_steps = False``. The result equals the uncompiled step up to rounding (float64 to 1e-12, float32 to
 1e-5 over 20 steps; tests/test_compiling.py).
