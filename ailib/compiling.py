@@ -77,6 +77,14 @@ def step_for(model: Any, loss: Any, optimizer: Any) -> Callable[[Any, Any], Any]
     return None  # the first step runs uncompiled: it makes the optimizer's state
 
 
+def release(model: Any) -> bool:
+    """Forget ``model``'s compiled steps, and with them what they keep: jax.jit's compiled
+    functions, NumPy's and PyTorch's replays with their buffers (one set of intermediate
+    arrays per batch shape, kept while the model lives), CuPy's graphs. The next training step
+    compiles afresh. True if there was anything to forget."""
+    return _STEPS.pop(model, None) is not None
+
+
 class CompiledStep:
     """One model + loss + optimizer's step, compiled (see the module docstring)."""
 
@@ -215,4 +223,4 @@ class CompiledStep:
         return error, y_pred
 
 
-__all__ = ["CompiledStep", "step_for"]
+__all__ = ["CompiledStep", "release", "step_for"]

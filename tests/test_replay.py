@@ -85,6 +85,8 @@ def test_the_replay_is_generated_numpy_calls_and_the_step_allocates_only_what_it
     assert source.startswith("def replay(inputs):")
     assert "matmul" in source and "out=b" in source  # intermediates go into kept buffers
     assert "take_along_axis" in source
+    assert compiling.release(fast) and not _steps(fast)  # the buffers go with the replay
+    assert not compiling.release(fast)
 
 
 def test_each_batch_shape_is_traced_once_and_checked_once(monkeypatch: Any) -> None:
