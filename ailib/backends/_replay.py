@@ -317,6 +317,8 @@ class _Trace:
                     return original
             owner = -1 if value.base is None else self._owner_of_view(value)
         elif isinstance(value, (np.generic, int, float, complex, bool)):
+            if not isinstance(value, np.generic):  # a Python number (np.count_nonzero): the
+                self.ops[op]["number"] = True  # replay makes it a 0-d array, as here
             value, owner = np.asarray(value), -1
         else:
             return value  # not data (a dtype, None)
@@ -510,6 +512,8 @@ class _Codegen:
                 value = rec.arrays[target.slot]
                 kwargs.append(f"out={self.constant(np.empty_like(value), 'b')}")
             call = f"{fn}({', '.join([args] * bool(args) + kwargs)})"
+            if op.get("number"):
+                call = f"{self.constant(np.asarray, 'asarray_')}({call})"
             lhs = _target(target)
             self.lines.append(f"    {lhs} = {call}" if _slots(target) else f"    {call}")
         self.lines.append(f"    return {self.expr(rec.result)}")
