@@ -25,6 +25,12 @@ from ..backends import to_numpy
 DEFAULT_TIMEOUT = 300.0
 
 
+#: seconds between printing a rank's error and aborting the job: MPI_Abort kills the processes
+#: at once, and a launcher that has not yet forwarded the rank's output (likely on a busy
+#: machine) would lose the one message that says what went wrong
+FORWARD_GRACE_S = 0.5
+
+
 class PeerLost(RuntimeError):
     """A collective could not complete because another rank died, hung or aborted.
 
@@ -251,6 +257,7 @@ class Communicator:
             file=sys.stderr,
             flush=True,
         )
+        time.sleep(FORWARD_GRACE_S)  # let the launcher forward the message before the abort
         self._abort(None)
         os._exit(1)
 

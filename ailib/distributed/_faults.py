@@ -9,12 +9,7 @@ import traceback
 from contextlib import contextmanager
 from typing import Iterator
 
-from ._comm import Communicator, PeerLost
-
-#: seconds between printing a rank's error and aborting the job: MPI_Abort kills the processes
-#: at once, and a launcher that has not yet forwarded the rank's output (likely on a busy
-#: machine) would lose the one message that says what went wrong
-FORWARD_GRACE_S = 0.5
+from ._comm import FORWARD_GRACE_S, Communicator, PeerLost
 
 
 @contextmanager
