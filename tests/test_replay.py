@@ -108,30 +108,6 @@ def test_each_batch_shape_is_traced_once_and_checked_once(monkeypatch: Any) -> N
     assert len(replays.replays) == 2 and all(e["checked"] for e in replays.replays.values())
 
 
-def test_a_large_parameter_is_updated_in_pieces_with_the_same_result() -> None:
-    from ailib.backends import _replay
-
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((24, 300)).astype(np.float32)
-    y = rng.integers(0, 3, 24)
-    runs = []
-    for compiled in (True, False):
-        model = ailib.Sequential(zoo.mlp(300, (256,), 3), backend="numpy", seed=0)
-        model.compile_steps = compiled
-        opt = optimizers.SGD(0.1, momentum=0.9)
-        runs.append((model, model.fit(x, y, optimizer=opt, epochs=3, batch_size=8)))
-    (fast, fast_history), (slow, slow_history) = runs
-    assert "scaled_subtract" in _replays(fast).source()  # W1 has 76,800 > UPDATE_PIECE entries
-    assert 300 * 256 > _replay.UPDATE_PIECE
-    assert fast_history["loss"] == slow_history["loss"]
-    for a, b in zip(fast.layers, slow.layers):
-        for key in a.params:
-            np.testing.assert_array_equal(a.params[key], b.params[key])
-    p, g = np.ones((3, 4), np.float32).T, np.full((4, 3), 2.0, np.float32)  # not C-ordered
-    _replay._scaled_subtract(p, np.float32(0.5), g, np.empty(2, np.float32))
-    np.testing.assert_array_equal(p, np.zeros((4, 3), np.float32))
-
-
 class _ReadsBack(Layer):
     """The identity, but it reads a value back to Python (as a data-dependent layer would)."""
 

@@ -502,12 +502,9 @@ class _Codegen:
         rec = self.rec
         self.lines.append("def replay(inputs):")
         self.lines.append("    " + ", ".join(f"s{s}" for s in rec.inputs) + ", = inputs")
-        ops = _fuse_updates(rec, escaping) if self.lower is _lower else rec.ops
-        for op in ops:
+        for op in rec.ops:
             lowered, op_args, op_kwargs = self.lower(op, rec)
             fn = self.constant(lowered, _name(op["fn"]) + "_")
-            if "scratch" in op:
-                op_args = [*op_args, op["scratch"]]
             args = ", ".join(self.expr(a) for a in op_args)
             kwargs = [f"{k}={self.expr(v)}" for k, v in op_kwargs.items()]
             target = op["out"]
@@ -524,90 +521,6 @@ class _Codegen:
         scope = dict(self.names)
         exec(compile(source, "<ailib replayed step>", "exec"), scope)  # noqa: S102 (our own code)
         return scope["replay"], source
-
-
-#: elements per piece of `_scaled_subtract` (256 KiB of float32: stays in L2 between its passes)
-UPDATE_PIECE = 1 << 16
-
-
-def _scaled_subtract(p: np.ndarray, scale: Any, g: np.ndarray, scratch: np.ndarray) -> None:
-    """``p -= scale * g`` as NumPy computes it (the product rounded, then the difference), in
-    pieces of `UPDATE_PIECE` elements through a small scratch array: the product never goes
-    out to memory and back, which for a large parameter costs more than the arithmetic."""
-    if not (p.flags.c_contiguous and g.flags.c_contiguous):  # pieces of a copy: write whole
-        np.subtract(p, np.multiply(scale, g), out=p)
-        return
-    flat_p, flat_g = p.reshape(-1), g.reshape(-1)
-    n = flat_p.shape[0]
-    for start in range(0, n, UPDATE_PIECE):
-        stop = min(start + UPDATE_PIECE, n)
-        piece = scratch[: stop - start]
-        np.multiply(scale, flat_g[start:stop], out=piece)
-        np.subtract(flat_p[start:stop], piece, out=flat_p[start:stop])
-
-
-def _fuse_updates(rec: _Trace, escaping: set[int]) -> list[dict[str, Any]]:
-    """The ops, with each ``t = multiply(s, g); subtract(p, t, out=(p,))`` on a large C-ordered
-    parameter (t used nowhere else) replaced by one `_scaled_subtract` (an optimizer's
-    ``p -= lr * g``)."""
-    uses: dict[int, int] = {}
-    for op in rec.ops:
-        for slot in _slots([op["args"], op["kwargs"]]):
-            uses[slot] = uses.get(slot, 0) + 1
-    for slot in _slots(rec.result):
-        uses[slot] = uses.get(slot, 0) + 1
-    ops, i = [], 0
-    while i < len(rec.ops):
-        op = rec.ops[i]
-        nxt = rec.ops[i + 1] if i + 1 < len(rec.ops) else None
-        fused = None
-        if (
-            nxt is not None
-            and getattr(op["fn"], "__self__", None) is np.multiply
-            and getattr(nxt["fn"], "__self__", None) is np.subtract
-            and op["fn"].__name__ == nxt["fn"].__name__ == "__call__"
-            and op["buffer"]
-            and not op["kwargs"]
-            and len(op["args"]) == 2
-            and isinstance(op["out"], _Ref)
-            and op["out"].slot not in escaping
-            and uses.get(op["out"].slot) == 1
-            and len(nxt["args"]) == 2
-            and isinstance(nxt["args"][0], _Ref)
-            and isinstance(nxt["args"][1], _Ref)
-            and nxt["args"][1].slot == op["out"].slot
-            and set(nxt["kwargs"]) == {"out"}
-            and _slots(nxt["kwargs"]["out"]) == [nxt["args"][0].slot]
-        ):
-            scale, g = op["args"]
-            p = rec.arrays[nxt["args"][0].slot]
-            product = rec.arrays[op["out"].slot]
-            grad = rec.arrays[g.slot] if isinstance(g, _Ref) else None
-            if (
-                isinstance(g, _Ref)
-                and np.ndim(rec.arrays[scale.slot] if isinstance(scale, _Ref) else scale) == 0
-                and isinstance(grad, np.ndarray)
-                and p.shape == grad.shape == product.shape
-                and p.dtype == grad.dtype == product.dtype
-                and p.flags.c_contiguous
-                and grad.flags.c_contiguous
-                and p.size > UPDATE_PIECE
-            ):
-                fused = {
-                    "fn": _scaled_subtract,
-                    "args": [nxt["args"][0], scale, g],
-                    "kwargs": {},
-                    "out": None,
-                    "buffer": False,
-                    "scratch": np.empty(UPDATE_PIECE, dtype=p.dtype),
-                }
-        if fused is not None:
-            ops.append(fused)
-            i += 2
-        else:
-            ops.append(op)
-            i += 1
-    return ops
 
 
 def _name(fn: Any) -> str:
