@@ -594,7 +594,26 @@ def _same(a: Any, b: Any) -> bool:
     return bool(np.array_equal(a, b))
 
 
-class ReplayStep:
+class _Replays:
+    """What a replaying compiler keeps: its step ``fn``, one generated function per input
+    signature (``replays``) and whether a check turned it off (``broken``)."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.replays: dict[Any, dict[str, Any]] = {}
+        self.broken = False
+
+    def source(self, signature: Any = None) -> str:
+        """The generated function of one signature (default: the first traced)."""
+        if not self.replays:
+            return ""
+        entry = (
+            self.replays[signature] if signature is not None else next(iter(self.replays.values()))
+        )
+        return str(entry["source"])
+
+
+class ReplayStep(_Replays):
     """A pure training step ``fn(values, lr, x, y)`` (`ailib.compiling`) replayed as one
     generated function of NumPy calls per input signature (see the module docstring).
 
@@ -603,11 +622,6 @@ class ReplayStep:
     difference turns replays off for this step, with a warning); later calls replay.
     ``source(signature)`` shows a generated function.
     """
-
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        self.fn = fn
-        self.replays: dict[Any, dict[str, Any]] = {}
-        self.broken = False
 
     def _inputs(self, values: list[Any], lr: Any, x: Any, y: Any) -> tuple[Any, ...]:
         """The inputs as the trace and replay see them: Python numbers as 0-d arrays (step
@@ -664,15 +678,6 @@ class ReplayStep:
                 )
             return result
         return entry["replay"](leaves)
-
-    def source(self, signature: Any = None) -> str:
-        """The generated function of one signature (default: the first traced)."""
-        if not self.replays:
-            return ""
-        entry = (
-            self.replays[signature] if signature is not None else next(iter(self.replays.values()))
-        )
-        return str(entry["source"])
 
 
 def _restore(result: Any, rec: _Trace, swap: dict[int, Any]) -> Any:

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._replay import TraceError, _Codegen, _Ref, _same
+from ._replay import TraceError, _Codegen, _flatten, _Ref, _Replays, _same
 
 __all__ = ["TorchReplayStep"]
 
@@ -218,13 +218,12 @@ def _no_lowering(op: dict[str, Any], rec: Any) -> tuple[Any, list[Any], dict[str
     return op["fn"], list(op["args"]), dict(op["kwargs"])
 
 
-class TorchReplayStep:
+class TorchReplayStep(_Replays):
     """`ailib.backends._replay.ReplayStep` for PyTorch tensors (see the module docstring)."""
 
     def __init__(self, torch: Any, fn: Callable[..., Any]) -> None:
-        self.torch, self.fn = torch, fn
-        self.replays: dict[Any, dict[str, Any]] = {}
-        self.broken = False
+        super().__init__(fn)
+        self.torch = torch
 
     def _inputs(self, values: list[Any], lr: Any, x: Any, y: Any) -> tuple[Any, ...]:
         torch = self.torch
@@ -235,21 +234,12 @@ class TorchReplayStep:
         ]
         return values, torch.tensor(lr, dtype=first.dtype, device=first.device), x, y
 
-    def _leaves(self, inputs: Any) -> list[Any]:
-        out: list[Any] = []
-        for item in inputs:
-            if isinstance(item, (list, tuple)):
-                out += self._leaves(item)
-            else:
-                out.append(item)
-        return out
-
     def __call__(self, values: list[Any], lr: Any, x: Any, y: Any) -> Any:
         torch = self.torch
         if self.broken:
             return self.fn(values, lr, x, y)
         inputs = self._inputs(values, lr, x, y)
-        leaves = self._leaves(inputs)
+        leaves = _flatten(inputs)
         key = tuple(
             (tuple(v.shape), v.dtype) if isinstance(v, torch.Tensor) else type(v) for v in leaves
         )
@@ -293,12 +283,3 @@ class TorchReplayStep:
         if isinstance(value, self.torch.Tensor):
             return np.asarray(value.detach().cpu())
         return value
-
-    def source(self, signature: Any = None) -> str:
-        """The generated function of one signature (default: the first traced)."""
-        if not self.replays:
-            return ""
-        entry = (
-            self.replays[signature] if signature is not None else next(iter(self.replays.values()))
-        )
-        return str(entry["source"])
