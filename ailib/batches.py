@@ -217,22 +217,32 @@ def _num_outputs(model: Any, k: int = 0) -> int | None:
 
 
 def _take(
-    backend: Any, a: Any, index: Any, kept: dict[Any, Any] | None = None, key: Any = 0
+    backend: Any,
+    a: Any,
+    index: Any,
+    kept: dict[Any, Any] | None = None,
+    key: Any = 0,
+    in_range: bool = False,
 ) -> Any:
     """Rows ``index`` of ``a`` (or of each array of a list); with ``kept``, into a buffer kept
-    there per (key, rows), which the next batch of that size overwrites."""
+    there per (key, rows), which the next batch of that size overwrites. ``in_range``: the
+    indices are a slice of a permutation of a's rows (`Backend.take_rows`)."""
     if isinstance(a, list):
-        return [_take(backend, item, index, kept, (key, i)) for i, item in enumerate(a)]
+        return [_take(backend, item, index, kept, (key, i), in_range) for i, item in enumerate(a)]
     if isinstance(index, slice):
         return a[index, ...]
     if kept is None:
-        return backend.take_rows(a, index)
+        return backend.take_rows(a, index, in_range=in_range)
     shape = (index.shape[0], *a.shape[1:])
     buffer = kept.get((key, shape))
     if buffer is None:
         buffer = backend.xp.empty(shape, dtype=a.dtype, device=backend.device)
         kept[(key, shape)] = buffer
-    return backend.take_rows(a, index, out=buffer)
+    return backend.take_rows(a, index, out=buffer, in_range=in_range)
+
+
+def _arrays(a: Any) -> list[Any]:
+    return list(a) if isinstance(a, (list, tuple)) else [a]
 
 
 class ArrayBatches:
@@ -255,6 +265,10 @@ class ArrayBatches:
         who: str = "fit",
     ) -> None:
         n = rows(x)
+        counts = [a.shape[0] for a in [*_arrays(x), *_arrays(y)]]
+        if any(count != n for count in counts):
+            # the gathers trust the permutation of n rows to be in range for every array
+            raise ValueError(f"{who}: x and y must have the same number of rows, received {counts}")
         bounds = [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
         if drop_last and n % batch_size:
             bounds.pop()
@@ -285,9 +299,10 @@ class ArrayBatches:
                     batch = be.take_batch((self.x, self.y), order, start, stop)
                 else:
                     index = slice(start, stop) if order is None else order[start:stop]
+                    # the permutation's rows are in range by construction: not checked again
                     batch = (
-                        _take(be, self.x, index, kept, "x"),
-                        _take(be, self.y, index, kept, "y"),
+                        _take(be, self.x, index, kept, "x", in_range=True),
+                        _take(be, self.y, index, kept, "y", in_range=True),
                     )
             yield batch
 

@@ -5,10 +5,11 @@ parameters (`Optimizer.step`: frozen layers skipped, gradients clipped, weight d
 groups) and differs only in the per-parameter rule (`update`), sorted here in order of
 increasing complexity. docs/training.md shows them in use.
 
-Updates are written with augmented assignment (``p -= lr * g``) and the result is stored back:
-on NumPy, CuPy and PyTorch this updates the arrays in place (no new parameter arrays per step);
-on JAX, whose arrays are immutable, Python falls back to ``p = p - lr * g`` and the new array
-is what gets stored.
+Updates are made in place and the result is stored back: on NumPy, CuPy and PyTorch the arrays
+are updated in place (no new parameter arrays per step); on JAX, whose arrays are immutable, the
+new array is what gets stored. The final step of every rule, W ← W − lr·D, is
+`ailib.backends.subtract_scaled`: on NumPy one pass of BLAS's axpy (which may round the last
+bit differently from ``p -= lr * d``); elsewhere ``p -= lr * d``.
 
 Optimizer state (momenta, moments) is keyed by the parameter itself, ``(layer, name)``, so one
 optimizer can serve layers in any order or any number of models; checkpoints store it under
@@ -22,6 +23,7 @@ from typing import Any, Iterable, Sequence
 
 import array_api_compat
 
+from . import backends
 from .layers.base import Layer
 from .schedules import cosine_schedule
 
@@ -381,8 +383,7 @@ class SGD(Optimizer):
         self, param: Any, grad: Any, state: dict[str, Any], lr: float, weight_decay: float
     ) -> Any:
         if self.momentum == 0.0:
-            param -= lr * grad
-            return param
+            return backends.subtract_scaled(param, lr, grad)
         if "V" not in state:
             state["V"] = grad * 1.0  # a copy: the first V is g
         else:
@@ -391,8 +392,7 @@ class SGD(Optimizer):
             v += grad
             state["V"] = v
         step = grad + self.momentum * state["V"] if self.nesterov else state["V"]
-        param -= lr * step
-        return param
+        return backends.subtract_scaled(param, lr, step)
 
 
 class RMSprop(Optimizer):
@@ -467,8 +467,7 @@ class RMSprop(Optimizer):
                 b += step
                 state["B"] = b
             step = state["B"]
-        param -= lr * step
-        return param
+        return backends.subtract_scaled(param, lr, step)
 
 
 class Adam(Optimizer):
@@ -528,8 +527,7 @@ class Adam(Optimizer):
             root, power = xp.sqrt(1.0 - self.beta2**t), self.beta1**t
         step = lr * root / (1.0 - power)
         eps_hat = self.eps * root
-        param -= step * state["M"] / (xp.sqrt(state["V"]) + eps_hat)
-        return param
+        return backends.subtract_scaled(param, step, state["M"] / (xp.sqrt(state["V"]) + eps_hat))
 
 
 class AdamW(Adam):

@@ -18,11 +18,14 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ContextManager
 
+import numpy as np
+
+from . import _blas
 from ._base import API_VERSION, Backend, BackendUnavailable, Random, to_numpy
 from ._counting import OpCounter, counting
 from ._host import extremes, host_numbers
 from ._libs import MAKERS
-from ._replay import ReplayStep, TraceError
+from ._replay import ReplayStep, TraceError, call_recorded
 
 NAMES: tuple[str, ...] = tuple(MAKERS)
 ALIASES = {
@@ -156,6 +159,21 @@ def namespace(x: Any) -> Any:
     return array_api_compat.array_namespace(x)
 
 
+def subtract_scaled(p: Any, lr: Any, d: Any) -> Any:
+    """p − lr·d, the update step of every optimizer: written into ``p`` where arrays are
+    mutable (returned either way). ``lr``: a Python number or a 0-d array.
+
+    For NumPy arrays it is one pass of BLAS's axpy (`ailib.backends._blas`; OpenBLAS rounds
+    most elements once, as PyTorch's CPU update does, and may differ from ``p - lr * d`` in the
+    last bit); elsewhere ``p -= lr * d`` (two operations, and on JAX a new array). A compiled
+    NumPy step records it as one operation."""
+    if isinstance(p, np.ndarray) and isinstance(d, np.ndarray):
+        call_recorded(_blas.subtract_scaled, (p, lr, d), writes=p)
+        return p
+    p -= lr * d
+    return p
+
+
 def set_backend(name: str | Backend, device: Any = None) -> Backend:
     """Make ``name`` the process-wide default backend; ``backend=`` keywords still override it."""
     global _default
@@ -192,6 +210,7 @@ __all__ = [
     "host_numbers",
     "namespace",
     "set_backend",
+    "subtract_scaled",
     "to_numpy",
     "why_unavailable",
 ]

@@ -32,13 +32,17 @@ def make_numpy(device: Any = None) -> Backend:
     )
 
 
-def _numpy_take_rows(a: np.ndarray, index: np.ndarray, out: np.ndarray | None = None) -> Any:
+def _numpy_take_rows(
+    a: np.ndarray, index: np.ndarray, out: np.ndarray | None = None, *, in_range: bool = False
+) -> Any:
     """Rows ``index`` of ``a``, into ``out`` if given. NumPy buffers ``out`` (writes a
     temporary, then copies) when indices are checked (``mode="raise"``), so with ``out`` the
-    indices are checked first, once, and the rows taken with ``mode="clip"``, which then
-    changes nothing."""
+    indices are checked first, once (not at all when the caller vouches for them,
+    ``in_range``), and the rows taken with ``mode="clip"``, which then changes nothing."""
     if out is None:
         return np.take(a, index, axis=0)
+    if in_range:
+        return np.take(a, index, axis=0, out=out, mode="clip")
     n = a.shape[0]
     if index.size and (int(index.min()) < -n or int(index.max()) >= n):
         raise IndexError(f"row index out of range for {n} rows")
@@ -130,7 +134,7 @@ def _jit_take(jax: Any, jnp: Any) -> Any:
     """``jnp.take(a, index, axis=0)`` compiled: eager ``jnp.take`` dispatches its index
     arithmetic and the gather one operation at a time (about 0.5 ms a batch on the CPU)."""
     take = jax.jit(lambda a, index: jnp.take(a, index, axis=0))
-    return lambda a, index, out=None: take(a, index)
+    return lambda a, index, out=None, in_range=False: take(a, index)
 
 
 def _jit_take_batch(jax: Any, jnp: Any) -> Any:

@@ -48,7 +48,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["ReplayStep", "Traced", "TraceError", "trace"]
+__all__ = ["ReplayStep", "Traced", "TraceError", "call_recorded", "trace"]
 
 
 class TraceError(RuntimeError):
@@ -228,6 +228,13 @@ def _call(
     if ufunc_method is not None and ufunc_method not in _UFUNC_OUT:
         writes = args[0]  # ufunc.at(a, ...) updates a in place
     return trace.record(fn, args, kwargs, out_ok=out_ok and "where" not in kwargs, writes=writes)
+
+
+def call_recorded(fn: Callable[..., Any], args: tuple[Any, ...], writes: Any) -> Any:
+    """``fn(*args)``, a function of NumPy arrays that writes into ``writes`` (one of them),
+    recorded as one operation of the step while a trace is active: for work done outside
+    NumPy's dispatch (a BLAS call through ctypes), which the trace would not see otherwise."""
+    return _call(fn, args, {}, writes=writes)
 
 
 class _Trace:

@@ -1,0 +1,142 @@
+"""W ← W − lr·D in one pass over memory: BLAS's axpy for NumPy arrays.
+
+An optimizer's last step, ``p -= lr * d``, is two passes in NumPy: ``lr * d`` into a temporary
+the size of the parameter, then the subtraction. BLAS has the one-pass form, ``y ← a·x + y``
+(axpy), and NumPy already links a BLAS for its products. `subtract_scaled` calls the axpy of
+that BLAS (found through ctypes) for C-contiguous float32/float64 arrays, else computes
+``p -= lr * d``.
+
+Rounding: OpenBLAS's vector loop computes p − lr·d with a fused multiply-add (rounded once,
+as PyTorch's CPU update ``p.add_(d, alpha=-lr)`` is) and its loop over the last few elements
+rounds lr·d first, as NumPy does. Either way an element differs from NumPy's two-pass result
+in the last bit at most. The axpy found is checked once, on first use, against those two
+results (element by element, one or the other) and left unused if it gives anything else.
+`available()` says whether it was found here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = ["available", "axpy_library", "subtract_scaled"]
+
+#: (symbol pattern, integer type of n and the strides): ILP64 builds (NumPy's wheels since
+#: 2.0: scipy-openblas64; 1.2x: openblas64_) first, then the LP64 names of other builds
+_SYMBOLS = (
+    ("scipy_cblas_{}axpy64_", ctypes.c_int64),
+    ("cblas_{}axpy64_", ctypes.c_int64),
+    ("scipy_cblas_{}axpy", ctypes.c_int),
+    ("cblas_{}axpy", ctypes.c_int),
+)
+
+_found: dict[str, Any] | None = None  # {"path": str, "s": fn, "d": fn}; {} when none works
+
+
+def _candidates() -> list[str]:
+    """Shared libraries that may be NumPy's BLAS: those bundled with its wheel, then (Linux)
+    any BLAS already mapped into this process."""
+    here = os.path.dirname(np.__file__)
+    paths: list[str] = []
+    for pattern in ("../numpy.libs/*blas*", ".dylibs/*blas*"):
+        for path in sorted(glob.glob(os.path.join(here, pattern))):
+            if os.path.realpath(path) not in paths:
+                paths.append(os.path.realpath(path))
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            for line in maps:
+                path = line.rsplit(" ", 1)[-1].strip()
+                if "blas" in os.path.basename(path).lower() and os.path.realpath(path) not in paths:
+                    paths.append(path)
+    except OSError:
+        pass
+    return paths
+
+
+def _load(path: str) -> dict[str, Any] | None:
+    try:
+        lib = ctypes.CDLL(path)
+    except OSError:
+        return None
+    for pattern, int_type in _SYMBOLS:
+        fns = {}
+        for char, real in (("s", ctypes.c_float), ("d", ctypes.c_double)):
+            fn = getattr(lib, pattern.format(char), None)
+            if fn is None:
+                break
+            fn.restype = None
+            fn.argtypes = [int_type, real, ctypes.c_void_p, int_type, ctypes.c_void_p, int_type]
+            fns[char] = fn
+        if len(fns) == 2 and _agrees(fns):
+            return {"path": path, **fns}
+    return None
+
+
+def _agrees(fns: dict[str, Callable[..., None]]) -> bool:
+    """Whether the axpy found computes p − a·d: every element the exactly rounded result or
+    NumPy's (a·d rounded first), on a self-test made once."""
+    rng = np.random.default_rng(0)
+    for char, dtype in (("s", np.float32), ("d", np.float64)):
+        p = rng.standard_normal(101).astype(dtype)
+        d = rng.standard_normal(101).astype(dtype)
+        lr = dtype(0.37)
+        if dtype == np.float32:
+            once = (p.astype(np.float64) - np.float64(lr) * d.astype(np.float64)).astype(dtype)
+        else:
+            once = (p.astype(np.longdouble) - np.longdouble(lr) * d).astype(dtype)
+        twice = p - lr * d
+        got = p.copy()
+        fns[char](got.size, -float(lr), d.ctypes.data, 1, got.ctypes.data, 1)
+        if not np.all((got == once) | (got == twice)):
+            return False
+    return True
+
+
+def _library() -> dict[str, Any]:
+    global _found
+    if _found is None:
+        _found = {}
+        for path in _candidates():
+            loaded = _load(path)
+            if loaded is not None:
+                _found = loaded
+                break
+    return _found
+
+
+def available() -> bool:
+    """Whether NumPy's BLAS axpy was found here (else `subtract_scaled` computes in two
+    passes)."""
+    return bool(_library())
+
+
+def axpy_library() -> str | None:
+    """The path of the library whose axpy `subtract_scaled` calls, or None."""
+    return _library().get("path")
+
+
+_CHARS = {np.dtype(np.float32): "s", np.dtype(np.float64): "d"}
+_char = ctypes.c_char
+
+
+def subtract_scaled(p: np.ndarray, lr: Any, d: np.ndarray) -> np.ndarray:
+    """p − lr·d written into ``p`` (see the module docstring); returns ``p``. ``lr``: a Python
+    number or a 0-d array."""
+    char = _CHARS.get(p.dtype)
+    if char is not None and d.dtype == p.dtype and d.shape == p.shape and p.size:
+        fn = _library().get(char)
+        if fn is not None and not np.may_share_memory(p, d):
+            try:  # from_buffer: only C-contiguous, writable memory (a copy of nothing)
+                dst = ctypes.addressof(_char.from_buffer(p))
+                src = ctypes.addressof(_char.from_buffer(d))
+            except (TypeError, ValueError, BufferError):
+                pass
+            else:
+                fn(p.size, -float(lr), src, 1, dst, 1)
+                return p
+    p -= lr * d
+    return p

@@ -1,0 +1,106 @@
+"""`ailib.backends.subtract_scaled`, every optimizer's W ← W − lr·D: NumPy's one-pass BLAS axpy
+(in place, each element within the last bit of ``p - lr * d``), the fallback for memory BLAS
+cannot take, and the other backends' ``p -= lr * d``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import ailib
+from ailib import zoo
+from ailib.backends import _blas, subtract_scaled
+
+from .helpers import host
+
+
+def _once_or_twice(p, lr, d):
+    """Per element: the exactly rounded p − lr·d, and NumPy's p − fl(lr·d)."""
+    lr = p.dtype.type(lr)
+    wide = np.float64 if p.dtype == np.float32 else np.longdouble
+    once = (p.astype(wide) - wide(lr) * d.astype(wide)).astype(p.dtype)
+    return once, p - lr * d
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(1,), (37,), (64, 33), (3, 5, 7)])
+def test_numpy_update_is_in_place_and_within_the_last_bit(dtype, shape, rng):
+    p = rng.standard_normal(shape).astype(dtype)
+    d = rng.standard_normal(shape).astype(dtype)
+    once, twice = _once_or_twice(p, 0.0123, d)
+    before = p.__array_interface__["data"][0]
+    got = subtract_scaled(p, 0.0123, d)
+    assert got is p and p.__array_interface__["data"][0] == before
+    assert np.all((got == once) | (got == twice))
+    if _blas.available() and p.size >= 64:
+        assert np.count_nonzero(got == once) > np.count_nonzero(got != once)  # the fused loop ran
+
+
+def test_lr_as_a_zero_d_array_gives_the_same(rng):
+    p = rng.standard_normal((40, 9)).astype(np.float32)
+    d = rng.standard_normal((40, 9)).astype(np.float32)
+    a, b = p.copy(), p.copy()
+    subtract_scaled(a, 0.05, d)
+    subtract_scaled(b, np.asarray(0.05, dtype=np.float32), d)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_memory_blas_cannot_take_is_computed_by_numpy(rng):
+    base = rng.standard_normal((30, 20)).astype(np.float32)
+    d = rng.standard_normal((20, 30)).astype(np.float32)
+    p = base.T  # not C-contiguous
+    expected = p - np.float32(0.5) * d
+    subtract_scaled(p, 0.5, d)
+    np.testing.assert_array_equal(p, expected)
+    q = rng.standard_normal(50).astype(np.float32)
+    expected = q - np.float32(0.25) * q
+    subtract_scaled(q, 0.25, q)  # the step is the parameter itself: overlapping memory
+    np.testing.assert_array_equal(q, expected)
+    frozen = rng.standard_normal(8).astype(np.float32)
+    g = rng.standard_normal(8).astype(np.float32)
+    g.flags.writeable = False  # read-only gradient: still an input BLAS may read
+    expected = frozen - np.float32(0.1) * g
+    subtract_scaled(frozen, 0.1, g)
+    np.testing.assert_array_equal(frozen, expected)
+
+
+def test_other_backends_compute_p_minus_lr_d(backend, rng):
+    p = rng.standard_normal((6, 5)).astype(np.float32)
+    d = rng.standard_normal((6, 5)).astype(np.float32)
+    once, twice = _once_or_twice(p, 0.3, d)  # first: NumPy's asarray keeps p's memory
+    got = subtract_scaled(backend.asarray(p), 0.3, backend.asarray(d))
+    assert np.all((host(got) == once) | (host(got) == twice))
+
+
+def test_sgd_agrees_with_pytorch_sgd_to_the_last_bit(rng):
+    torch = pytest.importorskip("torch")
+    w = rng.standard_normal((128, 70)).astype(np.float32)
+    g = rng.standard_normal((128, 70)).astype(np.float32)
+    layer = ailib.layers.Dense(70, 128)
+    layer.params["W"] = w.copy()
+    layer.grads["W"] = g.copy()
+    opt = ailib.optimizers.SGD(lr=0.07)
+    opt.step([layer])
+    param = torch.nn.Parameter(torch.from_numpy(w.copy()))
+    param.grad = torch.from_numpy(g.copy())
+    torch.optim.SGD([param], lr=0.07).step()
+    ours, theirs = layer.params["W"], param.detach().numpy()
+    np.testing.assert_array_max_ulp(ours, theirs, maxulp=1)
+    if _blas.available():  # closer to PyTorch's (fused) update than NumPy's two passes are
+        twice = w - np.float32(0.07) * g
+        assert np.count_nonzero(ours == theirs) > np.count_nonzero(twice == theirs)
+
+
+def test_a_compiled_numpy_step_records_it_as_one_operation(rng):
+    model = ailib.Sequential(zoo.mlp(12, (8,), 3), seed=0)
+    x = rng.standard_normal((40, 12)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    opt = ailib.optimizers.SGD(0.1, momentum=0.9)
+    model.fit(x, y, optimizer=opt, batch_size=10, verbose=False)
+    model.fit(x, y, optimizer=opt, batch_size=10, verbose=False)
+    from ailib import compiling
+
+    steps = compiling._STEPS[model]
+    source = steps[0][2].compiled.source()
+    assert source.count("subtract_scaled") == 4  # W and b of two Dense layers
+    assert "subtract(" not in source.replace("subtract_scaled", "")
