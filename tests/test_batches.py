@@ -71,3 +71,29 @@ def test_array_batches_refuse_arrays_of_different_lengths(rng):
         ArrayBatches(be, x, np.zeros(9, np.int64), 4, shuffle=True, rng=be.random(0))
     with pytest.raises(ValueError, match=r"same number of rows, received \[10, 8, 10\]"):
         ArrayBatches(be, [x, x[:8]], np.zeros(10, np.int64), 4, shuffle=True, rng=be.random(0))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_all_finite_sees_nan_and_inf_and_is_not_fooled_by_overflow(backend, dtype, rng):
+    import ailib
+
+    x = rng.standard_normal((50, 7)).astype(dtype)
+    assert ailib.backends.all_finite(backend, backend.asarray(x))
+    big = np.full((50, 7), np.finfo(dtype).max / 2, dtype=dtype)  # Σ x² overflows: still finite
+    assert ailib.backends.all_finite(backend, backend.asarray(big))
+    for bad in (np.nan, np.inf, -np.inf):
+        y = x.copy()
+        y[31, 4] = bad
+        assert not ailib.backends.all_finite(backend, backend.asarray(y))
+        assert not ailib.backends.all_finite(backend, backend.asarray(y.T.copy()).T)  # strided
+
+
+def test_predict_refuses_nan_input_with_the_range():
+    import ailib
+    from ailib import zoo
+
+    model = ailib.Sequential(zoo.mlp(6, (4,), 3), seed=0)
+    x = np.zeros((20, 6), np.float32)
+    x[7, 2] = np.nan
+    with pytest.raises(ValueError, match="x holds NaN values"):
+        model.predict(x)

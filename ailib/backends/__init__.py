@@ -23,7 +23,7 @@ import numpy as np
 from . import _blas
 from ._base import API_VERSION, Backend, BackendUnavailable, Random, to_numpy
 from ._counting import OpCounter, counting
-from ._host import extremes, host_numbers
+from ._host import all_finite, extremes, host_numbers, quickly_finite
 from ._libs import MAKERS
 from ._replay import ReplayStep, TraceError, call_recorded
 
@@ -200,6 +200,7 @@ __all__ = [
     "Random",
     "ReplayStep",
     "TraceError",
+    "all_finite",
     "auto_choice",
     "available",
     "counting",
@@ -209,6 +210,7 @@ __all__ = [
     "get_default",
     "host_numbers",
     "namespace",
+    "quickly_finite",
     "set_backend",
     "subtract_scaled",
     "to_numpy",

@@ -3,6 +3,7 @@ moved to a device, and value ranges of device arrays read back in one transfer."
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,27 @@ def host_numbers(a: Any, who: str, what: str) -> np.ndarray | None:
         kind = _KINDS.get(array.dtype.kind, f"dtype {array.dtype}")
         raise TypeError(f"{who}: {what} holds {kind} (dtype {array.dtype}), not numbers{hint}")
     return array
+
+
+def quickly_finite(a: Any) -> bool:
+    """True when one cheap pass proves the floating array ``a`` free of NaN and inf: for a
+    contiguous NumPy array, Σ a² by BLAS is finite (NaN and inf propagate into it). False
+    means not proven (a NaN or inf, a sum that overflowed, or an array of another kind):
+    look at `extremes`."""
+    if type(a) is np.ndarray and a.dtype in (np.float32, np.float64) and a.flags.c_contiguous:
+        flat = a.reshape(-1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return math.isfinite(float(np.dot(flat, flat)))
+    return False
+
+
+def all_finite(backend: Backend, a: Any) -> bool:
+    """Whether the non-empty floating array ``a`` (NumPy, or of ``backend``) holds no NaN and
+    no inf: `quickly_finite`, else its `extremes` (device arrays: one read back)."""
+    if quickly_finite(a):
+        return True
+    low, high = extremes(backend, a)
+    return math.isfinite(low) and math.isfinite(high)
 
 
 def extremes(backend: Backend, a: Any) -> tuple[Any, Any]:
