@@ -24,11 +24,16 @@ more (then both versions are cached; ``drop_last=True`` avoids it).
 
 Left to the uncompiled path: the first step (it makes the optimizer's state), gradient
 accumulation (``update=False``), models that draw random numbers per step (Dropout: its masks
-would become constants of the trace; detected, then never compiled again; never compiled at all
-where arrays update in place, since there the first compiled call is the real step), steps that cannot be
-traced (an `Embedding` checks its indices on the host: the trace fails, the step runs eagerly from
-then on) and ``model.compile_steps = False``. The result equals the uncompiled step up to rounding (float64 to 1e-12, float32 to
-1e-5 over 20 steps; tests/test_compiling.py).
+would become constants of the trace; such models are never compiled, since the first compiled
+call is the real step on NumPy and CuPy, and consumes its inputs on JAX), steps that cannot be
+traced (an `Embedding` checks its indices on the host: the trace fails, the step runs eagerly
+from then on) and ``model.compile_steps = False``. The result equals the uncompiled step up to
+rounding (float64 to 1e-12, float32 to 1e-5 over 20 steps; tests/test_compiling.py).
+
+On JAX the parameters and optimizer state are donated to the compiled step (`Backend.compiler`):
+it writes their new values into the same memory, and the arrays passed in are deleted. An
+array read from ``model.params`` (or ``layer.params``) before a training step is no longer
+valid after it there; keep a copy (``np.asarray(a)``) to compare before and after.
 """
 
 from __future__ import annotations
@@ -58,10 +63,11 @@ def step_for(model: Any, loss: Any, optimizer: Any) -> Callable[[Any, Any], Any]
         return None
     if setting is None and not model.backend.compile_default:
         return None
-    if model.backend.mutable and any(hasattr(layer, "rng") for layer in model.layers):
-        # a step that draws (Dropout) cannot be compiled, and where arrays are updated in place
-        # the first compiled call (NumPy's trace, CuPy's first run) is the real step: it must
-        # not run only to be undone, so such models are never compiled there
+    if any(hasattr(layer, "rng") for layer in model.layers):
+        # a step that draws (Dropout) cannot be compiled (its masks would be constants), and
+        # the first compiled call is the real step (NumPy's trace, CuPy's first run) or
+        # consumes its inputs (JAX donates them): it must not run only to be undone, so such
+        # models are never compiled
         return None
     steps = _STEPS.setdefault(model, [])
     for known_loss, known_optimizer, step in steps:
@@ -194,6 +200,11 @@ class CompiledStep:
         try:
             with be.context():
                 out = self.compiled(values, float(optimizer.lr), x, y)
+        except Warning:
+            # a warning turned into an error (``-W error``): raised where the uncompiled step
+            # raises it too, or after the step ran (a replay's failed check); either way it is
+            # the caller's, and running the step again here would run it twice
+            raise
         except Exception:
             self.off = True  # a step that cannot be traced (an Embedding checks its indices)
         if self.off:

@@ -127,8 +127,7 @@ def test_dropout_and_accumulation_run_uncompiled() -> None:
     layers = [Dense(6, 8), ReLU(), Dropout(0.5), Dense(8, 3)]
     model = ailib.Sequential(layers, backend=be, seed=0)
     model.fit(x, y, epochs=1, batch_size=8)
-    steps = [s for _, _, s in compiling._STEPS[model]]
-    assert steps and all(s.off for s in steps)  # a traced mask would repeat: never compiled again
+    assert model not in compiling._STEPS  # a traced mask would repeat: never compiled
     counters = [layers[2].rng.counter]
     model.fit(x, y, epochs=1, batch_size=8)
     assert layers[2].rng.counter == counters[0] + 5  # one fresh mask per step
@@ -157,3 +156,30 @@ def test_the_flag_turns_it_off_and_other_backends_have_no_compiler() -> None:
     model.fit(x, y, epochs=1, batch_size=8)
     assert model not in compiling._STEPS
     assert_close(host(model.predict(x[:2])), host(model.predict(x[:2])))
+
+
+def test_jax_steps_donate_parameters_and_state_and_copy_an_array_given_twice() -> None:
+    be = _jax()
+    x, y = _data()
+    xd, yd = be.asarray(x.astype("float32")), be.asarray(y, dtype=be.index_dtype)
+    loss = ailib.losses.get("softmax_cross_entropy")
+    runs = []
+    for compiled in (True, False):
+        model = ailib.Sequential(zoo.mlp(6, (8, 8, 8), 3), backend=be, seed=0)
+        model.compile_steps = compiled
+        opt = optimizers.SGD(0.1, momentum=0.9)
+        ailib.training.train_step(model, xd[:8], yd[:8], loss, opt)  # uncompiled: makes state
+        before = model.layers[0].params["W"]
+        ailib.training.train_step(model, xd[:8], yd[:8], loss, opt)
+        if compiled:
+            (step,) = [s for _, _, s in compiling._STEPS[model]]
+            assert not step.off and before.is_deleted()  # its memory now holds the new W
+        # one array in two places (two layers given the same weights): donated once
+        model.layers[4].params["W"] = model.layers[2].params["W"]
+        for _ in range(2):
+            ailib.training.train_step(model, xd[8:16], yd[8:16], loss, opt)
+        if compiled:
+            assert not step.off
+        runs.append([host(p) for layer in model.layers for p in layer.params.values()])
+    for fast, eager in zip(*runs):
+        np.testing.assert_allclose(fast, eager, rtol=1e-5, atol=1e-6)

@@ -157,6 +157,50 @@ def test_a_captured_constant_is_caught_by_the_check_and_the_step_stays_right() -
             np.testing.assert_array_equal(a.params[key], b.params[key])
 
 
+def test_a_failed_check_raised_as_an_error_leaves_one_step_done() -> None:
+    """Under ``-W error`` the check's warning is an exception after the step ran: it reaches
+    the caller, and the step is not run a second time."""
+    x, y = _data()
+    models = [ailib.Sequential([Dense(6, 8), _CopiesIn(), Dense(8, 3)], seed=0) for _ in "ab"]
+    models[1].compile_steps = False
+    opts = [ailib.optimizers.SGD(0.1) for _ in models]
+    xb, yb = x[:8].astype(np.float32), y[:8]
+    for _ in range(2):  # the first step makes the state, the second traces
+        for model, opt in zip(models, opts):
+            model.train_step(xb, yb, "softmax_cross_entropy", opt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(RuntimeWarning, match="differs from the uncompiled step"):
+            models[0].train_step(xb, yb, "softmax_cross_entropy", opts[0])
+    models[1].train_step(xb, yb, "softmax_cross_entropy", opts[1])
+    for a, b in zip(*(m.layers for m in models)):
+        for key in a.params:
+            np.testing.assert_array_equal(a.params[key], b.params[key])
+
+
+def test_inputs_laid_out_in_fortran_order_replay_like_the_uncompiled_step() -> None:
+    """The trace and the check copy inputs in their own layout: a momentum held in another
+    order than its parameter (as a convolution's gradient can make it) takes the same path
+    through `subtract_scaled` in the replay as outside it."""
+    x, y = _data()
+    out = []
+    for compiled in (True, False):
+        model = ailib.Sequential(zoo.mlp(6, (8,), 3), seed=0)
+        model.compile_steps = compiled
+        opt = ailib.optimizers.SGD(0.1, momentum=0.9)
+        model.fit(x, y, optimizer=opt, batch_size=8, verbose=False)
+        for slots in opt.state.values():
+            if slots["V"].ndim == 2:
+                slots["V"] = np.asfortranarray(slots["V"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            model.fit(x, y, optimizer=opt, epochs=2, batch_size=8, verbose=False)
+        out.append(model)
+    for a, b in zip(*(m.layers for m in out)):
+        for key in a.params:
+            np.testing.assert_array_equal(a.params[key], b.params[key])
+
+
 def test_trace_refuses_writes_into_outside_arrays_and_unrecorded_arrays() -> None:
     outside = np.zeros(3)
 

@@ -104,3 +104,14 @@ def test_a_compiled_numpy_step_records_it_as_one_operation(rng):
     source = steps[0][2].compiled.source()
     assert source.count("subtract_scaled") == 4  # W and b of two Dense layers
     assert "subtract(" not in source.replace("subtract_scaled", "")
+
+
+def test_the_rounding_does_not_depend_on_the_steps_layout(rng):
+    p = rng.standard_normal((33, 70)).astype(np.float32)
+    d = rng.standard_normal((33, 70)).astype(np.float32)
+    a, b, c = p.copy(), p.copy(), p.copy()
+    subtract_scaled(a, 0.03, d)
+    subtract_scaled(b, 0.03, np.asfortranarray(d))
+    subtract_scaled(c, 0.03, d[:, ::-1].copy()[:, ::-1])  # a reversed view of a copy
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, c)

@@ -120,23 +120,24 @@ def axpy_library() -> str | None:
 
 
 _CHARS = {np.dtype(np.float32): "s", np.dtype(np.float64): "d"}
-_char = ctypes.c_char
 
 
 def subtract_scaled(p: np.ndarray, lr: Any, d: np.ndarray) -> np.ndarray:
     """p − lr·d written into ``p`` (see the module docstring); returns ``p``. ``lr``: a Python
-    number or a 0-d array."""
+    number or a 0-d array.
+
+    BLAS runs whenever ``p`` is C-contiguous and writable (parameters are): a ``d`` in any
+    other layout, or sharing ``p``'s memory, is first copied to C order, so the rounding of
+    an element depends on ``p`` alone, never on how ``d`` was laid out."""
     char = _CHARS.get(p.dtype)
     if char is not None and d.dtype == p.dtype and d.shape == p.shape and p.size:
         fn = _library().get(char)
-        if fn is not None and not np.may_share_memory(p, d):
-            try:  # from_buffer: only C-contiguous, writable memory (a copy of nothing)
-                dst = ctypes.addressof(_char.from_buffer(p))
-                src = ctypes.addressof(_char.from_buffer(d))
-            except (TypeError, ValueError, BufferError):
-                pass
-            else:
-                fn(p.size, -float(lr), src, 1, dst, 1)
-                return p
+        if fn is not None and p.flags.c_contiguous and p.flags.writeable:
+            if not d.flags.c_contiguous or np.may_share_memory(p, d):
+                d = np.array(d, order="C")
+            dst = p.__array_interface__["data"][0]
+            src = d.__array_interface__["data"][0]
+            fn(p.size, -float(lr), src, 1, dst, 1)
+            return p
     p -= lr * d
     return p

@@ -655,7 +655,9 @@ class ReplayStep(_Replays):
             # traced on copies: a trace refused halfway must leave the model as it was (the
             # step then runs uncompiled); once it succeeds the originals take the results
             originals = inputs[0]
-            copies = [v.copy() if isinstance(v, np.ndarray) else v for v in originals]
+            # (copies keep each array's memory layout: a result that depends on it, such as a
+            # reduction's order or `subtract_scaled`'s path, is then the uncompiled step's)
+            copies = [v.copy(order="K") if isinstance(v, np.ndarray) else v for v in originals]
             result, rec = trace(self.fn, copies, *inputs[1:])
             for original, copy in zip(originals, copies):
                 if isinstance(original, np.ndarray):
@@ -672,7 +674,7 @@ class ReplayStep(_Replays):
             return result
         if not entry["checked"]:
             entry["checked"] = True
-            copies = [v.copy() if isinstance(v, np.ndarray) else v for v in leaves]
+            copies = [v.copy(order="K") if isinstance(v, np.ndarray) else v for v in leaves]
             replayed = entry["replay"](copies)
             result = self.fn(*inputs)
             if not _same(replayed, result):
