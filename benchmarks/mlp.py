@@ -10,7 +10,9 @@ same initial weights.
 Method (docs/performance.md says why):
 - contenders are built once, their data moved to their device once, then warmed up;
 - every measurement is interleaved (A B C, B C A, ...) and repeated; we report the median
-  samples/s and ratios of medians: to the NumPy reference and to PyTorch eager on the same device;
+  samples/s and, as ratios to the NumPy reference and to PyTorch eager on the same device, the
+  median over rounds of each round's ratio (a slow stretch of a shared machine then slows both
+  sides of a ratio; the ratio of the medians is kept in the JSON as ``*_of_medians``);
 - training is timed on short runs (``--steps`` batches) and on full epochs (``--samples`` rows),
   each a shuffled pass whose mean loss is read back once at the end (so every contender pays one
   device sync per pass, inside the timing);
@@ -184,12 +186,27 @@ def throughput(raw: dict[str, dict[str, list[Any]]], samples: int) -> dict[str, 
     return rows
 
 
+def paired_ratio(row: dict[str, Any], peer: dict[str, Any] | None) -> float | None:
+    """``row`` against ``peer`` (rows of `throughput` from one `interleaved` run): the median
+    over rounds of the ratio of their samples/s in that round, which a slow stretch of the
+    machine (its neighbours' load) moves much less than the ratio of the two medians."""
+    if not peer or not peer.get("samples_per_s"):
+        return None
+    mine, theirs = row.get("all", []), peer.get("all", [])
+    if not mine or len(mine) != len(theirs):
+        return float(row["samples_per_s"] / peer["samples_per_s"])
+    return float(statistics.median(a / b for a, b in zip(mine, theirs)))
+
+
 def add_ratios(rows: dict[str, dict[str, Any]], contenders: dict[str, Contender]) -> None:
-    ref = rows.get("reference", {}).get("samples_per_s")
+    ref = rows.get("reference")
     for name, row in rows.items():
-        peer = rows.get(peer_of(contenders[name]), {}).get("samples_per_s")
-        row["vs_reference"] = row["samples_per_s"] / ref if ref else None
-        row["vs_torch"] = row["samples_per_s"] / peer if peer else None
+        peer = rows.get(peer_of(contenders[name]))
+        row["vs_reference"] = paired_ratio(row, ref)
+        row["vs_torch"] = paired_ratio(row, peer)
+        for key, other in (("vs_reference", ref), ("vs_torch", peer)):
+            median = other.get("samples_per_s") if other else None
+            row[f"{key}_of_medians"] = row["samples_per_s"] / median if median else None
 
 
 # -- peak memory, in a fresh process per contender ----------------------------------------------
@@ -343,8 +360,7 @@ def sweep(
         contenders = {n: build(n, weights) for n in names}
         for c in contenders.values():
             c.load(x[:samples], y[:samples], x[:b])
-            warm = min(samples, 2 * b)
-            timed(c, lambda c=c, s=warm, b=b: c.epoch(s, b))  # warm-up (kernels, buffers)
+            timed(c, lambda c=c, s=samples, b=b: c.epoch(s, b))  # warm-up, at the timed size
         rows = throughput(
             interleaved(contenders, repeats, lambda c, s=samples, b=b: c.epoch(s, b)), samples
         )
@@ -399,6 +415,8 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
 
     def ratio(a: str, b: str, rows_: dict[str, Any], key: str = "samples_per_s") -> float | None:
         if a in rows_ and b in rows_ and rows_[b].get(key):
+            if key == "samples_per_s":
+                return paired_ratio(rows_[a], rows_[b])
             return rows_[a][key] / rows_[b][key]
         return None
 
@@ -804,6 +822,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
         for phase, samples in phases:
             log(f"training, batch {batch}, {phase} ({samples:,} rows) x {args.repeats} repeats")
+            for c in contenders.values():
+                # one untimed pass of this size first: JAX compiles fit's batch gather for the
+                # length of the shuffled order, i.e. once per number of rows trained on
+                timed(c, lambda c=c, s=samples, b=batch: c.epoch(s, b))
             rows = throughput(
                 interleaved(contenders, args.repeats, lambda c, s=samples, b=batch: c.epoch(s, b)),
                 samples,
