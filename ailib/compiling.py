@@ -205,8 +205,16 @@ class CompiledStep:
             # raises it too, or after the step ran (a replay's failed check); either way it is
             # the caller's, and running the step again here would run it twice
             raise
-        except Exception:
+        except Exception as exc:
             self.off = True  # a step that cannot be traced (an Embedding checks its indices)
+            if any(_deleted(v) for v in values):
+                # JAX had already taken (donated) the step's inputs when it failed: there is
+                # nothing left to run the step uncompiled on
+                raise RuntimeError(
+                    f"ailib: the compiled training step failed after taking its inputs "
+                    f"({type(exc).__name__}: {exc}); the model's parameters are lost. Rebuild "
+                    f"or reload the model; model.compile_steps = False runs steps uncompiled"
+                ) from exc
         if self.off:
             # undo what the trace swapped in and drew; this step and every later one run eagerly
             # (a traced Dropout mask would repeat, and its step would round differently)
@@ -232,6 +240,12 @@ class CompiledStep:
         if hits is not None:
             (loss or self.loss).last_correct = (y_pred, y, hits)
         return error, y_pred
+
+
+def _deleted(value: Any) -> bool:
+    """Whether ``value`` is an array whose memory was given away (a donated JAX array)."""
+    is_deleted = getattr(value, "is_deleted", None)
+    return bool(is_deleted()) if callable(is_deleted) else False
 
 
 __all__ = ["CompiledStep", "release", "step_for"]

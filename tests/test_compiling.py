@@ -183,3 +183,23 @@ def test_jax_steps_donate_parameters_and_state_and_copy_an_array_given_twice() -
         runs.append([host(p) for layer in model.layers for p in layer.params.values()])
     for fast, eager in zip(*runs):
         np.testing.assert_allclose(fast, eager, rtol=1e-5, atol=1e-6)
+
+
+def test_a_jax_step_that_fails_after_taking_its_inputs_says_so() -> None:
+    be = _jax()
+    x, y = _data()
+    xd, yd = be.asarray(x.astype("float32")), be.asarray(y, dtype=be.index_dtype)
+    model = ailib.Sequential(zoo.mlp(6, (8,), 3), backend=be, seed=0)
+    opt, loss = optimizers.SGD(0.1), ailib.losses.get("softmax_cross_entropy")
+    for _ in range(2):
+        ailib.training.train_step(model, xd[:8], yd[:8], loss, opt)
+    (step,) = [s for _, _, s in compiling._STEPS[model]]
+
+    def fails_after_donation(values: Any, *args: Any) -> Any:
+        for v in values:
+            v.delete()  # what a donated call does to its inputs
+        raise ValueError("RESOURCE_EXHAUSTED: out of memory")
+
+    step.compiled = fails_after_donation
+    with pytest.raises(RuntimeError, match="failed after taking its inputs .*out of memory"):
+        ailib.training.train_step(model, xd[:8], yd[:8], loss, opt)

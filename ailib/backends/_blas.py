@@ -50,8 +50,9 @@ def _candidates() -> list[str]:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
             for line in maps:
                 path = line.rsplit(" ", 1)[-1].strip()
-                if "blas" in os.path.basename(path).lower() and os.path.realpath(path) not in paths:
-                    paths.append(path)
+                real = os.path.realpath(path)
+                if "blas" in os.path.basename(path).lower() and real not in paths:
+                    paths.append(real)
     except OSError:
         pass
     return paths
