@@ -97,3 +97,14 @@ def test_predict_refuses_nan_input_with_the_range():
     x[7, 2] = np.nan
     with pytest.raises(ValueError, match="x holds NaN values"):
         model.predict(x)
+
+
+def test_take_batch_gives_the_slice_of_the_order_from_every_array(backend, rng):
+    x, y, xd, yd = _data(backend, rng)
+    order = rng.permutation(x.shape[0])
+    od = backend.asarray(order, dtype=backend.index_dtype)
+    got_x, (got_x2, got_y) = backend.take_batch((xd, [xd, yd]), od, 5, 14)
+    rows = order[5:14]
+    np.testing.assert_array_equal(host(got_x), x[rows])
+    np.testing.assert_array_equal(host(got_x2), x[rows])
+    np.testing.assert_array_equal(host(got_y), y[rows])

@@ -271,7 +271,9 @@ class Backend:
     def take_batch(self, arrays: Any, order: Any, start: int, stop: int) -> Any:
         """Rows ``order[start:stop]`` of every array in ``arrays`` (a tuple, whose items may
         be lists of arrays), in the same structure: as one compiled call where the library
-        dispatches each operation separately (JAX), else a slice and a `take_rows` each."""
+        dispatches each operation separately (JAX), else a slice and a `take_rows` each.
+        ``order`` must hold row indices in range for every array (a permutation of the rows,
+        as `fit` draws): they are not checked (``in_range`` of `take_rows`)."""
         if self._take_batch is not None:
             return self._take_batch(arrays, order, start, stop)
         index = order[start:stop]
@@ -279,7 +281,7 @@ class Backend:
         def take(a: Any) -> Any:
             if isinstance(a, (list, tuple)):
                 return type(a)(take(item) for item in a)
-            return self.take_rows(a, index)
+            return self.take_rows(a, index, in_range=True)
 
         return take(arrays)
 

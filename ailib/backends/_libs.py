@@ -148,16 +148,21 @@ def _jit_take(jax: Any, jnp: Any) -> Any:
     """``jnp.take(a, index, axis=0)`` compiled: eager ``jnp.take`` dispatches its index
     arithmetic and the gather one operation at a time (about 0.5 ms a batch on the CPU)."""
     take = jax.jit(lambda a, index: jnp.take(a, index, axis=0))
-    return lambda a, index, out=None, in_range=False: take(a, index)
+    # indices known to be in range: no bounds handling (jnp.take's default fills out-of-range
+    # rows, which costs a compare and a select per element: 59 against 28 µs for 32 MNIST rows)
+    clipped = jax.jit(lambda a, index: jnp.take(a, index, axis=0, mode="clip"))
+    return lambda a, index, out=None, in_range=False: (clipped if in_range else take)(a, index)
 
 
 def _jit_take_batch(jax: Any, jnp: Any) -> Any:
     """`Backend.take_batch` for JAX: the slice of the permutation and the gathers of every
-    array, compiled as one call per batch size (the start is an argument, not a constant)."""
+    array, compiled as one call per batch size (the start is an argument, not a constant). The
+    order is a permutation of the rows, so the gathers skip bounds handling (``mode="clip"``
+    changes nothing for indices in range, and halves the gather's time)."""
 
     def gather(arrays: Any, order: Any, start: Any, size: int) -> Any:
         index = jax.lax.dynamic_slice_in_dim(order, start, size)
-        return jax.tree_util.tree_map(lambda a: jnp.take(a, index, axis=0), arrays)
+        return jax.tree_util.tree_map(lambda a: jnp.take(a, index, axis=0, mode="clip"), arrays)
 
     compiled = jax.jit(gather, static_argnums=3)
 
