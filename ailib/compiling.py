@@ -88,19 +88,25 @@ def release(model: Any) -> bool:
     functions, NumPy's and PyTorch's replays with their buffers (one set of intermediate
     arrays per batch shape, kept while the model lives), CuPy's graphs. The next training step
     compiles afresh. True if there was anything to forget."""
-    return _STEPS.pop(model, None) is not None
+    inference = _INFERENCE.pop(model, None) is not None
+    return _STEPS.pop(model, None) is not None or inference
 
 
 class CompiledStep:
     """One model + loss + optimizer's step, compiled (see the module docstring)."""
 
     def __init__(self, model: Any, loss: Any, optimizer: Any, compiler: Any) -> None:
-        self.model, self.loss, self.optimizer = model, loss, optimizer
+        self._model = weakref.ref(model)  # `_STEPS` is keyed by the model: no strong reference
+        self.loss, self.optimizer = loss, optimizer
         self.compiler = compiler
         self.structure: Any = None
         self.compiled: Any = None
         self.tracing = False
         self.off = False  # set when the step draws random numbers or cannot be traced
+
+    @property
+    def model(self) -> Any:
+        return self._model()
 
     # -- the arrays the step reads and writes -------------------------------------------------
     def _fingerprint(self) -> tuple[Any, ...]:
@@ -161,9 +167,10 @@ class CompiledStep:
     def _pure(self, refs: list[tuple[str, Any, str]]) -> Callable[..., Any]:
         from .training import train_step
 
-        model, loss, optimizer = self.model, self.loss, self.optimizer
+        loss, optimizer = self.loss, self.optimizer
 
         def step(values: list[Any], lr: Any, x: Any, y: Any) -> Any:
+            model = self.model  # (not kept by the compiled function: the model may be freed)
             self.tracing = True
             saved_lr, counters = optimizer.lr, self._counters()
             try:
@@ -242,10 +249,81 @@ class CompiledStep:
         return error, y_pred
 
 
+#: the compiled inference of each model (`infer_for`)
+_INFERENCE: weakref.WeakKeyDictionary[Any, CompiledInference] = weakref.WeakKeyDictionary()
+
+
+def infer_for(model: Any, run: Callable[[list[Any]], list[Any]]) -> CompiledInference | None:
+    """``run`` (the model's eval-mode forward pass over a list of inputs, keeping nothing for
+    backward) compiled where the backend compiles inference (`Backend.inference_compiler`:
+    ``jax.jit`` on JAX, where eager inference dispatches every operation separately), or None.
+    Off with ``model.compile_steps = False``, in train mode, and for a model whose forward
+    pass cannot be traced (it then runs uncompiled from then on)."""
+    compiler = getattr(model.backend, "inference_compiler", None)
+    if compiler is None or model.training or getattr(model, "compile_steps", None) is False:
+        return None
+    entry = _INFERENCE.get(model)
+    if entry is None:
+        entry = _INFERENCE[model] = CompiledInference(model, run, compiler)
+    return None if entry.off else entry
+
+
+class CompiledInference:
+    """A model's eval-mode forward pass as one compiled call: a pure function of the layers'
+    parameters and buffers and the inputs, traced with them swapped in (as `CompiledStep`
+    does for training). Compiled once per input shape and per set of arrays the layers hold
+    (the arrays' names are a static argument: a layer given a new parameter retraces)."""
+
+    def __init__(self, model: Any, run: Callable[[list[Any]], list[Any]], compiler: Any) -> None:
+        # weak: `_INFERENCE` is keyed by the model (``run`` is one of its methods)
+        self._model, self._run = weakref.ref(model), weakref.WeakMethod(run)  # type: ignore[arg-type]
+        self.off = False
+        self.compiled = compiler(self._pure, static_argnums=(2,))
+
+    @property
+    def model(self) -> Any:
+        return self._model()
+
+    def _refs(self) -> tuple[tuple[int, str, str], ...]:
+        return tuple(
+            (i, kind, name)
+            for i, layer in enumerate(self.model.layers)
+            for kind in ("params", "buffers")
+            for name in sorted(getattr(layer, kind))
+        )
+
+    def _swap(self, refs: tuple[tuple[int, str, str], ...], values: list[Any]) -> list[Any]:
+        layers, old = self.model.layers, []
+        for (i, kind, name), value in zip(refs, values):
+            arrays = getattr(layers[i], kind)
+            old.append(arrays[name])
+            arrays[name] = value
+        return old
+
+    def _pure(self, values: list[Any], xs: list[Any], refs: Any) -> list[Any]:
+        saved = self._swap(refs, values)
+        try:
+            return self._run()(xs)
+        finally:
+            self._swap(refs, saved)
+
+    def __call__(self, xs: list[Any]) -> list[Any] | None:
+        """The outputs for inputs ``xs``, or None when the forward pass cannot be traced (the
+        caller runs it uncompiled; so does every later call)."""
+        refs = self._refs()
+        layers = self.model.layers
+        values = [getattr(layers[i], kind)[name] for i, kind, name in refs]
+        try:
+            return list(self.compiled(values, xs, refs))
+        except Exception:
+            self.off = True  # e.g. an Embedding that checks its indices on the host
+            return None
+
+
 def _deleted(value: Any) -> bool:
     """Whether ``value`` is an array whose memory was given away (a donated JAX array)."""
     is_deleted = getattr(value, "is_deleted", None)
     return bool(is_deleted()) if callable(is_deleted) else False
 
 
-__all__ = ["CompiledStep", "release", "step_for"]
+__all__ = ["CompiledInference", "CompiledStep", "infer_for", "release", "step_for"]

@@ -9,7 +9,7 @@ import math
 import os
 from typing import Any, Callable, Iterable, Sequence
 
-from . import backends, batches, graph, losses, optimizers, training
+from . import backends, batches, compiling, graph, losses, optimizers, training
 from .backends import Backend
 from .callbacks import Callback
 from .graph import Symbol
@@ -272,8 +272,14 @@ class Model:
         if not self.built:
             self.build([graph.sample_shape(a) for a in xs])
         with self.backend.context():
-            outs = self._run(xs, None)
+            compiled = compiling.infer_for(self, self._run_inference)
+            outs = compiled(xs) if compiled is not None else None
+            if outs is None:
+                outs = self._run(xs, None)
         return outs[0] if self.single_output else outs
+
+    def _run_inference(self, xs: list[Any]) -> list[Any]:
+        return self._run(xs, None)
 
     def _run(self, xs: list[Any], backprops: list[Any] | None) -> list[Any]:
         """The outputs for inputs ``xs``; appends each call's backprop to ``backprops`` unless

@@ -10,7 +10,7 @@ import pytest
 
 import ailib
 from ailib import compiling, optimizers, zoo
-from ailib.layers import Dense, Dropout, ReLU
+from ailib.layers import BatchNorm1D, Dense, Dropout, Embedding, Flatten, ReLU
 
 from .helpers import assert_close, host
 
@@ -203,3 +203,58 @@ def test_a_jax_step_that_fails_after_taking_its_inputs_says_so() -> None:
     step.compiled = fails_after_donation
     with pytest.raises(RuntimeError, match="failed after taking its inputs .*out of memory"):
         ailib.training.train_step(model, xd[:8], yd[:8], loss, opt)
+
+
+@pytest.mark.parametrize("name", ["numpy", "jax", "torch"])
+def test_a_model_with_compiled_steps_is_freed_with_its_last_reference(name: str) -> None:
+    import gc
+    import weakref
+
+    be = _jax(name)
+    x, y = _data()
+    model = ailib.Sequential(zoo.mlp(6, (8,), 3), backend=be, seed=0)
+    model.fit(x, y, epochs=2, batch_size=8, verbose=False)
+    model.predict(x)
+    assert model in compiling._STEPS
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None  # the compiled step and inference keep no strong reference to it
+
+
+def test_jax_inference_is_compiled_and_equals_the_uncompiled_pass() -> None:
+    be = _jax()
+    x, y = _data(50)
+    layers = [Dense(6, 8), BatchNorm1D(8), ReLU(), Dropout(0.3), Dense(8, 3)]
+    model = ailib.Sequential(layers, backend=be, seed=0)
+    model.fit(x, y, epochs=2, batch_size=8, verbose=False)  # BatchNorm's running statistics
+    fast = host(model.predict(x, batch_size=16))  # 16, 16, 16 and a last batch of 2
+    entry = compiling._INFERENCE[model]
+    assert not entry.off and entry.compiled._cache_size() == 2  # one trace per batch shape
+    model.compile_steps = False
+    slow = host(model.predict(x, batch_size=16))
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-6)
+    model.compile_steps = None
+    compiled_eval, _ = model.evaluate(x, y), model.compile_steps
+    model.compile_steps = False
+    eager_eval = model.evaluate(x, y)
+    assert compiled_eval["accuracy"] == eager_eval["accuracy"]
+    assert abs(compiled_eval["loss"] - eager_eval["loss"]) < 1e-5
+    # a parameter given a new array (another shape) is traced afresh, not read from a stale trace
+    model.compile_steps = None
+    layers[4].params["W"] = be.asarray(np.ones((3, 8), np.float32))
+    layers[4].params["b"] = be.asarray(np.zeros(3, np.float32))
+    fast = host(model.predict(x, batch_size=16))
+    model.compile_steps = False
+    np.testing.assert_allclose(fast, host(model.predict(x, batch_size=16)), rtol=1e-5, atol=1e-6)
+
+
+def test_jax_inference_that_cannot_be_traced_runs_uncompiled() -> None:
+    be = _jax()
+    tokens = np.random.default_rng(0).integers(0, 10, (12, 3))
+    model = ailib.Sequential([Embedding(10, 4), Flatten(), Dense(12, 2)], backend=be, seed=0)
+    expected = host(model.forward(be.asarray(tokens, dtype=be.index_dtype)))
+    got = host(model.predict(tokens))
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert compiling._INFERENCE[model].off  # its index check reads the host: eager from then on
+    np.testing.assert_allclose(host(model.predict(tokens)), expected, rtol=1e-6)

@@ -126,6 +126,9 @@ class Backend:
         index_dtype: the integer dtype of labels and permutations: ``xp.int64``, except
             ``xp.int32`` on JAX (whose int64 needs the process-wide x64 mode).
         mutable: whether arrays can be updated in place (False for JAX).
+        inference_compiler: ``(fn, static_argnums) -> compiled fn`` for a pure function
+            whose array arguments stay valid after the call (``jax.jit`` without donation, on
+            JAX), or None; `Model.infer` runs inference through it (`ailib.compiling`).
         compiler: ``fn -> compiled fn`` for a pure function of arrays (``jax.jit`` on JAX),
             or None; `ailib.compiling` compiles whole training steps with it.
         compile_default: whether models compile their steps unless told not to (JAX: yes;
@@ -151,6 +154,7 @@ class Backend:
         flat_updates: bool = False,
         compiler: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
         compile_default: bool = True,
+        inference_compiler: Callable[..., Callable[..., Any]] | None = None,
         random_cls: type[Random] = Random,
         library: Any = None,
         context: Callable[[], ContextManager[Any]] | None = None,
@@ -174,6 +178,7 @@ class Backend:
         self.mutable = mutable
         self.flat_updates = flat_updates and mutable
         self.compiler = compiler
+        self.inference_compiler = inference_compiler
         self.compile_default = compile_default
         self.library = library
         self._to_host = to_host

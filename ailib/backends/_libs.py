@@ -189,6 +189,7 @@ def make_jax(device: Any = None) -> Backend:
         synchronize=lambda arrays: jax.block_until_ready(arrays),
         mutable=False,
         compiler=lambda fn: _jit(jax, dev, fn),
+        inference_compiler=lambda fn, static_argnums=(): jax.jit(fn, static_argnums=static_argnums),
         library=jax,
         index_dtype=jnp.int32,
         wide_dtype_hook=lambda: _enable_x64(jax),
