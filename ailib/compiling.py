@@ -102,7 +102,7 @@ class CompiledStep:
         self.structure: Any = None
         self.compiled: Any = None
         self.tracing = False
-        self.off = False  # set when the step draws random numbers or cannot be traced
+        self.off = False  # set when the step cannot be traced (then it runs uncompiled)
 
     @property
     def model(self) -> Any:
@@ -157,12 +157,6 @@ class CompiledStep:
             else:
                 getattr(owner, kind)[name] = value
 
-    def _random_layers(self) -> list[Any]:
-        return [layer for layer in self.model.layers if hasattr(layer, "rng")]
-
-    def _counters(self) -> list[int]:
-        return [layer.rng.counter for layer in self._random_layers()]
-
     # -- the pure function -------------------------------------------------------------------
     def _pure(self, refs: list[tuple[str, Any, str]]) -> Callable[..., Any]:
         from .training import train_step
@@ -172,7 +166,7 @@ class CompiledStep:
         def step(values: list[Any], lr: Any, x: Any, y: Any) -> Any:
             model = self.model  # (not kept by the compiled function: the model may be freed)
             self.tracing = True
-            saved_lr, counters = optimizer.lr, self._counters()
+            saved_lr = optimizer.lr
             try:
                 self._put(refs, values)
                 optimizer.lr = lr
@@ -183,8 +177,6 @@ class CompiledStep:
             finally:
                 optimizer.lr = saved_lr
                 self.tracing = False
-            if self._counters() != counters:
-                self.off = True  # masks drawn while tracing would be constants: never again
             return out
 
         return step
@@ -203,7 +195,7 @@ class CompiledStep:
                 self.structure, self.compiled = structure, self.compiler(self._pure(refs))
             self._compiled_for = refs
         values = self._get(refs)
-        iterations, counters = optimizer.iterations, self._counters()
+        iterations = optimizer.iterations
         try:
             with be.context():
                 out = self.compiled(values, float(optimizer.lr), x, y)
@@ -222,13 +214,9 @@ class CompiledStep:
                     f"({type(exc).__name__}: {exc}); the model's parameters are lost. Rebuild "
                     f"or reload the model; model.compile_steps = False runs steps uncompiled"
                 ) from exc
-        if self.off:
-            # undo what the trace swapped in and drew; this step and every later one run eagerly
-            # (a traced Dropout mask would repeat, and its step would round differently)
+            # undo what the trace swapped in; this step and every later one run eagerly
             self._put(refs, values)
             optimizer.iterations = iterations
-            for layer, counter in zip(self._random_layers(), counters):
-                layer.rng.counter = counter
             from .training import train_step
 
             return train_step(self.model, x, y, loss or self.loss, optimizer)

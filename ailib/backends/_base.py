@@ -268,9 +268,7 @@ class Backend:
         in [0, rows of ``a``) (a permutation it drew itself), and NumPy skips checking them
         (two reductions and two reads per call, a third of a small batch's gather)."""
         if self._take_rows is not None:
-            if in_range:
-                return self._take_rows(a, index, out, in_range=True)
-            return self._take_rows(a, index, out)
+            return self._take_rows(a, index, out, in_range=in_range)
         return self.xp.take(a, index, axis=0)
 
     def take_batch(self, arrays: Any, order: Any, start: int, stop: int) -> Any:
