@@ -1,8 +1,11 @@
 """`ailib.backends.subtract_scaled`, every optimizer's W ← W − lr·D: NumPy's one-pass BLAS axpy
-(in place, each element within the last bit of ``p - lr * d``), the fallback for memory BLAS
-cannot take, and the other backends' ``p -= lr * d``."""
+for arrays of at least `_blas.MIN_SIZE` elements (in place, each element within the last bit of
+``p - lr * d``), NumPy's two passes for smaller ones and for memory BLAS cannot take, and the
+other backends' ``p -= lr * d``."""
 
 from __future__ import annotations
+
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -14,26 +17,60 @@ from ailib.backends import _blas, subtract_scaled
 from .helpers import host
 
 
-def _once_or_twice(p, lr, d):
-    """Per element: the exactly rounded p − lr·d, and NumPy's p − fl(lr·d)."""
+def _once_or_twice(p, lr, d, got=None):
+    """Per element: the exactly rounded p − lr·d, and NumPy's p − fl(lr·d). The first is
+    computed in a wider type (rounded twice: it may miss by one ulp, rarely) and, where it
+    differs from both ``got`` and NumPy's, again with exact fractions."""
     lr = p.dtype.type(lr)
     wide = np.float64 if p.dtype == np.float32 else np.longdouble
     once = (p.astype(wide) - wide(lr) * d.astype(wide)).astype(p.dtype)
-    return once, p - lr * d
+    twice = p - lr * d
+    if got is not None:
+        for i in np.flatnonzero((got != once) & (got != twice)):
+            exact = Fraction(float(p.flat[i])) - Fraction(float(lr)) * Fraction(float(d.flat[i]))
+            once.flat[i] = _nearest(exact, p.dtype)
+    return once, twice
+
+
+def _nearest(x, dtype):
+    """The float of ``dtype`` nearest the fraction ``x`` (ties to even)."""
+    lo = dtype.type(float(x))  # float(Fraction) is correctly rounded to float64
+    if dtype == np.float64:
+        return lo
+    candidates = [np.nextafter(lo, dtype.type(-np.inf)), lo, np.nextafter(lo, dtype.type(np.inf))]
+    return min(candidates, key=lambda c: (abs(Fraction(float(c)) - x), int(c.view(np.int32)) & 1))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("shape", [(1,), (37,), (64, 33), (3, 5, 7)])
+@pytest.mark.parametrize("shape", [(1,), (37,), (64, 33), (3, 5, 7), (256, 129), (40000,)])
 def test_numpy_update_is_in_place_and_within_the_last_bit(dtype, shape, rng):
     p = rng.standard_normal(shape).astype(dtype)
     d = rng.standard_normal(shape).astype(dtype)
-    once, twice = _once_or_twice(p, 0.0123, d)
+    original = p.copy()
     before = p.__array_interface__["data"][0]
     got = subtract_scaled(p, 0.0123, d)
+    once, twice = _once_or_twice(original, 0.0123, d, got)
     assert got is p and p.__array_interface__["data"][0] == before
     assert np.all((got == once) | (got == twice))
-    if _blas.available() and p.size >= 64:
-        assert np.count_nonzero(got == once) > np.count_nonzero(got != once)  # the fused loop ran
+    if _blas.available() and p.size >= _blas.MIN_SIZE:
+        differs = once != twice  # where the fused loop shows: most of these are rounded once
+        assert np.count_nonzero(got[differs] == once[differs]) > np.count_nonzero(differs) // 2
+    elif p.size < _blas.MIN_SIZE:
+        np.testing.assert_array_equal(got, twice)  # small: NumPy's two passes, one call less
+
+
+def test_blas_is_used_from_min_size_on(rng):
+    if not _blas.available():
+        pytest.skip("no BLAS axpy found in NumPy's libraries here")
+    for size, fused in ((_blas.MIN_SIZE - 1, False), (_blas.MIN_SIZE, True)):
+        p = rng.standard_normal(size).astype(np.float32)
+        d = rng.standard_normal(size).astype(np.float32)
+        once, twice = _once_or_twice(p, 0.0123, d)
+        got = subtract_scaled(p, 0.0123, d)
+        differs = np.count_nonzero(once != twice)  # elements whose two roundings differ
+        assert differs > 100
+        matches_once = np.count_nonzero((got == once) & (once != twice))
+        assert bool(matches_once > differs // 2) is fused
 
 
 def test_lr_as_a_zero_d_array_gives_the_same(rng):
@@ -74,9 +111,9 @@ def test_other_backends_compute_p_minus_lr_d(backend, rng):
 
 def test_sgd_agrees_with_pytorch_sgd_to_the_last_bit(rng):
     torch = pytest.importorskip("torch")
-    w = rng.standard_normal((128, 70)).astype(np.float32)
-    g = rng.standard_normal((128, 70)).astype(np.float32)
-    layer = ailib.layers.Dense(70, 128)
+    w = rng.standard_normal((256, 130)).astype(np.float32)  # >= MIN_SIZE: BLAS's fused loop
+    g = rng.standard_normal((256, 130)).astype(np.float32)
+    layer = ailib.layers.Dense(130, 256)
     layer.params["W"] = w.copy()
     layer.grads["W"] = g.copy()
     opt = ailib.optimizers.SGD(lr=0.07)
@@ -107,8 +144,8 @@ def test_a_compiled_numpy_step_records_it_as_one_operation(rng):
 
 
 def test_the_rounding_does_not_depend_on_the_steps_layout(rng):
-    p = rng.standard_normal((33, 70)).astype(np.float32)
-    d = rng.standard_normal((33, 70)).astype(np.float32)
+    p = rng.standard_normal((330, 170)).astype(np.float32)  # >= MIN_SIZE: BLAS's path
+    d = rng.standard_normal((330, 170)).astype(np.float32)
     a, b, c = p.copy(), p.copy(), p.copy()
     subtract_scaled(a, 0.03, d)
     subtract_scaled(b, 0.03, np.asfortranarray(d))
