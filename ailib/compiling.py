@@ -18,7 +18,11 @@ What is an argument, so that it can change without a recompile: every array, the
 passed in; integer state entries are taken to be step counts, +1 per step, and stay Python ints
 on the host, so checkpoints and the step never wait for the device). What is a constant of the
 compiled function: shapes, dtypes, hyperparameters other than lr, the layer structure and train
-mode.
+mode. Each step compares the layers (their arrays' names, ``trainable`` and ``training`` flags)
+and the optimizer's settings (``get_config()`` but lr) with those it was compiled for, and
+compiles again where they changed: a layer frozen between two `fit` calls is not updated, a
+momentum changed is used. A layer's own settings (a BatchNorm's momentum) are not compared:
+layers are configured when they are made.
 The compiler recompiles when a shape changes: the last, shorter batch of an epoch compiles once
 more (then both versions are cached; ``drop_last=True`` avoids it).
 
@@ -63,23 +67,24 @@ def step_for(model: Any, loss: Any, optimizer: Any) -> Callable[[Any, Any], Any]
         return None
     if setting is None and not model.backend.compile_default:
         return None
+    steps = _STEPS.get(model)
+    if steps:  # the model's step, if it is for this loss and optimizer
+        known_loss, known_optimizer, step = steps[0]
+        if known_optimizer is optimizer and (loss is step.loss or known_loss == _loss_key(loss)):
+            if step.off or step.tracing:
+                return None
+            return step.bind(loss)
     if any(hasattr(layer, "rng") for layer in model.layers):
         # a step that draws (Dropout) cannot be compiled (its masks would be constants), and
         # the first compiled call is the real step (NumPy's trace, CuPy's first run) or
         # consumes its inputs (JAX donates them): it must not run only to be undone, so such
-        # models are never compiled
+        # models are never compiled (a layer added later: `CompiledStep` checks again)
         return None
-    steps = _STEPS.setdefault(model, [])
-    for known_loss, known_optimizer, step in steps:
-        if known_loss == _loss_key(loss) and known_optimizer is optimizer:
-            if step.off or step.tracing:
-                return None
-            return lambda x, y: step(x, y, loss)
     step = CompiledStep(model, loss, optimizer, compiler)
-    steps[:] = [(_loss_key(loss), optimizer, step)]
+    _STEPS[model] = [(_loss_key(loss), optimizer, step)]
     keys = [(la, name) for la in model.layers if la.trainable for name in la.params]
     if all(key in optimizer.state for key in keys):  # e.g. resumed from a checkpoint
-        return lambda x, y: step(x, y, loss)
+        return step.bind(loss)
     return None  # the first step runs uncompiled: it makes the optimizer's state
 
 
@@ -108,32 +113,66 @@ class CompiledStep:
     def model(self) -> Any:
         return self._model()
 
+    def bind(self, loss: Any) -> Callable[[Any, Any], Any]:
+        """``(x, y) -> self(x, y, loss)`` (one per loss object, kept for the next step)."""
+        bound = self._bound
+        if bound is None or bound[0] is not loss:
+            bound = self._bound = (loss, lambda x, y: self(x, y, loss))
+        return bound[1]
+
+    _bound: tuple[Any, Callable[[Any, Any], Any]] | None = None
+
     # -- the arrays the step reads and writes -------------------------------------------------
-    def _fingerprint(self) -> tuple[Any, ...]:
-        """What `_refs` depends on, cheaper to compare than the refs are to make."""
+    def _fingerprint(self, model: Any) -> tuple[Any, ...]:
+        """What `_refs` and the traced function depend on besides shapes and settings: the
+        layers, their arrays' names and trainable and train-mode flags (a layer frozen after
+        the step was compiled must not be updated by it), and the optimizer state's layout;
+        with the identity of every dict that holds the step's arrays (`_refs` keeps them).
+        Cheaper to compare than the refs are to make."""
         state = self.optimizer.state
         return (
             id(state),
-            len(state),
-            sum(len(slots) for slots in state.values()),
-            *[(layer, tuple(layer.params), tuple(layer.buffers)) for layer in self.model.layers],
+            tuple(map(id, state.values())),
+            sum(map(len, state.values())),
+            *[
+                (
+                    layer,
+                    layer.trainable,
+                    layer.training,
+                    id(params := layer.params),
+                    tuple(params),
+                    id(buffers := layer.buffers),
+                    tuple(buffers),
+                )
+                for layer in model.layers
+            ],
         )
 
-    def _refs(self) -> list[tuple[str, Any, str]]:
-        fingerprint = self._fingerprint()
+    def _refs(self, model: Any) -> tuple[list[tuple[str, Any, str]], list[tuple[Any, str]]]:
+        """The step's arrays as (kind, owner, name) refs, and as (the dict that holds it,
+        key) pairs: the same dicts as long as the fingerprint is the same (it has their ids,
+        and the pairs keep them alive)."""
+        fingerprint = self._fingerprint(model)
         if fingerprint == self._known[0]:
             return self._known[1]
-        refs = self._make_refs()
-        self._known = (fingerprint, refs)
-        return refs
+        refs = self._make_refs(model)
+        state = self.optimizer.state
+        pairs = [
+            (state[owner] if kind == "state" else getattr(owner, kind), name)
+            for kind, owner, name in refs
+        ]
+        self._known = (fingerprint, (refs, pairs))
+        return refs, pairs
 
     _known: tuple[Any, Any] = (None, None)
     _compiled_for: Any = None  # the refs `compiled` was made for
+    _settings: Any = None  # and the optimizer's settings
+    _owners: list[tuple[Any, str]] = []  # the (layer, name) of each "params" ref, in order
 
-    def _make_refs(self) -> list[tuple[str, Any, str]]:
+    def _make_refs(self, model: Any) -> list[tuple[str, Any, str]]:
         refs: list[tuple[str, Any, str]] = []
         state = self.optimizer.state
-        for layer in self.model.layers:
+        for layer in model.layers:
             refs += [("params", layer, name) for name in sorted(layer.params)]
             refs += [("buffers", layer, name) for name in sorted(layer.buffers)]
             for name in sorted(layer.params):
@@ -184,20 +223,29 @@ class CompiledStep:
     def __call__(self, x: Any, y: Any, loss: Any = None) -> tuple[Any, Any]:
         """One step on the batch (x, y); ``loss`` (an equal loss object, default the one
         traced) receives the correct count (`ailib.losses.Loss.correct`)."""
-        model, optimizer, be = self.model, self.optimizer, self.model.backend
-        refs = self._refs()
-        if refs is not self._compiled_for:
-            structure = [
-                (kind, id(owner[0] if kind == "state" else owner), name)
-                for kind, owner, name in refs
-            ]
+        model, optimizer = self._model(), self.optimizer
+        refs, pairs = self._refs(model)
+        settings = _settings(optimizer)
+        if refs is not self._compiled_for or settings != self._settings:
+            if any(hasattr(layer, "rng") for layer in model.layers):
+                self.off = True  # a layer that draws was added: see `step_for`
+                return self._eager(model, x, y, loss)
+            structure = (
+                [
+                    (kind, id(owner[0] if kind == "state" else owner), name)
+                    for kind, owner, name in refs
+                ],
+                [(layer, *flags[:2]) for layer, *flags in self._known[0][3:]],
+                settings,
+            )
             if structure != self.structure:
                 self.structure, self.compiled = structure, self.compiler(self._pure(refs))
-            self._compiled_for = refs
-        values = self._get(refs)
+            self._compiled_for, self._settings = refs, settings
+            self._owners = [(layer, name) for kind, layer, name in refs if kind == "params"]
+        values = [holder[name] for holder, name in pairs]
         iterations = optimizer.iterations
         try:
-            with be.context():
+            with model.backend.context():
                 out = self.compiled(values, float(optimizer.lr), x, y)
         except Warning:
             # a warning turned into an error (``-W error``): raised where the uncompiled step
@@ -217,17 +265,14 @@ class CompiledStep:
             # undo what the trace swapped in; this step and every later one run eagerly
             self._put(refs, values)
             optimizer.iterations = iterations
-            from .training import train_step
-
-            return train_step(self.model, x, y, loss or self.loss, optimizer)
+            return self._eager(model, x, y, loss)
         new, grads, grad_norm, error, y_pred, hits = out
         # integer state entries are step counts (Adam's t): +1 per step, kept on the host
-        new = [v + 1 if isinstance(v, int) else n for v, n in zip(values, new)]
-        self._put(refs, new)
-        owners = [(layer, name) for kind, layer, name in refs if kind == "params"]
+        for (holder, name), value, result in zip(pairs, values, new):
+            holder[name] = value + 1 if isinstance(value, int) else result
         for layer in model.layers:
             layer.zero_grad()
-        for (layer, name), grad in zip(owners, grads):
+        for (layer, name), grad in zip(self._owners, grads):
             if grad is not None:
                 layer.grads[name] = grad
         optimizer.iterations, optimizer.grad_norm = iterations + 1, grad_norm
@@ -235,6 +280,20 @@ class CompiledStep:
         if hits is not None:
             (loss or self.loss).last_correct = (y_pred, y, hits)
         return error, y_pred
+
+    def _eager(self, model: Any, x: Any, y: Any, loss: Any) -> tuple[Any, Any]:
+        from .training import train_step
+
+        return train_step(model, x, y, loss or self.loss, self.optimizer)
+
+
+def _settings(optimizer: Any) -> dict[str, Any]:
+    """The optimizer's settings that are constants of a compiled step: all but the learning
+    rate (an argument of every call). A change (``opt.momentum = 0.5`` between two `fit`
+    calls) makes the step compile again."""
+    settings = optimizer.get_config()
+    settings.pop("lr", None)
+    return settings
 
 
 #: the compiled inference of each model (`infer_for`)

@@ -150,6 +150,8 @@ class Meter:
         self.samples = 0
         self.read_samples = 0
         self.loss = loss
+        #: ``loss.correct``: the count of correct rows the loss formed with the error, if any
+        self.formed = getattr(loss, "correct", None)
         self.hits: list[Any] = []  # per-step counts of correct predictions, summed when read
         self.correct: Any = None
         self.classify = loss is None or loss.accepts_labels
@@ -163,17 +165,16 @@ class Meter:
             self.pending.append(value)
             self.sizes.append(size)
         self.samples += size
-        with self.backend.context():  # CuPy: count on the model's GPU
-            hits = self._hits(y_pred, y_true)
-            if hits is not None:
-                self.hits.append(hits)
+        formed = self.formed  # counted with the loss, where it was
+        hits = formed(y_pred, y_true) if formed is not None else None
+        if hits is None:
+            with self.backend.context():  # CuPy: count on the model's GPU
+                hits = self._hits(y_pred, y_true)
+        if hits is not None:
+            self.hits.append(hits)
 
     def _hits(self, y_pred: Any, y_true: Any) -> Any:
         xp = self.xp
-        formed = getattr(self.loss, "correct", None)  # counted with the loss, where it was
-        known = formed(y_pred, y_true) if formed is not None else None
-        if known is not None:
-            return known
         if self.binary and y_pred.shape[-1] == 1:
             hits = (y_pred > self.threshold) == (y_true > 0.5)
             return xp.sum(xp.astype(hits, self.backend.index_dtype))
@@ -344,11 +345,12 @@ class Trainer:
         )
         step = 0
         for step, (xb, yb) in enumerate(data if parallel is None else parallel.shards(data), 1):
-            size = rows(yb) if parallel is None else parallel.global_rows
+            n = rows(yb)
+            size = n if parallel is None else parallel.global_rows
             if hooks:
                 self._call("on_batch_begin", step, {"size": size})
-            error, y_pred = self._step(xb, yb, epoch, step)
-            meter.add(error, y_pred, yb, rows(yb))
+            error, y_pred = self._step(xb, yb, epoch, step, n)
+            meter.add(error, y_pred, yb, n)
             read = step % self.log_every == 0 or step == steps
             if read:
                 meter.read(epoch, step, accuracy=step == steps, diverge=True)
@@ -376,14 +378,14 @@ class Trainer:
         meter.read(epoch, step, diverge=True)
         return meter.results()
 
-    def _step(self, xb: Any, yb: Any, epoch: int, step: int) -> tuple[Any, Any]:
-        model, acc, parallel, n = self.model, self.accumulator, self.parallel, rows(yb)
+    def _step(self, xb: Any, yb: Any, epoch: int, step: int, n: int) -> tuple[Any, Any]:
+        model, acc, parallel = self.model, self.accumulator, self.parallel
         try:
             error, y_pred = train_step(
                 model, xb, yb, self.loss, self.optimizer, update=acc is None and parallel is None
             )
         except ValueError as exc:
-            if rows(yb) != 1:
+            if n != 1:
                 raise
             raise ValueError(
                 f"{self.who}: epoch {epoch}, step {step} is a batch of one sample, which this "

@@ -222,6 +222,53 @@ def test_a_model_with_compiled_steps_is_freed_with_its_last_reference(name: str)
     assert gone() is None  # the compiled step and inference keep no strong reference to it
 
 
+def _fit_twice(be: Any, compiled: bool | None, between: Any) -> Any:
+    """Two `fit` calls on one model and optimizer, ``between(model, opt)`` in between."""
+    x, y = _data()
+    model = ailib.Sequential(zoo.mlp(6, (8, 5), 3), backend=be, dtype="float64", seed=0)
+    model.compile_steps = compiled
+    opt = optimizers.SGD(0.1, momentum=0.5)
+    model.fit(x, y, optimizer=opt, epochs=2, batch_size=8, verbose=False)
+    between(model, opt)
+    model.fit(x, y, optimizer=opt, epochs=2, batch_size=8, verbose=False)
+    return model
+
+
+def _freeze_first(model: Any, opt: Any) -> None:
+    model.layers[0].trainable = False
+
+
+def _change_settings(model: Any, opt: Any) -> None:
+    opt.momentum, opt.weight_decay = 0.9, 0.01
+
+
+@pytest.mark.parametrize("name", ["numpy", "jax", "torch"])
+@pytest.mark.parametrize("between", [_freeze_first, _change_settings])
+def test_a_change_after_compiling_is_seen_by_the_next_step(name: str, between: Any) -> None:
+    """A layer frozen (trainable = False) or an optimizer setting changed after the step was
+    compiled: the compiled step does what the uncompiled one does (it used to go on updating
+    the frozen layer with the old settings)."""
+    be = _jax(name)
+    fast = _fit_twice(be, None, between)
+    eager = _fit_twice(be, False, between)
+    assert [s.off for _, _, s in compiling._STEPS[fast]] == [False]  # it did compile
+    for a, b in zip(fast.layers, eager.layers):
+        for key in a.params:
+            np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), rtol=1e-12)
+
+
+def test_a_layer_that_draws_added_after_compiling_turns_compiling_off() -> None:
+    x, y = _data()
+    model = ailib.Sequential([Dense(6, 8), ReLU(), Dense(8, 3)], seed=0)
+    opt = optimizers.SGD(0.1)
+    model.fit(x, y, optimizer=opt, epochs=1, batch_size=8, verbose=False)
+    (step,) = [s for _, _, s in compiling._STEPS[model]]
+    assert not step.off
+    model.layers.insert(2, Dropout(0.5))
+    model.fit(x, y, optimizer=opt, epochs=1, batch_size=8, verbose=False)
+    assert step.off  # its masks would have been constants of the replay
+
+
 def test_jax_inference_is_compiled_and_equals_the_uncompiled_pass() -> None:
     be = _jax()
     x, y = _data(50)

@@ -42,7 +42,7 @@ def _numpy_take_rows(
     if out is None:
         return np.take(a, index, axis=0)
     if in_range:
-        return np.take(a, index, axis=0, out=out, mode="clip")
+        return a.take(index, 0, out, "clip")  # the method: np.take's wrapper costs 1 us
     n = a.shape[0]
     if index.size and (int(index.min()) < -n or int(index.max()) >= n):
         raise IndexError(f"row index out of range for {n} rows")

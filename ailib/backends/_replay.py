@@ -577,9 +577,13 @@ def _leaves(values: list[Any], lr: Any, x: Any, y: Any) -> list[Any]:
 
 
 def _signature(leaves: list[Any]) -> Any:
-    return tuple(
-        (v.shape, v.dtype.char) if isinstance(v, np.ndarray) else type(v).__name__ for v in leaves
-    )
+    """The shapes and dtypes of the step's inputs (what a replay is made for)."""
+    try:
+        return tuple([(v.shape, v.dtype) for v in leaves])  # ndarrays (every step of `fit`)
+    except AttributeError:
+        return tuple(
+            (v.shape, v.dtype) if isinstance(v, np.ndarray) else type(v).__name__ for v in leaves
+        )
 
 
 def _same(a: Any, b: Any) -> bool:
