@@ -204,3 +204,29 @@ def test_dense_computes_in_the_dtype_of_its_parameters(backend: ailib.backends.B
     y = layer.forward(backend.asarray(np.ones((4, 3)), dtype="float64"))
     assert y.dtype == backend.xp.float64
     np.testing.assert_allclose(host(y), 3.0)
+
+
+def test_relu_backward_is_the_gradient_where_y_is_positive_on_every_backend(backend):
+    """`ailib.backends.relu_backward`: dE/dY where Y > 0, else 0 (Y NaN or ±0 included), in
+    Y's dtype, a new array (each backend has its own fast path: check they agree)."""
+    y = np.array([[0.0, 1.5, np.nan, 2.0], [-0.0, 3.0, 0.0, np.inf]], dtype=np.float32)
+    g = np.array([[-1.0, 2.0, 3.0, -4.0], [5.0, -6.0, 1e30, np.inf]], dtype=np.float32)
+    yd, gd = backend.asarray(y), backend.asarray(g)
+    out = ailib.backends.relu_backward(yd, gd)
+    expected = np.array([[0.0, 2.0, 0.0, -4.0], [0.0, -6.0, 0.0, np.inf]], dtype=np.float32)
+    assert host(out).dtype == np.float32
+    np.testing.assert_array_equal(host(out), expected)
+    np.testing.assert_array_equal(host(gd), g)  # dE/dY is left as it was
+
+
+def test_relu_backward_through_the_layer_matches_pytorch():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(3).standard_normal((7, 5))
+    x[0, :2] = 0.0  # the subgradient at 0 is 0, as PyTorch's
+    g = np.random.default_rng(4).standard_normal((7, 5))
+    layer = ReLU(dtype="float64")
+    layer.forward(x)
+    ours = layer.backward(g)
+    xt = torch.tensor(x, requires_grad=True)
+    torch.relu(xt).backward(torch.tensor(g))
+    np.testing.assert_array_equal(ours, xt.grad.numpy())

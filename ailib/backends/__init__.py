@@ -174,6 +174,29 @@ def subtract_scaled(p: Any, lr: Any, d: Any) -> Any:
     return p
 
 
+def relu_backward(y: Any, grad: Any) -> Any:
+    """dE/dX = dE/dY ∘ 1[Y > 0] for the output Y = max(X, 0) of a ReLU (Y is 0, positive or
+    NaN) and ``grad`` = dE/dY: a new array, 0 where Y is 0 or NaN (as ``where(Y > 0, dE/dY,
+    0)``; PyTorch's ReLU backward is also 0 where Y is 0). Two array operations on every
+    backend, each the fastest of its library:
+
+    - NumPy: dE/dY · (Y > 0), a product with the boolean mask (``where`` is a slow path there:
+      5x the time of the two ufuncs);
+    - PyTorch: sign(Y) · dE/dY with ``torch.sign`` (0 for NaN; array-api-compat's ``sign``
+      mends NaN with a boolean-mask assignment, 4x the time on the CPU and a host sync on
+      CUDA);
+    - elsewhere (JAX, CuPy, array-api-strict): ``where(Y > 0, dE/dY, 0)``.
+
+    (Where dE/dY is NaN or infinite at a Y of 0, the products of NumPy and PyTorch give NaN,
+    ``where`` gives 0: a gradient that is already not finite, which the loss shows.)"""
+    if isinstance(y, np.ndarray) and isinstance(grad, np.ndarray):
+        return np.multiply(grad, np.greater(y, 0))
+    if type(y).__module__.split(".")[0] == "torch" and type(grad) is type(y):
+        return y.sign().mul_(grad)
+    xp = namespace(y)
+    return xp.where(y > 0, grad, 0.0)
+
+
 def set_backend(name: str | Backend, device: Any = None) -> Backend:
     """Make ``name`` the process-wide default backend; ``backend=`` keywords still override it."""
     global _default
@@ -211,6 +234,7 @@ __all__ = [
     "host_numbers",
     "namespace",
     "quickly_finite",
+    "relu_backward",
     "set_backend",
     "subtract_scaled",
     "to_numpy",
