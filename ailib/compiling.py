@@ -82,8 +82,7 @@ def step_for(model: Any, loss: Any, optimizer: Any) -> Callable[[Any, Any], Any]
         return None
     step = CompiledStep(model, loss, optimizer, compiler)
     _STEPS[model] = [(_loss_key(loss), optimizer, step)]
-    keys = [(la, name) for la in model.layers if la.trainable for name in la.params]
-    if all(key in optimizer.state for key in keys):  # e.g. resumed from a checkpoint
+    if _has_state(model, optimizer):  # e.g. resumed from a checkpoint
         return step.bind(loss)
     return None  # the first step runs uncompiled: it makes the optimizer's state
 
@@ -230,6 +229,14 @@ class CompiledStep:
             if any(hasattr(layer, "rng") for layer in model.layers):
                 self.off = True  # a layer that draws was added: see `step_for`
                 return self._eager(model, x, y, loss)
+            changed = self._settings is not None and settings != self._settings
+            if changed or not _has_state(model, optimizer):
+                # new settings (a momentum where there was none) or a layer unfrozen may need
+                # optimizer state the compiled step does not have, and a trace must not make
+                # it (JAX: it would leak a tracer): this step runs uncompiled and makes it,
+                # the next one compiles afresh
+                self._settings, self._compiled_for, self.structure = settings, None, None
+                return self._eager(model, x, y, loss)
             structure = (
                 [
                     (kind, id(owner[0] if kind == "state" else owner), name)
@@ -284,7 +291,13 @@ class CompiledStep:
     def _eager(self, model: Any, x: Any, y: Any, loss: Any) -> tuple[Any, Any]:
         from .training import train_step
 
-        return train_step(model, x, y, loss or self.loss, self.optimizer)
+        return train_step(model, x, y, loss or self.loss, self.optimizer, compiled=False)
+
+
+def _has_state(model: Any, optimizer: Any) -> bool:
+    """Whether every trainable parameter has its optimizer state (made by its first update)."""
+    state = optimizer.state
+    return all((la, name) in state for la in model.layers if la.trainable for name in la.params)
 
 
 def _settings(optimizer: Any) -> dict[str, Any]:

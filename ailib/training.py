@@ -70,13 +70,14 @@ def train_step(
     optimizer: optimizers.Optimizer,
     *,
     update: bool = True,
+    compiled: bool = True,
 ) -> tuple[Any, Any]:
     """One iteration of the seed's loop on a batch already on the device; returns (E, Y): the
     error (0-d, on the device) and the model's output. ``update=False`` stops after backward,
     leaving dE/dW in the layers' grads (gradient accumulation). Where the backend compiles
     (JAX), the same four steps run as one compiled call (`ailib.compiling`; off with
-    ``model.compile_steps = False``)."""
-    compiled = compiling.step_for(model, loss, optimizer) if update else None
+    ``model.compile_steps = False``, or for this call with ``compiled=False``)."""
+    compiled = compiling.step_for(model, loss, optimizer) if update and compiled else None
     if compiled is not None:
         return compiled(x, y)
     with model.backend.context():  # CuPy: kernels and allocations on the model's GPU
