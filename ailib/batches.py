@@ -390,6 +390,8 @@ def batches_of(
             f"{who}: steps_per_epoch is for an iterable of batches (y=None); with arrays each "
             f"epoch is one pass over them"
         )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"{who}: batch_size must be a positive int, received {batch_size!r}")
     x = check_inputs(model, x, who)
     if rows(x) == 0:
         raise ValueError(f"{who}: x has no samples")

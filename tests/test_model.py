@@ -324,6 +324,11 @@ def test_evaluate_and_predict_check_their_inputs_too() -> None:
         model.evaluate(_x, ["cat"] * 32)
     with pytest.raises(ValueError, match="Sequential.predict: x holds inf"):
         model.predict(_inf_x)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(
+            ValueError, match=f"evaluate: batch_size must be a positive int, received {bad}"
+        ):
+            model.evaluate(_x, _y, batch_size=bad)
 
 
 def test_device_data_is_checked_with_one_read_back(
