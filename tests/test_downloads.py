@@ -92,6 +92,10 @@ def trickles_its_status_line(conn: socket.socket, stats: dict) -> None:
     _send_forever(conn, stats, b"H", pause=0.05)
 
 
+def continues_forever(conn: socket.socket, stats: dict) -> None:
+    _send_forever(conn, stats, b"HTTP/1.1 100 Continue\r\n\r\n", pause=0.001)
+
+
 def stalls(conn: socket.socket, stats: dict) -> None:
     _head(conn, Content_Length=len(BODY))
     stats["stop"].wait(10)
@@ -136,6 +140,11 @@ MISBEHAVIOURS = {
     "trickles its headers": (trickles_its_headers, "too slow: .* after the 1.0 s deadline", True),
     "trickles its status line": (
         trickles_its_status_line,
+        "too slow: .* after the 1.0 s deadline",
+        True,
+    ),
+    "sends '100 Continue' forever": (
+        continues_forever,
         "too slow: .* after the 1.0 s deadline",
         True,
     ),
