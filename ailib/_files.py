@@ -69,6 +69,8 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
     renamed over ``path`` (`os.replace`) when the block ends normally, deleted when it raises.
     Stale temporary files of ``path`` from killed writes are removed first (module docstring)."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory; give the name of a file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     fd, tmp = _locked_temp(path)

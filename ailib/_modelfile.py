@@ -14,7 +14,9 @@ file itself holds, and any fault is a `ModelFileError` naming the file and the f
 4. the params and buffers each layer's config implies (`Layer.array_shapes`, nothing allocated)
    against the config's own list and the stored headers; optimizer arrays against the params
    they belong to;
-5. only then the arrays, each read into one buffer of its declared size (`Archive.read`).
+5. only then the arrays, each read into one buffer of its declared size (`Archive.read`), and
+   the layers' params and buffers checked to be finite (`check_finite`: a model whose weights
+   hold NaN or infinity only ever predicts NaN).
 
 So memory never exceeds the arrays the file really holds, and a config claiming a huge layer is
 refused from a few hundred bytes of headers. `LayerSpec` (steps 3-4 for one layer) is what a model
@@ -410,3 +412,17 @@ def check_arrays(archive: Archive, specs: list[LayerSpec], float_dtype: str) -> 
         raise ModelFileError(
             f"{path}: arrays not described by the config: {', '.join(sorted(unknown)[:20])}"
         )
+
+
+def check_finite(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Every layer array (``layers.<i>.<params|buffers>.<name>``) holds finite numbers only (step
+    5); optimizer state is not checked."""
+    for key, array in arrays.items():
+        if not LAYER_ARRAY.fullmatch(key) or array.dtype.kind != "f":
+            continue
+        bad = array.size - int(np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise ModelFileError(
+                f"{path}: {key} holds {bad} NaN or infinite values of {array.size}; expected "
+                f"finite weights (was the model saved after its training diverged?)"
+            )

@@ -66,7 +66,7 @@ def _check_input(model: Any, x: Any, who: str, check_values: bool, k: int, what:
                 f"received {tuple(x.shape)}"
             )
     if host is not None or check_values:
-        _finite(be, x, who, what)
+        _finite(be, x, who, what, model.dtype)
     return x
 
 
@@ -136,7 +136,7 @@ def _check_target(
                 f"class labels of shape ({n},) instead"
             )
     if floating and n and (host is not None or check_values):
-        _finite(be, y, who, what)
+        _finite(be, y, who, what, model.dtype)
     return y, model.dtype
 
 
@@ -180,15 +180,28 @@ def model_targets(
     return to_device(model, y, dtype)
 
 
-def _finite(be: Any, a: Any, who: str, what: str) -> None:
-    """Raise ValueError naming ``what`` when the floating array ``a`` holds NaN or inf."""
-    if math.prod(a.shape) == 0 or backends.quickly_finite(a):
+#: the largest float32, beyond which float64 values become inf when a float32 model casts them
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _finite(be: Any, a: Any, who: str, what: str, dtype: Any) -> None:
+    """Raise ValueError naming ``what`` when the floating array ``a`` holds NaN or inf, or values
+    that the cast to the model's ``dtype`` would turn into inf (float64 data, float32 model)."""
+    name = getattr(a.dtype, "name", None) or be.dtype_name(a.dtype)  # host arrays: NumPy's
+    narrowing = name == "float64" and be.dtype_name(dtype) == "float32"
+    if math.prod(a.shape) == 0 or (not narrowing and backends.quickly_finite(a)):
         return
     low, high = backends.extremes(be, a)
     if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError(
             f"{who}: {what} holds {'NaN' if math.isnan(low) or math.isnan(high) else 'inf'} "
             f"values (its range is [{low}, {high}]); remove or impute them first"
+        )
+    if narrowing and max(-low, high) > FLOAT32_MAX:
+        raise ValueError(
+            f"{who}: {what} holds values beyond float32's range (its range is [{low:g}, "
+            f"{high:g}], float32 reaches ±{FLOAT32_MAX:.4g}), which the float32 model would "
+            f"turn into inf; rescale them, or use a float64 model"
         )
 
 
@@ -390,6 +403,8 @@ def batches_of(
             f"{who}: steps_per_epoch is for an iterable of batches (y=None); with arrays each "
             f"epoch is one pass over them"
         )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"{who}: batch_size must be a positive int, received {batch_size!r}")
     x = check_inputs(model, x, who)
     if rows(x) == 0:
         raise ValueError(f"{who}: x has no samples")

@@ -258,6 +258,11 @@ class ModelCheckpoint(Callback):
                 "ModelCheckpoint: resume=True needs one file written after every epoch; it "
                 "cannot be combined with save_best_only or a path naming the epoch"
             )
+        if os.path.isdir(self.path):  # found now, not after the first epoch's training
+            raise IsADirectoryError(
+                f"ModelCheckpoint: {self.path} is a directory; give the name of a file to "
+                f"write, e.g. {os.path.join(self.path, 'checkpoint.npz')}"
+            )
         self.save_best_only, self.resume = bool(save_best_only), bool(resume)
         self.tracker = _Monitor("ModelCheckpoint", monitor, mode, min_delta)
         self.saved: list[tuple[int, Path]] = []

@@ -43,7 +43,7 @@ import numpy as np
 
 from . import backends, losses, optimizers
 from ._files import atomic_open
-from ._modelfile import Archive, ModelFileError, check_arrays, check_config
+from ._modelfile import Archive, ModelFileError, check_arrays, check_config, check_finite
 from .backends import Backend
 from .graph import Input
 from .layers import LAYERS
@@ -141,6 +141,11 @@ def _model_entries(model: Model) -> tuple[dict[str, Any], dict[str, np.ndarray]]
             entry[kind] = {}
             for name, value in getattr(layer, kind).items():
                 host = np.ascontiguousarray(model.backend.to_host(value))
+                if host.dtype.kind == "f" and not np.isfinite(host).all():
+                    raise ValueError(
+                        f"save: layer {i} ({layer.name}) {kind} {name!r} holds NaN or infinite "
+                        f"values; expected finite weights (a file of them could not be loaded)"
+                    )
                 arrays[f"layers.{i}.{kind}.{name}"] = host
                 entry[kind][name] = {"shape": list(host.shape), "dtype": host.dtype.name}
         layers.append(entry)
@@ -349,6 +354,7 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         _check_graph(path, config)
         check_arrays(archive, specs, config["dtype"])
         arrays = {key: archive.read(key) for key in archive.members if key != CONFIG_KEY}
+    check_finite(path, arrays)
     return config, arrays
 
 

@@ -101,7 +101,12 @@ class Loss:
         if xp.isdtype(y_true.dtype, "integral"):
             if not self.accepts_labels:
                 raise TypeError(f"{self.name}: y_true must be floating, received {y_true.dtype}")
-            if y_pred.ndim != 2 or tuple(y_true.shape) != (y_pred.shape[0],):
+            if y_pred.ndim != 2:
+                raise ValueError(
+                    f"{self.name}: integer labels need y_pred of shape (N, classes), received "
+                    f"y_pred of shape {tuple(y_pred.shape)}"
+                )
+            if tuple(y_true.shape) != (y_pred.shape[0],):
                 raise ValueError(
                     f"{self.name}: integer labels must have shape ({y_pred.shape[0]},) for "
                     f"y_pred of shape {tuple(y_pred.shape)}, received {tuple(y_true.shape)}"
@@ -154,7 +159,9 @@ class BinaryCrossEntropy(Loss):
     """
 
     def __init__(self, eps: float = 1e-7, *, from_logits: bool = False) -> None:
-        self.eps = eps
+        if not 0.0 < eps < 0.5:
+            raise ValueError(f"BinaryCrossEntropy: eps must lie in (0, 0.5), received {eps}")
+        self.eps = float(eps)
         self.from_logits = bool(from_logits)
 
     def __repr__(self) -> str:
@@ -187,7 +194,9 @@ class CategoricalCrossEntropy(Loss):
     accepts_labels = True
 
     def __init__(self, eps: float = 1e-7) -> None:
-        self.eps = eps
+        if not 0.0 < eps < 1.0:
+            raise ValueError(f"CategoricalCrossEntropy: eps must lie in (0, 1), received {eps}")
+        self.eps = float(eps)
 
     def _value_and_grad(self, xp: Any, y_pred: Any, target: Any) -> tuple[Any, Any]:
         n = max(1, y_pred.shape[0])

@@ -19,6 +19,7 @@ the parameter's name in the model (`named_state`).
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Iterable, Sequence
 
 import array_api_compat
@@ -69,10 +70,15 @@ class Optimizer:
         clip_norm: float | None = None,
     ) -> None:
         who = type(self).__name__
-        if not lr > 0:
-            raise ValueError(f"{who}: lr must be positive, received {lr}")
-        if not weight_decay >= 0:
-            raise ValueError(f"{who}: weight_decay must be >= 0, received {weight_decay}")
+        for name, value in (("lr", lr), ("weight_decay", weight_decay)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"{who}: {name} must be a number, received {value!r}")
+        if not 0 < lr < math.inf:
+            raise ValueError(f"{who}: lr must be positive and finite, received {lr}")
+        if not 0 <= weight_decay < math.inf:
+            raise ValueError(
+                f"{who}: weight_decay must be >= 0 and finite, received {weight_decay}"
+            )
         if clip_norm is not None and not clip_norm > 0:
             raise ValueError(f"{who}: clip_norm must be positive or None, received {clip_norm}")
         self.lr = float(lr)
@@ -202,11 +208,13 @@ class Optimizer:
                     f"name) pair naming one of its params, received {item!r}"
                 )
         lr = float(group.get("lr", self.lr))
-        if not lr > 0:
-            raise ValueError(f"{who}: lr must be positive, received {lr}")
+        if not 0 < lr < math.inf:
+            raise ValueError(f"{who}: lr must be positive and finite, received {lr}")
         weight_decay = group.get("weight_decay")
-        if weight_decay is not None and not weight_decay >= 0:
-            raise ValueError(f"{who}: weight_decay must be >= 0, received {weight_decay}")
+        if weight_decay is not None and not 0 <= weight_decay < math.inf:
+            raise ValueError(
+                f"{who}: weight_decay must be >= 0 and finite, received {weight_decay}"
+            )
         return {
             "members": members,
             "lr_scale": lr / self.lr,
@@ -420,7 +428,7 @@ class RMSprop(Optimizer):
         clip_norm: float | None = None,
     ) -> None:
         super().__init__(lr, weight_decay, groups=groups, clip_norm=clip_norm)
-        if not 0.0 <= alpha < 1.0 or not 0.0 <= momentum < 1.0 or not eps > 0:
+        if not 0.0 <= alpha < 1.0 or not 0.0 <= momentum < 1.0 or not 0 < eps < math.inf:
             raise ValueError(
                 f"RMSprop: need 0 <= alpha < 1, 0 <= momentum < 1 and eps > 0, received "
                 f"alpha={alpha}, momentum={momentum}, eps={eps}"
@@ -498,6 +506,8 @@ class Adam(Optimizer):
                 raise ValueError(
                     f"{type(self).__name__}: {name} must lie in [0, 1), received {beta}"
                 )
+        if not 0.0 <= eps < math.inf:  # as PyTorch: 0 is allowed
+            raise ValueError(f"{type(self).__name__}: eps must be >= 0 and finite, received {eps}")
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
 
     def get_config(self) -> dict[str, Any]:

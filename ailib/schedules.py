@@ -16,8 +16,15 @@ Schedule = Callable[[int], float]
 
 def _positive(who: str, **values: float) -> None:
     for name, value in values.items():
-        if not value > 0:
-            raise ValueError(f"{who}: {name} must be positive, received {value}")
+        if not 0 < value < math.inf:
+            raise ValueError(f"{who}: {name} must be positive and finite, received {value}")
+
+
+def _count(who: str, **values: int) -> None:
+    """Counts (epochs, steps) must be positive ints."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{who}: {name} must be positive and an int, received {value!r}")
 
 
 def constant_schedule(lr: float) -> Schedule:
@@ -31,7 +38,10 @@ def cosine_schedule(base_lr: float, epochs: int, final_lr: float = 0.0) -> Sched
     lr = final + (base − final)·(1 + cos(π(t − 1)/epochs))/2, so t = 1 uses base_lr and the rate
     falls smoothly towards final_lr (which settles the weights instead of letting the last epochs
     bounce between minima). Past ``epochs`` it stays at final_lr."""
-    _positive("cosine_schedule", base_lr=base_lr, epochs=epochs)
+    _positive("cosine_schedule", base_lr=base_lr)
+    _count("cosine_schedule", epochs=epochs)
+    if not 0 <= final_lr < math.inf:
+        raise ValueError(f"cosine_schedule: final_lr must be >= 0 and finite, received {final_lr}")
 
     def lr(t: int) -> float:
         t = min(t, epochs + 1)
@@ -43,7 +53,8 @@ def cosine_schedule(base_lr: float, epochs: int, final_lr: float = 0.0) -> Sched
 def step_schedule(base_lr: float, step_size: int, gamma: float = 0.1) -> Schedule:
     """Step decay: lr = base_lr·γ^⌊(t − 1)/step_size⌋ (PyTorch's StepLR, with t counted from 1):
     every ``step_size`` epochs (or steps) the rate is multiplied by γ."""
-    _positive("step_schedule", base_lr=base_lr, step_size=step_size, gamma=gamma)
+    _positive("step_schedule", base_lr=base_lr, gamma=gamma)
+    _count("step_schedule", step_size=step_size)
     return lambda t: base_lr * gamma ** ((t - 1) // step_size)
 
 
@@ -53,7 +64,8 @@ def warmup_schedule(base_lr: float, warmup: int, then: Schedule | None = None) -
 
     Warmup keeps the first updates small while Adam's second-moment estimate (or BatchNorm's
     statistics) are still noisy; it is usually counted in steps (``unit="step"``)."""
-    _positive("warmup_schedule", base_lr=base_lr, warmup=warmup)
+    _positive("warmup_schedule", base_lr=base_lr)
+    _count("warmup_schedule", warmup=warmup)
 
     def lr(t: int) -> float:
         if t <= warmup:

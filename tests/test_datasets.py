@@ -49,6 +49,10 @@ CORRUPTIONS = {
     "unknown type": lambda b: b[:2] + b"\x42" + b[3:],
     "zero dimensions": lambda b: b[:3] + b"\x00",
     "too many dimensions": lambda b: b[:3] + b"\x03" + b[4:],
+    # consistent sizes, but more axes than NumPy holds (it raised NumPy's own ValueError)
+    "255 dimensions of size 1": lambda b: (
+        bytes([0, 0, 8, 255]) + (1).to_bytes(4, "big") * 255 + b"\x07"
+    ),
     "larger dimension": lambda b: b[:8] + (4).to_bytes(4, "big") + b[12:],
     "truncated data": lambda b: b[:-1],
     "trailing bytes": lambda b: b + b"\x00",

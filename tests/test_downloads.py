@@ -83,6 +83,19 @@ def trickles_unannounced(conn: socket.socket, stats: dict) -> None:
     _send_forever(conn, stats, BODY[:4], pause=0.05)
 
 
+def trickles_its_headers(conn: socket.socket, stats: dict) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\n")
+    _send_forever(conn, stats, b"X", pause=0.05)  # one endless header line, 20 bytes/s
+
+
+def trickles_its_status_line(conn: socket.socket, stats: dict) -> None:
+    _send_forever(conn, stats, b"H", pause=0.05)
+
+
+def continues_forever(conn: socket.socket, stats: dict) -> None:
+    _send_forever(conn, stats, b"HTTP/1.1 100 Continue\r\n\r\n", pause=0.001)
+
+
 def stalls(conn: socket.socket, stats: dict) -> None:
     _head(conn, Content_Length=len(BODY))
     stats["stop"].wait(10)
@@ -110,6 +123,10 @@ def server_error(conn: socket.socket, stats: dict) -> None:
     _head(conn, "500 Internal Server Error", Content_Length=0)
 
 
+def not_found(conn: socket.socket, stats: dict) -> None:
+    _head(conn, "404 Not Found", Content_Length=0)
+
+
 # name -> (behaviour, what the report says, whether the mirror is skipped for the next files)
 MISBEHAVIOURS = {
     "drops a chunked body mid-way": (drops_chunked_mid_body, "dropped mid-file", False),
@@ -120,12 +137,25 @@ MISBEHAVIOURS = {
     "the file and more, unannounced": (the_file_and_more, "more than the published", False),
     "announces 256 MiB": (announces_256_mib, "announces 268435456 bytes", False),
     "trickles 80 bytes/s": (trickles, "too slow: .* after the 1.0 s deadline", True),
+    "trickles its headers": (trickles_its_headers, "too slow: .* after the 1.0 s deadline", True),
+    "trickles its status line": (
+        trickles_its_status_line,
+        "too slow: .* after the 1.0 s deadline",
+        True,
+    ),
+    "sends '100 Continue' forever": (
+        continues_forever,
+        "too slow: .* after the 1.0 s deadline",
+        True,
+    ),
     "stalls after the headers": (stalls, "TimeoutError|timed out", True),
     "short body": (short_body, "ended after 100 of", False),
     "bad checksum": (other_bytes, "does not match the published", False),
     "redirects to file://": (_redirect("file:///etc/passwd"), "to file:///etc/passwd", True),
     "redirects to ftp://": (_redirect("ftp://127.0.0.1/x.gz"), "to ftp://127.0.0.1", True),
+    "redirects to itself": (_redirect("/" + NAME), "HTTP 302 .* infinite loop", False),
     "HTTP 500": (server_error, "HTTP 500", False),
+    "HTTP 404": (not_found, "HTTP 404 Not Found", False),
 }
 
 
@@ -151,7 +181,9 @@ def test_a_misbehaving_mirror_falls_through_to_a_good_one(
         seconds = time.monotonic() - start
     assert path.read_bytes() == BODY
     assert [p.name for p in dest.iterdir()] == [NAME]  # nothing else left behind
-    assert stats["requests"] == [f"GET /{NAME} HTTP/1.1"]
+    assert set(stats["requests"]) == {f"GET /{NAME} HTTP/1.1"}
+    # one request, or a few where a redirect loop is followed until urllib sees it repeat
+    assert len(stats["requests"]) <= 5
     report = capsys.readouterr().err
     assert re.search(f"{re.escape(bad + NAME)}: .*({reason}).*; trying the next mirror", report)
     # cut off within the deadline plus one read timeout (generous margin for a loaded machine)

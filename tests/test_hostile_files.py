@@ -62,6 +62,31 @@ def _setting(**fields: Any) -> Callable[[dict], None]:
     return lambda c: c["layers"][0]["config"].update(fields)
 
 
+def _batchnorm(path: Path, running_var: np.ndarray) -> Path:
+    """A BatchNorm1D(3) file whose running variance is ``running_var``."""
+    config = {
+        **dense_config(4, 3),
+        "layers": [
+            {
+                "class": "BatchNorm1D",
+                "config": {"features": 3},
+                "params": {n: {"shape": [3], "dtype": "float32"} for n in ("gamma", "beta")},
+                "buffers": {
+                    n: {"shape": [3], "dtype": "float32"} for n in ("running_mean", "running_var")
+                },
+            }
+        ],
+    }
+    ones = npy(np.ones(3, np.float32))
+    arrays = {
+        "layers.0.params.gamma.npy": ones,
+        "layers.0.params.beta.npy": ones,
+        "layers.0.buffers.running_mean.npy": ones,
+        "layers.0.buffers.running_var.npy": npy(running_var.astype(np.float32)),
+    }
+    return _model(path, config, arrays)
+
+
 def _pickle_payload() -> np.ndarray:
     """An object array whose unpickling would import the probe module."""
 
@@ -334,6 +359,34 @@ HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
         ),
         r"optimizer.0.W.M holds float32 \(5,\), its parameter is float32 \(3, 4\)",
     ),
+    # -- values no trained model holds -----------------------------------------------------
+    "NaN weights": (
+        lambda p: _model(
+            p,
+            dense_config(4, 3),
+            {**_dense_arrays(), "layers.0.params.W.npy": npy(np.full((3, 4), np.nan, np.float32))},
+        ),
+        "layers.0.params.W holds 12 NaN or infinite values of 12; expected finite weights",
+    ),
+    "an infinite bias": (
+        lambda p: _model(
+            p,
+            dense_config(4, 3),
+            {
+                **_dense_arrays(),
+                "layers.0.params.b.npy": npy(np.array([0, np.inf, 0], np.float32)),
+            },
+        ),
+        "layers.0.params.b holds 1 NaN or infinite values of 3",
+    ),
+    "a NaN running variance": (
+        lambda p: _batchnorm(p, np.array([1.0, np.nan, 1.0])),
+        "layers.0.buffers.running_var holds 1 NaN",
+    ),
+    "a negative running variance": (
+        lambda p: _batchnorm(p, np.array([1.0, -2.0, 1.0])),
+        "running_var holds 1 negative values; expected variances >= 0",
+    ),
     "an array nobody describes": (
         lambda p: _model(
             p, dense_config(4, 3), {**_dense_arrays(), "layers.9.params.W.npy": npy(np.zeros(2))}
@@ -427,6 +480,17 @@ def test_a_consistent_file_still_loads_after_all_checks(tmp_path: Path) -> None:
         tmp_path / "deflated.npz", dense_config(4, 3), compression=zipfile.ZIP_DEFLATED
     )
     assert ailib.load(deflated).layers[0].out_features == 3
+
+
+def test_a_model_with_non_finite_weights_is_not_saved(tmp_path: Path) -> None:
+    """What `load` refuses, `save` does not write: the old file stays as it was."""
+    model = ailib.Sequential(zoo.mlp(4, (3,), 2), backend="numpy", seed=0)
+    path = model.save(tmp_path / "m.npz")
+    before = path.read_bytes()
+    model.layers[-1].params["b"] = model.backend.asarray(np.array([0.0, np.nan], np.float32))
+    with pytest.raises(ValueError, match=r"layer 2 \(Dense\) params 'b' holds NaN or infinite"):
+        model.save(path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["m.npz"]
 
 
 def test_loading_draws_no_initial_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

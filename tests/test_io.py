@@ -4,6 +4,7 @@ atomic writes, and checkpoints that resume exactly."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -400,6 +401,22 @@ def test_a_failed_save_leaves_the_old_file_and_no_debris(
         ailib.Sequential(zoo.mlp(4, (3,), 2), backend="numpy", seed=1).save(saved)
     assert saved.read_bytes() == before
     assert [p.name for p in saved.parent.iterdir()] == [saved.name]
+
+
+def test_saving_over_a_directory_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """The message names the directory (it named a temporary file beside it), no temporary file
+    is made, and fit refuses such a checkpoint path before training, not after the first epoch."""
+    model = ailib.Sequential(zoo.mlp(4, (3,), 2), backend="numpy", seed=1)
+    target = tmp_path / "runs"
+    target.mkdir()
+    with pytest.raises(IsADirectoryError, match=f"^{re.escape(str(target))} is a directory"):
+        model.save(target)
+    assert [p.name for p in tmp_path.iterdir()] == ["runs"] and not any(target.iterdir())
+    x, y = np.zeros((8, 4), np.float32), np.arange(8) % 2
+    before = host(model.layers[0].params["W"]).copy()
+    with pytest.raises(IsADirectoryError, match="ModelCheckpoint: .*runs is a directory"):
+        model.fit(x, y, checkpoint=target, verbose=0)
+    np.testing.assert_array_equal(host(model.layers[0].params["W"]), before)  # not trained
 
 
 # -- checkpoints ----------------------------------------------------------------------------

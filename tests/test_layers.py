@@ -153,6 +153,14 @@ def test_initialisers_have_the_documented_scale(init: str) -> None:
         assert np.abs(w).max() <= limit and np.abs(w).max() > 0.99 * limit
 
 
+def test_leaky_relu_refuses_a_slope_that_is_not_finite() -> None:
+    for alpha in (float("nan"), float("inf")):
+        with pytest.raises(
+            ValueError, match=f"LeakyReLU: alpha must be a finite number, received {alpha}"
+        ):
+            LeakyReLU(alpha)
+
+
 def test_unknown_initialiser_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown initialiser 'ones'"):
         Dense(2, 2, init="ones")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -303,3 +304,29 @@ def test_no_loss_reads_values_back_from_the_device(name: str) -> None:
     for y_true in targets:
         value, grad = loss.value_and_grad(y_pred, y_true, check=False)
         assert value.device.type == "meta" and tuple(grad.shape) == p.shape
+
+
+@pytest.mark.parametrize(
+    "make, fault",
+    [
+        (lambda: BinaryCrossEntropy(eps=0.6), r"eps must lie in \(0, 0.5\), received 0.6"),
+        (lambda: BinaryCrossEntropy(eps=-1e-7), r"eps must lie in \(0, 0.5\)"),
+        (lambda: CategoricalCrossEntropy(eps=0.0), r"eps must lie in \(0, 1\), received 0.0"),
+    ],
+)
+def test_clamping_eps_outside_its_range_is_refused(make: Any, fault: str) -> None:
+    """eps = 0.6 clamped every probability to 0.4; eps = 0 let a zero probability give log 0."""
+    with pytest.raises(ValueError, match=fault):
+        make()
+
+
+@pytest.mark.parametrize("shape", [(6,), (2, 3, 4)])
+def test_labels_for_predictions_that_are_not_rows_name_the_prediction_shape(
+    shape: tuple[int, ...],
+) -> None:
+    be = ailib.backends.get("numpy")
+    z, labels = be.asarray(np.ones(shape, np.float32)), be.asarray(np.zeros(shape[0], np.int64))
+    for loss in (SoftmaxCrossEntropy(), CategoricalCrossEntropy()):
+        fault = rf"integer labels need y_pred of shape \(N, classes\), received y_pred of shape {re.escape(str(shape))}"
+        with pytest.raises(ValueError, match=fault):
+            loss(z, labels)

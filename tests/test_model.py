@@ -324,6 +324,30 @@ def test_evaluate_and_predict_check_their_inputs_too() -> None:
         model.evaluate(_x, ["cat"] * 32)
     with pytest.raises(ValueError, match="Sequential.predict: x holds inf"):
         model.predict(_inf_x)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(
+            ValueError, match=f"evaluate: batch_size must be a positive int, received {bad}"
+        ):
+            model.evaluate(_x, _y, batch_size=bad)
+
+
+def test_float64_values_a_float32_model_would_turn_into_inf_are_refused() -> None:
+    """1e300 is finite in float64 but inf once cast to the model's float32: refused like inf
+    (predict returned inf and fit diverged); a float64 model takes it."""
+    model = _mlp(ailib.backends.get("numpy"))
+    big = _x.astype(np.float64)
+    big[3, 1] = -1e39
+    fault = r"x holds values beyond float32's range \(its range is \[-1e\+39, "
+    with pytest.raises(ValueError, match="Sequential.predict: " + fault):
+        model.predict(big)
+    with pytest.raises(ValueError, match="Sequential.fit: " + fault):
+        model.fit(big, _y, epochs=1, verbose=0)
+    targets = np.full((32, 4), 1e300)
+    with pytest.raises(ValueError, match="Sequential.evaluate: y holds values beyond float32"):
+        model.evaluate(_x, targets, loss="mse")
+    model.predict(_x.astype(np.float64))  # float64 data within float32's range is taken
+    wide = ailib.Sequential([Dense(2, 3)], backend="numpy", dtype="float64", seed=0)
+    assert np.isfinite(host(wide.predict(np.full((2, 2), 1e39)))).all()
 
 
 def test_device_data_is_checked_with_one_read_back(

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 import pytest
 
 import ailib
+from ailib import schedules as S
 from ailib.layers import Dense
 from ailib.optimizers import SGD, Adam, AdamW, RMSprop
 
@@ -90,6 +94,33 @@ def test_bad_hyperparameters_are_refused() -> None:
         Adam(beta1=1.0)
     with pytest.raises(ValueError, match="unknown optimizer 'lbfgs'"):
         ailib.optimizers.get("lbfgs")
+
+
+@pytest.mark.parametrize(
+    "make, fault",
+    [
+        (lambda: SGD(lr=math.inf), "SGD: lr must be positive and finite, received inf"),
+        (lambda: SGD(lr=math.nan), "SGD: lr must be positive and finite, received nan"),
+        (lambda: SGD(0.1, weight_decay=math.inf), "weight_decay must be >= 0 and finite"),
+        (lambda: Adam(eps=-1.0), "Adam: eps must be >= 0 and finite, received -1.0"),
+        (lambda: Adam(eps=math.nan), "Adam: eps must be >= 0 and finite, received nan"),
+        (lambda: RMSprop(eps=math.inf), "eps > 0, received .*eps=inf"),
+        (lambda: SGD(0.1, groups=[{"params": [], "lr": math.inf}]), r"groups\[0\]: lr must be"),
+        (lambda: S.cosine_schedule(0.1, 2.5), "epochs must be positive and an int, received 2.5"),
+        (lambda: S.cosine_schedule(0.1, 5, -0.1), "final_lr must be >= 0 and finite"),
+        (lambda: S.step_schedule(0.1, 0.5), "step_size must be positive and an int, received 0.5"),
+        (lambda: S.warmup_schedule(math.inf, 3), "base_lr must be positive and finite"),
+    ],
+)
+def test_non_finite_and_fractional_hyperparameters_are_refused(make: Any, fault: str) -> None:
+    with pytest.raises(ValueError, match=fault):
+        make()
+
+
+def test_an_lr_that_is_not_a_number_is_refused_by_name() -> None:
+    with pytest.raises(TypeError, match="SGD: lr must be a number, received '0.1'"):
+        SGD("0.1")  # type: ignore[arg-type]
+    assert SGD(np.float32(0.5)).lr == 0.5  # NumPy scalars are numbers
 
 
 def test_cosine_schedule_starts_at_base_and_decays_to_final() -> None:

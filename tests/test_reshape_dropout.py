@@ -41,6 +41,8 @@ def test_reshape_and_flatten_errors(backend: ailib.backends.Backend) -> None:
         layer.forward(backend.asarray(np.zeros((5, 780), dtype=np.float32)))
     with pytest.raises(ValueError, match="Reshape: shape must be"):
         Reshape((0, 3))
+    with pytest.raises(ValueError, match=r"Reshape: shape must be.*received \(True, 4\)"):
+        Reshape((True, 4))  # a bool is not a size
     with pytest.raises(ValueError, match=r"Flatten: expected at least a 2-d input.*\(5,\)"):
         Flatten(backend=backend).forward(backend.asarray(np.zeros(5, dtype=np.float32)))
     assert Reshape(**layer.get_config()).shape == (1, 28, 28)

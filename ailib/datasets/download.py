@@ -11,13 +11,17 @@ allows, a redirect off http/https, a bad checksum) is reported and the next mirr
 Bounds: a mirror never gets more than the published size (plus one byte, to notice) written to
 disk; a download of ``size`` bytes must finish within ``deadline`` seconds (by default
 ``timeout + size / MIN_RATE``), checked after every read, and each read waits at most
-``timeout`` seconds (so a mirror is cut off at most one read timeout after its deadline).
+``timeout`` seconds (so a mirror is cut off at most one read timeout after its deadline). The
+deadline covers the whole exchange, redirects and the response's status line and headers
+included: a server that trickles its headers a byte at a time is cut off like a slow body.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.client
+import io
 import os
 import sys
 import time
@@ -70,7 +74,72 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
     http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
 
-_OPENER = urllib.request.build_opener(_Redirects)
+class _DeadlineReader(io.RawIOBase):
+    """The reads of a response's socket file, refused once the deadline (a `time.monotonic`
+    value) has passed: every read of the status line, the headers and the body checks it, so a
+    server trickling bytes just within each read timeout is still cut off."""
+
+    def __init__(self, inner: Any, end: float, seconds: float) -> None:
+        self.inner, self.end, self.seconds = inner, end, seconds
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if time.monotonic() > self.end:
+            raise TimeoutError(
+                f"too slow: the response was not complete after the {self.seconds:.1f} s "
+                f"deadline; cut off"
+            )
+        data = self.inner.read1(len(buffer))  # one read of the socket at most
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.inner.close()
+        super().close()
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    """An HTTP response that reads its socket through a `_DeadlineReader`."""
+
+    def __init__(self, sock: Any, *args: Any, end: float, seconds: float, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        self.fp = io.BufferedReader(_DeadlineReader(self.fp, end, seconds))
+
+
+#: urllib's handlers of http and https (the latter exists where Python has ssl)
+_HANDLERS = tuple(
+    getattr(urllib.request, name)
+    for name in ("HTTPHandler", "HTTPSHandler")
+    if hasattr(urllib.request, name)
+)
+
+
+class _Deadline(*_HANDLERS):  # type: ignore[misc]
+    """Opens http and https connections whose responses honour one deadline (module docstring);
+    urllib's own handlers give the connection arguments (TLS context and the like)."""
+
+    def __init__(self, end: float, seconds: float) -> None:
+        for handler in _HANDLERS:
+            handler.__init__(self)
+        self.end, self.seconds = end, seconds
+
+    def do_open(self, http_class: Any, req: Any, **kwargs: Any) -> Any:
+        def connection(host: str, **args: Any) -> Any:
+            conn = http_class(host, **args)
+            conn.response_class = functools.partial(
+                _DeadlineResponse, end=self.end, seconds=self.seconds
+            )
+            return conn
+
+        return super().do_open(connection, req, **kwargs)
+
+
+def _opener(end: float, seconds: float) -> urllib.request.OpenerDirector:
+    """An opener that follows redirects to http and https only and gives up at ``end``."""
+    return urllib.request.build_opener(_Redirects, _Deadline(end, seconds))
 
 
 def download(
@@ -137,7 +206,9 @@ def _fetch_verified(
     start, done = time.monotonic(), 0
     try:
         with (
-            _OPENER.open(url, timeout=min(timeout, deadline)) as response,
+            _opener(start + deadline, deadline).open(
+                url, timeout=min(timeout, deadline)
+            ) as response,
             atomic_open(dest) as out,
         ):
             announced = response.headers.get("Content-Length")
@@ -170,7 +241,8 @@ def _fetch_verified(
     except _MirrorFailed:
         raise
     except urllib.error.HTTPError as exc:
-        raise _MirrorFailed(f"HTTP {exc.code} {exc.reason}") from exc
+        reason = " ".join(str(exc.reason).split())  # one line (urllib's loop report has three)
+        raise _MirrorFailed(f"HTTP {exc.code} {reason}") from exc
     except urllib.error.URLError as exc:  # DNS, refused, timeout while connecting
         raise _MirrorFailed(str(getattr(exc, "reason", exc)), dead=True) from exc
     except http.client.IncompleteRead as exc:

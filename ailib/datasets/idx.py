@@ -40,6 +40,8 @@ MAX_BYTES = 1 << 30
 #: deflate's largest possible expansion (zlib's technical notes: 1032:1)
 MAX_DEFLATE_RATIO = 1032
 CHUNK = 1 << 20
+#: the most dimensions read (NumPy 1 holds arrays of at most 32; MNIST's files have 1 or 3)
+MAX_NDIM = 32
 
 
 class IDXFormatError(ValueError):
@@ -112,8 +114,10 @@ def _read_stream(
             f"{', '.join(f'{t:02x}' for t in IDX_TYPES)})"
         )
     stored, ndim = IDX_TYPES[head[2]], head[3]
-    if ndim == 0:
-        raise IDXFormatError(f"{name}: IDX header declares 0 dimensions")
+    if ndim == 0 or ndim > MAX_NDIM:
+        raise IDXFormatError(
+            f"{name}: IDX header declares {ndim} dimensions, expected 1 to {MAX_NDIM}"
+        )
     dims = _read_exact(f, 4 * ndim, digest)
     header = 4 + 4 * ndim
     if len(dims) < 4 * ndim:

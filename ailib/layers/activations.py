@@ -99,6 +99,8 @@ class LeakyReLU(Activation):
         self, alpha: float = 0.01, *, backend: str | Backend | None = None, dtype: Any = None
     ) -> None:
         super().__init__(backend=backend, dtype=dtype)
+        if not math.isfinite(alpha):
+            raise ValueError(f"LeakyReLU: alpha must be a finite number, received {alpha}")
         self.alpha = float(alpha)
 
     def get_config(self) -> dict[str, Any]:

@@ -83,6 +83,28 @@ class _BatchNorm(Layer):
             "buffers": {"running_mean": shape, "running_var": shape},
         }
 
+    @classmethod
+    def from_arrays(
+        cls,
+        config: dict[str, Any],
+        params: dict[str, Any],
+        buffers: dict[str, Any],
+        *,
+        backend: str | Backend | None = None,
+        dtype: Any = None,
+    ) -> Layer:
+        """As `Layer.from_arrays`; a running variance below 0 (which no batch gives, and which
+        makes every eval output NaN) is refused with a ValueError."""
+        layer = super().from_arrays(config, params, buffers, backend=backend, dtype=dtype)
+        xp, var = layer.xp, layer.buffers["running_var"]
+        negative = int(xp.count_nonzero(var < 0))
+        if negative:
+            raise ValueError(
+                f"{cls.__name__}: running_var holds {negative} negative values; expected "
+                f"variances >= 0"
+            )
+        return layer
+
     def reset_parameters(self, rng: Random) -> None:
         """γ = 1, β = 0 and fresh running statistics (nothing is random)."""
         xp, shape, device = self.xp, (self.features,), self.backend.device

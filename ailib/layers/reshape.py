@@ -55,7 +55,9 @@ class Reshape(Layer):
     ) -> None:
         super().__init__(backend=backend, dtype=dtype)
         shape = tuple(shape)
-        if not shape or not all(isinstance(s, int) and s >= 1 for s in shape):
+        if not shape or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape
+        ):
             raise ValueError(
                 f"Reshape: shape must be a non-empty sequence of positive ints, received {shape!r}"
             )
