@@ -406,6 +406,37 @@ class Trainer:
 
 
 # -- entry points ------------------------------------------------------------------------------
+def _is_flag(value: Any) -> bool:
+    """True, False, or what equals one of them as a number (1, 0, NumPy's bools)."""
+    try:
+        return bool(value in (True, False))
+    except (TypeError, ValueError):  # an array: ambiguous
+        return False
+
+
+def _callbacks(callbacks: Any, who: str) -> list[Callback]:
+    """``callbacks`` as a list, refused unless it is a sequence of `Callback` objects."""
+    if isinstance(callbacks, Callback):
+        raise TypeError(
+            f"{who}: callbacks must be a list of Callback objects, received one; "
+            f"pass [{type(callbacks).__name__}(...)]"
+        )
+    try:
+        every = list(callbacks)
+    except TypeError:
+        raise TypeError(
+            f"{who}: callbacks must be a list of ailib.callbacks.Callback objects, received "
+            f"{callbacks!r}"
+        ) from None
+    wrong = [c for c in every if not isinstance(c, Callback)]
+    if wrong:
+        raise TypeError(
+            f"{who}: callbacks must be ailib.callbacks.Callback objects, received "
+            f"{type(wrong[0]).__name__} {wrong[0]!r}"
+        )
+    return every
+
+
 def fit(
     model: Any,
     x: Any,
@@ -493,6 +524,15 @@ def fit(
     ):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{who}: {name} must be a positive int, received {value!r}")
+    for name, value in (("shuffle", shuffle), ("drop_last", drop_last), ("resume", resume)):
+        if not _is_flag(value):
+            raise TypeError(f"{who}: {name} must be True or False, received {value!r}")
+    every = _callbacks(callbacks, who)
+    if validation_data is not None and hasattr(validation_data, "shape"):
+        raise ValueError(
+            f"{who}: validation_data must be an (x, y) pair of arrays or a re-iterable of (x, "
+            f"y) batches, received one array of shape {tuple(validation_data.shape)}"
+        )
     if resume and checkpoint is None:
         raise ValueError(f"{who}: resume=True needs checkpoint=<path> to resume from")
     show = progress_callback(verbose, who)
@@ -537,7 +577,6 @@ def fit(
                 f"{who}: validation_data must be (x, y) arrays or a re-iterable of batches "
                 f"(it is iterated every epoch), received a one-shot iterator"
             )
-    every = list(callbacks)
     if lr_schedule is not None:
         every.insert(0, LearningRateScheduler(lr_schedule))
     if checkpoint is not None:
@@ -627,14 +666,18 @@ def evaluate_batches(
     was_training = model.training
     infer = getattr(model, "infer", model.forward)  # no backprops kept, where the model can
     model.eval()
+    count = 0
     try:
         for xb, yb in batches:
+            count += 1
             out = infer(xb)
             with model.backend.context():
                 value = loss.value_and_grad(out, yb, check=False)[0] if loss else None
             meter.add(value, out, yb, rows(yb))
     finally:
         model.train(was_training)
+    if count == 0 and parallel is None:
+        raise ValueError(f"{who}: the data gave no batch (an empty iterable of batches?)")
     meter.read()
     return meter.results(with_loss=loss is not None)
 

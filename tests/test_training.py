@@ -296,3 +296,28 @@ def test_io_and_the_model_do_not_import_each_other() -> None:
     assert not io_imports & {"model", "training", "callbacks"}, io_imports
     for module in ("model.py", "training.py", "batches.py"):
         assert "io" not in _module_imports(ROOT / "ailib" / module), module
+
+
+def test_fit_and_evaluate_refuse_arguments_of_the_wrong_kind_naming_them() -> None:
+    from ailib import zoo
+
+    model = ailib.Sequential(zoo.mlp(4, (3,), 2), seed=0)
+    x = np.random.default_rng(0).random((10, 4)).astype(np.float32)
+    y = np.random.default_rng(1).integers(0, 2, 10)
+    with pytest.raises(
+        TypeError, match=r"callbacks must be a list of .*Callback objects, received 3"
+    ):
+        model.fit(x, y, callbacks=3, verbose=False)
+    with pytest.raises(TypeError, match="callbacks must be .*Callback objects, received int 3"):
+        model.fit(x, y, callbacks=[3], verbose=False)
+    with pytest.raises(TypeError, match="received one; pass \\[EarlyStopping"):
+        model.fit(x, y, callbacks=ailib.callbacks.EarlyStopping(), verbose=False)
+    with pytest.raises(
+        ValueError, match=r"validation_data must be an \(x, y\) pair .* shape \(10, 4\)"
+    ):
+        model.fit(x, y, validation_data=x, verbose=False)
+    with pytest.raises(TypeError, match="shuffle must be True or False, received 'no'"):
+        model.fit(x, y, shuffle="no", verbose=False)
+    with pytest.raises(ValueError, match="evaluate: the data gave no batch"):
+        model.evaluate([], loss="mse")
+    model.fit(x, y, shuffle=np.False_, drop_last=0, verbose=False)  # NumPy's bools and 0/1 do
