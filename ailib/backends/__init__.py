@@ -185,16 +185,39 @@ def relu_backward(y: Any, grad: Any) -> Any:
     - PyTorch: sign(Y) · dE/dY with ``torch.sign`` (0 for NaN; array-api-compat's ``sign``
       mends NaN with a boolean-mask assignment, 4x the time on the CPU and a host sync on
       CUDA);
-    - elsewhere (JAX, CuPy, array-api-strict): ``where(Y > 0, dE/dY, 0)``.
+    - elsewhere (JAX, CuPy, array-api-strict): ``where(Y > 0, dE/dY, 0)``, the 0 a Python
+      number on JAX (weakly typed) and elsewhere a 0-d array of dE/dY's dtype made once per
+      namespace, dtype and device (array-api-strict before 2.4 takes a Python float in
+      ``where`` as float64).
 
     (Where dE/dY is NaN or infinite at a Y of 0, the products of NumPy and PyTorch give NaN,
     ``where`` gives 0: a gradient that is already not finite, which the loss shows.)"""
     if isinstance(y, np.ndarray) and isinstance(grad, np.ndarray):
         return np.multiply(grad, np.greater(y, 0))
-    if type(y).__module__.split(".")[0] == "torch" and type(grad) is type(y):
+    library = type(y).__module__.split(".")[0]
+    if library == "torch" and type(grad) is type(y):
         return y.sign().mul_(grad)
     xp = namespace(y)
-    return xp.where(y > 0, grad, 0.0)
+    if library == "jax":  # no array kept: one made inside a traced step would be a tracer
+        return xp.where(y > 0, grad, 0.0)
+    return xp.where(y > 0, grad, _zero(xp, grad))
+
+
+#: 0-d zeros by (namespace id, dtype, device): (namespace, zero), the namespace kept alive so
+#: that its id is not reused
+_ZEROS: dict[tuple[int, str, str], tuple[Any, Any]] = {}
+
+
+def _zero(xp: Any, like: Any) -> Any:
+    """A 0-d zero of ``like``'s dtype on its device, made once (see `relu_backward`)."""
+    import array_api_compat
+
+    device = array_api_compat.device(like)
+    key = (id(xp), str(like.dtype), repr(device))
+    found = _ZEROS.get(key)
+    if found is None:
+        found = _ZEROS[key] = (xp, xp.zeros((), dtype=like.dtype, device=device))
+    return found[1]
 
 
 def set_backend(name: str | Backend, device: Any = None) -> Backend:

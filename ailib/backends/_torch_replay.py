@@ -226,13 +226,26 @@ class TorchReplayStep(_Replays):
         self.torch = torch
 
     def _inputs(self, values: list[Any], lr: Any, x: Any, y: Any) -> tuple[Any, ...]:
+        """The inputs as the trace and replay see them: Python numbers as 0-d tensors (step
+        counts int64, the learning rate in the parameters' dtype). Each ``torch.tensor`` costs
+        5-8 µs, and Adam has a step count per parameter (seven tensors a step for the MLP):
+        the counts are made as one tensor whose elements stand in their places (each its own
+        memory: Adam's ``t += 1`` writes into it), and the learning rate's tensor is kept while
+        the rate does not change (the step only reads it)."""
         torch = self.torch
         first = next(v for v in values if isinstance(v, torch.Tensor) and v.is_floating_point())
-        values = [
-            torch.tensor(v, dtype=torch.int64, device=first.device) if isinstance(v, int) else v
-            for v in values
-        ]
-        return values, torch.tensor(lr, dtype=first.dtype, device=first.device), x, y
+        places = [i for i, v in enumerate(values) if isinstance(v, int)]
+        if places:
+            made = torch.tensor([values[i] for i in places], dtype=torch.int64, device=first.device)
+            values = list(values)
+            for i, count in zip(places, made.unbind()):
+                values[i] = count
+        key = (lr, first.dtype, first.device)
+        if self._lr is None or self._lr[0] != key:
+            self._lr = (key, torch.tensor(lr, dtype=first.dtype, device=first.device))
+        return values, self._lr[1], x, y
+
+    _lr: tuple[Any, Any] | None = None  # ((lr, dtype, device), the 0-d tensor of lr)
 
     def __call__(self, values: list[Any], lr: Any, x: Any, y: Any) -> Any:
         torch = self.torch
