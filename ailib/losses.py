@@ -250,36 +250,15 @@ class SoftmaxCrossEntropy(Loss):
 
     def from_labels(self, xp: Any, z: Any, labels: Any) -> tuple[Any, Any, Any]:
         """(E, dE/dZ, number of rows whose top logit is the label's) for logits Z (N, C) and
-        integer labels y (N,), in 16 array operations and no (N, C) one-hot target:
+        integer labels y (N,), with no (N, C) one-hot target:
 
-            E = (1/N) Σₙ (log Σᵢ e^(Zₙᵢ − mₙ) − (Z_{n,yₙ} − mₙ)),   mₙ = Z_{n,argmax Zₙ}
+            E = (1/N) Σₙ (log Σᵢ e^(Zₙᵢ − mₙ) − (Z_{n,yₙ} − mₙ)),   mₙ = max Zₙ
             dE/dZ = (softmax(Z) − e_y)/N
 
-        the label's entries gathered with ``take_along_axis``, e_y applied with one ``where``
-        and the argmax shared by the shift and the count (ties: the first top class, as
-        ``argmax``)."""
-        n = max(1, z.shape[0])
-        index = xp.expand_dims(labels, axis=1)
-        top = xp.argmax(z, axis=1, keepdims=True)
-        shifted = z - xp.take_along_axis(z, top, axis=1)
-        e = xp.exp(shifted)
-        total = xp.sum(e, axis=1, keepdims=True)
-        value = xp.mean(xp.log(total) - xp.take_along_axis(shifted, index, axis=1))
-        e *= (1.0 / n) / total  # P/N, in the fresh array e (in place where arrays are mutable)
-        grad = xp.where(index == self._classes(xp, z.shape[1], labels), e - 1.0 / n, e)
-        return value, grad, xp.count_nonzero(top == index)
-
-    def _classes(self, xp: Any, count: int, labels: Any) -> Any:
-        """0 … count−1 as a row of labels' dtype and device, made once per (namespace, size,
-        dtype, device) (not under JAX, whose traced functions must not keep arrays)."""
-        device = array_api_compat.device(labels)
-        if type(labels).__module__.split(".")[0] == "jax":
-            return xp.arange(count, dtype=labels.dtype, device=device)
-        key = (id(xp), count, str(labels.dtype), repr(device))
-        cache = self.__dict__.setdefault("classes_cache", {})
-        if key not in cache:
-            cache[key] = (xp, xp.arange(count, dtype=labels.dtype, device=device))
-        return cache[key][1]
+        formed by `ailib.backends.softmax_cross_entropy`: 16 array operations of the standard
+        (NumPy, JAX, array-api-strict), fewer kernels where the library has them (PyTorch 8,
+        CuPy 3). Ties: the first top class counts, as ``argmax``."""
+        return backends.softmax_cross_entropy(z, labels)
 
     def _value_and_grad(self, xp: Any, y_pred: Any, target: Any) -> tuple[Any, Any]:
         n = max(1, y_pred.shape[0])

@@ -73,6 +73,7 @@ def count_step(
     steps: int = 3,
     seed: int = 0,
     flat_updates: bool | None = True,
+    kernels: str | None = None,
     **fit_kwargs: Any,
 ) -> dict[str, Any]:
     """The array operations of one `fit` step of ``Sequential(layers)`` with ``optimizer``
@@ -81,12 +82,14 @@ def count_step(
     ``layers`` is a list of layers, or a function of a backend that returns them (e.g.
     ``lambda be: zoo.mlp(backend=be)``). ``flat_updates`` (default True) counts the optimizer
     as GPU backends run it, on one flat buffer (`Backend.flat_updates`); None counts what
-    ``backend`` itself runs. Returns ``{"ops": {part: n}, "views": {...},
+    ``backend`` itself runs. ``kernels`` names the library whose fused operations
+    (`ailib.backends.LAUNCHES`) are counted: by default ``backend``'s own; "cupy" counts CuPy's
+    kernels on any backend (the model computes on ``backend``). Returns ``{"ops": {part: n}, "views": {...},
     "reads": {...}, "names": {part: {operation: n}}, "total": ops of the step}``.
     """
     from .model import Sequential
 
-    counter = backends.counting(backends.get(backend), part_of_caller, flat_updates)
+    counter = backends.counting(backends.get(backend), part_of_caller, flat_updates, kernels)
     made = layers(counter.backend) if callable(layers) else layers
     model = Sequential(made, backend=counter.backend, seed=seed)
     rng = np.random.default_rng(seed)

@@ -74,8 +74,11 @@ def optimizer_for(name: str) -> Any:
     return ailib.optimizers.Adam()
 
 
-def op_counts(backend: str = "numpy", batch: int = 128) -> dict[str, dict[str, Any]]:
-    """`ailib.opcount.count_step` of the benchmark's MLP for each optimizer of `OP_TARGETS`."""
+def op_counts(
+    backend: str = "numpy", batch: int = 128, kernels: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """`ailib.opcount.count_step` of the benchmark's MLP for each optimizer of `OP_TARGETS`,
+    on ``backend``, counting the fused operations as ``kernels``'s (default: the backend's)."""
     from ailib import opcount, zoo
 
     return {
@@ -84,22 +87,52 @@ def op_counts(backend: str = "numpy", batch: int = 128) -> dict[str, dict[str, A
             optimizer_for(name),
             backend=backend,
             batch_size=batch,
+            kernels=kernels,
         )
         for name in OP_TARGETS
     }
 
 
-def op_count_lines(counts: dict[str, dict[str, Any]]) -> list[str]:
-    """A table: one row per optimizer, one column per part of the step."""
+def count_configurations() -> list[tuple[str, str, str | None, bool]]:
+    """(label, backend, kernels, whether its counts have targets) for each configuration
+    counted: CuPy's (on the GPU when one runs here, else its kernels counted on NumPy), PyTorch's
+    own forms (on its CPU tensors: the same calls as on CUDA), and the array API's
+    composition, which NumPy, JAX and array-api-strict run."""
+    from ailib import backends
+
+    configs: list[tuple[str, str, str | None, bool]] = []
+    if backends.why_unavailable("cupy") is None:
+        configs.append(("CuPy", "cupy", None, True))
+    else:
+        configs.append(("CuPy kernels, counted on numpy", "numpy", "cupy", True))
+    if backends.why_unavailable("torch") is None:
+        configs.append(("PyTorch", "torch", None, True))
+    configs.append(("array API (numpy, jax, strict)", "numpy", "numpy", False))
+    return configs
+
+
+def all_op_counts(batch: int = 128) -> dict[str, dict[str, dict[str, Any]]]:
+    """{configuration label: `op_counts`} for every `count_configurations` entry."""
+    return {
+        label: op_counts(backend, batch, kernels)
+        for label, backend, kernels, _ in count_configurations()
+    }
+
+
+def op_count_lines(counts: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """A table: one row per configuration and optimizer, one column per part of the step."""
     from ailib.opcount import PARTS
 
     lines = [
-        "| optimizer | " + " | ".join(PARTS) + " | total | target |",
-        "|---|" + "---:|" * (len(PARTS) + 2),
+        "| kernels | optimizer | " + " | ".join(PARTS) + " | total | target |",
+        "|---|---|" + "---:|" * (len(PARTS) + 2),
     ]
-    for name, c in counts.items():
-        cells = " | ".join(str(c["ops"].get(part, 0)) for part in PARTS)
-        lines.append(f"| {name} | {cells} | **{c['total']}** | ≤ {OP_TARGETS[name]} |")
+    for label, by_optimizer in counts.items():
+        for name, c in by_optimizer.items():
+            cells = " | ".join(str(c["ops"].get(part, 0)) for part in PARTS)
+            lines.append(
+                f"| {label} | {name} | {cells} | **{c['total']}** | ≤ {OP_TARGETS[name]} |"
+            )
     return lines
 
 
@@ -480,15 +513,19 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                     TARGETS["cupy_vs_torch_cuda"],
                     basis=basis_c,
                 )
-    for name, counts in result.get("op_counts", {}).items():
-        add(
-            f"array operations per training step, {name} (batch 128)",
-            counts["total"],
-            OP_TARGETS[name],
-            higher_is_better=False,
-            basis="ailib.opcount on numpy",
-            unit="",
-        )
+    targeted = {label for label, _, _, t in count_configurations() if t}
+    for label, by_optimizer in result.get("op_counts", {}).items():
+        if label not in targeted:
+            continue
+        for name, counts in by_optimizer.items():
+            add(
+                f"array operations per training step, {name} (batch 128)",
+                counts["total"],
+                OP_TARGETS[name],
+                higher_is_better=False,
+                basis=f"ailib.opcount, {label}",
+                unit="",
+            )
     return rows
 
 
@@ -774,8 +811,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     notes = machine.warnings(info) + notes
     for note in notes:
         log("note: " + note)
-    counts = op_counts()
-    log("array operations per training step of the MLP, batch 128 (ailib.opcount, numpy):")
+    counts = all_op_counts()
+    log("array operations per training step of the MLP, batch 128 (ailib.opcount):")
     for line in op_count_lines(counts):
         print("    " + line, flush=True)
     if args.counts:

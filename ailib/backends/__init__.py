@@ -18,14 +18,12 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ContextManager
 
-import numpy as np
-
-from . import _blas
 from ._base import API_VERSION, Backend, BackendUnavailable, Random, to_numpy
 from ._counting import OpCounter, counting
+from ._fused import LAUNCHES, relu_backward, softmax_cross_entropy, subtract_scaled
 from ._host import all_finite, extremes, host_numbers, quickly_finite
 from ._libs import MAKERS
-from ._replay import ReplayStep, TraceError, call_recorded
+from ._replay import ReplayStep, TraceError
 
 NAMES: tuple[str, ...] = tuple(MAKERS)
 ALIASES = {
@@ -159,67 +157,6 @@ def namespace(x: Any) -> Any:
     return array_api_compat.array_namespace(x)
 
 
-def subtract_scaled(p: Any, lr: Any, d: Any) -> Any:
-    """p − lr·d, the update step of every optimizer: written into ``p`` where arrays are
-    mutable (returned either way). ``lr``: a Python number or a 0-d array.
-
-    For NumPy arrays it is one pass of BLAS's axpy (`ailib.backends._blas`; OpenBLAS rounds
-    most elements once, as PyTorch's CPU update does, and may differ from ``p - lr * d`` in the
-    last bit); elsewhere ``p -= lr * d`` (two operations, and on JAX a new array). A compiled
-    NumPy step records it as one operation."""
-    if isinstance(p, np.ndarray) and isinstance(d, np.ndarray):
-        call_recorded(_blas.subtract_scaled, (p, lr, d), writes=p)
-        return p
-    p -= lr * d
-    return p
-
-
-def relu_backward(y: Any, grad: Any) -> Any:
-    """dE/dX = dE/dY ∘ 1[Y > 0] for the output Y = max(X, 0) of a ReLU (Y is 0, positive or
-    NaN) and ``grad`` = dE/dY: a new array, 0 where Y is 0 or NaN (as ``where(Y > 0, dE/dY,
-    0)``; PyTorch's ReLU backward is also 0 where Y is 0). Two array operations on every
-    backend, each the fastest of its library:
-
-    - NumPy: dE/dY · (Y > 0), a product with the boolean mask (``where`` is a slow path there:
-      5x the time of the two ufuncs);
-    - PyTorch: sign(Y) · dE/dY with ``torch.sign`` (0 for NaN; array-api-compat's ``sign``
-      mends NaN with a boolean-mask assignment, 4x the time on the CPU and a host sync on
-      CUDA);
-    - elsewhere (JAX, CuPy, array-api-strict): ``where(Y > 0, dE/dY, 0)``, the 0 a Python
-      number on JAX (weakly typed) and elsewhere a 0-d array of dE/dY's dtype made once per
-      namespace, dtype and device (array-api-strict before 2.4 takes a Python float in
-      ``where`` as float64).
-
-    (Where dE/dY is NaN or infinite at a Y of 0, the products of NumPy and PyTorch give NaN,
-    ``where`` gives 0: a gradient that is already not finite, which the loss shows.)"""
-    if isinstance(y, np.ndarray) and isinstance(grad, np.ndarray):
-        return np.multiply(grad, np.greater(y, 0))
-    library = type(y).__module__.split(".")[0]
-    if library == "torch" and type(grad) is type(y):
-        return y.sign().mul_(grad)
-    xp = namespace(y)
-    if library == "jax":  # no array kept: one made inside a traced step would be a tracer
-        return xp.where(y > 0, grad, 0.0)
-    return xp.where(y > 0, grad, _zero(xp, grad))
-
-
-#: 0-d zeros by (namespace id, dtype, device): (namespace, zero), the namespace kept alive so
-#: that its id is not reused
-_ZEROS: dict[tuple[int, str, str], tuple[Any, Any]] = {}
-
-
-def _zero(xp: Any, like: Any) -> Any:
-    """A 0-d zero of ``like``'s dtype on its device, made once (see `relu_backward`)."""
-    import array_api_compat
-
-    device = array_api_compat.device(like)
-    key = (id(xp), str(like.dtype), repr(device))
-    found = _ZEROS.get(key)
-    if found is None:
-        found = _ZEROS[key] = (xp, xp.zeros((), dtype=like.dtype, device=device))
-    return found[1]
-
-
 def set_backend(name: str | Backend, device: Any = None) -> Backend:
     """Make ``name`` the process-wide default backend; ``backend=`` keywords still override it."""
     global _default
@@ -238,6 +175,7 @@ def get_default() -> Backend:
 __all__ = [
     "API_VERSION",
     "AUTO_ORDER",
+    "LAUNCHES",
     "NAMES",
     "AutoChoice",
     "Backend",
@@ -259,6 +197,7 @@ __all__ = [
     "quickly_finite",
     "relu_backward",
     "set_backend",
+    "softmax_cross_entropy",
     "subtract_scaled",
     "to_numpy",
     "why_unavailable",

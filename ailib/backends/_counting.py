@@ -18,6 +18,12 @@ What is counted, per call:
 Dtype and capability queries (``isdtype``, ``finfo``, ``.shape``) cost nothing and are not
 counted.
 
+A fused operation (`ailib.backends._fused`: ReLU's backward, the optimizers' update, softmax
+cross-entropy from labels) counts as the kernels of the library named by ``kernels`` (the
+backend's own by default) where that library has a form of its own, and as its array-API
+composition, operation by operation, where it has not. ``kernels="cupy"`` on a CPU backend counts
+what CuPy launches without a GPU: the values are the CPU's, the count CuPy's.
+
 Each count is filed under a *part*: ``where()``, a function the caller gives, names the part of
 the program running when the operation was made (ailib.opcount files operations by the ailib
 function that made them: forward, loss, backward, update, ...); without one, every count goes
@@ -62,6 +68,8 @@ class OpCounter:
         ops, views, reads: ``collections.Counter`` of part -> count.
         names: ``collections.Counter`` of (part, operation name) -> count, for reports.
         where: ``() -> str``, the part to file the next operation under.
+        kernels: the library whose forms of the fused operations are counted ("numpy",
+            "torch", "cupy", ...; by default the backend's own).
     """
 
     def __init__(
@@ -69,8 +77,10 @@ class OpCounter:
         base: Backend,
         where: Callable[[], str] | None = None,
         flat_updates: bool | None = None,
+        kernels: str | None = None,
     ) -> None:
         self.base = base
+        self.kernels = kernels or base.name
         self.where = where or (lambda: "all")
         self.ops: collections.Counter[str] = collections.Counter()
         self.views: collections.Counter[str] = collections.Counter()
@@ -121,6 +131,26 @@ class OpCounter:
         if self.base._is_array(value):
             return Counted(value, self)
         return value
+
+
+def fused_call(
+    name: str,
+    launches: dict[str, int],
+    fused: Callable[..., Any],
+    composed: Callable[..., Any],
+    args: tuple[Any, ...],
+) -> Any:
+    """Run the fused operation ``name`` on counted arrays: where the counter's ``kernels``
+    library has a form of its own (``launches[library]`` kernels), count that many operations
+    and compute with ``fused`` on the underlying arrays; elsewhere run ``composed`` on the
+    counted arrays, which counts each of its operations."""
+    counter = next(a._c for a in args if isinstance(a, Counted))
+    n = launches.get(counter.kernels)
+    if n is None:
+        return composed(*args)
+    for _ in range(n):
+        counter.count(name)
+    return counter.wrap(fused(*unwrap(args)))
 
 
 def unwrap(value: Any) -> Any:
@@ -345,12 +375,16 @@ for _name, _fn in _COMPARISONS.items():
 
 
 def counting(
-    backend: Backend, where: Callable[[], str] | None = None, flat_updates: bool | None = None
+    backend: Backend,
+    where: Callable[[], str] | None = None,
+    flat_updates: bool | None = None,
+    kernels: str | None = None,
 ) -> OpCounter:
     """An `OpCounter` around ``backend``: build on ``counter.backend``, read ``counter.ops``.
     ``flat_updates`` overrides the backend's `Backend.flat_updates` (True: count what a GPU
-    backend runs, on the CPU)."""
-    return OpCounter(backend, where, flat_updates)
+    backend runs, on the CPU); ``kernels`` names the library whose fused operations are counted
+    (default: the backend's own; "cupy" counts CuPy's kernels, on the CPU)."""
+    return OpCounter(backend, where, flat_updates, kernels)
 
 
-__all__ = ["Counted", "CountingNamespace", "OpCounter", "counting", "unwrap"]
+__all__ = ["Counted", "CountingNamespace", "OpCounter", "counting", "fused_call", "unwrap"]
