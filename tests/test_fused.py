@@ -125,13 +125,15 @@ def test_pytorchs_forms_launch_what_launches_says() -> None:
     y = be.asarray(np.maximum(rng.standard_normal((16, 10)), 0).astype(np.float32))
     p, d = z * 1.0, z * 2.0
     lr = be.asarray(np.float32(0.1))
-    assert _torch_kernels(ailib.backends.softmax_cross_entropy, z, labels) == (
-        LAUNCHES["softmax_cross_entropy"]["torch"]
+    assert (
+        _torch_kernels(ailib.backends.softmax_cross_entropy, z, labels)
+        == (LAUNCHES["softmax_cross_entropy"]["torch"])
     )
     assert _torch_kernels(ailib.backends.relu_backward, y, z) == LAUNCHES["relu_backward"]["torch"]
     for rate in (0.1, lr):
-        assert _torch_kernels(ailib.backends.subtract_scaled, p, rate, d) == (
-            LAUNCHES["subtract_scaled"]["torch"]
+        assert (
+            _torch_kernels(ailib.backends.subtract_scaled, p, rate, d)
+            == (LAUNCHES["subtract_scaled"]["torch"])
         )
 
 
@@ -160,9 +162,10 @@ def test_a_fused_operation_counts_as_the_kernels_of_the_library_named(kernels: s
     counter.reset()
     ailib.backends.relu_backward(grad, z)
     assert counter.total == LAUNCHES["relu_backward"].get(kernels, 2)
-    assert all(name == "relu_backward" for _, name in counter.names) or kernels not in LAUNCHES[
-        "relu_backward"
-    ]
+    assert (
+        all(name == "relu_backward" for _, name in counter.names)
+        or kernels not in LAUNCHES["relu_backward"]
+    )
 
 
 # -- CuPy's kernel sources, on the host ---------------------------------------------------------
