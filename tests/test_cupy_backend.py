@@ -529,3 +529,16 @@ def test_compiled_steps_on_a_cupy_that_refuses_cublas_in_captures_run_uncompiled
         for name in a.params:
             np.testing.assert_array_equal(np.asarray(a.params[name]), np.asarray(b.params[name]))
     assert opts[0].iterations == opts[1].iterations == 5
+
+
+def test_the_nccl_communicator_is_made_on_the_ranks_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ncclCommInitRank binds the device current at the call: the rank's, not GPU 0."""
+    from ailib.distributed import _launch, _nccl
+
+    be, _ = _build(1)
+    made_on = []
+    monkeypatch.setattr(
+        _nccl, "NCCLCommunicator", lambda comm, timeout: made_on.append(FakeDevice.current)
+    )
+    _launch._make("nccl", be, types.SimpleNamespace(comm=None), None)
+    assert made_on == [1] and FakeDevice.current == 0
