@@ -14,6 +14,7 @@ once at the end), ``predict`` (inference on the loaded test rows) and ``synchron
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -103,6 +104,9 @@ class Ailib(Contender):
             layer.params["b"] = self.be.asarray(np.array(b))
         self.model.compile_steps = compiled  # None: the backend's default (ailib.compiling)
         self.optimizer = ailib.optimizers.SGD(lr=LR)
+        #: what ailib warned while training (a compiled step that runs uncompiled: CuPy 14
+        #: cannot capture cuBLAS in a CUDA graph), for the results' notes
+        self.notes: list[str] = []
 
     def load(self, x: np.ndarray, y: np.ndarray, x_test: np.ndarray) -> None:
         self.x, self.y = self.be.asarray(x), self.be.asarray(y)
@@ -114,15 +118,20 @@ class Ailib(Contender):
             if samples >= self.x.shape[0]
             else (self.x[:samples, ...], self.y[:samples])
         )
-        history = self.model.fit(
-            x,
-            y,
-            loss="softmax_cross_entropy",
-            optimizer=self.optimizer,
-            epochs=1,
-            batch_size=batch_size,
-            verbose=False,  # timed: no progress display
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            history = self.model.fit(
+                x,
+                y,
+                loss="softmax_cross_entropy",
+                optimizer=self.optimizer,
+                epochs=1,
+                batch_size=batch_size,
+                verbose=False,  # timed: no progress display
+            )
+        for w in caught:
+            note = f"{self.name}: {w.category.__name__}: {w.message}"
+            if note not in self.notes:
+                self.notes.append(note)
         return history["loss"][-1]
 
     def predict(self) -> None:

@@ -876,6 +876,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 )
             block[phase] = rows
         result["training"][str(batch)] = block
+        for c in contenders.values():  # what ailib warned (a compiled step run uncompiled)
+            for note in getattr(c, "notes", []):
+                if note not in notes:
+                    log("note: " + note)
+                    notes.append(note)
         save_partial(result, args.out)
 
     log(f"inference: predict on {TEST_ROWS:,} rows")

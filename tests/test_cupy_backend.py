@@ -5,6 +5,7 @@ way CuPy can fail to run gives `BackendUnavailable` with the reason and the fix.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import types
 import warnings
@@ -68,6 +69,9 @@ class FakeArray(np.ndarray):
 
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
         FakeArray.kernels.append(FakeDevice.current)
+        capture = FakeStream.capturing()
+        if capture is not None:
+            return capture.queue(ufunc, method, inputs, kwargs)
         plain = [np.asarray(a) if isinstance(a, FakeArray) else a for a in inputs]
         out = kwargs.get("out")
         if out is not None:
@@ -76,6 +80,84 @@ class FakeArray(np.ndarray):
         if out is not None:
             return out[0] if len(out) == 1 else out
         return result.view(FakeArray) if isinstance(result, np.ndarray) else result
+
+
+class CudaRuntimeError(RuntimeError):
+    pass
+
+
+class FakeStream:
+    """cupy.cuda.Stream with CuPy 14's capture rules: ``with`` makes it current; during a
+    capture, kernels are queued into the graph (their outputs not yet written), a matrix
+    product raises CuPy's NotImplementedError where ``refuse_cublas`` (cublas.setStream), and
+    ``synchronize`` raises and invalidates the capture."""
+
+    current: FakeStream | None = None
+    refuse_cublas = True
+    captures = 0  # begin_capture calls
+
+    def __init__(self, null: bool = False, non_blocking: bool = False) -> None:
+        self.non_blocking = non_blocking
+        self.ops: list[tuple[Any, ...]] | None = None  # queued kernels while capturing
+        self.invalid = False
+        self._stack: list[FakeStream | None] = []
+
+    @staticmethod
+    def capturing() -> FakeStream | None:
+        s = FakeStream.current
+        return s if s is not None and s.ops is not None else None
+
+    def __enter__(self) -> FakeStream:
+        self._stack.append(FakeStream.current)
+        FakeStream.current = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        FakeStream.current = self._stack.pop()
+
+    def begin_capture(self, mode: int | None = None) -> None:
+        assert self.non_blocking and mode == 2  # cudaStreamCaptureModeRelaxed
+        FakeStream.captures += 1
+        self.ops, self.invalid = [], False
+
+    def end_capture(self) -> FakeGraph:
+        ops, invalid, self.ops = self.ops, self.invalid, None
+        if invalid:
+            raise CudaRuntimeError("cudaErrorStreamCaptureInvalidated: operation failed")
+        return FakeGraph(ops or [])
+
+    def synchronize(self) -> None:
+        if self.ops is not None:
+            self.invalid = True
+            raise CudaRuntimeError("cudaErrorStreamCaptureUnsupported: operation not permitted")
+
+    def queue(self, ufunc: Any, method: str, inputs: Any, kwargs: dict[str, Any]) -> Any:
+        if ufunc is np.matmul and FakeStream.refuse_cublas:
+            raise NotImplementedError(
+                "calling cuBLAS API during stream capture is currently unsupported"
+            )
+        plain = [np.asarray(a) if isinstance(a, FakeArray) else a for a in inputs]
+        out = np.empty_like(getattr(ufunc, method)(*plain, **kwargs)).view(FakeArray)
+        out[...] = np.nan  # queued, not run: written by each launch
+        self.ops.append((ufunc, method, plain, kwargs, out))
+        return out
+
+
+class FakeGraph:
+    launches = 0
+
+    def __init__(self, ops: list[tuple[Any, ...]]) -> None:
+        self.ops = ops
+
+    def launch(self, stream: Any = None) -> None:
+        FakeGraph.launches += 1
+        for ufunc, method, inputs, kwargs, out in self.ops:
+            np.asarray(out)[...] = getattr(ufunc, method)(*inputs, **kwargs)
+
+
+class FakePool:
+    def malloc(self, size: int) -> None:
+        raise AssertionError("not called by the stand-ins")
 
 
 class RecordingXP:
@@ -113,9 +195,36 @@ def fake_cupy(count: int = 2, count_error: Exception | None = None) -> Any:
         getDeviceCount=get_device_count,
         driverGetVersion=lambda: 12020,
         runtimeGetVersion=lambda: 13000,
+        streamCaptureModeRelaxed=2,
     )
+    default_stream = FakeStream()
+
+    @contextlib.contextmanager
+    def using_allocator(allocator: Any = None) -> Iterator[None]:
+        yield
+
+    cuda = types.SimpleNamespace(
+        runtime=runtime,
+        Device=FakeDevice,
+        Stream=FakeStream,
+        MemoryPool=FakePool,
+        using_allocator=using_allocator,
+        get_current_stream=lambda: FakeStream.current or default_stream,
+    )
+
+    def asarray(a: Any, dtype: Any = None) -> FakeArray:
+        return np.array(a, dtype=dtype).view(FakeArray)
+
+    def full(shape: Any, value: Any, dtype: Any = None) -> FakeArray:
+        return np.full(shape, value, dtype=dtype).view(FakeArray)
+
     return types.SimpleNamespace(
-        cuda=types.SimpleNamespace(runtime=runtime, Device=FakeDevice), ndarray=FakeArray
+        __version__="14.2.0",
+        cuda=cuda,
+        ndarray=FakeArray,
+        asarray=asarray,
+        full=full,
+        int64=np.int64,
     )
 
 
@@ -129,6 +238,8 @@ class CudaError(RuntimeError):
 def _current_device_zero() -> None:
     FakeDevice.current = 0
     FakeDevice.synced = []
+    FakeStream.current, FakeStream.refuse_cublas, FakeStream.captures = None, True, 0
+    FakeGraph.launches = 0
 
 
 def _build(device: Any = 1, **kwargs: Any) -> tuple[ailib.backends.Backend, RecordingXP]:
@@ -347,3 +458,87 @@ def test_the_cuda_extras_install_what_cupy_needs_to_run_kernels() -> None:
     extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
     assert any(r.startswith("cupy-cuda12x[ctk]") for r in extras["cuda12"]), extras["cuda12"]
     assert any(r.startswith("cupy-cuda13x[ctk]") for r in extras["cuda13"]), extras["cuda13"]
+
+
+# -- compiled steps: CUDA graphs ------------------------------------------------------------
+def test_graph_capture_problem_names_cupys_refusal_of_cublas_once_per_device() -> None:
+    cupy = fake_cupy()
+    reason = _cupy.graph_capture_problem(cupy, FakeDevice(1))
+    assert reason is not None
+    assert "CuPy 14.2.0 cannot capture a matrix product in a CUDA graph on device 1" in reason
+    assert "NotImplementedError: calling cuBLAS API during stream capture" in reason
+    assert "cupy/cupy#6290" in reason
+    assert FakeStream.capturing() is None and FakeDevice.current == 0  # capture ended, device left
+    assert _cupy.graph_capture_problem(cupy, FakeDevice(1)) == reason
+    assert FakeStream.captures == 1  # asked once per process and device
+    _cupy.graph_capture_problem(cupy, FakeDevice(0))
+    assert FakeStream.captures == 2
+
+
+def test_graph_capture_problem_is_none_where_a_captured_matrix_product_replays() -> None:
+    FakeStream.refuse_cublas = False
+    assert _cupy.graph_capture_problem(fake_cupy(), FakeDevice(0)) is None
+    assert FakeGraph.launches == 1  # the graph ran, and its product was checked
+    broken = fake_cupy()
+    real_launch = FakeGraph.launch
+    try:
+        FakeGraph.launch = lambda self, stream=None: None  # type: ignore[method-assign]
+        reason = _cupy.graph_capture_problem(broken, FakeDevice(0))
+    finally:
+        FakeGraph.launch = real_launch  # type: ignore[method-assign]
+    assert reason is not None and "computed [[nan, nan], [nan, nan]]" in reason
+
+
+def test_a_failed_capture_raises_what_failed_not_the_invalidated_capture() -> None:
+    stream = FakeStream(non_blocking=True)
+
+    def sync_inside() -> None:
+        stream.synchronize()  # invalid in a capture: the capture is invalidated too
+
+    with pytest.raises(CudaRuntimeError, match="cudaErrorStreamCaptureUnsupported"):
+        _cupy._captured(stream, 2, sync_inside)
+    assert stream.ops is None  # the capture was ended all the same
+    graph, out = _cupy._captured(stream, 2, lambda: 3)
+    assert isinstance(graph, FakeGraph) and out == 3
+
+
+def test_compiled_steps_on_a_cupy_that_refuses_cublas_in_captures_run_uncompiled_once_said() -> (
+    None
+):
+    """CuPy 14: the graph step asks once, warns once, then every step runs as the uncompiled one
+    does, without a capture of the real step."""
+    be, _ = _build(1)
+    rng = np.random.default_rng(0)
+    x = be.asarray(rng.standard_normal((8, 3)))
+    y = be.asarray(rng.integers(0, 2, 8), dtype=be.index_dtype)
+    models = []
+    for compiled in (True, False):
+        model = ailib.Sequential([Dense(3, 4), Dense(4, 2)], backend=be, dtype="float64", seed=0)
+        model.compile_steps = compiled
+        models.append(model)
+    opts = [ailib.optimizers.Adam(0.01), ailib.optimizers.Adam(0.01)]
+    with pytest.warns(RuntimeWarning) as caught:
+        for _ in range(5):
+            for model, opt in zip(models, opts):
+                model.train_step(x, y, "softmax_cross_entropy", opt)
+    said = [str(w.message) for w in caught]
+    assert len(said) == 1 and "the step runs uncompiled" in said[0], said
+    assert "cannot capture a matrix product" in said[0] and "cuBLAS" in said[0]
+    assert FakeStream.captures == 1  # the probe's: the step itself was never captured
+    for a, b in zip(*(m.layers for m in models)):
+        for name in a.params:
+            np.testing.assert_array_equal(np.asarray(a.params[name]), np.asarray(b.params[name]))
+    assert opts[0].iterations == opts[1].iterations == 5
+
+
+def test_the_nccl_communicator_is_made_on_the_ranks_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ncclCommInitRank binds the device current at the call: the rank's, not GPU 0."""
+    from ailib.distributed import _launch, _nccl
+
+    be, _ = _build(1)
+    made_on = []
+    monkeypatch.setattr(
+        _nccl, "NCCLCommunicator", lambda comm, timeout: made_on.append(FakeDevice.current)
+    )
+    _launch._make("nccl", be, types.SimpleNamespace(comm=None), None)
+    assert made_on == [1] and FakeDevice.current == 0

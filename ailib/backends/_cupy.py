@@ -252,6 +252,13 @@ class GraphStep:
     its own outputs at the next launch; the gradients are the graph's and are valid until
     then). A capture that fails (an operation that cannot be captured) turns graphs off for
     this step, with a warning, and the step runs uncompiled from then on.
+
+    CuPy 14 refuses every cuBLAS call during a capture (``cublas.setStream`` raises
+    NotImplementedError while the stream captures; cupy/cupy#6290, and CuPy's own
+    tests/cupy_tests/cuda_tests/test_graph.py::test_stream_capture_failure_cublas), so a step
+    with a matrix product cannot be a graph there. Before its first capture the step asks
+    `graph_capture_problem`; where there is one, it says so once (a RuntimeWarning) and runs
+    uncompiled, without a partial capture of the real step.
     """
 
     def __init__(self, cupy: Any, device: Any, fn: Callable[..., Any]) -> None:
@@ -269,6 +276,10 @@ class GraphStep:
             return self.fn(values, lr, x, y)
         entry = self.graphs.get(key)
         if entry is None:
+            problem = graph_capture_problem(self.cupy, self.device)
+            if problem is not None:
+                self._give_up(problem, stacklevel=4)  # warns where the step was asked for
+                return self.fn(values, lr, x, y)
             entry = self._capture(values, lr, x, y)
             if entry is None:
                 return self.fn(values, lr, x, y)
@@ -276,8 +287,6 @@ class GraphStep:
         return self._launch(entry, values, lr, x, y)
 
     def _capture(self, values: list[Any], lr: Any, x: Any, y: Any) -> Any:
-        import warnings
-
         cp = self.cupy
         runtime = cp.cuda.runtime
         mode = getattr(runtime, "streamCaptureModeRelaxed", 2)
@@ -293,22 +302,20 @@ class GraphStep:
                 static = (inputs, cp.full((), lr, dtype=dtype), x.copy(), y.copy())
                 cp.cuda.get_current_stream().synchronize()
                 try:
-                    with stream:
-                        stream.begin_capture(mode)
-                        try:
-                            out = self.fn(*static)
-                        finally:
-                            graph = stream.end_capture()
+                    graph, out = _captured(stream, mode, lambda: self.fn(*static))
                 except Exception as exc:  # an operation that cannot be captured
-                    self.broken = True
-                    warnings.warn(
-                        f"ailib: CUDA graph capture of the training step failed "
-                        f"({type(exc).__name__}: {exc}); the step runs uncompiled",
-                        RuntimeWarning,
-                        stacklevel=4,
-                    )
+                    self._give_up(f"CUDA graph capture of the training step failed ({_why(exc)})")
                     return None
         return {"graph": graph, "pool": pool, "static": static, "out": out}
+
+    def _give_up(self, reason: str, stacklevel: int = 5) -> None:
+        """Graphs off for this step from now on, said once (a RuntimeWarning)."""
+        import warnings
+
+        self.broken = True
+        warnings.warn(
+            f"ailib: {reason}; the step runs uncompiled", RuntimeWarning, stacklevel=stacklevel
+        )
 
     def _launch(self, entry: dict[str, Any], values: list[Any], lr: Any, x: Any, y: Any) -> Any:
         cp = self.cupy
@@ -335,3 +342,70 @@ class GraphStep:
                 y_pred.copy(),
                 None if hits is None else hits.copy(),
             )
+
+
+def _captured(stream: Any, mode: int, run: Callable[[], Any]) -> tuple[Any, Any]:
+    """(the CUDA graph of what ``run()`` queues on ``stream``, what it returned). The capture is
+    always ended (a stream left capturing refuses all later work); where ``run`` fails, its
+    error is the one raised, not end_capture's (cudaErrorStreamCaptureInvalidated, which only
+    says that something before it broke the capture)."""
+    with stream:
+        stream.begin_capture(mode)
+        try:
+            out = run()
+        except BaseException:
+            try:
+                stream.end_capture()
+            except Exception:
+                pass  # the capture was invalidated by what `run` did: its error says more
+            raise
+        return stream.end_capture(), out
+
+
+def _why(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, NotImplementedError) and "during stream capture" in str(exc):
+        # cupy_backends/cuda/libs/{cublas,curand,cusolver,cusparse}.pyx: setStream
+        return f"{text}; CuPy refuses this library during a capture: cupy/cupy#6290"
+    return text
+
+
+#: `graph_capture_problem`'s answer per (id of the cupy module, device id), with that module
+#: (an id is only unique while its object lives)
+_CAPTURE_PROBLEMS: dict[tuple[int, int], tuple[Any, str | None]] = {}
+
+
+def graph_capture_problem(cupy: Any, device: Any) -> str | None:
+    """Why a training step cannot be captured as a CUDA graph on ``device``, or None where it
+    can: captures a 2x2 float32 matrix product C = A·A (cuBLAS, as every Dense layer's) on a
+    side stream, launches the graph and checks C. Found once per process and device (a few
+    milliseconds). CuPy 14 refuses cuBLAS during a capture (see `GraphStep`)."""
+    key = (id(cupy), int(device.id))
+    known = _CAPTURE_PROBLEMS.get(key)
+    if known is None or known[0] is not cupy:
+        known = _CAPTURE_PROBLEMS[key] = (cupy, _capture_problem(cupy, device))
+    return known[1]
+
+
+def _capture_problem(cupy: Any, device: Any) -> str | None:
+    version = getattr(cupy, "__version__", "?")
+    try:
+        with device:
+            a = cupy.asarray(np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32))
+            c = a @ a  # outside the capture first: cuBLAS's handle and workspace made here
+            stream = cupy.cuda.Stream(non_blocking=True)
+            mode = getattr(cupy.cuda.runtime, "streamCaptureModeRelaxed", 2)
+            graph, c = _captured(stream, mode, lambda: a @ a)
+            graph.launch(stream)
+            stream.synchronize()
+            got = np.asarray(c.get()).tolist()
+    except Exception as exc:
+        return (
+            f"CuPy {version} cannot capture a matrix product in a CUDA graph on device "
+            f"{device.id} ({_why(exc)}), so no training step can be a CUDA graph there"
+        )
+    if got != [[7.0, 10.0], [15.0, 22.0]]:
+        return (
+            f"CuPy {version}: a CUDA graph of a matrix product computed {got} on device {device.id}"
+        )
+    return None

@@ -170,7 +170,11 @@ def _make(engine: str, be: backends.Backend, mpi: Any, timeout: float | None) ->
     if engine == "nccl":
         from ._nccl import NCCLCommunicator
 
-        return NCCLCommunicator(mpi.comm, timeout=timeout)
+        # ncclCommInitRank binds the communicator to the CUDA device current at the call; the
+        # CuPy backend never makes its device current for the process (only inside its
+        # context), so without this every rank of a node would bind GPU 0
+        with be.context():
+            return NCCLCommunicator(mpi.comm, timeout=timeout)
     from ._torch import TorchCommunicator
 
     device = be.device if be.name == "torch" else "cpu"

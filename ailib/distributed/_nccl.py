@@ -37,8 +37,9 @@ def import_nccl() -> Any:
 class NCCLCommunicator(MPICommunicator):
     """An MPI communicator whose CuPy-array collectives run on NCCL, GPU to GPU.
 
-    Arguments are those of `MPICommunicator`. Every rank must have made its GPU current
-    (``ailib.backends.get("cupy", device=local_rank)`` does) before this is constructed. A
+    Arguments are those of `MPICommunicator`. It is made, and its collectives run, with the
+    rank's GPU current (``with backend.context():``, as `ailib.distributed.init` and the
+    training loop do): NCCL binds a communicator to the device current when it is made. A
     collective returns once its result is in the buffer: the stream is synchronised inside the
     watchdog's guard, so a stuck peer is noticed.
     """
