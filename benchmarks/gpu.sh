@@ -3,10 +3,12 @@
 #   1. environment: what is installed, what is missing; carried wheels installed offline
 #   2. tests:       the CuPy tests and the GPU PyTorch / JAX tests (pytest -k "cupy or cuda or gpu")
 #   3. train:       `ailib train --backend cupy` on MNIST's 10k test digits (data/mnist-test, 8k/2k)
-#   4. bench:       the MLP benchmark, ailib on CuPy (one kernel per array operation) and
-#                   ailib on CuPy with compiled steps (one CUDA graph launch per step) vs
+#   4. bench:       the MLP benchmark, ailib on CuPy (one kernel per array operation, CuPy's
+#                   fused kernels for the loss, ReLU's backward and the update) and ailib on
+#                   CuPy with compiled steps (one CUDA graph launch per step; left out, with
+#                   the reason, where CuPy cannot capture a matrix product: CuPy 14) vs
 #                   PyTorch eager CUDA, batch 128 and 1024, full 60,000-row epochs; 4-bench.md
-#                   also gives the array operations per step (ailib.opcount)
+#                   also gives the array operations per step (ailib.opcount, counted on CuPy)
 #
 #     make gpu-wheels                   # here, once (needs PyPI): the wheels the GPU machine lacks
 #     bash benchmarks/gpu.sh            # there, with .whl carried along

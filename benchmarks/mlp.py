@@ -148,7 +148,11 @@ def contender_names(
         names.append("torch" if device == "cpu" else f"torch:{device}")
     wanted = list(backends) if backends else [b for b in ailib.backends.NAMES]
     for backend in wanted:
-        reason = ailib.backends.why_unavailable(backend.partition("+")[0])
+        base, _, how = backend.partition("+")
+        reason = ailib.backends.why_unavailable(base)
+        if reason is None and how == "compiled":
+            problem = ailib.backends.get(base).compile_problem()
+            reason = None if problem is None else f"its steps cannot be compiled here: {problem}"
         if reason is None:
             names.append(f"ailib:{backend}")
         else:

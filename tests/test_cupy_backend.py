@@ -542,3 +542,20 @@ def test_the_nccl_communicator_is_made_on_the_ranks_gpu(monkeypatch: pytest.Monk
     )
     _launch._make("nccl", be, types.SimpleNamespace(comm=None), None)
     assert made_on == [1] and FakeDevice.current == 0
+
+
+def test_backend_compile_problem_says_why_steps_cannot_be_compiled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from benchmarks.mlp import contender_names
+
+    be, _ = _build(1)
+    problem = be.compile_problem()
+    assert problem is not None and "cannot capture a matrix product" in problem
+    assert ailib.backends.get("numpy").compile_problem() is None  # the NumPy replay
+    assert "no compiler" in str(ailib.backends.get("array_api_strict").compile_problem())
+    # the benchmark leaves out a compiled contender that would run uncompiled, saying why
+    monkeypatch.setitem(ailib.backends._cache, ("cupy", repr(None)), be)
+    names, notes = contender_names(["numpy+compiled", "cupy", "cupy+compiled"], ["none"], False)
+    assert names == ["ailib:numpy+compiled", "ailib:cupy"]
+    assert any("ailib[cupy+compiled] left out" in n and "cannot capture" in n for n in notes)

@@ -133,6 +133,9 @@ class Backend:
             or None; `ailib.compiling` compiles whole training steps with it.
         compile_default: whether models compile their steps unless told not to (JAX: yes;
             CuPy's CUDA graphs: only with ``model.compile_steps = True`` until measured).
+        compile_problem: ``() -> str | None``, why `compiler` cannot compile a training step
+            here (CuPy 14 refuses cuBLAS inside a CUDA graph capture), or None where it can or
+            the backend has no such check; `compile_problem()` calls it.
         flat_updates: whether optimizers keep all parameters in one flat buffer and update it
             at once (`ailib.optimizers.FlatParams`). It needs slices that are views written
             through by in-place updates (NumPy, CuPy, PyTorch; the standard leaves it open) and
@@ -154,6 +157,7 @@ class Backend:
         flat_updates: bool = False,
         compiler: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
         compile_default: bool = True,
+        compile_problem: Callable[[], str | None] | None = None,
         inference_compiler: Callable[..., Callable[..., Any]] | None = None,
         random_cls: type[Random] = Random,
         library: Any = None,
@@ -180,6 +184,7 @@ class Backend:
         self.compiler = compiler
         self.inference_compiler = inference_compiler
         self.compile_default = compile_default
+        self._compile_problem = compile_problem
         self.library = library
         self._to_host = to_host
         self._is_array = is_array
@@ -196,6 +201,15 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r}, device={self.device!r})"
+
+    def compile_problem(self) -> str | None:
+        """Why this backend's `compiler` cannot compile a training step here, or None: "no
+        compiler" where there is none, CuPy's answer to whether a CUDA graph can capture a
+        matrix product (found once per device). A compiled step that meets the problem runs
+        uncompiled, with a warning."""
+        if self.compiler is None:
+            return f"the {self.name} backend has no compiler for training steps"
+        return None if self._compile_problem is None else self._compile_problem()
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Backend):

@@ -140,6 +140,7 @@ def build(cupy: Any, xp: Any, device: Any, packages: list[tuple[str, str]]) -> B
         flat_updates=True,
         compiler=lambda fn: GraphStep(cupy, dev, fn),
         compile_default=False,
+        compile_problem=lambda: graph_capture_problem(cupy, dev),
         library=cupy,
         context=lambda: dev,
     )
