@@ -234,6 +234,8 @@ def call_recorded(fn: Callable[..., Any], args: tuple[Any, ...], writes: Any) ->
     """``fn(*args)``, a function of NumPy arrays that writes into ``writes`` (one of them),
     recorded as one operation of the step while a trace is active: for work done outside
     NumPy's dispatch (a BLAS call through ctypes), which the trace would not see otherwise."""
+    if _active() is None and not any(isinstance(a, Traced) for a in args):
+        return fn(*args)  # no trace, plain arrays: nothing to record or unwrap
     return _call(fn, args, {}, writes=writes)
 
 
