@@ -98,6 +98,20 @@ def test_subtract_scaled_is_p_minus_lr_d_on_every_backend(
     np.testing.assert_allclose(host(got), want, **tol("float32"))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_affine_is_x_wt_plus_b_on_every_backend(
+    backend: ailib.backends.Backend, rng: np.random.Generator, dtype: str, bias: bool
+) -> None:
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((7, 5), (3, 5), (3,)))
+    want = x.astype(np.float64) @ w.astype(np.float64).T + (b if bias else 0.0)
+    got = ailib.backends.affine(
+        backend.asarray(x), backend.asarray(w), backend.asarray(b) if bias else None
+    )
+    assert host(got).dtype == np.dtype(dtype) and host(got).shape == (7, 3)
+    assert_close(got, want, dtype)
+
+
 # -- counting -------------------------------------------------------------------------------
 def _torch_kernels(fn: Any, *args: Any) -> int:
     """aten operations that compute (not views, not metadata) while ``fn(*args)`` runs."""
@@ -130,6 +144,8 @@ def test_pytorchs_forms_launch_what_launches_says() -> None:
         == (LAUNCHES["softmax_cross_entropy"]["torch"])
     )
     assert _torch_kernels(ailib.backends.relu_backward, y, z) == LAUNCHES["relu_backward"]["torch"]
+    w, b = be.asarray(np.ones((3, 10), np.float32)), be.asarray(np.ones(3, np.float32))
+    assert _torch_kernels(ailib.backends.affine, z, w, b) == LAUNCHES["affine"]["torch"]
     for rate in (0.1, lr):
         assert (
             _torch_kernels(ailib.backends.subtract_scaled, p, rate, d)

@@ -5,6 +5,7 @@ Each is a function of arrays that looks at the arrays' library and takes that li
 fastest form, and the array-API composition everywhere else (JAX, array-api-strict, and any
 library without a form of its own), with the same math:
 
+    affine(X, W, B)                    Y = X·Wᵀ + B (a Dense layer's forward pass)
     relu_backward(Y, dE/dY)            dE/dX = dE/dY ∘ 1[Y > 0]
     subtract_scaled(P, lr, D)          P ← P − lr·D
     softmax_cross_entropy(Z, labels)   (E, dE/dZ, correct count) for logits and integer labels
@@ -37,6 +38,8 @@ from ._replay import call_recorded
 #: array operations (kernel launches) of each library's own form of each fused operation; a
 #: library not listed runs the array-API composition (counted operation by operation)
 LAUNCHES: dict[str, dict[str, int]] = {
+    # PyTorch: addmm (what nn.Linear runs); elsewhere the product and the bias's addition
+    "affine": {"torch": 1},
     # NumPy: the product with the boolean mask; PyTorch: sign and mul_; CuPy: one
     # elementwise kernel
     "relu_backward": {"numpy": 2, "torch": 2, "cupy": 1},
@@ -52,6 +55,35 @@ LAUNCHES: dict[str, dict[str, int]] = {
 def library_of(x: Any) -> str:
     """The top-level module of ``x``'s type: "numpy", "torch", "cupy", "jax", ..."""
     return type(x).__module__.split(".")[0]
+
+
+# -- a Dense layer's forward pass ------------------------------------------------------------
+def affine(x: Any, w: Any, b: Any = None) -> Any:
+    """Y = X·Wᵀ + B for X (N, in), W (out, in) and B (out,) or None: a new array.
+
+    - PyTorch: one kernel, ``addmm(B, X, Wᵀ)`` (what ``nn.Linear`` runs; the bias is added
+      inside the product, so Y may differ from the two-step form in the last bit);
+    - elsewhere ``matmul(X, Wᵀ)``, then ``+= B`` (in place where arrays are mutable)."""
+    if isinstance(x, Counted):
+        return fused_call("affine", LAUNCHES["affine"], affine, _affine_composed, (x, w, b))
+    if (
+        b is not None
+        and library_of(x) == "torch"
+        and type(w) is type(x)
+        and type(b) is type(x)
+        and x.ndim == 2
+        and x.dtype == w.dtype == b.dtype
+    ):
+        return _torch().addmm(b, x, w.mT)
+    return _affine_composed(x, w, b)
+
+
+def _affine_composed(x: Any, w: Any, b: Any) -> Any:
+    xp = _namespace(x)
+    y = xp.matmul(x, xp.matrix_transpose(w))
+    if b is not None:
+        y += b
+    return y
 
 
 # -- ReLU's backward ------------------------------------------------------------------------

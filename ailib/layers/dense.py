@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import backends
 from ..backends import Backend, Random
 from . import init as initializers
 from .base import Backprop, Layer, config_flag, config_size, size_or_none
@@ -101,9 +102,7 @@ class Dense(Layer):
         """Y = X·Wᵀ + B; backprop: dE/dW = (dE/dY)ᵀ·X, dE/dB = Σₙ dE/dYₙ, dE/dX = dE/dY·W."""
         xp, w = self.xp, self.params["W"]
         self.check_input(x, ndim=2, features=self.in_features, dtype=w.dtype)
-        y = xp.matmul(x, xp.matrix_transpose(w))
-        if self.bias:
-            y += self.params["b"]
+        y = backends.affine(x, w, self.params["b"] if self.bias else None)  # one kernel on torch
 
         def backprop(grad_out: Any, input_grad: bool = True) -> Any:
             self.check_grad(grad_out, (x.shape[0], self.out_features))
