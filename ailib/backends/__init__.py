@@ -150,11 +150,27 @@ def namespace(x: Any) -> Any:
     """The array-API namespace to compute with for the array ``x``: array-api-compat's, except
     for a CuPy array, for which it is the namespace of the CuPy backend of ``x``'s device (which
     allocates on that device, not on the current one)."""
-    if type(x).__module__.split(".")[0] == "cupy":
+    kind = type(x)
+    found = _NAMESPACES.get(kind)
+    if found is not None:
+        return found
+    library = kind.__module__.split(".")[0]
+    if library == "cupy":
         return get("cupy", x.device.id).xp
     import array_api_compat
 
-    return array_api_compat.array_namespace(x)
+    xp = array_api_compat.array_namespace(x)
+    if library in _SAME_NAMESPACE:
+        _NAMESPACES[kind] = xp
+    return xp
+
+
+#: `namespace`'s answers by array type, for the libraries whose every array of one type has
+#: one namespace (not CuPy's, which is per device, nor the counting backend's proxies, which
+#: is per counter): array-api-compat's lookup costs several microseconds, and a training step
+#: asks about ten times
+_NAMESPACES: dict[type, Any] = {}
+_SAME_NAMESPACE = frozenset({"numpy", "torch", "jax", "jaxlib", "array_api_strict"})
 
 
 def set_backend(name: str | Backend, device: Any = None) -> Backend:
