@@ -193,6 +193,7 @@ def fake_cupy(count: int = 2, count_error: Exception | None = None) -> Any:
 
     runtime = types.SimpleNamespace(
         getDeviceCount=get_device_count,
+        getDevice=lambda: FakeDevice.current,
         driverGetVersion=lambda: 12020,
         runtimeGetVersion=lambda: 13000,
         streamCaptureModeRelaxed=2,
@@ -559,3 +560,25 @@ def test_backend_compile_problem_says_why_steps_cannot_be_compiled(
     names, notes = contender_names(["numpy+compiled", "cupy", "cupy+compiled"], ["none"], False)
     assert names == ["ailib:numpy+compiled", "ailib:cupy"]
     assert any("ailib[cupy+compiled] left out" in n and "cannot capture" in n for n in notes)
+
+
+def test_namespace_calls_switch_devices_only_when_not_already_on_the_backends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    be, xp = _build(1)
+    entered: list[int] = []
+    real_enter = FakeDevice.__enter__
+
+    def enter(self: FakeDevice) -> FakeDevice:
+        entered.append(self.id)
+        return real_enter(self)
+
+    monkeypatch.setattr(FakeDevice, "__enter__", enter)
+    be.xp.zeros((2,))  # device 0 is current: the call switches to 1 and back
+    assert entered == [1] and xp.calls[-1] == ("zeros", 1) and FakeDevice.current == 0
+    entered.clear()
+    with be.context():  # as a model's step runs: already on device 1
+        be.xp.zeros((2,))
+        be.xp.ones((2,))
+    assert entered == [1]  # the context's own switch, none per call
+    assert xp.calls[-2:] == [("zeros", 1), ("ones", 1)] and FakeDevice.current == 0

@@ -32,14 +32,19 @@ CUDA_ERROR_NO_DEVICE = 100
 
 
 class OnDevice:
-    """An array-API namespace whose every function runs inside ``with device:``.
+    """An array-API namespace whose every function runs on ``device``: directly where the
+    device is already the current one (``current()`` is its index: inside a model's step,
+    which runs in the backend's context, that is every call), else inside ``with device:``
+    (a `with` costs a device query, a push and a ``setDevice`` on exit: about a microsecond of
+    every array operation, on a GPU where the operations themselves are launch-bound).
 
     Attributes that are not functions (dtypes, constants, ``__array_api_version__``) are the
     wrapped namespace's own; submodules (``linalg``, ``fft``) are wrapped in turn."""
 
-    def __init__(self, xp: Any, device: Any) -> None:
+    def __init__(self, xp: Any, device: Any, current: Callable[[], int] | None = None) -> None:
         self._xp = xp
         self._device = device
+        self._current = current
         self.__name__ = f"{getattr(xp, '__name__', 'xp')} on {device!r}"
 
     def __repr__(self) -> str:
@@ -48,20 +53,35 @@ class OnDevice:
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._xp, name)
         if isinstance(value, types.ModuleType):
-            value = OnDevice(value, self._device)
+            value = OnDevice(value, self._device, self._current)
         elif callable(value) and not isinstance(value, type):
-            value = _on_device(value, self._device)
+            value = _on_device(value, self._device, self._current)
         setattr(self, name, value)  # looked up once per name
         return value
 
 
-def _on_device(fn: Callable[..., Any], device: Any) -> Callable[..., Any]:
+def _on_device(
+    fn: Callable[..., Any], device: Any, current: Callable[[], int] | None = None
+) -> Callable[..., Any]:
+    index = int(device.id)
+
+    if current is None:
+
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with device:
+                return fn(*args, **kwargs)
+
+        return call
+
     @functools.wraps(fn)
-    def call(*args: Any, **kwargs: Any) -> Any:
+    def call_here(*args: Any, **kwargs: Any) -> Any:
+        if current() == index:
+            return fn(*args, **kwargs)
         with device:
             return fn(*args, **kwargs)
 
-    return call
+    return call_here
 
 
 # -- what is installed ----------------------------------------------------------------------
@@ -128,7 +148,7 @@ def build(cupy: Any, xp: Any, device: Any, packages: list[tuple[str, str]]) -> B
     count = _device_count(cupy, packages)
     index = _device_index(device, count)
     dev = cupy.cuda.Device(index)
-    on_dev = OnDevice(xp, dev)
+    on_dev = OnDevice(xp, dev, getattr(cupy.cuda.runtime, "getDevice", None))
     _probe(cupy, on_dev, dev, count, packages)
     return Backend(
         "cupy",
