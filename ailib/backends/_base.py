@@ -26,6 +26,10 @@ API_VERSION = "2024.12"
 _NO_CONTEXT = nullcontext()
 
 
+#: libraries whose arrays' ``device`` attribute is what array-api-compat's ``device`` returns
+_DEVICE_ATTRIBUTE = frozenset({"torch", "cupy", "array_api_strict"})
+
+
 class BackendUnavailable(RuntimeError):
     """A known backend that cannot run on this machine; the message says why and how to fix it."""
 
@@ -196,6 +200,7 @@ class Backend:
         #: whether `take_rows` writes into ``out`` (else it returns a new array)
         self.takes_rows_into = take_rows is not None and mutable
         self._take_batch = take_batch
+        self._floating: dict[Any, bool] = {}
         #: whether `take_batch` is one call (else it is the slice and a gather per array)
         self.takes_batches = take_batch is not None
 
@@ -256,7 +261,12 @@ class Backend:
         return str(dtype)
 
     def is_floating(self, dtype: Any) -> bool:
-        return self.xp.isdtype(dtype, "real floating")
+        """Whether ``dtype`` is a real floating dtype (kept per dtype: the namespace's
+        ``isdtype`` costs microseconds, and every activation layer asks at every call)."""
+        known = self._floating.get(dtype)
+        if known is None:
+            known = self._floating[dtype] = bool(self.xp.isdtype(dtype, "real floating"))
+        return known
 
     # -- arrays ------------------------------------------------------------------------------
     def owns(self, x: Any) -> bool:
@@ -268,6 +278,14 @@ class Backend:
         return device == self.device or (device is None and self.compiler is not None)
 
     def device_of(self, x: Any) -> Any:
+        """``x``'s device, as array-api-compat reports it: NumPy's arrays are on "cpu", and
+        PyTorch's, CuPy's and array-api-strict's say it themselves (``x.device``; asked at every
+        layer call, where array-api-compat's lookup costs a microsecond)."""
+        kind = type(x)
+        if kind is np.ndarray:
+            return "cpu"
+        if kind.__module__.split(".")[0] in _DEVICE_ATTRIBUTE:
+            return x.device
         import array_api_compat
 
         return array_api_compat.device(x)

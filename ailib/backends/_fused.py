@@ -63,7 +63,7 @@ def affine(x: Any, w: Any, b: Any = None) -> Any:
 
     - PyTorch: one kernel, ``addmm(B, X, Wᵀ)`` (what ``nn.Linear`` runs; the bias is added
       inside the product, so Y may differ from the two-step form in the last bit);
-    - elsewhere ``matmul(X, Wᵀ)``, then ``+= B`` (in place where arrays are mutable)."""
+    - elsewhere ``X @ W.mT``, then ``+= B`` (in place where arrays are mutable)."""
     if isinstance(x, Counted):
         return fused_call("affine", LAUNCHES["affine"], affine, _affine_composed, (x, w, b))
     if (
@@ -79,8 +79,7 @@ def affine(x: Any, w: Any, b: Any = None) -> Any:
 
 
 def _affine_composed(x: Any, w: Any, b: Any) -> Any:
-    xp = _namespace(x)
-    y = xp.matmul(x, xp.matrix_transpose(w))
+    y = x @ w.mT  # the operators: no namespace wrapper around the product
     if b is not None:
         y += b
     return y
