@@ -18,7 +18,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ContextManager
 
-from ._base import API_VERSION, Backend, BackendUnavailable, Random, to_numpy
+from ._base import API_VERSION, Backend, BackendUnavailable, Random, device_of, to_numpy
 from ._counting import OpCounter, counting
 from ._fused import LAUNCHES, affine, relu_backward, softmax_cross_entropy, subtract_scaled
 from ._host import all_finite, extremes, host_numbers, quickly_finite
@@ -206,6 +206,7 @@ __all__ = [
     "available",
     "counting",
     "device_context",
+    "device_of",
     "extremes",
     "get",
     "get_default",

@@ -30,6 +30,20 @@ _NO_CONTEXT = nullcontext()
 _DEVICE_ATTRIBUTE = frozenset({"torch", "cupy", "array_api_strict"})
 
 
+def device_of(x: Any) -> Any:
+    """``x``'s device, as array-api-compat's ``device`` reports it: NumPy's arrays are on
+    "cpu", and PyTorch's, CuPy's and array-api-strict's say it themselves (``x.device``; asked
+    at every layer call, where array-api-compat's lookup costs a microsecond)."""
+    kind = type(x)
+    if kind is np.ndarray:
+        return "cpu"
+    if kind.__module__.split(".")[0] in _DEVICE_ATTRIBUTE:
+        return x.device
+    import array_api_compat
+
+    return array_api_compat.device(x)
+
+
 class BackendUnavailable(RuntimeError):
     """A known backend that cannot run on this machine; the message says why and how to fix it."""
 
@@ -200,7 +214,7 @@ class Backend:
         #: whether `take_rows` writes into ``out`` (else it returns a new array)
         self.takes_rows_into = take_rows is not None and mutable
         self._take_batch = take_batch
-        self._floating: dict[Any, bool] = {}
+        self._floating: dict[tuple[type, Any], bool] = {}
         #: whether `take_batch` is one call (else it is the slice and a gather per array)
         self.takes_batches = take_batch is not None
 
@@ -263,9 +277,10 @@ class Backend:
     def is_floating(self, dtype: Any) -> bool:
         """Whether ``dtype`` is a real floating dtype (kept per dtype: the namespace's
         ``isdtype`` costs microseconds, and every activation layer asks at every call)."""
-        known = self._floating.get(dtype)
+        key = (type(dtype), dtype)  # the type first: array-api-strict warns at == with NumPy's
+        known = self._floating.get(key)
         if known is None:
-            known = self._floating[dtype] = bool(self.xp.isdtype(dtype, "real floating"))
+            known = self._floating[key] = bool(self.xp.isdtype(dtype, "real floating"))
         return known
 
     # -- arrays ------------------------------------------------------------------------------
@@ -278,17 +293,8 @@ class Backend:
         return device == self.device or (device is None and self.compiler is not None)
 
     def device_of(self, x: Any) -> Any:
-        """``x``'s device, as array-api-compat reports it: NumPy's arrays are on "cpu", and
-        PyTorch's, CuPy's and array-api-strict's say it themselves (``x.device``; asked at every
-        layer call, where array-api-compat's lookup costs a microsecond)."""
-        kind = type(x)
-        if kind is np.ndarray:
-            return "cpu"
-        if kind.__module__.split(".")[0] in _DEVICE_ATTRIBUTE:
-            return x.device
-        import array_api_compat
-
-        return array_api_compat.device(x)
+        """``x``'s device (`device_of`)."""
+        return device_of(x)
 
     def take_rows(self, a: Any, index: Any, out: Any = None, *, in_range: bool = False) -> Any:
         """Rows ``index`` (an integer array) of ``a``: ``xp.take(a, index, axis=0)``, as one
