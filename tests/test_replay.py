@@ -294,3 +294,31 @@ def test_torch_replay_refuses_host_reads_and_leaves_the_model_as_it_was() -> Non
     (step,) = _steps(model)
     assert step.off  # refused at the trace: eager from then on, and nothing stepped twice
     assert history["loss"] == expected["loss"]
+
+
+def test_the_replay_reuses_the_buffers_of_dead_arrays() -> None:
+    """A buffer whose array no later call reads takes the next result of its shape: ReLU writes
+    into its input's buffer (as ``np.maximum(z, 0, out=z)``), ReLU's backward into the dead
+    buffer of a forward activation; the gradients and what is returned keep buffers of their
+    own; and the step still equals the uncompiled one to the bit (test above)."""
+    x, y = _data(32, 6)
+    model = ailib.Sequential(zoo.mlp(6, (8, 8), 3), backend="numpy", seed=0)
+    model.fit(x.astype("float32"), y, epochs=2, batch_size=16, verbose=False)
+    replays = _replays(model)
+    assert not replays.broken
+    lines = replays.source().splitlines()
+    maximum = [line for line in lines if "maximum" in line]
+    products = [line for line in lines if "= matmul" in line and "out=" in line]
+    assert len(maximum) == 2
+    for line in maximum:  # in place: the buffer of the product just before it
+        buffer = line.split("out=")[1].rstrip(")")
+        assert any(p.endswith(f"out={buffer})") for p in products), (line, products)
+    named = [line.split("out=")[1].rstrip(")") for line in lines if "out=b" in line]
+    assert len(set(named)) < len(named)  # fewer buffers than buffered calls
+    returned = lines[-1]
+    grads = returned.split("], [")[1].split("]")[0].split(", ")
+    for grad in grads:  # each gradient in a buffer nothing else writes into this step
+        (made,) = [line for line in lines if line.strip().startswith(f"{grad} =")]
+        if "out=" in made:
+            buffer = made.split("out=")[1].rstrip(")")
+            assert sum(f"out={buffer})" in line for line in lines) == 1

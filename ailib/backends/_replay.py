@@ -511,15 +511,15 @@ class _Codegen:
         rec = self.rec
         self.lines.append("def replay(inputs):")
         self.lines.append("    " + ", ".join(f"s{s}" for s in rec.inputs) + ", = inputs")
-        for op in rec.ops:
-            lowered, op_args, op_kwargs = self.lower(op, rec)
+        lowered_ops = [self.lower(op, rec) for op in rec.ops]
+        buffers = self._buffers(escaping, lowered_ops)
+        for index, (op, (lowered, op_args, op_kwargs)) in enumerate(zip(rec.ops, lowered_ops)):
             fn = self.constant(lowered, _name(op["fn"]) + "_")
             args = ", ".join(self.expr(a) for a in op_args)
             kwargs = [f"{k}={self.expr(v)}" for k, v in op_kwargs.items()]
             target = op["out"]
-            if op["buffer"] and target.slot not in escaping:
-                value = rec.arrays[target.slot]
-                kwargs.append(f"out={self.constant(np.empty_like(value), 'b')}")
+            if index in buffers:
+                kwargs.append(f"out={buffers[index]}")
             call = f"{fn}({', '.join([args] * bool(args) + kwargs)})"
             if op.get("number"):
                 call = f"{self.constant(np.asarray, 'asarray_')}({call})"
@@ -530,6 +530,60 @@ class _Codegen:
         scope = dict(self.names)
         exec(compile(source, "<ailib replayed step>", "exec"), scope)  # noqa: S102 (our own code)
         return scope["replay"], source
+
+    def _buffers(self, escaping: set[int], lowered_ops: list[Any]) -> dict[int, str]:
+        """The buffer (a kept array's name) each buffered op writes into: one whose memory no
+        later op reads (nor the result) where one of the same shape, dtype and strides is
+        free, else a new one. An elementwise ufunc may write into a buffer it reads itself (the
+        exact alias NumPy computes in place), as the reference's ``np.maximum(z, 0, out=z)``:
+        fewer buffers, less memory for the caches to hold. (The replay check compares the
+        result with the uncompiled step's to the bit.)"""
+        rec = self.rec
+        if not any(op["buffer"] for op in rec.ops):
+            return {}  # nothing kept (the PyTorch replay: its library allocates)
+        end = len(rec.ops)
+        last: dict[int, int] = {}  # owner slot -> index of the last op that reads or writes it
+        for index, op in enumerate(rec.ops):
+            for slot in _slots(op["args"]) + _slots(op["kwargs"]):
+                owner = rec.owner[slot]
+                if owner is not None:
+                    last[owner] = index
+        for slot in _slots(rec.result):
+            owner = rec.owner[slot]
+            if owner is not None:
+                last[owner] = end  # returned: alive after the step
+        pool: list[tuple[str, np.ndarray]] = []
+        holds: dict[str, int] = {}  # buffer name -> the owner slot whose memory it is now
+        chosen: dict[int, str] = {}
+        for index, (op, (fn, _, _)) in enumerate(zip(rec.ops, lowered_ops)):
+            target = op["out"]
+            if not op["buffer"] or target.slot in escaping:
+                continue
+            value = rec.arrays[target.slot]
+            ufunc = getattr(fn, "__self__", None)
+            elementwise = (
+                isinstance(ufunc, np.ufunc)
+                and getattr(fn, "__name__", "") == "__call__"
+                and ufunc.signature is None
+            )
+            name = None
+            for candidate, array in pool:
+                if (
+                    array.shape == value.shape
+                    and array.dtype == value.dtype
+                    and array.strides == value.strides
+                ):
+                    dead_at = last.get(holds[candidate], end)
+                    if dead_at < index or (dead_at == index and elementwise):
+                        name = candidate
+                        break
+            if name is None:
+                array = np.empty_like(value)
+                name = self.constant(array, "b")
+                pool.append((name, array))
+            holds[name] = target.slot
+            chosen[index] = name
+        return chosen
 
 
 def _name(fn: Any) -> str:
