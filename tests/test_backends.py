@@ -183,3 +183,25 @@ def test_auto_says_nothing_by_default() -> None:
     code = "import ailib; ailib.Sequential([ailib.layers.Dense(2, 1)], backend='auto')"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stdout == "" and run.stderr == ""
+
+
+def test_jax_on_a_gpu_runs_models_at_full_float32_matmul_precision() -> None:
+    """JAX multiplies float32 matrices in TF32 on GPUs by default; the backend's context (in
+    which every Sequential pass and compiled step runs) asks for full precision there, and
+    leaves the CPU (and the process-wide setting) alone."""
+    jax = pytest.importorskip("jax")
+    from types import SimpleNamespace
+
+    from ailib.backends._libs import _jax_context
+
+    assert _jax_context(jax, SimpleNamespace(platform="cpu")) is None
+    context = _jax_context(jax, SimpleNamespace(platform="gpu"))
+    assert context is not None
+    before = jax.config.jax_default_matmul_precision
+    with context():
+        assert jax.config.jax_default_matmul_precision == "highest"
+    assert jax.config.jax_default_matmul_precision == before
+    if ailib.backends.why_unavailable("jax:gpu") is None:  # on a GPU machine: the real one
+        be = ailib.backends.get("jax:gpu")
+        with be.context():
+            assert jax.config.jax_default_matmul_precision == "highest"

@@ -243,7 +243,9 @@ class Backend:
 
         Only CuPy has a "current device" that decides where new arrays and kernels go; its
         backend enters its own device here (never a process-wide ``use()``), and `Sequential`
-        runs forward, backward and each training step inside it. Elsewhere it does nothing."""
+        runs forward, backward and each training step inside it. JAX on a GPU sets float32
+        matrix products to full precision here (its default there is TF32). Elsewhere it does
+        nothing."""
         return _NO_CONTEXT if self._context is None else self._context()
 
     # -- dtypes ------------------------------------------------------------------------------
