@@ -268,7 +268,7 @@ class SoftmaxCrossEntropy(Loss):
             dE/dZ = (softmax(Z) − e_y)/N
 
         formed by `ailib.backends.softmax_cross_entropy`: 16 array operations of the standard
-        (NumPy, JAX, array-api-strict), fewer kernels where the library has them (PyTorch 8,
+        (NumPy, JAX, array-api-strict), fewer kernels where the library has them (PyTorch 10,
         CuPy 3). Ties: the first top class counts, as ``argmax``."""
         return backends.softmax_cross_entropy(z, labels)
 

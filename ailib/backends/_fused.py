@@ -46,9 +46,9 @@ LAUNCHES: dict[str, dict[str, int]] = {
     # NumPy: BLAS's axpy from 32,768 elements (two ufuncs below: counted as the composition's
     # 2); PyTorch: addcmul_ (sub_ with a Python number); CuPy: one elementwise kernel
     "subtract_scaled": {"torch": 1, "cupy": 1},
-    # PyTorch: log_softmax, nll_loss, argmax, eq, count_nonzero, exp_, mul_, scatter_;
+    # PyTorch: log_softmax, nll_loss, argmax, eq, count_nonzero, exp_, mul_, eq, sub, where;
     # CuPy: one kernel over the rows, then the mean and the count
-    "softmax_cross_entropy": {"torch": 8, "cupy": 3},
+    "softmax_cross_entropy": {"torch": 10, "cupy": 3},
 }
 
 
@@ -190,7 +190,7 @@ def softmax_cross_entropy(z: Any, labels: Any) -> tuple[Any, Any, Any]:
       argmax shared by the shift and the count;
     - PyTorch: ``log_softmax``, ``nll_loss``, the count (argmax, ==, count_nonzero), and the
       gradient formed in the log-probabilities' memory (``exp_``, ``mul_`` by 1/N, and −1/N
-      added at the labels with ``scatter_``): 8 kernels;
+      at the labels with ``where`` on a comparison with 0…C−1, never a scatter): 10 kernels;
     - CuPy: one kernel with a thread per row (max, Σ e^(Z−m) and the gradient row, the row's
       error and hit), then the mean of the errors and the count of hits: 3 kernels.
     """
@@ -227,15 +227,29 @@ def _softmax_cross_entropy_composed(z: Any, labels: Any) -> tuple[Any, Any, Any]
 def _softmax_cross_entropy_torch(z: Any, labels: Any) -> tuple[Any, Any, Any]:
     torch = _torch()
     n = max(1, z.shape[0])
-    if labels.dtype != torch.int64:  # nll_loss and scatter_ take int64 indices
+    if labels.dtype != torch.int64:  # nll_loss takes int64 labels
         labels = labels.to(torch.int64)
     logp = torch.log_softmax(z, 1)
     value = torch.nn.functional.nll_loss(logp, labels)
     hits = torch.count_nonzero(torch.argmax(z, 1) == labels)
     grad = logp.exp_()  # P, in the memory of log P, which is not needed any more
     grad.mul_(1.0 / n)
-    grad.scatter_(1, labels.unsqueeze(1), -1.0 / n, reduce="add")
-    return value, grad, hits
+    # e_y by a comparison with 0…C−1, not a scatter (no atomics on CUDA, and no op that
+    # torch.use_deterministic_algorithms refuses)
+    label = labels.unsqueeze(1) == _torch_classes(torch, z.shape[1], labels.device)
+    return value, torch.where(label, grad - 1.0 / n, grad), hits
+
+
+#: 0 … C−1 as int64 tensors, by (C, device)
+_TORCH_CLASSES: dict[tuple[int, str], Any] = {}
+
+
+def _torch_classes(torch: Any, count: int, device: Any) -> Any:
+    key = (count, str(device))
+    found = _TORCH_CLASSES.get(key)
+    if found is None:
+        found = _TORCH_CLASSES[key] = torch.arange(count, device=device)
+    return found
 
 
 def _softmax_cross_entropy_cupy(
