@@ -5,13 +5,25 @@ Known per-backend gaps live here, in one place, not as ``if``s in tests.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 import ailib
 
-#: every backend the suite runs on; "array_api_strict:device1" is a second (fake) device that
-#: exposes device-mixing bugs without a GPU. The GPU ones ("cupy", "torch:cuda", "jax:gpu") skip
+# JAX shows one CPU device unless told otherwise, and reads the flag once, when it is first
+# imported: set it before anything imports jax (``import ailib`` does not), keeping flags
+# already given. A second CPU device ("jax:cpu:1") exposes what would land on the wrong GPU,
+# or on the host, on a machine with several; subprocesses the tests start inherit it.
+_JAX_CPU_DEVICES = "--xla_force_host_platform_device_count=2"
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_JAX_CPU_DEVICES}".strip()
+
+#: every backend the suite runs on; "array_api_strict:device1" is a second (fake) device and
+#: "jax:cpu:1" a second JAX CPU device (not JAX's default, cpu:0): both expose device-mixing
+#: bugs without a GPU (arrays made without ``device=``, compiled calls whose outputs follow
+#: JAX's default device rather than their inputs'). The GPU ones ("cupy", "torch:cuda", "jax:gpu") skip
 #: with the reason on a machine without one; benchmarks/gpu.sh runs them where there is one.
 BACKENDS = [
     "numpy",
@@ -19,6 +31,7 @@ BACKENDS = [
     "array_api_strict:device1",
     "torch",
     "jax",
+    "jax:cpu:1",
     "cupy",
     "torch:cuda",
     "jax:gpu",

@@ -29,6 +29,7 @@ def make_numpy(device: Any = None) -> Backend:
         compiler=ReplayStep,
         take_rows=_numpy_take_rows,
         library=np,
+        spec="numpy",
     )
 
 
@@ -99,6 +100,7 @@ def make_torch(device: Any = None) -> Backend:
         flat_updates=dev.type == "cuda",
         compiler=(lambda fn: TorchReplayStep(torch, fn)) if dev.type == "cpu" else None,
         library=torch,
+        spec="torch" if dev.type == "cpu" else f"torch:{dev}",
     )
 
 
@@ -117,6 +119,14 @@ def _jax_device(jax: Any, device: Any) -> Any:
         raise BackendUnavailable(
             f"jax has no device {device!r} ({type(exc).__name__}: {exc}); devices here: {here}"
         ) from exc
+
+
+def _jax_spec(jax: Any, dev: Any) -> str:
+    """"jax" for JAX's default device, else "jax:<platform>:<index>" (`_jax_device`'s reading:
+    the index among the devices of that platform)."""
+    if dev == jax.devices()[0]:
+        return "jax"
+    return f"jax:{dev.platform}:{jax.devices(dev.platform).index(dev)}"
 
 
 def _enable_x64(jax: Any) -> None:
@@ -195,6 +205,7 @@ def make_jax(device: Any = None) -> Backend:
         wide_dtype_hook=lambda: _enable_x64(jax),
         take_rows=_jit_take(jax, jnp),
         take_batch=_jit_take_batch(jax, jnp),
+        spec=_jax_spec(jax, dev),
     )
 
 
@@ -206,10 +217,11 @@ def make_array_api_strict(device: Any = None) -> Backend:
         try:
             dev = xs.Device("CPU_DEVICE" if device is None else str(device))
         except ValueError as exc:
-            here = ", ".join(repr(d).split("'")[1] for d in xs.__array_namespace_info__().devices())
+            here = ", ".join(_strict_name(d) for d in xs.__array_namespace_info__().devices())
             raise BackendUnavailable(
                 f"array_api_strict has no device {device!r}; devices here: {here}"
             ) from exc
+    name = _strict_name(dev)
     return Backend(
         "array_api_strict",
         xs,
@@ -217,7 +229,13 @@ def make_array_api_strict(device: Any = None) -> Backend:
         to_host=to_numpy,
         is_array=lambda x: isinstance(x, xs._array_object.Array),
         library=xs,
+        spec="array_api_strict" if name == "CPU_DEVICE" else f"array_api_strict:{name}",
     )
+
+
+def _strict_name(device: Any) -> str:
+    """'device1' for ``array_api_strict.Device('device1')`` (the name it was made from)."""
+    return repr(device).split("'")[1]
 
 
 MAKERS = {
