@@ -122,7 +122,7 @@ def _jax_device(jax: Any, device: Any) -> Any:
 
 
 def _jax_spec(jax: Any, dev: Any) -> str:
-    """"jax" for JAX's default device, else "jax:<platform>:<index>" (`_jax_device`'s reading:
+    """ "jax" for JAX's default device, else "jax:<platform>:<index>" (`_jax_device`'s reading:
     the index among the devices of that platform)."""
     if dev == jax.devices()[0]:
         return "jax"
