@@ -122,8 +122,9 @@ def _jax_device(jax: Any, device: Any) -> Any:
 
 
 def _jax_spec(jax: Any, dev: Any) -> str:
-    """ "jax" for JAX's default device, else "jax:<platform>:<index>" (`_jax_device`'s reading:
-    the index among the devices of that platform)."""
+    """`Backend.spec` of a JAX device: "jax" for JAX's default device, else
+    "jax:<platform>:<index>", the index among that platform's devices (as `_jax_device`
+    reads it)."""
     if dev == jax.devices()[0]:
         return "jax"
     return f"jax:{dev.platform}:{jax.devices(dev.platform).index(dev)}"
