@@ -456,7 +456,7 @@ def _cmd_train(args: argparse.Namespace, comm: dist.Communicator | None) -> int:
     held = training.split_rows(len(x), args.validation_split) if args.validation_split else 0
     print(
         f"dataset: {name} ({len(x) - held} train, {held} validation, {len(xt)} test); model: "
-        f"{args.model}; backend: {be.name}; out: {out}",
+        f"{args.model}; backend: {be.spec}; out: {out}",
         file=sys.stderr,
     )
 

@@ -167,7 +167,7 @@ class Model:
         return (
             f"{type(self).__name__}(inputs={len(self.inputs)}, outputs={len(self.outputs)}, "
             f"layers=[{', '.join(layer.name for layer in self.layers)}], "
-            f"backend={self.backend.name!r}, dtype={self.backend.dtype_name(self.dtype)!r})"
+            f"backend={self.backend.spec!r}, dtype={self.backend.dtype_name(self.dtype)!r})"
         )
 
     def summary(self, input_shape: Any = None) -> Summary:
@@ -230,7 +230,7 @@ class Model:
         layers = len(self.layers)
         tail = (
             f"total: {'at least ' if unknown else ''}{total:,} parameters ({_bytes(size)}) in "
-            f"{layers} layer{'s' if layers != 1 else ''}; backend {self.backend.name}, {dtype}"
+            f"{layers} layer{'s' if layers != 1 else ''}; backend {self.backend.spec}, {dtype}"
         )
         if unknown:
             tail += "\n(? = not known until the input shape is: summary(input_shape=...) or fit)"
@@ -564,7 +564,7 @@ class Sequential(Model):
     def __repr__(self) -> str:
         inner = ",\n".join(f"  {layer!r}" for layer in self.layers)
         return (
-            f"Sequential([\n{inner}\n], backend={self.backend.name!r}, "
+            f"Sequential([\n{inner}\n], backend={self.backend.spec!r}, "
             f"dtype={self.backend.dtype_name(self.dtype)!r})"
         )
 

@@ -5,14 +5,27 @@ Known per-backend gaps live here, in one place, not as ``if``s in tests.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 import ailib
 
+# JAX shows one CPU device unless told otherwise, and reads the flag once, when it is first
+# imported: set it before anything imports jax (``import ailib`` does not), keeping flags
+# already given. A second CPU device ("jax:cpu:1") exposes what would land on the wrong GPU,
+# or on the host, on a machine with several; subprocesses the tests start inherit it.
+_JAX_CPU_DEVICES = "--xla_force_host_platform_device_count=2"
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_JAX_CPU_DEVICES}".strip()
+
 #: every backend the suite runs on; "array_api_strict:device1" is a second (fake) device that
-#: exposes device-mixing bugs without a GPU. The GPU ones ("cupy", "torch:cuda", "jax:gpu") skip
-#: with the reason on a machine without one; benchmarks/gpu.sh runs them where there is one.
+#: exposes device-mixing bugs without a GPU. The GPU ones ("cupy", "torch:cuda", "jax:gpu")
+#: skip with the reason on a machine without one; benchmarks/gpu.sh runs them where there is
+#: one. JAX's second CPU device, "jax:cpu:1" (`SECOND_DEVICES`), is not in this list: every
+#: case on it took 6-7 minutes of a suite that must stay well under 15; tests/test_devices.py
+#: runs what a model makes and keeps on it (the `any_device_backend` fixture).
 BACKENDS = [
     "numpy",
     "array_api_strict",
@@ -38,6 +51,17 @@ def _backend_or_skip(name: str) -> ailib.backends.Backend:
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> ailib.backends.Backend:
     """Each backend in turn; skipped, with the reason, where it cannot run."""
+    return _backend_or_skip(request.param)
+
+
+#: devices other than their library's default, which expose arrays made without ``device=``
+#: and compiled calls whose outputs follow the default device rather than their inputs'
+SECOND_DEVICES = ["jax:cpu:1"]
+
+
+@pytest.fixture(params=BACKENDS + SECOND_DEVICES)
+def any_device_backend(request: pytest.FixtureRequest) -> ailib.backends.Backend:
+    """Each backend, and each second device of `SECOND_DEVICES`, in turn."""
     return _backend_or_skip(request.param)
 
 

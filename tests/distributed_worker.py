@@ -43,6 +43,7 @@ def collectives(comm: dist.Communicator, backends: list[str]) -> dict:
     out["values_list"] = comm.allreduce_values([r, 1.5])
     out["shards"] = {n: dist.shard(n, r, size) for n in BATCHES}
     out["allreduce"], out["broadcast"], out["average"], out["params"] = {}, {}, {}, {}
+    out["params_placed"] = {}
     for name in backends:
         reason = ailib.backends.why_unavailable(name)
         if reason is not None:
@@ -75,12 +76,18 @@ def collectives(comm: dist.Communicator, backends: list[str]) -> dict:
             ]
             got = dist.average_gradients(comm, mine, stop - start, n)
             average[n] = [
-                {"values": be.to_host(g).tolist(), "dtype": be.dtype_name(g.dtype)} for g in got
+                {
+                    "values": be.to_host(g).tolist(),
+                    "dtype": be.dtype_name(g.dtype),
+                    "same_device": be.device_of(g) == be.device,
+                }
+                for g in got
             ]
         out["average"][name] = average
         params = [be.asarray(np.full((2, 2), float(r))), be.asarray(np.arange(3) + r)]
         got = dist.broadcast_arrays(comm, params)
         out["params"][name] = [be.to_host(p).tolist() for p in got]
+        out["params_placed"][name] = all(be.device_of(p) == be.device for p in got)
     return out
 
 

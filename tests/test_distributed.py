@@ -152,7 +152,8 @@ def run_torch(n: int, scenario: str, *args: str) -> Job:
 ALL_HOST = "numpy,array_api_strict,array_api_strict:device1"
 JOBS = {
     # (launcher, ranks, worker arguments)
-    "mpi-2": ("mpi", 2, ["--backends", ALL_HOST + ",jax"]),
+    # jax:cpu:1: JAX's second CPU device (tests/conftest.py), which the ranks inherit
+    "mpi-2": ("mpi", 2, ["--backends", ALL_HOST + ",jax,jax:cpu:1"]),
     "mpi-3": ("mpi", 3, ["--backends", "numpy,array_api_strict"]),
     # ... and then rank 1 dies: see test_a_killed_rank_ends_the_other_torch_ranks_...
     "torchrun-env-2": (
@@ -211,7 +212,7 @@ def test_allreduce_sums_over_ranks_in_place_on_every_backend(job: Job):
         name, dtype = key.split("/")
         np.testing.assert_array_equal(np.asarray(got["values"]), expected, err_msg=key)
         assert got["dtype"] == dtype and got["same_device"], key
-        assert got["in_place"] == (name != "jax"), key  # JAX arrays are immutable
+        assert got["in_place"] == (name.split(":")[0] != "jax"), key  # JAX's are immutable
         seen += 1
     assert seen >= 2 * size  # numpy at least, both dtypes, on every rank
 
@@ -246,7 +247,7 @@ def test_average_gradients_equal_one_process_on_the_whole_batch(job: Job):
         for n, grads in per_batch.items():
             for got, per_sample in zip(grads, per_sample_grads(int(n))):
                 dtype = per_sample.dtype.name
-                assert got["dtype"] == dtype, (rank, name, n)
+                assert got["dtype"] == dtype and got["same_device"], (rank, name, n)
                 assert_close(np.asarray(got["values"]), per_sample.mean(axis=0), dtype)
 
 
@@ -254,6 +255,8 @@ def test_broadcast_arrays_gives_every_rank_the_weights_of_rank_0(job: Job):
     for _, _, params in _each_backend(job, "params"):
         np.testing.assert_array_equal(params[0], np.zeros((2, 2)))
         np.testing.assert_array_equal(params[1], np.arange(3))
+    for rank, name, placed in _each_backend(job, "params_placed"):
+        assert placed, (rank, name)
 
 
 # -- faults ----------------------------------------------------------------------------------------

@@ -137,6 +137,11 @@ class Backend:
 
     Attributes:
         name: the backend's name ("numpy", "cupy", "torch", "jax", "array_api_strict").
+        spec: the name `ailib.backends.get` gives this backend back for, device included where
+            it is not the library's default: "numpy", "torch:cuda:1", "jax:cpu:1",
+            "array_api_strict:device1", "cupy:0". Messages and reprs that tell the reader how
+            to make an array or a model for this backend use it (``name`` alone would mean
+            the default device).
         xp: the array-API namespace; layers call only this. (CuPy's runs every call under the
             backend's device, see `context`.)
         device: the device arrays are created on, as the library reports it for its arrays.
@@ -184,6 +189,7 @@ class Backend:
         wide_dtype_hook: Callable[[], None] | None = None,
         take_rows: Callable[..., Any] | None = None,
         take_batch: Callable[[Any, Any, int, int], Any] | None = None,
+        spec: str | None = None,
     ) -> None:
         version = getattr(xp, "__array_api_version__", None)
         if not isinstance(version, str) or version < API_VERSION:
@@ -195,6 +201,7 @@ class Backend:
         self.name = name
         self.xp = xp
         self.device = device
+        self.spec = spec if spec is not None else _spec(name, device)
         self.float_dtype = xp.float32
         self.index_dtype = xp.int64 if index_dtype is None else index_dtype
         self.mutable = mutable
@@ -380,6 +387,12 @@ class Backend:
         """A seeded `Random`; the same seed gives the same draws on every backend (see there).
         Cheap: it builds a host generator only, nothing on the device."""
         return self._random_cls(self, seed)
+
+
+def _spec(name: str, device: Any) -> str:
+    """``name:index`` for a device known by an integer ``id`` (CuPy's), else ``name``."""
+    index = getattr(device, "id", None)
+    return f"{name}:{index}" if isinstance(index, int) else name
 
 
 def to_numpy(x: Any) -> np.ndarray:

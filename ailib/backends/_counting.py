@@ -101,6 +101,7 @@ class OpCounter:
             context=base.context,
             index_dtype=base.index_dtype,
             wide_dtype_hook=lambda: base.dtype("float64"),  # JAX: turns 64-bit types on
+            spec=base.spec,
         )
 
     def reset(self) -> None:

@@ -29,6 +29,7 @@ def make_numpy(device: Any = None) -> Backend:
         compiler=ReplayStep,
         take_rows=_numpy_take_rows,
         library=np,
+        spec="numpy",
     )
 
 
@@ -99,6 +100,7 @@ def make_torch(device: Any = None) -> Backend:
         flat_updates=dev.type == "cuda",
         compiler=(lambda fn: TorchReplayStep(torch, fn)) if dev.type == "cpu" else None,
         library=torch,
+        spec="torch" if dev.type == "cpu" else f"torch:{dev}",
     )
 
 
@@ -128,6 +130,15 @@ def _jax_context(jax: Any, dev: Any) -> Any:
     if getattr(dev, "platform", "cpu") == "cpu":
         return None
     return lambda: jax.default_matmul_precision("highest")
+
+
+def _jax_spec(jax: Any, dev: Any) -> str:
+    """`Backend.spec` of a JAX device: "jax" for JAX's default device, else
+    "jax:<platform>:<index>", the index among that platform's devices (as `_jax_device`
+    reads it)."""
+    if dev == jax.devices()[0]:
+        return "jax"
+    return f"jax:{dev.platform}:{jax.devices(dev.platform).index(dev)}"
 
 
 def _enable_x64(jax: Any) -> None:
@@ -207,6 +218,7 @@ def make_jax(device: Any = None) -> Backend:
         take_rows=_jit_take(jax, jnp),
         take_batch=_jit_take_batch(jax, jnp),
         context=_jax_context(jax, dev),
+        spec=_jax_spec(jax, dev),
     )
 
 
@@ -218,10 +230,11 @@ def make_array_api_strict(device: Any = None) -> Backend:
         try:
             dev = xs.Device("CPU_DEVICE" if device is None else str(device))
         except ValueError as exc:
-            here = ", ".join(repr(d).split("'")[1] for d in xs.__array_namespace_info__().devices())
+            here = ", ".join(_strict_name(d) for d in xs.__array_namespace_info__().devices())
             raise BackendUnavailable(
                 f"array_api_strict has no device {device!r}; devices here: {here}"
             ) from exc
+    name = _strict_name(dev)
     return Backend(
         "array_api_strict",
         xs,
@@ -229,7 +242,13 @@ def make_array_api_strict(device: Any = None) -> Backend:
         to_host=to_numpy,
         is_array=lambda x: isinstance(x, xs._array_object.Array),
         library=xs,
+        spec="array_api_strict" if name == "CPU_DEVICE" else f"array_api_strict:{name}",
     )
+
+
+def _strict_name(device: Any) -> str:
+    """'device1' for ``array_api_strict.Device('device1')`` (the name it was made from)."""
+    return repr(device).split("'")[1]
 
 
 MAKERS = {

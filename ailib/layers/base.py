@@ -279,7 +279,7 @@ class Layer:
                 where += f" on device {be.device_of(x)!r}"
             raise TypeError(
                 f"{self.name}: expected an array of backend {be.name!r} on device {be.device!r}, "
-                f"received {where}; move it with ailib.backends.get({be.name!r}).asarray(x)"
+                f"received {where}; move it with ailib.backends.get({be.spec!r}).asarray(x)"
             )
         expected = self.dtype if isinstance(dtype, str) else dtype
         if expected is None and not be.is_floating(x.dtype):
