@@ -18,8 +18,8 @@ What is counted, per call:
 Dtype and capability queries (``isdtype``, ``finfo``, ``.shape``) cost nothing and are not
 counted.
 
-A fused operation (`ailib.backends._fused`: ReLU's backward, the optimizers' update, softmax
-cross-entropy from labels) counts as the kernels of the library named by ``kernels`` (the
+A fused operation (`ailib.backends._fused`: Dense's forward pass, ReLU's backward, the
+optimizers' update, softmax cross-entropy from labels) counts as the kernels of the library named by ``kernels`` (the
 backend's own by default) where that library has a form of its own, and as its array-API
 composition, operation by operation, where it has not. ``kernels="cupy"`` on a CPU backend counts
 what CuPy launches without a GPU: the values are the CPU's, the count CuPy's.
