@@ -129,8 +129,18 @@ fi
 
 # -- 2. tests ----------------------------------------------------------------------------------
 if [[ $TESTS -eq 1 ]]; then
+    # the files of what never ran on a GPU first (CuPy's fused kernels, its backend and graph
+    # steps, the compiled steps, the counts), then the rest, so that a stage cut at its limit
+    # has run them (pytest keeps the order of files named one by one, not of a folder's)
+    FIRST=(tests/test_fused.py tests/test_cupy_backend.py tests/test_compiling.py
+           tests/test_opcount.py tests/test_layers.py tests/test_losses.py)
+    REST=()
+    for f in tests/test_*.py; do
+        case " ${FIRST[*]} " in *" $f "*) ;; *) REST+=("$f") ;; esac
+    done
     stage "2. tests: CuPy, PyTorch CUDA and JAX GPU (no -x)" 2-tests.txt "$TEST_LIMIT" \
-        "$PY" -m pytest -v --tb=short -rfE -p no:cacheprovider -k "cupy or cuda or gpu" tests
+        "$PY" -m pytest -v --tb=short -rfE -p no:cacheprovider -k "cupy or cuda or gpu" \
+        "${FIRST[@]}" "${REST[@]}"
 fi
 
 # -- 3. train ----------------------------------------------------------------------------------
