@@ -64,24 +64,16 @@ def _on_device(
     fn: Callable[..., Any], device: Any, current: Callable[[], int] | None = None
 ) -> Callable[..., Any]:
     index = int(device.id)
-
-    if current is None:
-
-        @functools.wraps(fn)
-        def call(*args: Any, **kwargs: Any) -> Any:
-            with device:
-                return fn(*args, **kwargs)
-
-        return call
+    current = current or (lambda: -1)  # not known: always enter the device
 
     @functools.wraps(fn)
-    def call_here(*args: Any, **kwargs: Any) -> Any:
+    def call(*args: Any, **kwargs: Any) -> Any:
         if current() == index:
             return fn(*args, **kwargs)
         with device:
             return fn(*args, **kwargs)
 
-    return call_here
+    return call
 
 
 # -- what is installed ----------------------------------------------------------------------

@@ -236,20 +236,8 @@ def _softmax_cross_entropy_torch(z: Any, labels: Any) -> tuple[Any, Any, Any]:
     grad.mul_(1.0 / n)
     # e_y by a comparison with 0…C−1, not a scatter (no atomics on CUDA, and no op that
     # torch.use_deterministic_algorithms refuses)
-    label = labels.unsqueeze(1) == _torch_classes(torch, z.shape[1], labels.device)
+    label = labels.unsqueeze(1) == _classes(_namespace(labels), z.shape[1], labels)
     return value, torch.where(label, grad - 1.0 / n, grad), hits
-
-
-#: 0 … C−1 as int64 tensors, by (C, device)
-_TORCH_CLASSES: dict[tuple[int, str], Any] = {}
-
-
-def _torch_classes(torch: Any, count: int, device: Any) -> Any:
-    key = (count, str(device))
-    found = _TORCH_CLASSES.get(key)
-    if found is None:
-        found = _TORCH_CLASSES[key] = torch.arange(count, device=device)
-    return found
 
 
 def _softmax_cross_entropy_cupy(
