@@ -21,8 +21,9 @@ compiled function: shapes, dtypes, hyperparameters other than lr, the layer stru
 mode. Each step compares the layers (their arrays' names, ``trainable`` and ``training`` flags)
 and the optimizer's settings (``get_config()`` but lr) with those it was compiled for, and
 compiles again where they changed: a layer frozen between two `fit` calls is not updated, a
-momentum changed is used. A layer's own settings (a BatchNorm's momentum) are not compared:
-layers are configured when they are made.
+momentum changed is used. (`fit` over arrays without callbacks runs nothing of the user's
+between steps: there the comparison is made once per epoch, `unchanged`.) A layer's own
+settings (a BatchNorm's momentum) are not compared: layers are configured when they are made.
 The compiler recompiles when a shape changes: the last, shorter batch of an epoch compiles once
 more (then both versions are cached; ``drop_last=True`` avoids it).
 
@@ -42,14 +43,37 @@ valid after it there; keep a copy (``np.asarray(a)``) to compare before and afte
 
 from __future__ import annotations
 
+import contextlib
 import weakref
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 #: the compiled step of each model: [(loss key, optimizer, CompiledStep)] (one entry: a model
 #: trained with another optimizer or loss compiles afresh)
 _STEPS: weakref.WeakKeyDictionary[Any, list[tuple[Any, Any, CompiledStep]]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+#: models inside `unchanged`: model -> that block's token
+_UNCHANGED: weakref.WeakKeyDictionary[Any, object] = weakref.WeakKeyDictionary()
+
+
+@contextlib.contextmanager
+def unchanged(model: Any) -> Iterator[None]:
+    """A block in which the caller vouches that nothing but ``model``'s own training steps
+    runs between them: no layer is frozen, added or given new arrays, and the optimizer's
+    settings stay as they are (`fit` over arrays without callbacks). The compiled step then
+    compares the layers and settings with those it was compiled for once in the block, not
+    every step (a few microseconds a step, which at small batches is a few percent)."""
+    previous = _UNCHANGED.get(model)
+    _UNCHANGED[model] = object()
+    try:
+        yield
+    finally:
+        if previous is None:
+            _UNCHANGED.pop(model, None)
+        else:
+            _UNCHANGED[model] = previous
 
 
 def _loss_key(loss: Any) -> tuple[type, str]:
@@ -223,32 +247,14 @@ class CompiledStep:
         """One step on the batch (x, y); ``loss`` (an equal loss object, default the one
         traced) receives the correct count (`ailib.losses.Loss.correct`)."""
         model, optimizer = self._model(), self.optimizer
-        refs, pairs = self._refs(model)
-        settings = _settings(optimizer)
-        if refs is not self._compiled_for or settings != self._settings:
-            if any(hasattr(layer, "rng") for layer in model.layers):
-                self.off = True  # a layer that draws was added: see `step_for`
-                return self._eager(model, x, y, loss)
-            changed = self._settings is not None and settings != self._settings
-            if changed or not _has_state(model, optimizer):
-                # new settings (a momentum where there was none) or a layer unfrozen may need
-                # optimizer state the compiled step does not have, and a trace must not make
-                # it (JAX: it would leak a tracer): this step runs uncompiled and makes it,
-                # the next one compiles afresh
-                self._settings, self._compiled_for, self.structure = settings, None, None
-                return self._eager(model, x, y, loss)
-            structure = (
-                [
-                    (kind, id(owner[0] if kind == "state" else owner), name)
-                    for kind, owner, name in refs
-                ],
-                [(layer, *flags[:2]) for layer, *flags in self._known[0][3:]],
-                settings,
-            )
-            if structure != self.structure:
-                self.structure, self.compiled = structure, self.compiler(self._pure(refs))
-            self._compiled_for, self._settings = refs, settings
-            self._owners = [(layer, name) for kind, layer, name in refs if kind == "params"]
+        token = _UNCHANGED.get(model)
+        if token is not None and token is self._checked_in:
+            refs, pairs = self._known[1]  # checked earlier in this `unchanged` block
+        else:
+            refs, pairs = self._check(model, x, y, loss)
+            if refs is None:
+                return pairs  # this step ran uncompiled
+            self._checked_in = token
         values = [holder[name] for holder, name in pairs]
         iterations = optimizer.iterations
         try:
@@ -260,6 +266,7 @@ class CompiledStep:
             # the caller's, and running the step again here would run it twice
             raise
         except Exception as exc:
+            self._checked_in = None
             self.off = True  # a step that cannot be traced (an Embedding checks its indices)
             if any(_deleted(v) for v in values):
                 # JAX had already taken (donated) the step's inputs when it failed: there is
@@ -287,6 +294,41 @@ class CompiledStep:
         if hits is not None:
             (loss or self.loss).last_correct = (y_pred, y, hits)
         return error, y_pred
+
+    def _check(self, model: Any, x: Any, y: Any, loss: Any) -> tuple[Any, Any]:
+        """(refs, pairs) of the step's arrays, the compiled function made anew where the
+        layers or the optimizer's settings changed since it was compiled; or (None, the
+        step's result) where this step had to run uncompiled."""
+        optimizer = self.optimizer
+        refs, pairs = self._refs(model)
+        settings = _settings(optimizer)
+        if refs is not self._compiled_for or settings != self._settings:
+            if any(hasattr(layer, "rng") for layer in model.layers):
+                self.off = True  # a layer that draws was added: see `step_for`
+                return None, self._eager(model, x, y, loss)
+            changed = self._settings is not None and settings != self._settings
+            if changed or not _has_state(model, optimizer):
+                # new settings (a momentum where there was none) or a layer unfrozen may need
+                # optimizer state the compiled step does not have, and a trace must not make
+                # it (JAX: it would leak a tracer): this step runs uncompiled and makes it,
+                # the next one compiles afresh
+                self._settings, self._compiled_for, self.structure = settings, None, None
+                return None, self._eager(model, x, y, loss)
+            structure = (
+                [
+                    (kind, id(owner[0] if kind == "state" else owner), name)
+                    for kind, owner, name in refs
+                ],
+                [(layer, *flags[:2]) for layer, *flags in self._known[0][3:]],
+                settings,
+            )
+            if structure != self.structure:
+                self.structure, self.compiled = structure, self.compiler(self._pure(refs))
+            self._compiled_for, self._settings = refs, settings
+            self._owners = [(layer, name) for kind, layer, name in refs if kind == "params"]
+        return refs, pairs
+
+    _checked_in: object = None  # the `unchanged` block whose first step checked the layers
 
     def _eager(self, model: Any, x: Any, y: Any, loss: Any) -> tuple[Any, Any]:
         from .training import train_step

@@ -21,6 +21,7 @@ every ``log_every`` steps, never per step.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -344,6 +345,34 @@ class Trainer:
             data.steps,
             bool(self.callbacks),
         )
+        # over arrays without callbacks nothing but the steps runs between steps: the compiled
+        # step checks the layers and the optimizer's settings once per epoch
+        quiet = not hooks and isinstance(data, ArrayBatches)
+        with compiling.unchanged(model) if quiet else contextlib.nullcontext():
+            step = self._steps(epoch, data, meter, steps, hooks, start)
+        if step == 0:
+            first = epoch == self.initial_epoch + 1
+            if first or not isinstance(data, IterableBatches) or not data.one_shot:
+                raise ValueError(f"{self.who}: the data gave no batch in epoch {epoch}")
+            return None
+        if self.accumulator is not None:
+            with model.backend.context():
+                if self.accumulator.flush():
+                    optimizer.step(model.layers)  # the epoch's last, incomplete group
+        meter.read(epoch, step, diverge=True)
+        return meter.results()
+
+    def _steps(
+        self,
+        epoch: int,
+        data: ArrayBatches | IterableBatches,
+        meter: Meter,
+        steps: int,
+        hooks: bool,
+        start: float,
+    ) -> int:
+        """The steps of one pass over ``data``; the number of the last one (0: none)."""
+        model, parallel = self.model, self.parallel
         step = 0
         for step, (xb, yb) in enumerate(data if parallel is None else parallel.shards(data), 1):
             n = rows(yb)
@@ -367,17 +396,7 @@ class Trainer:
                 self._call("on_batch_end", step, logs)
             if model.stop_training:
                 break
-        if step == 0:
-            first = epoch == self.initial_epoch + 1
-            if first or not isinstance(data, IterableBatches) or not data.one_shot:
-                raise ValueError(f"{self.who}: the data gave no batch in epoch {epoch}")
-            return None
-        if self.accumulator is not None:
-            with model.backend.context():
-                if self.accumulator.flush():
-                    optimizer.step(model.layers)  # the epoch's last, incomplete group
-        meter.read(epoch, step, diverge=True)
-        return meter.results()
+        return step
 
     def _step(self, xb: Any, yb: Any, epoch: int, step: int, n: int) -> tuple[Any, Any]:
         model, acc, parallel = self.model, self.accumulator, self.parallel

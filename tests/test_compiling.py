@@ -10,6 +10,7 @@ import pytest
 
 import ailib
 from ailib import compiling, optimizers, zoo
+from ailib.callbacks import Callback
 from ailib.layers import BatchNorm1D, Dense, Dropout, Embedding, Flatten, ReLU
 
 from .helpers import assert_close, host
@@ -285,6 +286,63 @@ def test_a_change_after_compiling_is_seen_by_the_next_step(name: str, change: st
     for a, b in zip(fast.layers, eager.layers):
         for key in a.params:
             np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), rtol=1e-12)
+
+
+class _FreezeAt(Callback):
+    """Freezes the first layer at the end of batch ``step`` of the first epoch."""
+
+    def __init__(self, model: Any, step: int) -> None:
+        self.target, self.step = model, step
+
+    def on_batch_end(self, batch: int, logs: Any = None) -> None:
+        if batch == self.step:
+            self.target.layers[0].trainable = False
+
+
+@pytest.mark.parametrize("name", ["numpy", "jax", "torch"])
+def test_a_layer_frozen_by_a_callback_during_an_epoch_is_seen_by_the_next_step(name: str) -> None:
+    """With callbacks, the compiled step compares the layers at every step (`fit` vouches for
+    nothing changing between steps only when it runs no code of the user's between them)."""
+    be = _jax(name)
+    x, y = _data()
+    models = []
+    for compiled in (None, False):
+        model = ailib.Sequential(zoo.mlp(6, (8,), 3), backend=be, dtype="float64", seed=0)
+        model.compile_steps = compiled
+        opt = optimizers.SGD(0.1, momentum=0.5)
+        model.fit(x, y, optimizer=opt, epochs=2, batch_size=4, verbose=False,
+                  callbacks=[_FreezeAt(model, 3)])  # fmt: skip
+        models.append(model)
+    fast, eager = models
+    assert [s.off for _, _, s in compiling._STEPS[fast]] == [False]  # it did compile
+    for a, b in zip(fast.layers, eager.layers):
+        for key in a.params:
+            np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), rtol=1e-12)
+
+
+def test_fit_without_callbacks_checks_the_layers_once_per_epoch(monkeypatch: Any) -> None:
+    """Over arrays and without callbacks nothing runs between `fit`'s steps but the steps:
+    the compiled step compares layers and settings once per epoch (`compiling.unchanged`),
+    and at every step again outside `fit` and with callbacks."""
+    x, y = _data()
+    model = ailib.Sequential(zoo.mlp(6, (8,), 3), dtype="float64", seed=0)
+    opt = optimizers.SGD(0.1)
+    model.fit(x, y, optimizer=opt, epochs=1, batch_size=4, verbose=False)  # compiles
+    checks = []
+    real = compiling.CompiledStep._check
+    monkeypatch.setattr(
+        compiling.CompiledStep, "_check", lambda self, *a: checks.append(1) or real(self, *a)
+    )
+    model.fit(x, y, optimizer=opt, epochs=3, batch_size=4, verbose=False)
+    assert len(checks) == 3
+    checks.clear()
+    model.fit(x, y, optimizer=opt, epochs=1, batch_size=4, verbose=False,
+              callbacks=[_FreezeAt(model, 100)])  # fmt: skip
+    assert len(checks) == -(-x.shape[0] // 4)
+    checks.clear()
+    for _ in range(2):
+        model.train_step(x[:4], y[:4], loss="softmax_cross_entropy", optimizer=opt)
+    assert len(checks) == 2
 
 
 def test_a_layer_that_draws_added_after_compiling_turns_compiling_off() -> None:
