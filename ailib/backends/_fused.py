@@ -106,7 +106,7 @@ def relu_backward(y: Any, grad: Any) -> Any:
     (Where dE/dY is NaN or infinite at a Y of 0, the products of NumPy and PyTorch give NaN,
     the other forms 0: a gradient that is already not finite, which the loss shows. PyTorch's
     own ReLU gives dE/dY where Y is NaN; ailib gives 0 on every backend.) The result has
-    dE/dY's dtype on every library (PyTorch's form runs where Y has that dtype too)."""
+    dE/dY's dtype on every library (PyTorch's form runs only where Y and dE/dY share one)."""
     if isinstance(y, np.ndarray) and isinstance(grad, np.ndarray):
         return np.multiply(grad, np.greater(y, 0))
     if isinstance(y, Counted):
