@@ -131,8 +131,15 @@ def _isdtype(xp: Any, dtype: Any, kind: str) -> bool:
 
 def one_hot(xp: Any, labels: Any, num_classes: int, dtype: Any) -> Any:
     """Rows e_{label}: built from a comparison with arange, never by scatter (which is undefined
-    for repeated indices on some devices)."""
-    classes = xp.arange(num_classes, dtype=labels.dtype, device=array_api_compat.device(labels))
+    for repeated indices on some devices). Labels of a dtype too narrow for num_classes − 1
+    (uint8 labels of 300 classes, whose 0…C−1 would wrap) are compared in the namespace's
+    default integer dtype."""
+    device = array_api_compat.device(labels)
+    if xp.iinfo(labels.dtype).max >= num_classes - 1:
+        classes = xp.arange(num_classes, dtype=labels.dtype, device=device)
+    else:
+        classes = xp.arange(num_classes, device=device)
+        labels = xp.astype(labels, classes.dtype)
     return xp.astype(xp.expand_dims(labels, axis=1) == classes, dtype)
 
 

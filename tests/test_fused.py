@@ -281,6 +281,34 @@ def test_cupys_softmax_cross_entropy_kernel_computes_the_reference(
     assert np.isfinite(rows[0]) and np.isnan(rows[1]) and hit[1] == 0
 
 
+def test_cupys_softmax_cross_entropy_kernel_on_non_finite_logits_is_the_composition(
+    host_kernels: tuple[Any, str],
+) -> None:
+    """A NaN is the top class, the first one, as argmax (and the composition) takes it; +inf,
+    −inf and NaN rows give the composition's errors and gradients."""
+    lib, dtype = host_kernels
+    scalar = ctypes.c_float if dtype == "float32" else ctypes.c_double
+    nan, inf = np.nan, np.inf
+    z = np.array(
+        [[0.0, nan, 5.0], [0.0, nan, 5.0], [nan, 1.0, nan], [1.0, nan, nan], [inf, 0.0, inf],
+         [-inf, 0.0, 1.0], [-inf, -inf, -inf], [1.0, 2.0, 0.5]], dtype=dtype,
+    )  # fmt: skip
+    labels = np.array([1, 2, 0, 2, 0, 0, 1, 1], dtype=np.int64)
+    n, c = z.shape
+    grad, rows = np.zeros_like(z), np.zeros(n, dtype=dtype)
+    hit = np.full(n, -1, dtype=np.int32)
+    lib.run_softmax_ce(
+        _ptr(z), _ptr(labels), _ptr(grad), _ptr(rows), _ptr(hit),
+        ctypes.c_int(n), ctypes.c_int(c), scalar(1.0 / n), ctypes.c_uint(4),
+    )  # fmt: skip
+    with np.errstate(all="ignore"):
+        value, want_grad, want_hits = _fused._softmax_cross_entropy_composed(z, labels)
+    np.testing.assert_array_equal(hit, np.argmax(z, axis=1) == labels)
+    assert int(np.count_nonzero(hit)) == int(want_hits)
+    np.testing.assert_allclose(rows.mean(), value, **tol(dtype))
+    np.testing.assert_allclose(grad, want_grad, **tol(dtype))
+
+
 def test_cupys_elementwise_kernel_bodies_compute_relu_backward_and_the_update(
     host_kernels: tuple[Any, str],
 ) -> None:

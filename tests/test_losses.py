@@ -104,6 +104,23 @@ def test_integer_labels_equal_one_hot(
         assert_close(a, b, "float32")
 
 
+@pytest.mark.parametrize("loss", [CategoricalCrossEntropy(), SoftmaxCrossEntropy(0.1)])
+def test_uint8_labels_of_more_than_256_classes_equal_one_hot(
+    loss: Any, backend: ailib.backends.Backend, rng: np.random.Generator
+) -> None:
+    """Labels stored as uint8 (as IDX files hold them) for a model of 300 classes: 0…299 in
+    uint8 would wrap, and class 256 would count as label 0. (Softmax cross-entropy without
+    smoothing: tests/test_fused_hostile.py.)"""
+    labels = np.array([0, 255, 3, 0])
+    p = _softmax(rng.standard_normal((4, 300)))
+    p_dev = backend.asarray(p)
+    uint8 = backend.asarray(labels.astype(np.uint8))
+    by_label = loss.value_and_grad(p_dev, uint8)
+    by_onehot = loss.value_and_grad(p_dev, backend.asarray(np.eye(300)[labels]))
+    for a, b in zip(by_label, by_onehot):
+        assert_close(a, b, "float64")
+
+
 def test_softmax_cross_entropy_gradient_is_p_minus_y_over_n(
     backend: ailib.backends.Backend, rng: np.random.Generator
 ) -> None:

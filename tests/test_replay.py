@@ -322,3 +322,62 @@ def test_the_replay_reuses_the_buffers_of_dead_arrays() -> None:
         if "out=" in made:
             buffer = made.split("out=")[1].rstrip(")")
             assert sum(f"out={buffer})" in line for line in lines) == 1
+
+
+def _shared_and_merged(features: int) -> ailib.Model:
+    """One Dense used at two places (shared weights), an Add of a residual connection, a
+    Concatenate of one activation twice, a Reshape and Flatten of it, a Multiply."""
+    from ailib.layers import Add, Concatenate, Flatten, Multiply, Reshape, Tanh
+
+    x = ailib.Input((features,))
+    shared = Dense(features, features)
+    h = ReLU()(shared(x))
+    h = Add()([shared(h), x])
+    wide = Concatenate()([h, Tanh()(Dense(features, 4)(h)), h])
+    flat = Flatten()(Reshape((2, 2 * features + 4))(Concatenate()([wide, wide])))
+    return ailib.Model(x, Dense(4 * features + 8, 3)(Multiply()([flat, flat])), seed=0)
+
+
+def _normalized_conv(features: int) -> ailib.Sequential:
+    """Convolutions (one with padding), BatchNorm2D and BatchNorm1D, max pooling, a mean over
+    the image (GlobalAvgPool2D, whose mean the replay writes into a kept buffer)."""
+    from ailib.layers import BatchNorm1D, BatchNorm2D, Conv2D, GlobalAvgPool2D, MaxPool2D, Reshape
+
+    return ailib.Sequential(
+        [Reshape((2, 3, features // 6)), Conv2D(2, 4, 2, padding=1), BatchNorm2D(4), ReLU(),
+         MaxPool2D(2), Conv2D(4, 5, 1), GlobalAvgPool2D(), BatchNorm1D(5), ReLU(), Dense(5, 3)],
+        seed=0,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("make", [_shared_and_merged, _normalized_conv])
+def test_replays_of_shared_merged_viewed_and_normalized_models_equal_uncompiled_steps(
+    make: Any,
+) -> None:
+    """Models that could trip the buffers' reuse by liveness, with momentum, weight decay and
+    gradient clipping (whose clipping really happens at this threshold): after 12 steps
+    (checked against the uncompiled step only on the second), every parameter, running
+    statistic and optimizer state equals the uncompiled fit's to the bit."""
+    x, y = _data(48, 12)
+    trained = []
+    for compiled in (True, False):
+        model = make(12)
+        model.compile_steps = compiled
+        optimizer = optimizers.SGD(0.1, momentum=0.9, weight_decay=1e-2, clip_norm=0.05)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # the replay check must not fire
+            model.fit(x, y, optimizer=optimizer, epochs=3, batch_size=12, verbose=False)
+        trained.append((model, optimizer))
+    (fast, fast_opt), (slow, slow_opt) = trained
+    replays = _replays(fast)
+    assert not replays.broken and len(replays.replays) == 1
+    assert any("out=b" in line for line in replays.source().splitlines())  # buffers in use
+    for a, b in zip(fast.layers, slow.layers):
+        for key in (*a.params, *a.buffers):
+            got = a.params.get(key, a.buffers.get(key))
+            np.testing.assert_array_equal(got, b.params.get(key, b.buffers.get(key)), key)
+    for a, b in zip(fast.layers, slow.layers):
+        for key in a.params:
+            velocity = fast_opt.state[(a, key)]["V"]
+            np.testing.assert_array_equal(velocity, slow_opt.state[(b, key)]["V"], key)
+    assert fast_opt.grad_norm is not None and float(fast_opt.grad_norm) > 0.05  # clipped

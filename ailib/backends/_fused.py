@@ -105,7 +105,8 @@ def relu_backward(y: Any, grad: Any) -> Any:
 
     (Where dE/dY is NaN or infinite at a Y of 0, the products of NumPy and PyTorch give NaN,
     the other forms 0: a gradient that is already not finite, which the loss shows. PyTorch's
-    own ReLU gives dE/dY where Y is NaN; ailib gives 0 on every backend.)"""
+    own ReLU gives dE/dY where Y is NaN; ailib gives 0 on every backend.) The result has
+    dE/dY's dtype on every library (PyTorch's form runs only where Y and dE/dY share one)."""
     if isinstance(y, np.ndarray) and isinstance(grad, np.ndarray):
         return np.multiply(grad, np.greater(y, 0))
     if isinstance(y, Counted):
@@ -115,7 +116,7 @@ def relu_backward(y: Any, grad: Any) -> Any:
         )  # fmt: skip
     library = library_of(y)
     if type(grad) is type(y):
-        if library == "torch":
+        if library == "torch" and y.dtype == grad.dtype:  # (mul_ would give Y's dtype)
             return y.sign().mul_(grad)
         if library == "cupy" and y.dtype == grad.dtype and y.shape == grad.shape:
             with y.device:
@@ -144,7 +145,12 @@ def subtract_scaled(p: Any, lr: Any, d: Any) -> Any:
     - PyTorch: one kernel, ``p.sub_(d, alpha=lr)`` for a Python number and ``p.addcmul_(lr, d,
       value=-1)`` for a 0-d tensor (the compiled step's learning rate);
     - CuPy: one elementwise kernel, ``p -= lr * d``;
-    - elsewhere ``p -= lr * d`` (two operations, and on JAX a new array)."""
+    - elsewhere ``p -= lr * d`` (two operations, and on JAX a new array).
+
+    The result has p's dtype, as an update in place does: a wider lr or d (a 0-d float64
+    learning rate for float32 parameters) is computed in the wider dtype and rounded to p's,
+    also on JAX, whose ``p - lr * d`` would otherwise promote p (array-api-strict refuses mixed
+    dtypes, as the standard's in-place operators do)."""
     if isinstance(p, np.ndarray) and isinstance(d, np.ndarray):
         call_recorded(_blas.subtract_scaled, (p, lr, d), writes=p)
         return p
@@ -170,7 +176,10 @@ def subtract_scaled(p: Any, lr: Any, d: Any) -> Any:
 
 
 def _subtract_scaled_composed(p: Any, lr: Any, d: Any) -> Any:
+    dtype = p.dtype
     p -= lr * d
+    if p.dtype != dtype:  # JAX's new array, promoted by a wider lr or d
+        p = _namespace(p).astype(p, dtype)
     return p
 
 
@@ -183,7 +192,12 @@ def softmax_cross_entropy(z: Any, labels: Any) -> tuple[Any, Any, Any]:
         dE/dZ = (softmax(Z) − e_y)/N
 
     E is a 0-d array, the count a 0-d integer array (ties: the first top class counts, as
-    ``argmax``). Each library's fewest operations:
+    ``argmax``, and a NaN is the top). Labels of any integer dtype, also one too narrow for
+    C−1 (uint8 labels of 300 classes). Non-finite logits give what PyTorch's
+    ``F.cross_entropy`` gives: a row with a NaN or +inf has a NaN error and gradient, a row
+    whose label's logit alone is −inf an infinite error. An empty batch (N = 0) gives E = 0
+    and a (0, C) gradient, as ailib's other losses (PyTorch's mean gives NaN there).
+    Each library's fewest operations:
 
     - the composition (NumPy, JAX, array-api-strict): 16 operations, no (N, C) one-hot target —
       the label's entries gathered with ``take_along_axis``, e_y applied with one ``where``, the
@@ -213,12 +227,15 @@ def softmax_cross_entropy(z: Any, labels: Any) -> tuple[Any, Any, Any]:
 def _softmax_cross_entropy_composed(z: Any, labels: Any) -> tuple[Any, Any, Any]:
     xp = _namespace(z)
     n = max(1, z.shape[0])
-    index = xp.expand_dims(labels, axis=1)
     top = xp.argmax(z, axis=1, keepdims=True)
+    if _largest(xp, labels.dtype) < z.shape[1] - 1:  # uint8 labels of 300 classes: compared
+        labels = xp.astype(labels, top.dtype)  # in argmax's dtype (a uint8 0…C−1 would wrap)
+    index = xp.expand_dims(labels, axis=1)
     shifted = z - xp.take_along_axis(z, top, axis=1)
     e = xp.exp(shifted)
     total = xp.sum(e, axis=1, keepdims=True)
-    value = xp.mean(xp.log(total) - xp.take_along_axis(shifted, index, axis=1))
+    rows = xp.log(total) - xp.take_along_axis(shifted, index, axis=1)
+    value = xp.mean(rows) if z.shape[0] else xp.sum(rows)  # an empty batch: E = 0
     e *= (1.0 / n) / total  # P/N, in the fresh array e (in place where arrays are mutable)
     grad = xp.where(index == _classes(xp, z.shape[1], labels), e - 1.0 / n, e)
     return value, grad, xp.count_nonzero(top == index)
@@ -230,7 +247,7 @@ def _softmax_cross_entropy_torch(z: Any, labels: Any) -> tuple[Any, Any, Any]:
     if labels.dtype != torch.int64:  # nll_loss takes int64 labels
         labels = labels.to(torch.int64)
     logp = torch.log_softmax(z, 1)
-    value = torch.nn.functional.nll_loss(logp, labels)
+    value = torch.nn.functional.nll_loss(logp, labels) if z.shape[0] else logp.sum()
     hits = torch.count_nonzero(torch.argmax(z, 1) == labels)
     grad = logp.exp_()  # P, in the memory of log P, which is not needed any more
     grad.mul_(1.0 / n)
@@ -256,7 +273,7 @@ def _softmax_cross_entropy_cupy(
             (block,),
             (z, labels, grad, rows, hit, np.int32(n), np.int32(c), z.dtype.type(1.0 / n)),
         )
-    return cupy.mean(rows), grad, cupy.count_nonzero(hit)
+    return (cupy.mean(rows) if n else rows.sum()), grad, cupy.count_nonzero(hit)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -296,6 +313,20 @@ def _zero(xp: Any, like: Any) -> Any:
     return found[1]
 
 
+#: the largest value of integer dtypes, by (the dtype's type, dtype) (the type first:
+#: array-api-strict warns when its dtypes are compared with NumPy's)
+_LARGEST: dict[tuple[type, Any], int] = {}
+
+
+def _largest(xp: Any, dtype: Any) -> int:
+    """``xp.iinfo(dtype).max``, asked once per dtype."""
+    key = (type(dtype), dtype)
+    found = _LARGEST.get(key)
+    if found is None:
+        found = _LARGEST[key] = int(xp.iinfo(dtype).max)
+    return found
+
+
 #: 0 … C−1 by (namespace id, C, dtype, device): (namespace, row)
 _CLASSES: dict[tuple[int, int, str, str], tuple[Any, Any]] = {}
 
@@ -329,8 +360,8 @@ extern "C" __global__ void ailib_softmax_ce_{name}(
     {t}* gr = grad + (long long)i * c;
     int top = 0;
     {t} m = zr[0];
-    for (int j = 1; j < c; ++j) {
-        if (zr[j] > m) { m = zr[j]; top = j; }
+    for (int j = 1; j < c; ++j) {  // a NaN is the top, the first one (as argmax)
+        if (zr[j] > m || (zr[j] != zr[j] && m == m)) { m = zr[j]; top = j; }
     }
     {t} s = 0;
     for (int j = 0; j < c; ++j) {

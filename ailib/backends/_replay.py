@@ -398,10 +398,11 @@ def trace(fn: Callable[..., Any], values: list[Any], lr: Any, x: Any, y: Any) ->
     return result, rec
 
 
-def _mean(a: np.ndarray, axis: Any, count: int) -> Any:
-    """``np.mean(a, axis)`` for a float32/float64 ``a`` of a known size: NumPy's own
-    arithmetic (a sum, then a true division by the count), without its Python wrapper."""
-    return np.true_divide(np.add.reduce(a, axis=axis), count)
+def _mean(a: np.ndarray, axis: Any, count: int, out: np.ndarray | None = None) -> Any:
+    """``np.mean(a, axis, out=out)`` for a float32/float64 ``a`` of a known size: NumPy's own
+    arithmetic (a sum, then a true division by the count), without its Python wrapper; into
+    ``out`` when a kept buffer is given (`_Codegen._buffers`)."""
+    return np.true_divide(np.add.reduce(a, axis=axis, out=out), count, out=out)
 
 
 def _along_axis_index(shape: tuple[int, ...], axis: int, indices: Any) -> tuple[Any, ...]:
