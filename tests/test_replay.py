@@ -350,7 +350,15 @@ def _normalized_conv(features: int) -> ailib.Sequential:
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("make", [_shared_and_merged, _normalized_conv])
+def _smooth(features: int) -> ailib.Sequential:
+    """GELU, whose erf clamps its argument (`ailib.backends.clip`: array-api-compat's NumPy
+    clip wrote into an array made outside NumPy's dispatch, and such models never compiled)."""
+    from ailib.layers import GELU
+
+    return ailib.Sequential([Dense(features, 8), GELU(), Dense(8, 3)], seed=0)
+
+
+@pytest.mark.parametrize("make", [_shared_and_merged, _normalized_conv, _smooth])
 def test_replays_of_shared_merged_viewed_and_normalized_models_equal_uncompiled_steps(
     make: Any,
 ) -> None:

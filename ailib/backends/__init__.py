@@ -20,7 +20,7 @@ from typing import Any, ContextManager
 
 from ._base import API_VERSION, Backend, BackendUnavailable, Random, device_of, to_numpy
 from ._counting import OpCounter, counting
-from ._fused import LAUNCHES, affine, relu_backward, softmax_cross_entropy, subtract_scaled
+from ._fused import LAUNCHES, affine, clip, relu_backward, softmax_cross_entropy, subtract_scaled
 from ._host import all_finite, extremes, host_numbers, quickly_finite
 from ._libs import MAKERS
 from ._replay import ReplayStep, TraceError
@@ -204,6 +204,7 @@ __all__ = [
     "all_finite",
     "auto_choice",
     "available",
+    "clip",
     "counting",
     "device_context",
     "device_of",

@@ -6,6 +6,7 @@ fastest form, and the array-API composition everywhere else (JAX, array-api-stri
 library without a form of its own), with the same math:
 
     affine(X, W, B)                    Y = X·Wᵀ + B (a Dense layer's forward pass)
+    clip(X, low, high)                 X clamped to [low, high]
     relu_backward(Y, dE/dY)            dE/dX = dE/dY ∘ 1[Y > 0]
     subtract_scaled(P, lr, D)          P ← P − lr·D
     softmax_cross_entropy(Z, labels)   (E, dE/dZ, correct count) for logits and integer labels
@@ -83,6 +84,17 @@ def _affine_composed(x: Any, w: Any, b: Any) -> Any:
     if b is not None:
         y += b
     return y
+
+
+# -- clamping ---------------------------------------------------------------------------------
+def clip(x: Any, low: float, high: float) -> Any:
+    """x clamped to [low, high] (NaN stays NaN), a new array of x's dtype: ``xp.clip``, except
+    on NumPy, where it is NumPy's own ``np.clip`` (array-api-compat's writes into an array it
+    makes outside NumPy's dispatch, which a compiled NumPy step cannot replay: every step of a
+    model with GELU ran uncompiled)."""
+    if isinstance(x, np.ndarray):
+        return np.clip(x, low, high)
+    return _namespace(x).clip(x, low, high)
 
 
 # -- ReLU's backward ------------------------------------------------------------------------

@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+from .. import backends
+
 _A = (
     3.16112374387056560e00,
     1.13864154151050156e02,
@@ -92,18 +94,18 @@ def _exp_minus_square(xp: Any, y: Any) -> Any:
 
 def _erf_small(xp: Any, x: Any) -> Any:
     """erf(x) for |x| <= 0.5 (x is clamped there)."""
-    x = xp.clip(x, -0.5, 0.5)
+    x = backends.clip(x, -0.5, 0.5)
     return x * _ratio(x * x, _A, _B)
 
 
 def _erfc_tail(xp: Any, y: Any) -> Any:
     """erfc(y) for y >= 0.5 (y is clamped to [0.5, 30]; erfc(30) ~ 1e-393 is 0 in float64)."""
-    mid = xp.clip(y, 0.5, 4.0)
-    big = xp.clip(y, 4.0, 30.0)
+    mid = backends.clip(y, 0.5, 4.0)
+    big = backends.clip(y, 4.0, 30.0)
     z = 1.0 / (big * big)
     big_ratio = (_INV_SQRT_PI - z * _ratio(z, _P, _Q)) / big
     ratio = xp.where(y <= 4.0, _ratio(mid, _C, _D), big_ratio)
-    return _exp_minus_square(xp, xp.clip(y, 0.5, 30.0)) * ratio
+    return _exp_minus_square(xp, backends.clip(y, 0.5, 30.0)) * ratio
 
 
 def erf(xp: Any, x: Any) -> Any:
