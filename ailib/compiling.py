@@ -32,7 +32,8 @@ accumulation (``update=False``), models that draw random numbers per step (Dropo
 would become constants of the trace; such models are never compiled, since the first compiled
 call is the real step on NumPy and CuPy, and consumes its inputs on JAX), steps that cannot be
 traced (an `Embedding` checks its indices on the host: the trace fails, the step runs eagerly
-from then on) and ``model.compile_steps = False``. The result equals the uncompiled step up to
+from then on) and ``model.compile_steps = False``. A compiled step that fails otherwise, where
+the uncompiled step then runs, is a fault of the compiler: a RuntimeWarning says so, once. The result equals the uncompiled step up to
 rounding (float64 to 1e-12, float32 to 1e-5 over 20 steps; tests/test_compiling.py).
 
 On JAX the parameters and optimizer state are donated to the compiled step (`Backend.compiler`):
@@ -44,8 +45,11 @@ valid after it there; keep a copy (``np.asarray(a)``) to compare before and afte
 from __future__ import annotations
 
 import contextlib
+import warnings
 import weakref
 from typing import Any, Callable, Iterator
+
+from .backends import TraceError
 
 #: the compiled step of each model: [(loss key, optimizer, CompiledStep)] (one entry: a model
 #: trained with another optimizer or loss compiles afresh)
@@ -279,7 +283,18 @@ class CompiledStep:
             # undo what the trace swapped in; this step and every later one run eagerly
             self._put(refs, values)
             optimizer.iterations = iterations
-            return self._eager(model, x, y, loss)
+            result = self._eager(model, x, y, loss)  # (a fault of the step raises here)
+            if not isinstance(exc, (TraceError, *model.backend.trace_refusals)):
+                # the uncompiled step runs where the compiled one failed: a fault of the
+                # compiler's, not a step it refuses; said, so it is not silently slow
+                warnings.warn(
+                    f"ailib: the compiled training step failed ({type(exc).__name__}: {exc}) "
+                    f"where the uncompiled step runs; this model's steps run uncompiled from "
+                    f"now on",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+            return result
         new, grads, grad_norm, error, y_pred, hits = out
         # integer state entries are step counts (Adam's t): +1 per step, kept on the host
         for (holder, name), value, result in zip(pairs, values, new):

@@ -345,6 +345,36 @@ def test_fit_without_callbacks_checks_the_layers_once_per_epoch(monkeypatch: Any
     assert len(checks) == 2
 
 
+def test_a_compiled_step_that_fails_where_the_uncompiled_step_runs_says_so() -> None:
+    """A fault of the compiler (until session 8 the NumPy replay of any model with
+    GlobalAvgPool2D or GELU failed this way) is warned about, once, and the steps run
+    uncompiled, with the same results; a step the compiler refuses (an Embedding reading its
+    indices back: tests above, under ``-W error``) falls back silently."""
+    x, y = _data()
+    models = []
+    for compiled in (None, False):
+        model = ailib.Sequential(zoo.mlp(6, (8,), 3), dtype="float64", seed=0)
+        model.compile_steps = compiled
+        opt = optimizers.SGD(0.1, momentum=0.5)
+        model.fit(x, y, optimizer=opt, epochs=1, batch_size=8, verbose=False)
+        models.append((model, opt))
+    (fast, fast_opt), (slow, slow_opt) = models
+    (step,) = [s for _, _, s in compiling._STEPS[fast]]
+    assert not step.off
+
+    def faulty(*args: Any) -> Any:
+        raise TypeError("a fault of the compiled function")
+
+    step.compiled = faulty
+    with pytest.warns(RuntimeWarning, match=r"step failed \(TypeError: a fault of the compiled"):
+        fast.fit(x, y, optimizer=fast_opt, epochs=2, batch_size=8, verbose=False)
+    slow.fit(x, y, optimizer=slow_opt, epochs=2, batch_size=8, verbose=False)
+    assert step.off
+    for a, b in zip(fast.layers, slow.layers):
+        for key in a.params:
+            np.testing.assert_array_equal(host(a.params[key]), host(b.params[key]))
+
+
 def test_a_layer_that_draws_added_after_compiling_turns_compiling_off() -> None:
     x, y = _data()
     model = ailib.Sequential([Dense(6, 8), ReLU(), Dense(8, 3)], seed=0)

@@ -156,6 +156,12 @@ class Backend:
             or None; `ailib.compiling` compiles whole training steps with it.
         compile_default: whether models compile their steps unless told not to (JAX: yes;
             CuPy's CUDA graphs: only with ``model.compile_steps = True`` until measured).
+        trace_refusals: the exceptions by which the library's `compiler` refuses a step it
+            cannot compile (JAX's tracer errors: a step that reads a value to the host, as an
+            `Embedding` checking its indices); ailib's own `TraceError` is one everywhere.
+            `ailib.compiling` runs such a step uncompiled from then on, silently; a compiled
+            step that fails otherwise where the uncompiled one runs is a fault and is warned
+            about.
         compile_problem: ``() -> str | None``, why `compiler` cannot compile a training step
             here (CuPy 14 refuses cuBLAS inside a CUDA graph capture), or None where it can or
             the backend has no such check; `compile_problem()` calls it.
@@ -181,6 +187,7 @@ class Backend:
         compiler: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
         compile_default: bool = True,
         compile_problem: Callable[[], str | None] | None = None,
+        trace_refusals: tuple[type[BaseException], ...] = (),
         inference_compiler: Callable[..., Callable[..., Any]] | None = None,
         random_cls: type[Random] = Random,
         library: Any = None,
@@ -209,6 +216,7 @@ class Backend:
         self.compiler = compiler
         self.inference_compiler = inference_compiler
         self.compile_default = compile_default
+        self.trace_refusals = trace_refusals
         self._compile_problem = compile_problem
         self.library = library
         self._to_host = to_host

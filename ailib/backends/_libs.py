@@ -211,6 +211,11 @@ def make_jax(device: Any = None) -> Backend:
         synchronize=lambda arrays: jax.block_until_ready(arrays),
         mutable=False,
         compiler=lambda fn: _jit(jax, fn),
+        trace_refusals=(
+            jax.errors.ConcretizationTypeError,  # float(x), bool(x) (a subclass) on a tracer
+            jax.errors.TracerArrayConversionError,  # np.asarray(tracer)
+            jax.errors.TracerIntegerConversionError,  # int(x), an index from a tracer
+        ),
         inference_compiler=lambda fn, static_argnums=(): jax.jit(fn, static_argnums=static_argnums),
         library=jax,
         index_dtype=jnp.int32,
