@@ -33,8 +33,9 @@ would become constants of the trace; such models are never compiled, since the f
 call is the real step on NumPy and CuPy, and consumes its inputs on JAX), steps that cannot be
 traced (an `Embedding` checks its indices on the host: the trace fails, the step runs eagerly
 from then on) and ``model.compile_steps = False``. A compiled step that fails otherwise, where
-the uncompiled step then runs, is a fault of the compiler: a RuntimeWarning says so, once. The result equals the uncompiled step up to
-rounding (float64 to 1e-12, float32 to 1e-5 over 20 steps; tests/test_compiling.py).
+the uncompiled step then runs, is a fault of the compiler: a RuntimeWarning says so, once. The
+result equals the uncompiled step up to rounding (float64 to 1e-12, float32 to 1e-5 over 20
+steps; tests/test_compiling.py).
 
 On JAX the parameters and optimizer state are donated to the compiled step (`Backend.compiler`):
 it writes their new values into the same memory, and the arrays passed in are deleted. An
