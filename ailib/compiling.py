@@ -426,16 +426,26 @@ class CompiledInference:
             self._swap(refs, saved)
 
     def __call__(self, xs: list[Any]) -> list[Any] | None:
-        """The outputs for inputs ``xs``, or None when the forward pass cannot be traced (the
-        caller runs it uncompiled; so does every later call)."""
+        """The outputs for inputs ``xs``. A forward pass that cannot be traced (an Embedding
+        that checks its indices on the host) runs uncompiled, now and from then on; one that
+        fails otherwise where the uncompiled pass runs is a fault, said once with a warning."""
         refs = self._refs()
         layers = self.model.layers
         values = [getattr(layers[i], kind)[name] for i, kind, name in refs]
         try:
             return list(self.compiled(values, xs, refs))
-        except Exception:
-            self.off = True  # e.g. an Embedding that checks its indices on the host
-            return None
+        except Exception as exc:
+            self.off = True
+            outs = self._run()(xs)  # uncompiled (a fault of the pass itself raises here)
+            if not isinstance(exc, (TraceError, *self.model.backend.trace_refusals)):
+                warnings.warn(
+                    f"ailib: the compiled forward pass failed ({type(exc).__name__}: {exc}) "
+                    f"where the uncompiled pass runs; this model's inference runs uncompiled "
+                    f"from now on",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+            return outs
 
 
 def _deleted(value: Any) -> bool:

@@ -423,3 +423,26 @@ def test_jax_inference_that_cannot_be_traced_runs_uncompiled() -> None:
     np.testing.assert_allclose(got, expected, rtol=1e-6)
     assert compiling._INFERENCE[model].off  # its index check reads the host: eager from then on
     np.testing.assert_allclose(host(model.predict(tokens)), expected, rtol=1e-6)
+
+
+def test_jax_inference_that_fails_where_the_uncompiled_pass_runs_says_so() -> None:
+    """A fault of the compiled forward pass (not a refusal such as the Embedding's above) is
+    warned about, once; the predictions are the uncompiled pass's."""
+    be = _jax()
+    x, _ = _data()
+    model = ailib.Sequential(zoo.mlp(6, (8,), 3), backend=be, seed=0)
+    expected = host(model.predict(x))
+    entry = compiling._INFERENCE[model]
+    assert not entry.off
+
+    def faulty(*args: Any) -> Any:
+        raise TypeError("a fault of the compiled pass")
+
+    entry.compiled = faulty
+    with pytest.warns(RuntimeWarning, match=r"forward pass failed \(TypeError: a fault of the"):
+        got = host(model.predict(x))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert entry.off
+    np.testing.assert_allclose(
+        host(model.predict(x)), expected, rtol=1e-5, atol=1e-6
+    )  # silently now
