@@ -57,7 +57,9 @@ class Callback:
     In data-parallel training (``fit(distributed=comm)``) every rank calls the hooks with the
     same logs (sums over every rank's rows), so callbacks that steer training decide alike on
     every rank. A callback that only prints or writes files sets the class attribute
-    ``writes = True``: fit then calls it on rank 0 only (``trainer.is_root``).
+    ``writes = True``: fit then calls it on rank 0 only (``trainer.is_root``), and, since it
+    changes nothing of the model or the optimizer, lets the compiled step check them once per
+    epoch instead of every step (`ailib.compiling.unchanged`).
     """
 
     trainer: Any = None

@@ -345,9 +345,10 @@ class Trainer:
             data.steps,
             bool(self.callbacks),
         )
-        # over arrays without callbacks nothing but the steps runs between steps: the compiled
-        # step checks the layers and the optimizer's settings once per epoch
-        quiet = not hooks and isinstance(data, ArrayBatches)
+        # over arrays, with no callback but those that only report (``writes``: a progress
+        # bar), nothing changes the model between steps: the compiled step checks the layers
+        # and the optimizer's settings once per epoch
+        quiet = isinstance(data, ArrayBatches) and all(c.writes for c in self.callbacks)
         with compiling.unchanged(model) if quiet else contextlib.nullcontext():
             step = self._steps(epoch, data, meter, steps, hooks, start)
         if step == 0:

@@ -320,8 +320,18 @@ def test_a_layer_frozen_by_a_callback_during_an_epoch_is_seen_by_the_next_step(n
             np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), rtol=1e-12)
 
 
+class _Reports(Callback):
+    """A callback that only reports (``writes``), as a progress bar."""
+
+    writes = True
+
+    def on_batch_end(self, batch: int, logs: Any = None) -> None:
+        self.last = batch
+
+
 def test_fit_without_callbacks_checks_the_layers_once_per_epoch(monkeypatch: Any) -> None:
-    """Over arrays and without callbacks nothing runs between `fit`'s steps but the steps:
+    """Over arrays, with no callbacks but those that only report, nothing runs between
+    `fit`'s steps that changes the model:
     the compiled step compares layers and settings once per epoch (`compiling.unchanged`),
     and at every step again outside `fit` and with callbacks."""
     x, y = _data()
@@ -339,6 +349,10 @@ def test_fit_without_callbacks_checks_the_layers_once_per_epoch(monkeypatch: Any
     model.fit(x, y, optimizer=opt, epochs=1, batch_size=4, verbose=False,
               callbacks=[_FreezeAt(model, 100)])  # fmt: skip
     assert len(checks) == -(-x.shape[0] // 4)
+    checks.clear()
+    model.fit(x, y, optimizer=opt, epochs=2, batch_size=4, verbose=False,
+              callbacks=[_Reports()])  # fmt: skip
+    assert len(checks) == 2  # a callback that only reports changes nothing
     checks.clear()
     for _ in range(2):
         model.train_step(x[:4], y[:4], loss="softmax_cross_entropy", optimizer=opt)
