@@ -21,10 +21,10 @@ compiled function: shapes, dtypes, hyperparameters other than lr, the layer stru
 mode. Each step compares the layers (their arrays' names, ``trainable`` and ``training`` flags)
 and the optimizer's settings (``get_config()`` but lr) with those it was compiled for, and
 compiles again where they changed: a layer frozen between two `fit` calls is not updated, a
-momentum changed is used. (`fit` over arrays, with no callbacks but those that only report, runs
-nothing that changes the model between steps: there the comparison is made once per epoch,
-`unchanged`.) A layer's own
-settings (a BatchNorm's momentum) are not compared: layers are configured when they are made.
+momentum changed is used. (`fit` over arrays, with no callbacks but those that only report,
+runs nothing that changes the model between steps: there the comparison is made once per
+epoch, `unchanged`.) A layer's own settings (a BatchNorm's momentum) are not compared: layers
+are configured when they are made.
 The compiler recompiles when a shape changes: the last, shorter batch of an epoch compiles once
 more (then both versions are cached; ``drop_last=True`` avoids it).
 
