@@ -58,8 +58,9 @@ class Callback:
     same logs (sums over every rank's rows), so callbacks that steer training decide alike on
     every rank. A callback that only prints or writes files sets the class attribute
     ``writes = True``: fit then calls it on rank 0 only (``trainer.is_root``), and, since it
-    changes nothing of the model or the optimizer, lets the compiled step check them once per
-    epoch instead of every step (`ailib.compiling.unchanged`).
+    changes nothing of the model or the optimizer, its batch hooks let the compiled step check
+    them once per epoch instead of every step (`ailib.compiling.unchanged`), as a callback
+    without batch hooks does.
     """
 
     trainer: Any = None

@@ -345,10 +345,12 @@ class Trainer:
             data.steps,
             bool(self.callbacks),
         )
-        # over arrays, with no callback but those that only report (``writes``: a progress
-        # bar), nothing changes the model between steps: the compiled step checks the layers
-        # and the optimizer's settings once per epoch
-        quiet = isinstance(data, ArrayBatches) and all(c.writes for c in self.callbacks)
+        # over arrays, with no callback that could change the model between two steps (none
+        # with a batch hook, but those that only report: ``writes``, a progress bar), the
+        # compiled step checks the layers and the optimizer's settings once per epoch
+        quiet = isinstance(data, ArrayBatches) and not any(
+            _between_steps(c) for c in self.callbacks
+        )
         with compiling.unchanged(model) if quiet else contextlib.nullcontext():
             step = self._steps(epoch, data, meter, steps, hooks, start)
         if step == 0:
@@ -423,6 +425,14 @@ class Trainer:
                 if acc.add(model.layers, n):
                     self.optimizer.step(model.layers)
         return error, y_pred
+
+
+def _between_steps(callback: Callback) -> bool:
+    """Whether ``callback`` may change the model between two steps of an epoch: it has a batch
+    hook of its own and does more than report."""
+    hooks = (type(callback).on_batch_begin, type(callback).on_batch_end)
+    own = hooks != (Callback.on_batch_begin, Callback.on_batch_end)
+    return own and not callback.writes
 
 
 # -- entry points ------------------------------------------------------------------------------

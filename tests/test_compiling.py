@@ -10,7 +10,7 @@ import pytest
 
 import ailib
 from ailib import compiling, optimizers, zoo
-from ailib.callbacks import Callback
+from ailib.callbacks import Callback, EarlyStopping
 from ailib.layers import BatchNorm1D, Dense, Dropout, Embedding, Flatten, ReLU
 
 from .helpers import assert_close, host
@@ -330,8 +330,8 @@ class _Reports(Callback):
 
 
 def test_fit_without_callbacks_checks_the_layers_once_per_epoch(monkeypatch: Any) -> None:
-    """Over arrays, with no callbacks but those that only report, nothing runs between
-    `fit`'s steps that changes the model:
+    """Over arrays, with callbacks that have no batch hooks or only report, nothing runs
+    between `fit`'s steps that changes the model:
     the compiled step compares layers and settings once per epoch (`compiling.unchanged`),
     and at every step again outside `fit` and with callbacks."""
     x, y = _data()
@@ -353,6 +353,10 @@ def test_fit_without_callbacks_checks_the_layers_once_per_epoch(monkeypatch: Any
     model.fit(x, y, optimizer=opt, epochs=2, batch_size=4, verbose=False,
               callbacks=[_Reports()])  # fmt: skip
     assert len(checks) == 2  # a callback that only reports changes nothing
+    checks.clear()
+    model.fit(x, y, optimizer=opt, epochs=2, batch_size=4, verbose=False,
+              callbacks=[EarlyStopping(monitor="loss", patience=5)])  # fmt: skip
+    assert len(checks) == 2  # nor does one without batch hooks, between the steps of an epoch
     checks.clear()
     for _ in range(2):
         model.train_step(x[:4], y[:4], loss="softmax_cross_entropy", optimizer=opt)
