@@ -331,9 +331,9 @@ class _Reports(Callback):
 
 def test_fit_without_callbacks_checks_the_layers_once_per_epoch(monkeypatch: Any) -> None:
     """Over arrays, with callbacks that have no batch hooks or only report, nothing runs
-    between `fit`'s steps that changes the model:
-    the compiled step compares layers and settings once per epoch (`compiling.unchanged`),
-    and at every step again outside `fit` and with callbacks."""
+    between `fit`'s steps that changes the model: the compiled step compares layers and
+    settings once per epoch (`compiling.unchanged`); in `train_step` and with other batch
+    hooks, at every step."""
     x, y = _data()
     model = ailib.Sequential(zoo.mlp(6, (8,), 3), dtype="float64", seed=0)
     opt = optimizers.SGD(0.1)
