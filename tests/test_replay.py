@@ -389,3 +389,26 @@ def test_replays_of_shared_merged_viewed_and_normalized_models_equal_uncompiled_
             velocity = fast_opt.state[(a, key)]["V"]
             np.testing.assert_array_equal(velocity, slow_opt.state[(b, key)]["V"], key)
     assert fast_opt.grad_norm is not None and float(fast_opt.grad_norm) > 0.05  # clipped
+
+
+@pytest.mark.parametrize("name", ["numpy", "torch"])
+def test_a_trace_is_freed_when_done_without_the_garbage_collector(name: str) -> None:
+    """The trace holds every array of the traced step and copies of the parameters; it must go
+    when the replay is made, by reference counting (a recursive closure over it made a cycle
+    that kept it, about 3x the parameters' memory, until the garbage collector ran)."""
+    import gc
+
+    pytest.importorskip(name)
+    from ailib.backends import _replay, _torch_replay
+
+    x, y = _data(48, 12)
+    model = ailib.Sequential(zoo.mlp(12, (8,), 3), backend=name, seed=0)
+    gc.collect()
+    gc.disable()
+    try:
+        model.fit(x, y, epochs=2, batch_size=12, verbose=False)  # traced, checked, replayed
+        kinds = (_replay._Trace, _torch_replay._TorchTrace)
+        alive = [o for o in gc.get_objects() if type(o) in kinds]  # (type: no __class__ lookup)
+    finally:
+        gc.enable()
+    assert alive == []

@@ -334,14 +334,7 @@ class Backend:
         as `fit` draws): they are not checked (``in_range`` of `take_rows`)."""
         if self._take_batch is not None:
             return self._take_batch(arrays, order, start, stop)
-        index = order[start:stop]
-
-        def take(a: Any) -> Any:
-            if isinstance(a, (list, tuple)):
-                return type(a)(take(item) for item in a)
-            return self.take_rows(a, index, in_range=True)
-
-        return take(arrays)
+        return _take_each(self, arrays, order[start:stop])
 
     def asarray(self, x: Any, dtype: Any = None) -> Any:
         """``x`` (a host NumPy array, a Python scalar/list or an array of this backend) on this
@@ -395,6 +388,14 @@ class Backend:
         """A seeded `Random`; the same seed gives the same draws on every backend (see there).
         Cheap: it builds a host generator only, nothing on the device."""
         return self._random_cls(self, seed)
+
+
+def _take_each(backend: Backend, a: Any, index: Any) -> Any:
+    """`Backend.take_rows` of every array in ``a`` (nested lists/tuples kept). Module-level: a
+    recursive closure would be a reference cycle, held until the garbage collector runs."""
+    if isinstance(a, (list, tuple)):
+        return type(a)(_take_each(backend, item, index) for item in a)
+    return backend.take_rows(a, index, in_range=True)
 
 
 def _spec(name: str, device: Any) -> str:

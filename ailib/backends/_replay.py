@@ -378,17 +378,20 @@ class _Trace:
         return wrapped
 
 
+def _wrap_inputs(rec: Any, v: Any) -> Any:
+    """``v`` (an array, or lists/tuples of them) as the trace's inputs. (Module-level: a
+    recursive closure would be a reference cycle holding the whole trace, its arrays and the
+    parameters' copies until the garbage collector runs.)"""
+    if isinstance(v, (list, tuple)):
+        return type(v)(_wrap_inputs(rec, u) for u in v)
+    return rec.wrap_input(v)
+
+
 def trace(fn: Callable[..., Any], values: list[Any], lr: Any, x: Any, y: Any) -> tuple[Any, Any]:
     """Run ``fn(values, lr, x, y)`` once on `Traced` inputs; returns (its result with plain
     arrays, the `_Trace`). Raises `TraceError` for a step that cannot be replayed."""
     rec = _Trace()
-
-    def wrap(v: Any) -> Any:
-        if isinstance(v, (list, tuple)):
-            return type(v)(wrap(u) for u in v)
-        return rec.wrap_input(v)
-
-    args = (wrap(values), wrap(lr), wrap(x), wrap(y))
+    args = tuple(_wrap_inputs(rec, v) for v in (values, lr, x, y))
     _local.trace = rec
     try:
         result = fn(*args)
@@ -753,16 +756,15 @@ class ReplayStep(_Replays):
 def _restore(result: Any, rec: _Trace, swap: dict[int, Any]) -> Any:
     """The traced run's result with plain ndarrays: an input returned (updated in place) as
     the array ``swap`` maps its traced copy to, every other array as a plain view."""
-    inputs = set(rec.inputs)
+    return _plain_result(result, rec, set(rec.inputs), swap)
 
-    def plain(v: Any) -> Any:
-        if isinstance(v, (list, tuple)):
-            return type(v)(plain(u) for u in v)
-        if isinstance(v, Traced):
-            if v._slot in inputs:
-                array = rec.arrays[v._slot]
-                return swap.get(id(array), array)
-            return np.ndarray.view(v, np.ndarray)
-        return v
 
-    return plain(result)
+def _plain_result(v: Any, rec: _Trace, inputs: set[int], swap: dict[int, Any]) -> Any:
+    if isinstance(v, (list, tuple)):
+        return type(v)(_plain_result(u, rec, inputs, swap) for u in v)
+    if isinstance(v, Traced):
+        if v._slot in inputs:
+            array = rec.arrays[v._slot]
+            return swap.get(id(array), array)
+        return np.ndarray.view(v, np.ndarray)
+    return v

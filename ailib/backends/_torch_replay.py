@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._replay import TraceError, _Codegen, _flatten, _Ref, _Replays, _same
+from ._replay import TraceError, _Codegen, _flatten, _Ref, _Replays, _same, _wrap_inputs
 
 __all__ = ["TorchReplayStep"]
 
@@ -154,17 +154,18 @@ class _TorchTrace:
             return result
         op = {"fn": func, "args": spec_args, "kwargs": spec_kwargs, "out": None, "buffer": False}
         self.ops.append(op)
-
-        def slots_for(value: Any) -> Any:
-            if isinstance(value, self.torch.Tensor):
-                known = self.by_id.get(id(value))
-                return _Ref(known if known is not None else self._slot(value))
-            if isinstance(value, (list, tuple)):
-                return type(value)(slots_for(v) for v in value)
-            return None
-
-        op["out"] = slots_for(result)
+        op["out"] = self._slots_for(result)
         return result
+
+    def _slots_for(self, value: Any) -> Any:
+        """The slots of a call's result (a method: a recursive closure would be a reference
+        cycle holding the trace until the garbage collector runs)."""
+        if isinstance(value, self.torch.Tensor):
+            known = self.by_id.get(id(value))
+            return _Ref(known if known is not None else self._slot(value))
+        if isinstance(value, (list, tuple)):
+            return type(value)(self._slots_for(v) for v in value)
+        return None
 
 
 #: tensor factories whose result, made from constants only, is a constant of the replay
@@ -187,26 +188,36 @@ def _flat(value: Any) -> list[Any]:
     return [] if value is None else [value]
 
 
+#: the recording TorchFunctionMode class, made once (a class made per trace, with a closure
+#: over it, would be a reference cycle holding the trace until the garbage collector runs)
+_RECORDING: list[Any] = []
+
+
+def _recording(torch: Any) -> Any:
+    """A TorchFunctionMode whose instances, made with a `_TorchTrace`, record every call."""
+    if not _RECORDING:
+        from torch.overrides import TorchFunctionMode
+
+        class Recording(TorchFunctionMode):
+            def __init__(self, rec: _TorchTrace) -> None:
+                super().__init__()
+                self.rec = rec
+
+            def __torch_function__(
+                self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+            ) -> Any:
+                return self.rec.record(func, args, kwargs or {})
+
+        _RECORDING.append(Recording)
+    return _RECORDING[0]
+
+
 def trace(torch: Any, fn: Callable[..., Any], values: list[Any], lr: Any, x: Any, y: Any) -> Any:
     """Run ``fn(values, lr, x, y)`` once under a recording ``TorchFunctionMode``; returns (its
     result, the `_TorchTrace`). Raises `TraceError` for a step that cannot be replayed."""
-    from torch.overrides import TorchFunctionMode
-
     rec = _TorchTrace(torch)
-
-    class Recording(TorchFunctionMode):
-        def __torch_function__(
-            self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
-        ) -> Any:
-            return rec.record(func, args, kwargs or {})
-
-    def wrap(v: Any) -> Any:
-        if isinstance(v, (list, tuple)):
-            return type(v)(wrap(u) for u in v)
-        return rec.wrap_input(v)
-
-    args = (wrap(values), wrap(lr), wrap(x), wrap(y))
-    with Recording():
+    args = tuple(_wrap_inputs(rec, v) for v in (values, lr, x, y))
+    with _recording(torch)(rec):
         result = fn(*args)
     rec.result = rec.spec(result)
     if rec.writes_constants():
