@@ -23,8 +23,8 @@ and the optimizer's settings (``get_config()`` but lr) with those it was compile
 compiles again where they changed: a layer frozen between two `fit` calls is not updated, a
 momentum changed is used. (`fit` over arrays, whose callbacks have no batch hooks or only
 report, runs nothing that changes the model between steps: there the comparison is made once
-per epoch, `unchanged`.) A layer's own settings (a BatchNorm's momentum) are not compared: layers
-are configured when they are made.
+per epoch, `unchanged`.) A layer's own settings (a BatchNorm's momentum) are not compared:
+layers are configured when they are made.
 The compiler recompiles when a shape changes: the last, shorter batch of an epoch compiles once
 more (then both versions are cached; ``drop_last=True`` avoids it).
 
@@ -69,9 +69,9 @@ def unchanged(model: Any) -> Iterator[None]:
     """A block in which the caller vouches that nothing but ``model``'s own training steps
     runs between them: no layer is frozen, added or given new arrays, and the optimizer's
     settings stay as they are (`fit` over arrays, whose callbacks have no batch hooks or only
-    report, ``Callback.writes``). The compiled step then
-    compares the layers and settings with those it was compiled for once in the block, not
-    every step (a few microseconds a step, which at small batches is a few percent)."""
+    report, ``Callback.writes``). The compiled step then compares the layers and settings
+    with those it was compiled for once in the block, not every step (a few microseconds a
+    step, which at small batches is a few percent)."""
     previous = _UNCHANGED.get(model)
     _UNCHANGED[model] = object()
     try:
