@@ -427,7 +427,7 @@ class CompiledInference:
         finally:
             self._swap(refs, saved)
 
-    def __call__(self, xs: list[Any]) -> list[Any] | None:
+    def __call__(self, xs: list[Any]) -> list[Any]:
         """The outputs for inputs ``xs``. A forward pass that cannot be traced (an Embedding
         that checks its indices on the host) runs uncompiled, now and from then on; one that
         fails otherwise where the uncompiled pass runs is a fault, said once with a warning."""

@@ -273,9 +273,7 @@ class Model:
             self.build([graph.sample_shape(a) for a in xs])
         with self.backend.context():
             compiled = compiling.infer_for(self, self._run_inference)
-            outs = compiled(xs) if compiled is not None else None
-            if outs is None:
-                outs = self._run(xs, None)
+            outs = compiled(xs) if compiled is not None else self._run(xs, None)
         return outs[0] if self.single_output else outs
 
     def _run_inference(self, xs: list[Any]) -> list[Any]:

@@ -49,6 +49,23 @@ def _pytorch(z: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray, int]
     return float(value.detach()), zt.grad.numpy(), hits
 
 
+def _assert_pytorchs(
+    got: tuple[Any, Any, Any],
+    z: np.ndarray,
+    labels: np.ndarray,
+    what: str = "",
+    value_atol: float = 0.0,
+) -> None:
+    """``got`` = (E, dE/dZ, correct count) equals PyTorch's float64 ones (`_pytorch`)."""
+    value, grad, hits = got
+    want_e, want_g, want_hits = _pytorch(z, labels)
+    np.testing.assert_allclose(
+        float(host(value)), want_e, rtol=1e-12, atol=value_atol, err_msg=what
+    )
+    np.testing.assert_allclose(host(grad), want_g, rtol=1e-12, atol=1e-15, err_msg=what)
+    assert int(host(hits)) == want_hits, what
+
+
 def _fused(be: ailib.backends.Backend, z: np.ndarray, labels: Any) -> tuple[float, Any, int]:
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)  # NumPy's "invalid value" for inf − inf
@@ -89,11 +106,8 @@ def test_softmax_cross_entropy_takes_labels_of_every_integer_dtype(
     for classes, dtype in cases:
         z = rng.standard_normal((4, classes))
         labels = np.array([0, min(classes - 1, np.iinfo(dtype).max), 1, 3])
-        value, grad, hits = _fused(backend, z, _labels(backend, labels, dtype))
-        want_e, want_g, want_hits = _pytorch(z, labels)
-        np.testing.assert_allclose(value, want_e, rtol=1e-12, err_msg=f"{classes} {dtype}")
-        np.testing.assert_allclose(grad, want_g, rtol=1e-12, atol=1e-15, err_msg=dtype)
-        assert hits == want_hits, (classes, dtype)
+        got = _fused(backend, z, _labels(backend, labels, dtype))
+        _assert_pytorchs(got, z, labels, f"{classes} {dtype}")
 
 
 def test_softmax_cross_entropy_of_one_row_one_class_and_no_rows(
@@ -114,10 +128,7 @@ def test_softmax_cross_entropy_of_one_row_one_class_and_no_rows(
             onehot = backend.asarray(np.zeros(shape))
             assert float(host(SoftmaxCrossEntropy()(backend.asarray(z), onehot))) == 0.0
             continue
-        want_e, want_g, want_hits = _pytorch(z, labels)
-        np.testing.assert_allclose(float(host(value)), want_e, rtol=1e-12, atol=1e-15)
-        np.testing.assert_allclose(host(grad), want_g, rtol=1e-12, atol=1e-15)
-        assert int(host(hits)) == want_hits
+        _assert_pytorchs((value, grad, hits), z, labels, value_atol=1e-15)
 
 
 def test_softmax_cross_entropy_takes_transposed_and_strided_views(
@@ -128,11 +139,8 @@ def test_softmax_cross_entropy_takes_transposed_and_strided_views(
     labels = rng.integers(0, 4, 12)
     zt = backend.xp.permute_dims(backend.asarray(np.ascontiguousarray(z.T)), (1, 0))
     strided = backend.asarray(labels, dtype=backend.index_dtype)[::2]
-    value, grad, hits = ailib.backends.softmax_cross_entropy(zt, strided)
-    want_e, want_g, want_hits = _pytorch(z, labels[::2])
-    np.testing.assert_allclose(float(host(value)), want_e, rtol=1e-12)
-    np.testing.assert_allclose(host(grad), want_g, rtol=1e-12, atol=1e-15)
-    assert int(host(hits)) == want_hits
+    got = ailib.backends.softmax_cross_entropy(zt, strided)
+    _assert_pytorchs(got, z, labels[::2])
 
 
 def test_the_public_loss_is_pytorchs_error_gradient_and_count(
@@ -145,10 +153,7 @@ def test_the_public_loss_is_pytorchs_error_gradient_and_count(
     loss = SoftmaxCrossEntropy()
     zd, yd = backend.asarray(z), backend.asarray(labels, dtype=backend.index_dtype)
     value, grad = loss.value_and_grad(zd, yd)
-    want_e, want_g, want_hits = _pytorch(z, labels)
-    np.testing.assert_allclose(float(host(value)), want_e, rtol=1e-12)
-    np.testing.assert_allclose(host(grad), want_g, rtol=1e-12, atol=1e-15)
-    assert int(host(loss.correct(zd, yd))) == want_hits
+    _assert_pytorchs((value, grad, loss.correct(zd, yd)), z, labels)
 
 
 # -- ReLU's backward and the update on mixed dtypes --------------------------------------------
