@@ -301,8 +301,25 @@ class ArrayBatches:
     #: for a consumer that is done with a batch before asking for the next (`fit`)
     reuse_memory = False
 
+    def order(self, identity: bool = False) -> Any:
+        """The order of the rows for one pass: a fresh permutation on the device when
+        shuffling, else None, or with ``identity`` 0, 1, ..., n−1 (made once and kept), for a
+        consumer that gathers ``order[start:stop]`` itself (`fit` on JAX)."""
+        if self.shuffle:
+            return self.rng.permutation(rows(self.x))
+        if not identity:
+            return None
+        kept = self.__dict__.get("identity")
+        if kept is None:
+            be = self.backend
+            with be.context():
+                kept = self.identity = be.xp.arange(
+                    rows(self.x), dtype=be.index_dtype, device=be.device
+                )
+        return kept
+
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
-        order = self.rng.permutation(rows(self.x)) if self.shuffle else None
+        order = self.order()
         be = self.backend
         reuse = self.reuse_memory and be.takes_rows_into
         kept = self.__dict__.setdefault("kept", {}) if reuse else None

@@ -92,6 +92,13 @@ def step_for(model: Any, loss: Any, optimizer: Any) -> Callable[[Any, Any], Any]
     """The compiled step of ``model`` with ``loss`` and ``optimizer``, or None where the step
     runs uncompiled (see the module docstring). ``model.compile_steps``: True or False to
     force it on or off; None (default) compiles where the backend has a compiler."""
+    step = compiled_step(model, loss, optimizer)
+    return None if step is None else step.bind(loss)
+
+
+def compiled_step(model: Any, loss: Any, optimizer: Any) -> CompiledStep | None:
+    """`step_for`'s `CompiledStep` itself (`fit` calls its `CompiledStep.run_steps`), or None
+    where the next step runs uncompiled."""
     setting = getattr(model, "compile_steps", None)
     compiler = getattr(model.backend, "compiler", None)
     if setting is False or compiler is None or not model.training:
@@ -104,7 +111,7 @@ def step_for(model: Any, loss: Any, optimizer: Any) -> Callable[[Any, Any], Any]
         if known_optimizer is optimizer and (loss is step.loss or known_loss == _loss_key(loss)):
             if step.off or step.tracing:
                 return None
-            return step.bind(loss)
+            return step
     if any(hasattr(layer, "rng") for layer in model.layers):
         # a step that draws (Dropout) cannot be compiled (its masks would be constants), and
         # the first compiled call is the real step (NumPy's trace, CuPy's first run) or
@@ -114,7 +121,7 @@ def step_for(model: Any, loss: Any, optimizer: Any) -> Callable[[Any, Any], Any]
     step = CompiledStep(model, loss, optimizer, compiler)
     _STEPS[model] = [(_loss_key(loss), optimizer, step)]
     if _has_state(model, optimizer):  # e.g. resumed from a checkpoint
-        return step.bind(loss)
+        return step
     return None  # the first step runs uncompiled: it makes the optimizer's state
 
 
@@ -227,8 +234,13 @@ class CompiledStep:
                 getattr(owner, kind)[name] = value
 
     # -- the pure function -------------------------------------------------------------------
-    def _pure(self, refs: list[tuple[str, Any, str]]) -> Callable[..., Any]:
-        from .training import train_step
+    def _pure(
+        self, refs: list[tuple[str, Any, str]], count_hits: bool = False
+    ) -> Callable[..., Any]:
+        """The step as a pure function (see the module docstring); with ``count_hits`` the
+        correct count is formed even where the loss does not form it (`fit`'s own count,
+        `ailib.training.correct_count`): steps run in one call leave no Y to count from."""
+        from .training import correct_count, train_step
 
         loss, optimizer = self.loss, self.optimizer
 
@@ -241,6 +253,8 @@ class CompiledStep:
                 optimizer.lr = lr
                 error, y_pred = train_step(model, x, y, loss, optimizer)
                 hits = loss.correct(y_pred, y) if hasattr(loss, "correct") else None
+                if hits is None and count_hits:
+                    hits = correct_count(model.backend, loss, y_pred, y)
                 grads = [layer.grads.get(name) for kind, layer, name in refs if kind == "params"]
                 out = (self._get(refs), grads, optimizer.grad_norm, error, y_pred, hits)
             finally:
@@ -254,14 +268,10 @@ class CompiledStep:
         """One step on the batch (x, y); ``loss`` (an equal loss object, default the one
         traced) receives the correct count (`ailib.losses.Loss.correct`)."""
         model, optimizer = self._model(), self.optimizer
-        token = _UNCHANGED.get(model)
-        if token is not None and token is self._checked_in:
-            refs, pairs = self._known[1]  # checked earlier in this `unchanged` block
-        else:
-            refs, pairs = self._check(model, x, y, loss)
-            if refs is None:
-                return pairs  # this step ran uncompiled
-            self._checked_in = token
+        checked = self._checked(model)
+        if checked is None:
+            return self._eager(model, x, y, loss)  # this step runs uncompiled
+        refs, pairs = checked
         values = [holder[name] for holder, name in pairs]
         iterations = optimizer.iterations
         try:
@@ -273,57 +283,148 @@ class CompiledStep:
             # the caller's, and running the step again here would run it twice
             raise
         except Exception as exc:
-            self._checked_in = None
-            self.off = True  # a step that cannot be traced (an Embedding checks its indices)
-            if any(_deleted(v) for v in values):
-                # JAX had already taken (donated) the step's inputs when it failed: there is
-                # nothing left to run the step uncompiled on
-                raise RuntimeError(
-                    f"ailib: the compiled training step failed after taking its inputs "
-                    f"({type(exc).__name__}: {exc}); the model's parameters are lost. Rebuild "
-                    f"or reload the model; model.compile_steps = False runs steps uncompiled"
-                ) from exc
-            # undo what the trace swapped in; this step and every later one run eagerly
-            self._put(refs, values)
-            optimizer.iterations = iterations
-            result = self._eager(model, x, y, loss)  # (a fault of the step raises here)
-            if not isinstance(exc, (TraceError, *model.backend.trace_refusals)):
-                # the uncompiled step runs where the compiled one failed: a fault of the
-                # compiler's, not a step it refuses; said, so it is not silently slow
-                warnings.warn(
-                    f"ailib: the compiled training step failed ({type(exc).__name__}: {exc}) "
-                    f"where the uncompiled step runs; this model's steps run uncompiled from "
-                    f"now on",
-                    RuntimeWarning,
-                    stacklevel=4,
-                )
-            return result
+            self._failed(exc, model, refs, values, iterations)
+            return self._uncompiled_after(exc, model, x, y, loss)
         new, grads, grad_norm, error, y_pred, hits = out
+        self._store(model, pairs, values, new, grads, grad_norm, y_pred, iterations, 1)
+        if hits is not None:
+            (loss or self.loss).last_correct = (y_pred, y, hits)
+        return error, y_pred
+
+    def run_steps(
+        self,
+        arrays: Any,
+        order: Any,
+        start: int,
+        size: int,
+        count: int,
+        most: int,
+        loss: Any = None,
+    ) -> tuple[int, Any, Any, Any, Any]:
+        """Up to ``count`` steps (1 <= count <= most) as one compiled call, where the backend
+        has a `Backend.loop_compiler` (JAX): step i trains on the rows
+        ``order[start + i·size : start + (i+1)·size]`` of ``arrays`` = (x, y), gathered inside
+        the call. ``most`` (a constant of the compiled function, as ``size`` is) bounds the
+        steps of one call, so that one compile serves every count.
+
+        Returns (steps taken, E, correct count, Y of the last step, y): after compiled steps,
+        E is a vector of ``most`` errors whose first ``steps`` are the steps' (in order), the
+        count is their sum of correct rows (None where the loss has none), and y is None.
+        Where this step runs uncompiled (the first step makes the optimizer's state; a layer
+        changed; a step that cannot be traced), one step is taken on the gathered batch, and
+        E, count, Y and y are `train_step`'s E (0-d), None, Y and the batch's labels."""
+        model, optimizer = self._model(), self.optimizer
+        compiler = model.backend.loop_compiler
+        checked = self._checked(model) if compiler is not None else None
+        if checked is None:
+            return self._one_uncompiled(model, arrays, order, start, size, loss)
+        refs, pairs = checked
+        if self.looped is None:
+            self.looped = compiler(self._pure(refs, count_hits=True))
+        values = [holder[name] for holder, name in pairs]
+        iterations = optimizer.iterations
+        try:
+            with model.backend.context():
+                out = self.looped(
+                    values, float(optimizer.lr), arrays, order, start, count, size, most
+                )
+        except Warning:
+            raise  # the caller's (see `__call__`)
+        except Exception as exc:
+            self._failed(exc, model, refs, values, iterations)
+            x, y = model.backend.take_batch(arrays, order, start, start + size)
+            error, y_pred = self._uncompiled_after(exc, model, x, y, loss)
+            return 1, error, None, y_pred, y
+        new, grads, grad_norm, errors, hits, y_pred = out
+        self._store(model, pairs, values, new, grads, grad_norm, y_pred, iterations, count)
+        return count, errors, hits, y_pred, None
+
+    def _one_uncompiled(
+        self, model: Any, arrays: Any, order: Any, start: int, size: int, loss: Any
+    ) -> tuple[int, Any, Any, Any, Any]:
+        x, y = model.backend.take_batch(arrays, order, start, start + size)
+        error, y_pred = self._eager(model, x, y, loss)
+        return 1, error, None, y_pred, y
+
+    def _store(
+        self,
+        model: Any,
+        pairs: list[tuple[Any, str]],
+        values: list[Any],
+        new: list[Any],
+        grads: list[Any],
+        grad_norm: Any,
+        y_pred: Any,
+        iterations: int,
+        steps: int,
+    ) -> None:
+        """Put the results of ``steps`` compiled steps where the uncompiled steps leave
+        them: the new arrays in their dicts, the last step's gradients in the layers, the
+        optimizer's step count (``iterations`` before the call), the last output in
+        ``model.output``."""
+        optimizer = self.optimizer
         # integer state entries are step counts (Adam's t): +1 per step, kept on the host
         for (holder, name), value, result in zip(pairs, values, new):
-            holder[name] = value + 1 if isinstance(value, int) else result
+            holder[name] = value + steps if isinstance(value, int) else result
         for layer in model.layers:
             layer.zero_grad()
         for (layer, name), grad in zip(self._owners, grads):
             if grad is not None:
                 layer.grads[name] = grad
-        optimizer.iterations, optimizer.grad_norm = iterations + 1, grad_norm
+        # (the trace, on the first call, counted a step of its own: ``iterations`` is the
+        # count before the call)
+        optimizer.iterations, optimizer.grad_norm = iterations + steps, grad_norm
         model.backprops, model.output = [], y_pred
-        if hits is not None:
-            (loss or self.loss).last_correct = (y_pred, y, hits)
-        return error, y_pred
 
-    def _check(self, model: Any, x: Any, y: Any, loss: Any) -> tuple[Any, Any]:
+    def _failed(
+        self, exc: Exception, model: Any, refs: Any, values: list[Any], iterations: int
+    ) -> None:
+        """After a compiled call raised ``exc``: compiling is off for this model from now on
+        and the arrays the trace swapped in are put back, or, where JAX had already taken
+        (donated) them, RuntimeError: the parameters are lost."""
+        self._checked_in = None
+        self.off = True  # a step that cannot be traced (an Embedding checks its indices)
+        if any(_deleted(v) for v in values):
+            # JAX had already taken (donated) the step's inputs when it failed: there is
+            # nothing left to run the step uncompiled on
+            raise RuntimeError(
+                f"ailib: the compiled training step failed after taking its inputs "
+                f"({type(exc).__name__}: {exc}); the model's parameters are lost. Rebuild "
+                f"or reload the model; model.compile_steps = False runs steps uncompiled"
+            ) from exc
+        # undo what the trace swapped in; this step and every later one run eagerly
+        self._put(refs, values)
+        self.optimizer.iterations = iterations
+
+    def _uncompiled_after(
+        self, exc: Exception, model: Any, x: Any, y: Any, loss: Any
+    ) -> tuple[Any, Any]:
+        """The step on (x, y), uncompiled, after the compiled one failed with ``exc``; a
+        RuntimeWarning, once, where that was a fault and not a refusal."""
+        result = self._eager(model, x, y, loss)  # (a fault of the step raises here)
+        if not isinstance(exc, (TraceError, *model.backend.trace_refusals)):
+            # the uncompiled step runs where the compiled one failed: a fault of the
+            # compiler's, not a step it refuses; said, so it is not silently slow
+            warnings.warn(
+                f"ailib: the compiled training step failed ({type(exc).__name__}: {exc}) "
+                f"where the uncompiled step runs; this model's steps run uncompiled from "
+                f"now on",
+                RuntimeWarning,
+                stacklevel=5,
+            )
+        return result
+
+    def _check(self, model: Any) -> tuple[Any, Any] | None:
         """(refs, pairs) of the step's arrays, the compiled function made anew where the
-        layers or the optimizer's settings changed since it was compiled; or (None, the
-        step's result) where this step had to run uncompiled."""
+        layers or the optimizer's settings changed since it was compiled; or None where this
+        step has to run uncompiled (the caller runs it)."""
         optimizer = self.optimizer
         refs, pairs = self._refs(model)
         settings = _settings(optimizer)
         if refs is not self._compiled_for or settings != self._settings:
             if any(hasattr(layer, "rng") for layer in model.layers):
                 self.off = True  # a layer that draws was added: see `step_for`
-                return None, self._eager(model, x, y, loss)
+                return None
             changed = self._settings is not None and settings != self._settings
             if changed or not _has_state(model, optimizer):
                 # new settings (a momentum where there was none) or a layer unfrozen may need
@@ -331,7 +432,7 @@ class CompiledStep:
                 # it (JAX: it would leak a tracer): this step runs uncompiled and makes it,
                 # the next one compiles afresh
                 self._settings, self._compiled_for, self.structure = settings, None, None
-                return None, self._eager(model, x, y, loss)
+                return None
             structure = (
                 [
                     (kind, id(owner[0] if kind == "state" else owner), name)
@@ -342,11 +443,23 @@ class CompiledStep:
             )
             if structure != self.structure:
                 self.structure, self.compiled = structure, self.compiler(self._pure(refs))
+                self.looped = None
             self._compiled_for, self._settings = refs, settings
             self._owners = [(layer, name) for kind, layer, name in refs if kind == "params"]
         return refs, pairs
 
     _checked_in: object = None  # the `unchanged` block whose first step checked the layers
+    looped: Any = None  # `compiled`'s steps through `Backend.loop_compiler`, made on first use
+
+    def _checked(self, model: Any) -> tuple[Any, Any] | None:
+        """`_check`, or what it found earlier in this `unchanged` block."""
+        token = _UNCHANGED.get(model)
+        if token is not None and token is self._checked_in:
+            return self._known[1]  # checked earlier in this `unchanged` block
+        checked = self._check(model)
+        if checked is not None:
+            self._checked_in = token
+        return checked
 
     def _eager(self, model: Any, x: Any, y: Any, loss: Any) -> tuple[Any, Any]:
         from .training import train_step

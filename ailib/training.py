@@ -134,6 +134,25 @@ class GradientAccumulator:
 
 
 # -- running sums ------------------------------------------------------------------------------
+def correct_count(backend: Any, loss: losses.Loss | None, y_pred: Any, y_true: Any) -> Any:
+    """The number of rows of ``y_pred`` predicted right, as a 0-d integer array on the device,
+    or None where ``loss`` does not classify: the top class against the label (or against the
+    one-hot target's top class); with a single output and binary cross-entropy, the side of
+    the threshold (probability 0.5, logit 0) against the side of 0.5. Array operations only:
+    `ailib.compiling` traces it into compiled steps."""
+    xp = backend.xp
+    if isinstance(loss, losses.BinaryCrossEntropy) and y_pred.shape[-1] == 1:
+        threshold = 0.0 if getattr(loss, "from_logits", False) else 0.5  # logit 0 = p 0.5
+        hits = (y_pred > threshold) == (y_true > 0.5)
+        return xp.sum(xp.astype(hits, backend.index_dtype))
+    classify = loss is None or loss.accepts_labels
+    if not classify or y_pred.ndim != 2 or y_pred.shape[1] < 2:
+        return None
+    guess = xp.argmax(y_pred, axis=1)
+    truth = y_true if y_true.ndim == 1 else xp.argmax(y_true, axis=1)
+    return xp.count_nonzero(guess == truth)
+
+
 class Meter:
     """Running sums of loss and correct predictions kept on the device; read back on request."""
 
@@ -148,6 +167,9 @@ class Meter:
         self.parallel = parallel  # data-parallel: sums and counts are over every rank's rows
         self.pending: list[Any] = []  # per-step mean losses not yet read back
         self.sizes: list[int] = []
+        #: per pending array: 0 for one step's 0-d error, k for a vector whose first k
+        #: entries are k steps' errors (`add_steps`)
+        self.counts: list[int] = []
         self.loss_sum = 0.0
         self.samples = 0
         self.read_samples = 0
@@ -156,9 +178,6 @@ class Meter:
         self.formed = getattr(loss, "correct", None)
         self.hits: list[Any] = []  # per-step counts of correct predictions, summed when read
         self.correct: Any = None
-        self.classify = loss is None or loss.accepts_labels
-        self.binary = isinstance(loss, losses.BinaryCrossEntropy)
-        self.threshold = 0.0 if getattr(loss, "from_logits", False) else 0.5  # logit 0 = p 0.5
         self.accuracy: float | None = None
         self.mean_loss = math.nan
 
@@ -166,6 +185,7 @@ class Meter:
         if value is not None:
             self.pending.append(value)
             self.sizes.append(size)
+            self.counts.append(0)  # a 0-d error
         self.samples += size
         formed = self.formed  # counted with the loss, where it was
         hits = formed(y_pred, y_true) if formed is not None else None
@@ -176,15 +196,18 @@ class Meter:
             self.hits.append(hits)
 
     def _hits(self, y_pred: Any, y_true: Any) -> Any:
-        xp = self.xp
-        if self.binary and y_pred.shape[-1] == 1:
-            hits = (y_pred > self.threshold) == (y_true > 0.5)
-            return xp.sum(xp.astype(hits, self.backend.index_dtype))
-        if not self.classify or y_pred.ndim != 2 or y_pred.shape[1] < 2:
-            return None
-        guess = xp.argmax(y_pred, axis=1)
-        truth = y_true if y_true.ndim == 1 else xp.argmax(y_true, axis=1)
-        return xp.count_nonzero(guess == truth)
+        return correct_count(self.backend, self.loss, y_pred, y_true)
+
+    def add_steps(self, errors: Any, steps: int, hits: Any, size: int) -> None:
+        """Add ``steps`` steps of ``size`` rows each, taken in one call: their errors are the
+        first ``steps`` entries of the vector ``errors``, ``hits`` their summed count of
+        correct rows (or None)."""
+        self.pending.append(errors)
+        self.sizes += [size] * steps
+        self.counts.append(steps)
+        self.samples += size * steps
+        if hits is not None:
+            self.hits.append(hits)
 
     def read(
         self, epoch: int = 0, step: int = 0, *, accuracy: bool = True, diverge: bool = False
@@ -195,9 +218,18 @@ class Meter:
         every rank reads the same sums (of every rank's rows), so every rank decides alike."""
         values, sizes = [], self.sizes
         if self.pending:
+            xp = self.xp
             with self.backend.context():
-                stacked = self.xp.stack(self.pending)
-            values = self.backend.to_host(stacked).tolist()
+                if any(self.counts):  # vectors of several steps' errors: one transfer still
+                    flat = xp.concat([xp.reshape(p, (-1,)) for p in self.pending])
+                else:
+                    flat = xp.stack(self.pending)
+            flat = self.backend.to_host(flat).tolist()
+            at = 0
+            for array, count in zip(self.pending, self.counts):
+                width = count or 1
+                values += flat[at : at + width]
+                at += array.shape[0] if count else 1
         if self.parallel is not None:
             values, sizes = self.parallel.reduce_losses(values, sizes, per_step=diverge)
         if values:
@@ -210,7 +242,7 @@ class Meter:
                     )
                 self.loss_sum += value * size
                 self.read_samples += size
-            self.pending, self.sizes = [], []
+            self.pending, self.sizes, self.counts = [], [], []
             self.mean_loss = self.loss_sum / self.read_samples
         if self.hits:
             with self.backend.context():
@@ -351,8 +383,18 @@ class Trainer:
         quiet = isinstance(data, ArrayBatches) and not any(
             _between_steps(c) for c in self.callbacks
         )
+        calls = (
+            isinstance(data, ArrayBatches)
+            and parallel is None
+            and self.accumulator is None
+            and model.backend.loop_compiler is not None
+            and getattr(model, "compile_steps", None) is not False
+        )
         with compiling.unchanged(model) if quiet else contextlib.nullcontext():
-            step = self._steps(epoch, data, meter, steps, hooks, start)
+            if calls:
+                step = self._steps_in_calls(epoch, data, meter, steps, hooks, start, quiet)
+            else:
+                step = self._steps(epoch, data, meter, steps, hooks, start)
         if step == 0:
             first = epoch == self.initial_epoch + 1
             if first or not isinstance(data, IterableBatches) or not data.one_shot:
@@ -401,6 +443,86 @@ class Trainer:
                 break
         return step
 
+    def _steps_in_calls(
+        self,
+        epoch: int,
+        data: ArrayBatches,
+        meter: Meter,
+        steps: int,
+        hooks: bool,
+        start: float,
+        quiet: bool,
+    ) -> int:
+        """`_steps` where the backend runs several steps in one compiled call
+        (`Backend.loop_compiler`, JAX): each call gathers its batches itself, and, where
+        nothing may change the model between two steps (``quiet``), takes every step up to
+        the next read of the losses (``log_every``) at once. Reporting callbacks see each
+        step's hooks after the call that took it."""
+        model, loss, optimizer = self.model, self.loss, self.optimizer
+        order, bounds = data.order(identity=True), data.bounds
+        arrays = (data.x, data.y)
+        every = self.log_every
+        most = max(1, min(every, steps)) if quiet else 1
+        step = 0  # the steps taken
+        while step < steps:
+            first, stop = bounds[step]
+            size = stop - first
+            count, limit = 1, min(steps, (step // every + 1) * every)  # up to the next read
+            while count < most and step + count < limit:
+                if bounds[step + count][1] - bounds[step + count][0] != size:
+                    break  # the last, shorter batch: a call of its own (its own compile)
+                count += 1
+            if hooks and count == 1:
+                self._call("on_batch_begin", step + 1, {"size": size})
+            compiled = compiling.compiled_step(model, loss, optimizer)
+            try:
+                if compiled is None:  # the first step (it makes the optimizer's state)
+                    with model.backend.context():
+                        xb, yb = model.backend.take_batch(arrays, order, first, stop)
+                    errors, y_pred = train_step(model, xb, yb, loss, optimizer)
+                    taken, hits = 1, None
+                else:
+                    taken, errors, hits, y_pred, yb = compiled.run_steps(
+                        arrays, order, first, size, count, most, loss
+                    )
+            except ValueError as exc:
+                raise self._one_sample(exc, epoch, step + 1, size) from exc
+            samples = meter.samples
+            if yb is not None:  # one step, taken uncompiled
+                meter.add(errors, y_pred, yb, size)
+            else:
+                meter.add_steps(errors, taken, hits, size)
+            step += taken
+            read = step % every == 0 or step == steps
+            if read:
+                meter.read(epoch, step, accuracy=step == steps, diverge=True)
+            if hooks:
+                for k in range(taken):
+                    if taken > 1:
+                        self._call("on_batch_begin", step - taken + k + 1, {"size": size})
+                    logs = {
+                        "size": size,
+                        "samples": samples + (k + 1) * size,
+                        "seconds": time.perf_counter() - start,
+                        "batch_loss": errors if errors.ndim == 0 else errors[k],
+                    }
+                    if read and k == taken - 1:
+                        logs["loss"] = meter.mean_loss
+                    self._call("on_batch_end", step - taken + k + 1, logs)
+            if model.stop_training:
+                break
+        return step
+
+    def _one_sample(self, exc: ValueError, epoch: int, step: int, n: int) -> ValueError:
+        """``exc`` as it is, or, for a batch of one sample, an error that says so."""
+        if n != 1:
+            return exc
+        return ValueError(
+            f"{self.who}: epoch {epoch}, step {step} is a batch of one sample, which this "
+            f"model cannot train on ({exc}); use batches of at least 2 samples "
+            f"(batch_size, or drop_last=True)"
+        )
+
     def _step(self, xb: Any, yb: Any, epoch: int, step: int, n: int) -> tuple[Any, Any]:
         model, acc, parallel = self.model, self.accumulator, self.parallel
         try:
@@ -408,13 +530,10 @@ class Trainer:
                 model, xb, yb, self.loss, self.optimizer, update=acc is None and parallel is None
             )
         except ValueError as exc:
-            if n != 1:
+            error = self._one_sample(exc, epoch, step, n)
+            if error is exc:
                 raise
-            raise ValueError(
-                f"{self.who}: epoch {epoch}, step {step} is a batch of one sample, which this "
-                f"model cannot train on ({exc}); use batches of at least 2 samples "
-                f"(batch_size, or drop_last=True)"
-            ) from exc
+            raise error from exc
         if parallel is not None:  # the global batch's mean gradient, then the same update
             n = parallel.reduce_gradients(model, n)
             if acc is None:

@@ -154,6 +154,10 @@ class Backend:
             JAX), or None; `Model.infer` runs inference through it (`ailib.compiling`).
         compiler: ``fn -> compiled fn`` for a pure function of arrays (``jax.jit`` on JAX),
             or None; `ailib.compiling` compiles whole training steps with it.
+        loop_compiler: ``step -> run`` for a pure training step, where several steps (and
+            their batches' gathers) can run as one compiled call (JAX: a loop inside
+            ``jax.jit``, see `ailib.backends._libs`), or None; `fit` runs the steps between two
+            reads of the losses through it (`ailib.compiling.CompiledStep.run_steps`).
         compile_default: whether models compile their steps unless told not to (JAX: yes;
             CuPy's CUDA graphs: only with ``model.compile_steps = True`` until measured).
         trace_refusals: the exceptions by which the library's `compiler` refuses a step it
@@ -185,6 +189,7 @@ class Backend:
         mutable: bool = True,
         flat_updates: bool = False,
         compiler: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
+        loop_compiler: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
         compile_default: bool = True,
         compile_problem: Callable[[], str | None] | None = None,
         trace_refusals: tuple[type[BaseException], ...] = (),
@@ -214,6 +219,7 @@ class Backend:
         self.mutable = mutable
         self.flat_updates = flat_updates and mutable
         self.compiler = compiler
+        self.loop_compiler = loop_compiler
         self.inference_compiler = inference_compiler
         self.compile_default = compile_default
         self.trace_refusals = trace_refusals

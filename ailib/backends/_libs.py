@@ -146,13 +146,13 @@ def _enable_x64(jax: Any) -> None:
         jax.config.update("jax_enable_x64", True)
 
 
-def _jit(jax: Any, fn: Any) -> Any:
+def _jit(jax: Any, fn: Any, static_argnums: tuple[int, ...] = ()) -> Any:
     """``jax.jit(fn)`` with the first argument's buffers (parameters, optimizer state)
     donated: the compiled step writes its new values into their memory instead of allocating
     new arrays (on the CPU, 2.0 against 2.4-2.9 ms for the MLP's step at batch 128). The
     arrays passed in are deleted by the call, as their new values replace them. One array
     given twice (JAX refuses to donate a buffer twice) is copied for its second place."""
-    compiled = jax.jit(fn, donate_argnums=(0,))
+    compiled = jax.jit(fn, donate_argnums=(0,), static_argnums=static_argnums)
 
     def step(values: list[Any], *args: Any) -> Any:
         seen: set[int] = set()
@@ -194,6 +194,74 @@ def _jit_take_batch(jax: Any, jnp: Any) -> Any:
     return take_batch
 
 
+def _jit_loop(jax: Any, step: Any) -> Any:
+    """`Backend.loop_compiler` for JAX: ``step(values, lr, x, y) -> (values, grads, grad norm,
+    E, Y, correct count)``, a pure training step, becomes
+
+        run(values, lr, arrays, order, start, count, size, most)
+            -> (values, grads, grad norm, E of each step (a vector of ``most``), correct count
+                summed over the steps (or None), Y of the last step)
+
+    which takes ``count`` (1 <= count <= most) steps in one compiled call: step i trains on
+    rows ``order[start + i·size : start + (i+1)·size]`` of every array of ``arrays`` (the
+    slice and gathers inside the call, ``mode="clip"``: the order is a permutation), each
+    step on the values the one before it left. ``size`` and ``most`` are constants of the
+    compiled function, ``start`` and ``count`` are not: one compile serves every run of up
+    to ``most`` steps of one batch size. One call instead of one per step (and one more per
+    gather) is what pays on the CPU, where XLA's threads and the dispatching thread share
+    the cores (MLP at batch 128, two cores: docs/performance.md).
+
+    Integer values (Adam's step count, passed as a Python int) are carried as arrays of
+    JAX's default integer dtype; the caller keeps its own count on the host."""
+    jnp, lax = jax.numpy, jax.lax
+    tree_map = jax.tree_util.tree_map
+
+    def strong(value: Any, like: Any) -> Any:
+        # the loop's carry must keep its types exactly: a Python int (weakly typed) or a
+        # result promoted by a weakly typed scalar is cast back to the carried dtype
+        return lax.convert_element_type(value, like.dtype)
+
+    def run(
+        values: list[Any],
+        lr: Any,
+        arrays: Any,
+        order: Any,
+        start: Any,
+        count: Any,
+        size: int,
+        most: int,
+    ) -> Any:
+        values = [lax.convert_element_type(v, jnp.asarray(v).dtype) for v in values]
+
+        def one(i: Any, values: list[Any]) -> Any:
+            index = lax.dynamic_slice_in_dim(order, start + i * size, size)
+            x, y = tree_map(lambda a: jnp.take(a, index, axis=0, mode="clip"), arrays)
+            new, grads, norm, error, y_pred, hits = step(values, lr, x, y)
+            return [strong(n, v) for n, v in zip(new, values)], grads, norm, error, y_pred, hits
+
+        if most == 1:
+            new, grads, norm, error, y_pred, hits = one(0, values)
+            return new, grads, norm, jnp.reshape(error, (1,)), hits, y_pred
+        shapes = jax.eval_shape(one, 0, values)
+        zeros = tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes[1:])
+        _, grads, norm, error, y_pred, hits = (None, *zeros)
+
+        def body(i: Any, carry: Any) -> Any:
+            values, _, _, errors, _, total = carry
+            new, grads, norm, error, y_pred, hits = one(i, values)
+            errors = lax.dynamic_update_index_in_dim(errors, error, i, 0)
+            total = None if hits is None else total + hits
+            return new, grads, norm, errors, y_pred, total
+
+        errors = jnp.zeros((most,), error.dtype)
+        new, grads, norm, errors, y_pred, hits = lax.fori_loop(
+            0, count, body, (values, grads, norm, errors, y_pred, hits)
+        )
+        return new, grads, norm, errors, hits, y_pred
+
+    return _jit(jax, run, static_argnums=(6, 7))
+
+
 def make_jax(device: Any = None) -> Backend:
     """JAX without its process-wide x64 mode: float32 and int32 (labels, permutations) need
     none. Only an explicit request for float64 or int64 (``backend.dtype("float64")``, e.g.
@@ -211,6 +279,7 @@ def make_jax(device: Any = None) -> Backend:
         synchronize=lambda arrays: jax.block_until_ready(arrays),
         mutable=False,
         compiler=lambda fn: _jit(jax, fn),
+        loop_compiler=lambda fn: _jit_loop(jax, fn),
         trace_refusals=(
             jax.errors.ConcretizationTypeError,  # float(x), bool(x) (a subclass) on a tracer
             jax.errors.TracerArrayConversionError,  # np.asarray(tracer)
