@@ -472,7 +472,8 @@ class Trainer:
                 if bounds[step + count][1] - bounds[step + count][0] != size:
                     break  # the last, shorter batch: a call of its own (its own compile)
                 count += 1
-            if hooks and count == 1:
+            began = hooks and count == 1  # else each step's hooks come after the call
+            if began:
                 self._call("on_batch_begin", step + 1, {"size": size})
             compiled = compiling.compiled_step(model, loss, optimizer)
             try:
@@ -498,7 +499,7 @@ class Trainer:
                 meter.read(epoch, step, accuracy=step == steps, diverge=True)
             if hooks:
                 for k in range(taken):
-                    if taken > 1:
+                    if not began:
                         self._call("on_batch_begin", step - taken + k + 1, {"size": size})
                     logs = {
                         "size": size,
