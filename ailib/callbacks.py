@@ -60,7 +60,11 @@ class Callback:
     ``writes = True``: fit then calls it on rank 0 only (``trainer.is_root``), and, since it
     changes nothing of the model or the optimizer, its batch hooks let the compiled step check
     them once per epoch instead of every step (`ailib.compiling.unchanged`), as a callback
-    without batch hooks does.
+    without batch hooks does. On JAX, such an epoch runs the steps between two reads of the
+    losses (``log_every``) as one compiled call (`Backend.loop_compiler`); a callback that
+    only reports then gets those steps' hooks, in order and with each step's own logs, after
+    the call: a progress bar moves once per call. (Setting ``stop_training`` there stops
+    after the call, not after the step.)
     """
 
     trainer: Any = None
