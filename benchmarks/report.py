@@ -74,14 +74,21 @@ def speed_summary() -> str:
     """README's sentence on throughput, from mlp.json (1 thread), mlp-2threads.json, cnn.json."""
     one, two, cnn = _json("mlp.json"), _json("mlp-2threads.json"), _json("cnn.json")
     e1, e2 = one["training"]["128"]["epoch"], two["training"]["128"]["epoch"]
+
+    def jax(epoch: dict[str, Any], words: str) -> str:
+        row = epoch.get("ailib:jax")
+        return "" if row is None else f"{words}{row['vs_reference']:.2f}× the reference"
+
     return (
         f"Full 60,000-row epochs at batch 128 (`benchmarks/results/mlp.json`, one thread per "
         f"library, {machine_words(one['machine'])}): ailib on NumPy "
         f"{e1['ailib:numpy']['vs_reference']:.2f}× the hand-written NumPy reference and "
         f"{e1['ailib:numpy']['vs_torch']:.2f}× PyTorch CPU eager; ailib on torch tensors "
-        f"{e1['ailib:torch']['vs_torch']:.2f}× PyTorch's own loop. With two threads "
+        f"{e1['ailib:torch']['vs_torch']:.2f}× PyTorch's own loop"
+        f"{jax(e1, '; ailib on JAX (compiled) ')}. With two threads "
         f"(`mlp-2threads.json`, {machine_words(two['machine'])}): "
-        f"{e2['ailib:numpy']['vs_reference']:.2f}× and {e2['ailib:numpy']['vs_torch']:.2f}×. "
+        f"{e2['ailib:numpy']['vs_reference']:.2f}× and {e2['ailib:numpy']['vs_torch']:.2f}×"
+        f"{jax(e2, '; JAX ')}. "
         f"CNN (`cnn.json`, batch 128, {cnn['machine']['cpus']} CPUs): "
         f"{cnn['ratio_ailib_over_torch']:.2f}× PyTorch CPU eager.\n"
     )
