@@ -319,8 +319,8 @@ class CompiledStep:
         steps of one call, so that one compile serves every count.
 
         Returns (steps taken, E, correct count, Y of the last step, y): after compiled steps,
-        E is a vector of ``most`` errors whose first ``steps`` are the steps' (in order), the
-        count is their sum of correct rows (None where the loss has none), and y is None.
+        E is the list of the steps' errors (0-d arrays, in order), the count their sum of
+        correct rows (None where the loss has none), and y is None.
         Where this step runs uncompiled (the first step makes the optimizer's state; a layer
         changed; a step that cannot be traced), one step is taken on the gathered batch, and
         E, count, Y and y are `train_step`'s E (0-d), None, Y and the batch's labels."""
@@ -348,7 +348,7 @@ class CompiledStep:
             return 1, error, None, y_pred, y
         new, grads, grad_norm, errors, hits, y_pred = out
         self._store(model, pairs, values, new, grads, grad_norm, y_pred, iterations, count)
-        return count, errors, hits, y_pred, None
+        return count, errors[:count], hits, y_pred, None
 
     def _one_uncompiled(
         self, model: Any, arrays: Any, order: Any, start: int, size: int, loss: Any

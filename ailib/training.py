@@ -167,9 +167,6 @@ class Meter:
         self.parallel = parallel  # data-parallel: sums and counts are over every rank's rows
         self.pending: list[Any] = []  # per-step mean losses not yet read back
         self.sizes: list[int] = []
-        #: per pending array: 0 for one step's 0-d error, k for a vector whose first k
-        #: entries are k steps' errors (`add_steps`)
-        self.counts: list[int] = []
         self.loss_sum = 0.0
         self.samples = 0
         self.read_samples = 0
@@ -185,7 +182,6 @@ class Meter:
         if value is not None:
             self.pending.append(value)
             self.sizes.append(size)
-            self.counts.append(0)  # a 0-d error
         self.samples += size
         formed = self.formed  # counted with the loss, where it was
         hits = formed(y_pred, y_true) if formed is not None else None
@@ -198,14 +194,12 @@ class Meter:
     def _hits(self, y_pred: Any, y_true: Any) -> Any:
         return correct_count(self.backend, self.loss, y_pred, y_true)
 
-    def add_steps(self, errors: Any, steps: int, hits: Any, size: int) -> None:
-        """Add ``steps`` steps of ``size`` rows each, taken in one call: their errors are the
-        first ``steps`` entries of the vector ``errors``, ``hits`` their summed count of
-        correct rows (or None)."""
-        self.pending.append(errors)
-        self.sizes += [size] * steps
-        self.counts.append(steps)
-        self.samples += size * steps
+    def add_steps(self, errors: list[Any], hits: Any, size: int) -> None:
+        """Add the steps taken in one call, of ``size`` rows each: their errors (0-d arrays)
+        and their summed count of correct rows (or None)."""
+        self.pending += errors
+        self.sizes += [size] * len(errors)
+        self.samples += size * len(errors)
         if hits is not None:
             self.hits.append(hits)
 
@@ -218,18 +212,9 @@ class Meter:
         every rank reads the same sums (of every rank's rows), so every rank decides alike."""
         values, sizes = [], self.sizes
         if self.pending:
-            xp = self.xp
             with self.backend.context():
-                if any(self.counts):  # vectors of several steps' errors: one transfer still
-                    flat = xp.concat([xp.reshape(p, (-1,)) for p in self.pending])
-                else:
-                    flat = xp.stack(self.pending)
-            flat = self.backend.to_host(flat).tolist()
-            at = 0
-            for array, count in zip(self.pending, self.counts):
-                width = count or 1
-                values += flat[at : at + width]
-                at += array.shape[0] if count else 1
+                stacked = self.xp.stack(self.pending)
+            values = self.backend.to_host(stacked).tolist()
         if self.parallel is not None:
             values, sizes = self.parallel.reduce_losses(values, sizes, per_step=diverge)
         if values:
@@ -242,7 +227,7 @@ class Meter:
                     )
                 self.loss_sum += value * size
                 self.read_samples += size
-            self.pending, self.sizes, self.counts = [], [], []
+            self.pending, self.sizes = [], []
             self.mean_loss = self.loss_sum / self.read_samples
         if self.hits:
             with self.backend.context():
@@ -491,8 +476,9 @@ class Trainer:
             samples = meter.samples
             if yb is not None:  # one step, taken uncompiled
                 meter.add(errors, y_pred, yb, size)
+                errors = [errors]
             else:
-                meter.add_steps(errors, taken, hits, size)
+                meter.add_steps(errors, hits, size)
             step += taken
             read = step % every == 0 or step == steps
             if read:
@@ -505,7 +491,7 @@ class Trainer:
                         "size": size,
                         "samples": samples + (k + 1) * size,
                         "seconds": time.perf_counter() - start,
-                        "batch_loss": errors if errors.ndim == 0 else errors[k],
+                        "batch_loss": errors[k],
                     }
                     if read and k == taken - 1:
                         logs["loss"] = meter.mean_loss

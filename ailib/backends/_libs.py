@@ -199,8 +199,9 @@ def _jit_loop(jax: Any, step: Any) -> Any:
     E, Y, correct count)``, a pure training step, becomes
 
         run(values, lr, arrays, order, start, count, size, most)
-            -> (values, grads, grad norm, E of each step (a vector of ``most``), correct count
-                summed over the steps (or None), Y of the last step)
+            -> (values, grads, grad norm, E of each step (a list of ``most`` 0-d arrays, the
+                first ``count`` of them the steps'), correct count summed over the steps (or
+                None), Y of the last step)
 
     which takes ``count`` (1 <= count <= most) steps in one compiled call: step i trains on
     rows ``order[start + i·size : start + (i+1)·size]`` of every array of ``arrays`` (the
@@ -241,7 +242,7 @@ def _jit_loop(jax: Any, step: Any) -> Any:
 
         if most == 1:
             new, grads, norm, error, y_pred, hits = one(0, values)
-            return new, grads, norm, jnp.reshape(error, (1,)), hits, y_pred
+            return new, grads, norm, [error], hits, y_pred
         shapes = jax.eval_shape(one, 0, values)
         zeros = tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes[1:])
         _, grads, norm, error, y_pred, hits = (None, *zeros)
@@ -257,7 +258,9 @@ def _jit_loop(jax: Any, step: Any) -> Any:
         new, grads, norm, errors, y_pred, hits = lax.fori_loop(
             0, count, body, (values, grads, norm, errors, y_pred, hits)
         )
-        return new, grads, norm, errors, hits, y_pred
+        # each step's error an array of its own (callbacks get them one by one: slicing
+        # them out eagerly afterwards costs a dispatch, or a compile, each)
+        return new, grads, norm, [errors[i] for i in range(most)], hits, y_pred
 
     return _jit(jax, run, static_argnums=(6, 7))
 
