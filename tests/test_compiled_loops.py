@@ -13,6 +13,7 @@ import pytest
 import ailib
 from ailib import compiling, optimizers, zoo
 from ailib.callbacks import Callback, ProgressEvents
+from ailib.layers import BatchNorm1D, Dense, ReLU
 from ailib.training import TrainingDiverged
 
 from .helpers import host
@@ -227,3 +228,28 @@ def test_two_inputs_and_a_graph_model_train_as_without_compiling() -> None:
     assert fast_history["accuracy"] == slow_history["accuracy"]
     for key, value in slow.params.items():
         np.testing.assert_allclose(host(fast.params[key]), host(value), rtol=1e-12, atol=1e-12)
+
+
+def test_a_model_with_running_statistics_carries_them_from_step_to_step() -> None:
+    """BatchNorm's running mean and variance are buffers: a compiled call carries them from
+    step to step as it carries the parameters."""
+    be = _jax()
+    x, y = _data(50)
+    results = []
+    for compiled in (True, False):
+        # (no bias before BatchNorm: its gradient is 0 up to rounding, which Adam would scale
+        # up to a step of lr·noise/eps that no two orders of summation agree on)
+        layers = [Dense(6, 8, bias=False), BatchNorm1D(8), ReLU(), Dense(8, 3)]
+        model = ailib.Sequential(layers, backend=be, dtype="float64", seed=0)
+        model.compile_steps = compiled
+        model.fit(x, y, optimizer="adam", epochs=2, batch_size=8, log_every=4, verbose=False)
+        results.append(model)
+    fast, slow = results
+    (step,) = [s for _, _, s in compiling._STEPS[fast]]
+    assert step.looped is not None and not step.off
+    for a, b in zip(fast.layers, slow.layers):
+        for kind in ("params", "buffers"):
+            for key, value in getattr(b, kind).items():
+                np.testing.assert_allclose(
+                    host(getattr(a, kind)[key]), host(value), rtol=1e-12, atol=1e-12
+                )
