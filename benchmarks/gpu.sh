@@ -133,7 +133,8 @@ if [[ $TESTS -eq 1 ]]; then
     # steps, the compiled steps, the counts), then the rest, so that a stage cut at its limit
     # has run them (pytest keeps the order of files named one by one, not of a folder's)
     FIRST=(tests/test_fused.py tests/test_cupy_backend.py tests/test_compiling.py
-           tests/test_opcount.py tests/test_layers.py tests/test_losses.py)
+           tests/test_compiled_loops.py tests/test_opcount.py tests/test_layers.py
+           tests/test_losses.py)
     REST=()
     for f in tests/test_*.py; do
         case " ${FIRST[*]} " in *" $f "*) ;; *) REST+=("$f") ;; esac

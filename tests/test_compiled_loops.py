@@ -27,11 +27,11 @@ OPTIMIZERS = {
 }
 
 
-def _jax() -> ailib.backends.Backend:
-    reason = ailib.backends.why_unavailable("jax")
+def _jax(name: str = "jax") -> ailib.backends.Backend:
+    reason = ailib.backends.why_unavailable(name)
     if reason is not None:
-        pytest.skip(f"backend jax unavailable: {reason}")
-    return ailib.backends.get("jax")
+        pytest.skip(f"backend {name} unavailable: {reason}")
+    return ailib.backends.get(name)
 
 
 def _data(n: int = 40, classes: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -80,8 +80,9 @@ def _fit(
     epochs: int = 2,
     callbacks: tuple[Callback, ...] = (),
     n: int = 40,
+    name: str = "jax",
 ) -> tuple[Any, Any, dict[str, Any]]:
-    be = _jax()
+    be = _jax(name)
     x, y = _data(n)
     model = ailib.Sequential(zoo.mlp(6, (8, 5), 3), backend=be, dtype=dtype, seed=0)
     model.compile_steps = compiled
@@ -106,17 +107,22 @@ def _assert_same(dtype: str, fast: Any, slow: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    ("dtype", "opt", "shuffle"),
-    [("float64", "adam", True), ("float32", "momentum", True), ("float64", "sgd", False)],
+    ("dtype", "opt", "shuffle", "name"),
+    [
+        ("float64", "adam", True, "jax"),
+        ("float32", "momentum", True, "jax"),
+        ("float64", "sgd", False, "jax"),
+        ("float32", "adam", True, "jax:gpu"),
+    ],
 )
 def test_steps_taken_in_one_call_equal_the_uncompiled_fit(
-    dtype: str, opt: str, shuffle: bool
+    dtype: str, opt: str, shuffle: bool, name: str
 ) -> None:
     """40 rows in batches of 6 (six of 6, one of 4) read every 3 steps: calls of 3, 3 and the
     short batch; parameters, the last step's gradients, the optimizer's counts and the
     history equal those of `fit` without compiling."""
-    fast, fast_opt, fast_history = _fit(True, dtype, opt, shuffle=shuffle)
-    slow, slow_opt, slow_history = _fit(False, dtype, opt, shuffle=shuffle)
+    fast, fast_opt, fast_history = _fit(True, dtype, opt, shuffle=shuffle, name=name)
+    slow, slow_opt, slow_history = _fit(False, dtype, opt, shuffle=shuffle, name=name)
     (step,) = [s for _, _, s in compiling._STEPS[fast]]
     assert step.looped is not None and not step.off  # the steps did run in compiled calls
     _assert_same(dtype, fast, slow)
