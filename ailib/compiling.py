@@ -294,7 +294,7 @@ class CompiledStep:
             # the caller's, and running the step again here would run it twice
             raise
         except Exception as exc:
-            self._failed(exc, model, refs, values, iterations)
+            self._failed(exc, refs, values, iterations)
             return self._uncompiled_after(exc, model, x, y, loss)
         new, grads, grad_norm, error, y_pred, hits = out
         self._store(model, pairs, values, new, grads, grad_norm, y_pred, iterations, 1)
@@ -312,7 +312,7 @@ class CompiledStep:
         most: int,
         loss: Any = None,
     ) -> tuple[int, Any, Any, Any, Any]:
-        """Up to ``count`` steps (1 <= count <= most) as one compiled call, where the backend
+        """``count`` steps (1 <= count <= most) as one compiled call, where the backend
         has a `Backend.loop_compiler` (JAX): step i trains on the rows
         ``order[start + i·size : start + (i+1)·size]`` of ``arrays`` = (x, y), gathered inside
         the call. ``most`` (a constant of the compiled function, as ``size`` is) bounds the
@@ -342,7 +342,7 @@ class CompiledStep:
         except Warning:
             raise  # the caller's (see `__call__`)
         except Exception as exc:
-            self._failed(exc, model, refs, values, iterations)
+            self._failed(exc, refs, values, iterations)
             x, y = model.backend.take_batch(arrays, order, start, start + size)
             error, y_pred = self._uncompiled_after(exc, model, x, y, loss)
             return 1, error, None, y_pred, y
@@ -387,9 +387,7 @@ class CompiledStep:
         optimizer.iterations, optimizer.grad_norm = iterations + steps, grad_norm
         model.backprops, model.output = [], y_pred
 
-    def _failed(
-        self, exc: Exception, model: Any, refs: Any, values: list[Any], iterations: int
-    ) -> None:
+    def _failed(self, exc: Exception, refs: Any, values: list[Any], iterations: int) -> None:
         """After a compiled call raised ``exc``: compiling is off for this model from now on
         and the arrays the trace swapped in are put back, or, where JAX had already taken
         (donated) them, RuntimeError: the parameters are lost."""
