@@ -64,13 +64,20 @@ class Callback:
     losses (``log_every``) as one compiled call (`Backend.loop_compiler`); a callback that
     only reports then gets those steps' hooks, in order and with each step's own logs, after
     the call: a progress bar moves once per call. (Setting ``stop_training`` there stops
-    after the call, not after the step.)
+    after the call, not after the step.) A callback whose batch hooks change nothing in its
+    present setting says so with ``acts_between_steps = False`` (a `LearningRateScheduler` by
+    epoch does), and counts as one without batch hooks.
     """
 
     trainer: Any = None
     model: Any = None
     #: True for a callback that only reports (prints, writes): called on rank 0 only
     writes = False
+    #: whether the callback may change the model or the optimizer between two steps of an
+    #: epoch; None (the default): it may if it has a batch hook of its own and does not only
+    #: report. A callback whose batch hooks do nothing in its present setting says False
+    #: (`LearningRateScheduler` by epoch), so that fit's epochs stay `unchanged`.
+    acts_between_steps: bool | None = None
 
     def set_trainer(self, trainer: Any) -> None:
         self.trainer, self.model = trainer, trainer.model
@@ -322,6 +329,7 @@ class LearningRateScheduler(Callback):
                 f"LearningRateScheduler: unit must be 'epoch' or 'step', received {unit!r}"
             )
         self.schedule, self.unit = schedule, unit
+        self.acts_between_steps = unit == "step"  # by epoch, its batch hook does nothing
 
     def _set(self, t: int) -> None:
         lr = float(self.schedule(t))

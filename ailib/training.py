@@ -534,8 +534,12 @@ class Trainer:
 
 
 def _between_steps(callback: Callback) -> bool:
-    """Whether ``callback`` may change the model between two steps of an epoch: it has a batch
-    hook of its own and does more than report."""
+    """Whether ``callback`` may change the model between two steps of an epoch: as it says
+    (``Callback.acts_between_steps``), or else if it has a batch hook of its own and does more
+    than report."""
+    said = getattr(callback, "acts_between_steps", None)
+    if said is not None:
+        return bool(said)
     hooks = (type(callback).on_batch_begin, type(callback).on_batch_end)
     own = hooks != (Callback.on_batch_begin, Callback.on_batch_end)
     return own and not callback.writes

@@ -259,3 +259,29 @@ def test_a_model_with_running_statistics_carries_them_from_step_to_step() -> Non
                 np.testing.assert_allclose(
                     host(getattr(a, kind)[key]), host(value), rtol=1e-12, atol=1e-12
                 )
+
+
+@pytest.mark.parametrize("unit", ["epoch", "step"])
+def test_a_learning_rate_schedule_is_followed_step_by_step_or_epoch_by_epoch(
+    unit: str, monkeypatch: Any
+) -> None:
+    """A schedule by epoch changes nothing between two steps: its epochs run several steps per
+    call. One by step sets the rate before every step: one step per call, each at its rate."""
+    counts: list[int] = []
+    real = compiling.CompiledStep.run_steps
+
+    def recording(self: Any, *args: Any) -> Any:
+        counts.append(args[4])
+        return real(self, *args)
+
+    monkeypatch.setattr(compiling.CompiledStep, "run_steps", recording)
+    schedule = ailib.schedules.step_schedule(0.1, 2, gamma=0.5)
+    runs = []
+    for compiled in (True, False):
+        callback = ailib.callbacks.LearningRateScheduler(schedule, unit=unit)
+        runs.append(_fit(compiled, "float64", "momentum", callbacks=(callback,)))
+    (fast, fast_opt, fast_history), (slow, slow_opt, slow_history) = runs
+    assert counts == ([2, 3, 1, 3, 3, 1] if unit == "epoch" else [1] * 13)
+    assert fast_opt.lr == slow_opt.lr == schedule(2 if unit == "epoch" else 14)
+    _assert_same("float64", fast, slow)
+    np.testing.assert_allclose(fast_history["loss"], slow_history["loss"], rtol=1e-12)
