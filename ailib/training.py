@@ -461,18 +461,21 @@ class Trainer:
             if began:
                 self._call("on_batch_begin", step + 1, {"size": size})
             compiled = compiling.compiled_step(model, loss, optimizer)
-            try:
-                if compiled is None:  # the first step (it makes the optimizer's state)
-                    with model.backend.context():
-                        xb, yb = model.backend.take_batch(arrays, order, first, stop)
-                    errors, y_pred = train_step(model, xb, yb, loss, optimizer)
-                    taken, hits = 1, None
-                else:
+            if compiled is None:  # the first step (it makes the optimizer's state)
+                with model.backend.context():
+                    xb, yb = model.backend.take_batch(arrays, order, first, stop)
+                errors, y_pred = self._step(xb, yb, epoch, step + 1, size)
+                taken, hits = 1, None
+            else:
+                try:
                     taken, errors, hits, y_pred, yb = compiled.run_steps(
                         arrays, order, first, size, count, most, loss
                     )
-            except ValueError as exc:
-                raise self._one_sample(exc, epoch, step + 1, size) from exc
+                except ValueError as exc:
+                    said = self._one_sample(exc, epoch, step + 1, size)
+                    if said is None:
+                        raise
+                    raise said from exc
             samples = meter.samples
             if yb is not None:  # one step, taken uncompiled
                 meter.add(errors, y_pred, yb, size)
@@ -500,10 +503,10 @@ class Trainer:
                 break
         return step
 
-    def _one_sample(self, exc: ValueError, epoch: int, step: int, n: int) -> ValueError:
-        """``exc`` as it is, or, for a batch of one sample, an error that says so."""
+    def _one_sample(self, exc: ValueError, epoch: int, step: int, n: int) -> ValueError | None:
+        """For a batch of one sample, an error that says so in place of ``exc``; else None."""
         if n != 1:
-            return exc
+            return None
         return ValueError(
             f"{self.who}: epoch {epoch}, step {step} is a batch of one sample, which this "
             f"model cannot train on ({exc}); use batches of at least 2 samples "
@@ -517,10 +520,10 @@ class Trainer:
                 model, xb, yb, self.loss, self.optimizer, update=acc is None and parallel is None
             )
         except ValueError as exc:
-            error = self._one_sample(exc, epoch, step, n)
-            if error is exc:
+            said = self._one_sample(exc, epoch, step, n)
+            if said is None:
                 raise
-            raise error from exc
+            raise said from exc
         if parallel is not None:  # the global batch's mean gradient, then the same update
             n = parallel.reduce_gradients(model, n)
             if acc is None:

@@ -243,9 +243,9 @@ def _jit_loop(jax: Any, step: Any) -> Any:
         if most == 1:
             new, grads, norm, error, y_pred, hits = one(0, values)
             return new, grads, norm, [error], hits, y_pred
+        # the carry's first values: zeros of the shapes one step gives
         shapes = jax.eval_shape(one, 0, values)
-        zeros = tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes[1:])
-        _, grads, norm, error, y_pred, hits = (None, *zeros)
+        grads, norm, _, y_pred, hits = tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes[1:])
 
         def body(i: Any, carry: Any) -> Any:
             values, _, _, errors, _, total = carry
@@ -254,7 +254,7 @@ def _jit_loop(jax: Any, step: Any) -> Any:
             total = None if hits is None else total + hits
             return new, grads, norm, errors, y_pred, total
 
-        errors = jnp.zeros((most,), error.dtype)
+        errors = jnp.zeros((most,), shapes[3].dtype)
         new, grads, norm, errors, y_pred, hits = lax.fori_loop(
             0, count, body, (values, grads, norm, errors, y_pred, hits)
         )
