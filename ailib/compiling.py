@@ -28,8 +28,12 @@ layers are configured when they are made.
 The compiler recompiles when a shape changes: the last, shorter batch of an epoch compiles once
 more (then both versions are cached; ``drop_last=True`` avoids it).
 
-Left to the uncompiled path: the first step (it makes the optimizer's state), gradient
-accumulation (``update=False``), models that draw random numbers per step (Dropout: its masks
+The optimizer's state is an argument of every call, the first included: before the first
+step it is made zeroed (`ailib.optimizers.Optimizer.init_state`: zero moments and a step count
+of 0, from which every rule's first update is the one it makes from no state).
+
+Left to the uncompiled path: the first step of an optimizer whose rule makes its own state
+(`Optimizer.initial_state` None: a rule of a subclass), gradient accumulation (``update=False``), models that draw random numbers per step (Dropout: its masks
 would become constants of the trace; such models are never compiled, since the first compiled
 call is the real step on NumPy and CuPy, and consumes its inputs on JAX), steps that cannot be
 traced (an `Embedding` checks its indices on the host: the trace fails, the step runs eagerly
@@ -131,9 +135,9 @@ def compiled_step(model: Any, loss: Any, optimizer: Any) -> CompiledStep | None:
         return None
     step = CompiledStep(model, loss, optimizer, compiler)
     _STEPS[model] = [(_loss_key(loss), optimizer, step)]
-    if _has_state(model, optimizer):  # e.g. resumed from a checkpoint
-        return step
-    return None  # the first step runs uncompiled: it makes the optimizer's state
+    if _has_state(model, optimizer) or _init_state(model, optimizer):
+        return step  # the state is an argument of the first call (made zeroed, or resumed)
+    return None  # a rule that makes its own state: the first step runs uncompiled to make it
 
 
 def release(model: Any) -> bool:
@@ -321,8 +325,8 @@ class CompiledStep:
         Returns (steps taken, E, correct count, Y of the last step, y): after compiled steps,
         E is the list of the steps' errors (0-d arrays, in order), the count their sum of
         correct rows (None where the loss has none), and y is None.
-        Where this step runs uncompiled (the first step makes the optimizer's state; a layer
-        changed; a step that cannot be traced), one step is taken on the gathered batch, and
+        Where this step runs uncompiled (new optimizer settings that need new state; a
+        step that cannot be traced), one step is taken on the gathered batch, and
         E, count, Y and y are `train_step`'s E (0-d), None, Y and the batch's labels."""
         model, optimizer = self._model(), self.optimizer
         compiler = model.backend.loop_compiler
@@ -435,7 +439,10 @@ class CompiledStep:
                 self.off = True  # a layer that draws was added: see `step_for`
                 return None
             changed = self._settings is not None and settings != self._settings
-            if changed or not _has_state(model, optimizer):
+            missing = not _has_state(model, optimizer)
+            if missing and not changed and _init_state(model, optimizer):
+                missing, (refs, pairs) = False, self._refs(model)  # a layer unfrozen
+            if changed or missing:
                 # new settings (a momentum where there was none) or a layer unfrozen may need
                 # optimizer state the compiled step does not have, and a trace must not make
                 # it (JAX: it would leak a tracer): this step runs uncompiled and makes it,
@@ -480,6 +487,13 @@ def _has_state(model: Any, optimizer: Any) -> bool:
     """Whether every trainable parameter has its optimizer state (made by its first update)."""
     state = optimizer.state
     return all((la, name) in state for la in model.layers if la.trainable for name in la.params)
+
+
+def _init_state(model: Any, optimizer: Any) -> bool:
+    """Give the trainable parameters without optimizer state their zeroed state
+    (`ailib.optimizers.Optimizer.init_state`); whether every one has state now."""
+    init = getattr(optimizer, "init_state", None)
+    return bool(init(model.layers)) if init is not None else False
 
 
 def _settings(optimizer: Any) -> dict[str, Any]:

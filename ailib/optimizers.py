@@ -138,6 +138,36 @@ class Optimizer:
         ``lr`` and ``weight_decay`` are this parameter's (its group's)."""
         raise NotImplementedError
 
+    def initial_state(self, param: Any) -> dict[str, Any] | None:
+        """The state of ``param`` before its first update, made without a step: zeroed
+        moments and a step count of 0, from which the rule's first update gives what its first
+        update from no state gives (V ← μ·0 + g is g). None where the rule cannot say (the
+        base class: a rule of a subclass makes its state in `update`)."""
+        return None
+
+    def init_state(self, layers: Iterable[Layer]) -> bool:
+        """Give every parameter of the trainable ``layers`` that has no state yet its
+        `initial_state`. True when every one has state after the call; False, changing
+        nothing, where the rule cannot say for one of them. A compiled step
+        (`ailib.compiling`) takes the state as arguments of its first call: made here, the
+        first step of `fit` compiles too, instead of running uncompiled to make it."""
+        missing = [
+            (layer, name)
+            for layer in layers
+            if layer.trainable
+            for name in layer.params
+            if (layer, name) not in self.state
+        ]
+        made = []
+        for layer, name in missing:
+            with layer.backend.context():  # CuPy: allocated on the layer's GPU
+                state = self.initial_state(layer.params[name])
+            if state is None:
+                return False
+            made.append(state)
+        self.state.update(zip(missing, made))
+        return True
+
     #: whether `step` may keep the parameters in one flat buffer (see there)
     flat = True
 
@@ -387,6 +417,9 @@ class SGD(Optimizer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
 
+    def initial_state(self, param: Any) -> dict[str, Any] | None:
+        return {"V": _zeros_like(param)} if self.momentum else {}
+
     def update(
         self, param: Any, grad: Any, state: dict[str, Any], lr: float, weight_decay: float
     ) -> Any:
@@ -444,6 +477,10 @@ class RMSprop(Optimizer):
             "momentum": self.momentum,
             "centered": self.centered,
         }
+
+    def initial_state(self, param: Any) -> dict[str, Any] | None:
+        slots = ["V"] + ["G"] * self.centered + ["B"] * bool(self.momentum)
+        return {slot: _zeros_like(param) for slot in slots}
 
     def update(
         self, param: Any, grad: Any, state: dict[str, Any], lr: float, weight_decay: float
@@ -513,6 +550,9 @@ class Adam(Optimizer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
 
+    def initial_state(self, param: Any) -> dict[str, Any] | None:
+        return {"t": 0, "M": _zeros_like(param), "V": _zeros_like(param)}
+
     def update(
         self, param: Any, grad: Any, state: dict[str, Any], lr: float, weight_decay: float
     ) -> Any:
@@ -531,11 +571,15 @@ class Adam(Optimizer):
             state["M"], state["V"] = m, v
         xp = array_api_compat.array_namespace(param)
         if isinstance(t, int):
-            root, power = math.sqrt(1.0 - self.beta2**t), self.beta1**t
+            root, rest = (
+                math.sqrt(_one_minus_power(math, self.beta2, t)),
+                _one_minus_power(math, self.beta1, t),
+            )
         else:  # an array: the bias corrections in the parameters' dtype
             t = xp.astype(t, param.dtype)
-            root, power = xp.sqrt(1.0 - self.beta2**t), self.beta1**t
-        step = lr * root / (1.0 - power)
+            root = xp.sqrt(_one_minus_power(xp, self.beta2, t))
+            rest = _one_minus_power(xp, self.beta1, t)
+        step = lr * root / rest
         eps_hat = self.eps * root
         return backends.subtract_scaled(param, step, state["M"] / (xp.sqrt(state["V"]) + eps_hat))
 
@@ -580,6 +624,21 @@ class AdamW(Adam):
         if weight_decay:
             param *= 1.0 - lr * weight_decay
         return super().update(param, grad, state, lr, 0.0)
+
+
+def _zeros_like(param: Any) -> Any:
+    return array_api_compat.array_namespace(param).zeros_like(param)
+
+
+def _one_minus_power(xp: Any, beta: float, t: Any) -> Any:
+    """1 − βᵗ for a step count t, as −expm1(t·ln β): to the last bits of t's type (an int
+    with ``xp`` the math module, or a floating array of ``xp``), the same formula on the host
+    and in a compiled step. (1.0 − β**t in float32 would carry β's own rounding:
+    float32(0.999) is 0.99900001, so 1 − β¹ came out 1.3·10⁻⁵ off, relatively, and Adam's
+    first steps with it.) β = 0 gives 1."""
+    if beta == 0.0:
+        return 1.0 if xp is math else xp.ones_like(t)
+    return -xp.expm1(t * math.log(beta))
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {

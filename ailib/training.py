@@ -461,7 +461,7 @@ class Trainer:
             if began:
                 self._call("on_batch_begin", step + 1, {"size": size})
             compiled = compiling.compiled_step(model, loss, optimizer)
-            if compiled is None:  # the first step (it makes the optimizer's state)
+            if compiled is None:  # uncompiled (an optimizer making its state at its first step)
                 with model.backend.context():
                     xb, yb = model.backend.take_batch(arrays, order, first, stop)
                 errors, y_pred = self._step(xb, yb, epoch, step + 1, size)

@@ -149,15 +149,15 @@ def test_one_call_takes_the_steps_up_to_the_next_read(monkeypatch: Any) -> None:
 
     monkeypatch.setattr(compiling.CompiledStep, "run_steps", recording)
     _fit(True, "float32", "sgd", epochs=2)
-    # epoch 1: the first step runs uncompiled (it makes the optimizer's state), then steps
-    # 2-3, 4-6 and the short seventh; epoch 2: 1-3, 4-6, 7
-    assert counts == [2, 3, 1, 3, 3, 1]
+    # each epoch: steps 1-3, 4-6 and the short seventh (the first step compiles too: the
+    # optimizer's state is made zeroed before it)
+    assert counts == [3, 3, 1, 3, 3, 1]
     counts.clear()
     _fit(True, "float32", "sgd", epochs=2, log_every=50)
-    assert counts == [5, 1, 6, 1]  # no read before the epoch's end: the six full batches at once
+    assert counts == [6, 1, 6, 1]  # no read before the epoch's end: the six full batches at once
     counts.clear()
     _fit(True, "float32", "sgd", epochs=1, callbacks=(_Hook(),))
-    assert counts == [1] * 6  # a hook that may change the model runs between every two steps
+    assert counts == [1] * 7  # a hook that may change the model runs between every two steps
 
 
 def test_reporting_callbacks_see_every_step_as_without_compiling() -> None:
@@ -281,7 +281,7 @@ def test_a_learning_rate_schedule_is_followed_step_by_step_or_epoch_by_epoch(
         callback = ailib.callbacks.LearningRateScheduler(schedule, unit=unit)
         runs.append(_fit(compiled, "float64", "momentum", callbacks=(callback,)))
     (fast, fast_opt, fast_history), (slow, slow_opt, slow_history) = runs
-    assert counts == ([2, 3, 1, 3, 3, 1] if unit == "epoch" else [1] * 13)
+    assert counts == ([3, 3, 1, 3, 3, 1] if unit == "epoch" else [1] * 14)
     assert fast_opt.lr == slow_opt.lr == schedule(2 if unit == "epoch" else 14)
     _assert_same("float64", fast, slow)
     np.testing.assert_allclose(fast_history["loss"], slow_history["loss"], rtol=1e-12)

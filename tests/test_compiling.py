@@ -76,6 +76,41 @@ def test_compiled_steps_equal_uncompiled_steps(dtype: str, name: str) -> None:
     assert fast_opt.iterations == eager_opt.iterations == 20
 
 
+class _OwnStateSGD(optimizers.SGD):
+    """A rule that makes its own state in `update` (says nothing of its initial state)."""
+
+    def initial_state(self, param: Any) -> dict[str, Any] | None:
+        return None
+
+
+@pytest.mark.parametrize("name", ["numpy", "jax", "torch"])
+@pytest.mark.parametrize("own_state", [False, True])
+def test_the_first_step_compiles_from_zeroed_optimizer_state(
+    name: str, own_state: bool, monkeypatch: Any
+) -> None:
+    """The optimizer's state is made zeroed before the first step, which then compiles like
+    every other; a rule that makes its own state runs its first step uncompiled, as before.
+    Either way the steps equal the uncompiled ones."""
+    answers: list[bool] = []
+    real = compiling.compiled_step
+
+    def recording(*args: Any) -> Any:
+        known = compiling._STEPS.get(args[0])
+        if known and known[0][2].tracing:
+            return real(*args)  # the trace's own call of train_step
+        step = real(*args)
+        answers.append(step is not None)
+        return step
+
+    monkeypatch.setattr(compiling, "compiled_step", recording)
+    make = (lambda: _OwnStateSGD(0.1, momentum=0.9)) if own_state else OPTIMIZERS["momentum"]
+    fast, fast_opt, fast_errors = _train("float64", make, compiled=True, steps=5, name=name)
+    assert answers == [not own_state, True, True, True, True]
+    eager, _, eager_errors = _train("float64", make, compiled=False, steps=5, name=name)
+    _assert_same_training("float64", fast, fast_errors, eager, eager_errors, grads=True)
+    assert sorted(fast_opt.state[(fast.layers[0], "W")]) == ["V"]
+
+
 def _graph_capture_problem() -> str | None:
     """Why this machine's CuPy cannot capture a step as a CUDA graph (CuPy 14 refuses cuBLAS
     during a capture), or None; skips where CuPy does not run."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import math
 from typing import Any
 
@@ -273,3 +274,82 @@ def test_schedules() -> None:
         schedules.step_schedule(0.1, 2, gamma=0.0)
     with pytest.raises(ValueError, match="warmup_schedule: warmup must be positive"):
         schedules.warmup_schedule(0.1, 0)
+
+
+ZEROED = {
+    "sgd": lambda: SGD(lr=0.1),
+    "momentum": lambda: SGD(lr=0.1, momentum=0.9, weight_decay=0.01),
+    "nesterov": lambda: SGD(lr=0.1, momentum=0.9, nesterov=True),
+    "rmsprop": lambda: RMSprop(lr=0.01),
+    "rmsprop-centered-momentum": lambda: RMSprop(lr=0.01, centered=True, momentum=0.5),
+    "adam": lambda: Adam(lr=0.01),
+    "adamw-beta1-0": lambda: AdamW(lr=0.01, beta1=0.0, weight_decay=0.1),
+}
+
+
+@pytest.mark.parametrize("kind", ZEROED)
+def test_steps_from_zeroed_state_equal_steps_from_none(
+    kind: str, backend: ailib.backends.Backend, rng: np.random.Generator
+) -> None:
+    """`init_state` makes what the rule's first update would make (zero moments, a step count
+    of 0): the updates from there equal those of an optimizer that made its own state."""
+    layers = [Dense(3, 2, backend=backend, dtype="float64", seed=s) for s in (0, 0)]
+    grads = [(rng.standard_normal((2, 3)), rng.standard_normal(2)) for _ in range(3)]
+    opts = [ZEROED[kind]() for _ in layers]
+    assert opts[0].init_state([layers[0]])
+    assert set(opts[0].state) == {(layers[0], "W"), (layers[0], "b")}
+    for gw, gb in grads:
+        for layer, opt in zip(layers, opts):
+            layer.grads["W"], layer.grads["b"] = backend.asarray(gw), backend.asarray(gb)
+            opt.step([layer])
+    for name in ("W", "b"):
+        np.testing.assert_array_equal(host(layers[0].params[name]), host(layers[1].params[name]))
+        made, own = opts[0].state[(layers[0], name)], opts[1].state[(layers[1], name)]
+        assert sorted(made) == sorted(own)
+        for slot, value in own.items():
+            if isinstance(value, int):
+                assert made[slot] == value == 3
+            else:
+                np.testing.assert_array_equal(host(made[slot]), host(value))
+
+
+def test_init_state_leaves_frozen_layers_kept_state_and_unknown_rules_alone() -> None:
+    frozen, trained = Dense(3, 2, seed=0), Dense(2, 2, seed=1)
+    frozen.trainable = False
+    opt = Adam()
+    kept = {"t": 5, "M": np.ones((2, 2), np.float32), "V": np.ones((2, 2), np.float32)}
+    opt.state[(trained, "W")] = kept
+    assert opt.init_state([frozen, trained])
+    assert set(opt.state) == {(trained, "W"), (trained, "b")}
+    assert opt.state[(trained, "W")] is kept
+    assert opt.state[(trained, "b")]["t"] == 0
+    assert opt.state[(trained, "b")]["M"].dtype == np.float32
+
+    class Custom(SGD):  # a rule of its own, which makes its state in update
+        def initial_state(self, param: Any) -> dict[str, Any] | None:
+            return None
+
+    custom = Custom(0.1)
+    assert not custom.init_state([trained])
+    assert custom.state == {}
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 0.9, 0.999, 0.99999])
+def test_adam_bias_corrections_in_a_compiled_step_are_right_to_the_last_bits(
+    beta: float, backend: ailib.backends.Backend
+) -> None:
+    """1 − βᵗ from a float32 step count (as a compiled step has it) is within 2 float32 ulps of
+    the float64 value, and on the host (a Python int) what float64 gives: 1.0 − β**t in
+    float32 was 1.3·10⁻⁵ off at β = 0.999, t = 1."""
+    from ailib.optimizers import _one_minus_power
+
+    steps = [1, 2, 3, 10, 1000, 100_000]
+    t = backend.asarray(np.array(steps, dtype=np.float32))
+    got = host(_one_minus_power(backend.xp, beta, t))
+    with decimal.localcontext() as ctx:
+        ctx.prec = 60  # β as the float64 it is, raised exactly enough
+        exact = np.array([float(1 - decimal.Decimal(beta) ** s) for s in steps])
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, exact, rtol=2.5e-7, atol=0)
+    for s, want in zip(steps, exact):
+        assert _one_minus_power(math, beta, s) == pytest.approx(want, rel=1e-13, abs=0)
