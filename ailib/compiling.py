@@ -146,6 +146,7 @@ def release(model: Any) -> bool:
     arrays per batch shape, kept while the model lives), CuPy's graphs. The next training step
     compiles afresh. True if there was anything to forget."""
     inference = _INFERENCE.pop(model, None) is not None
+    inference = _EVALUATION.pop(model, None) is not None or inference
     return _STEPS.pop(model, None) is not None or inference
 
 
@@ -586,10 +587,91 @@ class CompiledInference:
             return outs
 
 
+#: the compiled evaluations of each model, per loss (`evaluation_for`)
+_EVALUATION: weakref.WeakKeyDictionary[Any, dict[Any, CompiledEvaluation]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def evaluation_for(
+    model: Any, run: Callable[[list[Any]], list[Any]], loss: Any
+) -> CompiledEvaluation | None:
+    """``run`` (as for `infer_for`) with ``loss``'s value and the count of correct rows on
+    its output, compiled as one call where the backend compiles inference (JAX), or None
+    (then, or once it failed, the caller scores the uncompiled output). One per model and
+    loss settings; off where `infer_for` is."""
+    compiler = getattr(model.backend, "inference_compiler", None)
+    if compiler is None or model.training or getattr(model, "compile_steps", None) is False:
+        return None
+    kept = _EVALUATION.get(model)
+    if kept is None:
+        kept = _EVALUATION[model] = {}
+    key = _loss_key(loss)
+    entry = kept.get(key)
+    if entry is None:
+        entry = kept[key] = CompiledEvaluation(model, run, compiler, loss)
+    return None if entry.off else entry
+
+
+class CompiledEvaluation(CompiledInference):
+    """A model's eval-mode forward pass, the loss's value E on its output and the number of
+    rows it predicts right, as one compiled call (`evaluation_for`): what `evaluate` and
+    `fit`'s validation need of a batch. The loss's gradient, formed with E, is never used,
+    and the compiler leaves it out."""
+
+    def __init__(
+        self, model: Any, run: Callable[[list[Any]], list[Any]], compiler: Any, loss: Any
+    ) -> None:
+        self.loss = loss
+        super().__init__(model, run, compiler)
+
+    def _pure(self, values: list[Any], xs: list[Any], refs: Any, y: Any = None) -> Any:
+        from .training import correct_count
+
+        (out,) = super()._pure(values, xs, refs)
+        loss = self.loss
+        error = loss.value_and_grad(out, y, check=False)[0]
+        hits = loss.correct(out, y) if hasattr(loss, "correct") else None
+        if hits is None:
+            hits = correct_count(self.model.backend, loss, out, y)
+        return out, error, hits
+
+    def __call__(self, xs: list[Any], y: Any = None) -> Any:  # type: ignore[override]
+        """(Y, E, correct count) for inputs ``xs`` and targets ``y``; None where the call
+        failed (the caller then runs the uncompiled pass, now and from then on). A failure
+        that is not a refusal to trace is said once with a warning."""
+        refs = self._refs()
+        layers = self.model.layers
+        values = [getattr(layers[i], kind)[name] for i, kind, name in refs]
+        try:
+            return tuple(self.compiled(values, xs, refs, y))
+        except Exception as exc:
+            self.off = True
+            if not isinstance(exc, (TraceError, *self.model.backend.trace_refusals)):
+                warnings.warn(
+                    f"ailib: the compiled evaluation failed ({type(exc).__name__}: {exc}); "
+                    f"this model's evaluation runs uncompiled from now on",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+            return None
+        finally:
+            if hasattr(self.loss, "last_correct"):
+                self.loss.last_correct = None  # the trace's, of tracers
+
+
 def _deleted(value: Any) -> bool:
     """Whether ``value`` is an array whose memory was given away (a donated JAX array)."""
     is_deleted = getattr(value, "is_deleted", None)
     return bool(is_deleted()) if callable(is_deleted) else False
 
 
-__all__ = ["CompiledInference", "CompiledStep", "infer_for", "release", "step_for"]
+__all__ = [
+    "CompiledEvaluation",
+    "CompiledInference",
+    "CompiledStep",
+    "evaluation_for",
+    "infer_for",
+    "release",
+    "step_for",
+]

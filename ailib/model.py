@@ -276,6 +276,21 @@ class Model:
             outs = compiled(xs) if compiled is not None else self._run(xs, None)
         return outs[0] if self.single_output else outs
 
+    def infer_and_score(self, x: Any, y: Any, loss: Any) -> tuple[Any, Any, Any] | None:
+        """(Y, E, correct count) for the batch (x, y): `infer`'s output, the loss's value on
+        it and the number of rows predicted right (a 0-d integer array, or None where the loss
+        does not classify), as one compiled call where the backend compiles inference (JAX:
+        `ailib.compiling.evaluation_for`; eagerly, the loss and the count are some twenty
+        operations dispatched, and compiled, one by one). None where there is no such call
+        (other backends, several outputs, compiling off): the caller scores `infer`'s output."""
+        if not self.single_output or not self.built:
+            return None
+        with self.backend.context():
+            compiled = compiling.evaluation_for(self, self._run_inference, loss)
+            if compiled is None:
+                return None
+            return compiled([x] if self.single_input else list(x), y)
+
     def _run_inference(self, xs: list[Any]) -> list[Any]:
         return self._run(xs, None)
 

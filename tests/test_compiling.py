@@ -504,3 +504,81 @@ def test_jax_inference_that_fails_where_the_uncompiled_pass_runs_says_so() -> No
     np.testing.assert_allclose(
         host(model.predict(x)), expected, rtol=1e-5, atol=1e-6
     )  # silently now
+
+
+@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "categorical_cross_entropy", "mse"])
+def test_jax_evaluation_is_one_compiled_call_and_equals_the_uncompiled_one(loss: str) -> None:
+    """`evaluate` and `fit`'s validation score each batch in one compiled call (forward pass,
+    the loss's value, the correct count): the same loss and accuracy as uncompiled, with or
+    without a count formed by the loss, and for a loss that does not classify."""
+    be = _jax()
+    x, y = _data(50)
+    if loss == "mse":
+        y = np.eye(3)[y]  # one-hot targets
+    head = [ailib.layers.Softmax()] if loss == "categorical_cross_entropy" else []
+    results = []
+    for compiled in (None, False):
+        layers = [Dense(6, 8), BatchNorm1D(8), ReLU(), Dense(8, 3), *head]
+        model = ailib.Sequential(layers, backend=be, dtype="float64", seed=0)
+        model.compile_steps = compiled
+        history = model.fit(x, y, loss=loss, epochs=2, batch_size=8, verbose=False,
+                            validation_data=(x[:20], y[:20]))  # fmt: skip
+        scores = [model.evaluate(x, y, batch_size=16), model.evaluate(x[:7], y[:7])]
+        results.append((model, history, scores))
+    (fast, fast_history, fast_scores), (_, slow_history, slow_scores) = results
+    (entry,) = compiling._EVALUATION[fast].values()
+    assert not entry.off and entry.compiled._cache_size() == 4  # 20, 16, 2 and 7 rows
+    classifies = loss != "mse"  # (no accuracy for a loss that does not take labels)
+    assert fast_history.keys() == slow_history.keys()
+    assert ("val_accuracy" in fast_history) == classifies
+    for key in ("val_loss", "val_accuracy")[: 1 + classifies]:
+        np.testing.assert_allclose(fast_history[key], slow_history[key], rtol=1e-12)
+    for got, want in zip(fast_scores, slow_scores):
+        assert got.keys() == want.keys() == ({"loss", "accuracy"} if classifies else {"loss"})
+        assert got.get("accuracy") == want.get("accuracy")
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-12)
+    assert fast.loss.last_correct is None  # no tracer left behind in the loss
+
+
+def test_jax_evaluation_that_fails_says_so_once_and_runs_uncompiled() -> None:
+    be = _jax()
+    x, y = _data()
+    model = ailib.Sequential(zoo.mlp(6, (8,), 3), backend=be, seed=0)
+    model.fit(x, y, epochs=1, batch_size=8, verbose=False)
+    expected = model.evaluate(x, y)
+    (entry,) = compiling._EVALUATION[model].values()
+
+    def faulty(*args: Any) -> Any:
+        raise TypeError("a fault of the compiled evaluation")
+
+    entry.compiled = faulty
+    with pytest.warns(RuntimeWarning, match=r"evaluation failed \(TypeError: a fault of the"):
+        got = model.evaluate(x, y)
+    assert entry.off
+    assert got["accuracy"] == expected["accuracy"]
+    assert got["loss"] == pytest.approx(expected["loss"], rel=1e-5)
+    assert model.evaluate(x, y) == got  # silently now
+    assert compiling.release(model) and model not in compiling._EVALUATION
+
+
+def test_jax_evaluation_is_left_to_the_uncompiled_path_where_it_cannot_be_one_call() -> None:
+    """An Embedding checks its indices on the host (the trace is refused, silently), a model
+    with two outputs is scored output by output, and other backends have no such call."""
+    be = _jax()
+    tokens = np.random.default_rng(0).integers(0, 10, (12, 3))
+    labels = np.arange(12) % 2
+    model = ailib.Sequential([Embedding(10, 4), Flatten(), Dense(12, 2)], backend=be, seed=0)
+    model.fit(tokens, labels, epochs=1, batch_size=4, verbose=False)
+    first = model.evaluate(tokens, labels)
+    assert all(entry.off for entry in compiling._EVALUATION[model].values())
+    assert model.evaluate(tokens, labels) == first
+    x, y = _data()
+    inp = ailib.Input((6,))
+    hidden = ReLU()(Dense(6, 8)(inp))
+    two = ailib.Model(inp, [Dense(8, 3)(hidden), Dense(8, 3)(hidden)], backend=be, seed=0)
+    two.fit(x, [y, y], loss=["softmax_cross_entropy"] * 2, epochs=1, batch_size=8, verbose=False)
+    assert np.isfinite(two.evaluate(x, [y, y])["loss"])
+    assert two not in compiling._EVALUATION
+    numpy_model = ailib.Sequential(zoo.mlp(6, (8,), 3), backend="numpy", seed=0)
+    numpy_model.fit(x, y, epochs=1, batch_size=8, verbose=False)
+    assert numpy_model.infer_and_score(x, y, numpy_model.loss) is None
