@@ -33,8 +33,9 @@ step it is made zeroed (`ailib.optimizers.Optimizer.init_state`: zero moments an
 of 0, from which every rule's first update is the one it makes from no state).
 
 Left to the uncompiled path: the first step of an optimizer whose rule makes its own state
-(`Optimizer.initial_state` None: a rule of a subclass), gradient accumulation (``update=False``), models that draw random numbers per step (Dropout: its masks
-would become constants of the trace; such models are never compiled, since the first compiled
+(`Optimizer.initial_state` None: a rule of a subclass), gradient accumulation
+(``update=False``), models that draw random numbers per step (Dropout: its masks would become
+constants of the trace; such models are never compiled, since the first compiled
 call is the real step on NumPy and CuPy, and consumes its inputs on JAX), steps that cannot be
 traced (an `Embedding` checks its indices on the host: the trace fails, the step runs eagerly
 from then on) and ``model.compile_steps = False``. A compiled step that fails otherwise, where
@@ -123,7 +124,12 @@ def compiled_step(model: Any, loss: Any, optimizer: Any) -> CompiledStep | None:
     steps = _STEPS.get(model)
     if steps:  # the model's step, if it is for this loss and optimizer
         known_loss, known_optimizer, step = steps[0]
-        if known_optimizer is optimizer and (loss is step.loss or known_loss == _loss_key(loss)):
+        if known_optimizer is optimizer and (
+            loss is step.loss or loss is step.equal_loss or known_loss == _loss_key(loss)
+        ):
+            step.equal_loss = (
+                loss  # (a new loss object per `fit` call: compared once, not per step)
+            )
             if step.off or step.tracing:
                 return None
             return step
@@ -174,6 +180,7 @@ class CompiledStep:
         return bound[1]
 
     _bound: tuple[Any, Callable[[Any, Any], Any]] | None = None
+    equal_loss: Any = None  # the last loss object found equal to ``loss`` (`compiled_step`)
 
     # -- the arrays the step reads and writes -------------------------------------------------
     def _fingerprint(self, model: Any) -> tuple[Any, ...]:

@@ -152,3 +152,32 @@ def test_the_rounding_does_not_depend_on_the_steps_layout(rng):
     subtract_scaled(c, 0.03, d[:, ::-1].copy()[:, ::-1])  # a reversed view of a copy
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(a, c)
+
+
+def test_an_update_site_of_a_replay_computes_what_subtract_scaled_computes(rng):
+    """`_blas.UpdateSite` decides once per pair of arrays what `subtract_scaled` decides per
+    call: through BLAS, through NumPy's two passes, or (memory BLAS cannot take) as
+    `subtract_scaled` itself; over several calls and a new pair, the same bits."""
+    n = _blas.MIN_SIZE
+    data = rng.standard_normal(3 * n)
+    cases = {  # (p, d) as views of one fresh array: made twice, for the site and for the check
+        "blas": lambda a: (a[:n], a[n : 2 * n]),
+        "small": lambda a: (a[:100], a[100:200]),
+        "strided d": lambda a: (a[:n], a[n : 3 * n : 2]),
+        "shared": lambda a: (a[:n], a[5 : n + 5]),  # overlapping memory: d copied first
+    }
+    for name, make in cases.items():
+        for dtype in (np.float32, np.float64):
+            mine, theirs = data.astype(dtype), data.astype(dtype)
+            (p, d), (q, e) = make(mine), make(theirs)
+            site = _blas.UpdateSite()
+            for lr in (0.1, np.asarray(0.25, dtype=dtype), 0.5):
+                assert site(p, lr, d) is p
+                subtract_scaled(q, lr, e)
+                np.testing.assert_array_equal(mine, theirs, err_msg=f"{name} {dtype}")
+    # a new pair at the same site is decided afresh
+    site = _blas.UpdateSite()
+    big, small = (np.ones(n, np.float32), np.ones(n, np.float32)), (np.ones(4), np.ones(4))
+    for p, d in (big, small, big):
+        want = subtract_scaled(p.copy(), 0.5, d)
+        np.testing.assert_array_equal(site(p, 0.5, d), want)

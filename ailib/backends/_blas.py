@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["MIN_SIZE", "available", "axpy_library", "subtract_scaled"]
+__all__ = ["MIN_SIZE", "UpdateSite", "available", "axpy_library", "subtract_scaled"]
 
 #: (symbol pattern, integer type of n and the strides): ILP64 builds (NumPy's wheels since
 #: 2.0: scipy-openblas64; 1.2x: openblas64_) first, then the LP64 names of other builds
@@ -154,3 +154,45 @@ def subtract_scaled(p: np.ndarray, lr: Any, d: np.ndarray) -> np.ndarray:
             return p
     p -= lr * d
     return p
+
+
+class UpdateSite:
+    """`subtract_scaled` at one place of a replayed NumPy step (`ailib.backends.ReplayStep`),
+    which passes the same two arrays at every step: a parameter, updated in place, and a
+    gradient buffer of the replay's. What `subtract_scaled` decides from the arrays (the path,
+    the BLAS function, the arrays' addresses) is decided once per pair of arrays instead of
+    at every call, where it was 5-6 µs of a 12 µs call at 32,768 elements; the computation is
+    the same, to the bit. The site keeps the last pair (so that their identity, and with it
+    their memory, stays what it decided on)."""
+
+    __slots__ = ("p", "d", "bound")
+
+    def __init__(self) -> None:
+        self.p: Any = None
+        self.d: Any = None
+        self.bound: Callable[[Any], Any] | None = None
+
+    def __call__(self, p: np.ndarray, lr: Any, d: np.ndarray) -> np.ndarray:
+        if p is not self.p or d is not self.d:
+            self.p, self.d, self.bound = p, d, _bind(p, d)
+        bound = self.bound
+        if bound is None:
+            return subtract_scaled(p, lr, d)
+        bound(lr)
+        return p
+
+
+def _bind(p: np.ndarray, d: np.ndarray) -> Callable[[Any], Any] | None:
+    """``lr -> (p ← p − lr·d)`` as `subtract_scaled` computes it for these two arrays, with
+    everything but lr decided now; None where it copies ``d`` first (then it runs as is)."""
+    if not (isinstance(p, np.ndarray) and isinstance(d, np.ndarray)):
+        return None
+    char = _CHARS.get(p.dtype)
+    if char is not None and p.size >= MIN_SIZE and d.dtype == p.dtype and d.shape == p.shape:
+        fn = _library().get(char)
+        if fn is not None and p.flags.c_contiguous and p.flags.writeable:
+            if not d.flags.c_contiguous or np.may_share_memory(p, d):
+                return None  # copied first, at every call: left to subtract_scaled
+            n, x, y = p.size, _address(d), _address(p)
+            return lambda lr: fn(n, -float(lr), x, 1, y, 1)
+    return lambda lr: p.__isub__(lr * d)  # p -= lr * d

@@ -48,6 +48,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import _blas
+
 __all__ = ["ReplayStep", "Traced", "TraceError", "call_recorded", "trace"]
 
 
@@ -460,6 +462,8 @@ def _lower(op: dict[str, Any], rec: _Trace) -> tuple[Any, list[Any], dict[str, A
             ):
                 args[j] = np.full(result.shape, constant, dtype=result.dtype)
                 return fn, args, kwargs
+    if fn is _blas.subtract_scaled and not kwargs:
+        return _blas.UpdateSite(), args, kwargs  # one per place: its arrays' checks made once
     if fn is np.swapaxes and not kwargs:
         return np.ndarray.swapaxes, args, kwargs
     if fn in (np.argmax, np.argmin) and len(args) == 1 and simple:
