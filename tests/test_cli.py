@@ -495,6 +495,15 @@ def _interrupted_run(data: Path, out: Path, sig: signal.Signals, argv: list[str]
         text=True,
         env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
     )
+    # the child must not run far ahead of this reader: its lines for 400 tiny epochs fit in a
+    # default pipe (64 KiB), so on a busy machine the whole run could end before the signal is
+    # sent; a pipe of one page holds some 25 lines, and the child waits for the reader beyond
+    try:
+        import fcntl
+
+        fcntl.fcntl(proc.stderr.fileno(), fcntl.F_SETPIPE_SZ, 4096)
+    except (ImportError, AttributeError, OSError):  # not Linux: the default pipe
+        pass
     lines = []
     for line in proc.stderr:
         lines.append(line)
