@@ -494,6 +494,10 @@ def _interrupted_run(data: Path, out: Path, sig: signal.Signals, argv: list[str]
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
+        # SIGINT as a user's terminal sends it: a job started in the background by a shell
+        # without job control (``sh -c '... &'``) has SIGINT ignored, which its children
+        # inherit, and Python then installs no KeyboardInterrupt handler
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     # the child must not run far ahead of this reader: its lines for 400 tiny epochs fit in a
     # default pipe (64 KiB), so on a busy machine the whole run could end before the signal is
