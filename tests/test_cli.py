@@ -485,19 +485,22 @@ def test_demo_ends_by_saying_how_to_use_the_command(data: Path, tmp_path: Path) 
 
 
 # -- interrupted runs ---------------------------------------------------------------------------
+#: SIGINT handled as in a user's terminal: a test run started in the background by a shell
+#: without job control (``sh -c '... &'``) has SIGINT ignored, which its children inherit (and
+#: Python installs no KeyboardInterrupt handler for an ignored SIGINT). Set in the child itself:
+#: a ``preexec_fn`` would make subprocess fork, which JAX, imported by other tests, warns about.
+INTERRUPTIBLE = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+
+
 def _interrupted_run(data: Path, out: Path, sig: signal.Signals, argv: list[str]) -> str:
     """Start ``ailib train`` in a process, send it ``sig`` once epoch 3 is done; its stderr."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", CLI_IN_A_PROCESS, "0", *argv],
+        [sys.executable, "-c", INTERRUPTIBLE + CLI_IN_A_PROCESS, "0", *argv],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
-        # SIGINT as a user's terminal sends it: a job started in the background by a shell
-        # without job control (``sh -c '... &'``) has SIGINT ignored, which its children
-        # inherit, and Python then installs no KeyboardInterrupt handler
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     # the child must not run far ahead of this reader: its lines for 400 tiny epochs fit in a
     # default pipe (64 KiB), so on a busy machine the whole run could end before the signal is
