@@ -23,7 +23,10 @@ from .datasets_helpers import dead_url, misbehaving, serve, tiny_arrays, tiny_da
 NAME = "t10k-images-idx3-ubyte.gz"
 BODY = np.random.default_rng(0).bytes(200_000)  # as incompressible as a real .gz
 MD5 = hashlib.md5(BODY).hexdigest()
-TIMEOUT, DEADLINE = 0.5, 1.0
+# a read timeout and a whole-file deadline short enough for a quick suite, long enough that a
+# busy 2-core machine running the suite on both cores does not stall a healthy server past
+# them (0.5 s once did: a TimeoutError where the server's own misbehaviour was expected)
+TIMEOUT, DEADLINE = 1.0, 2.0
 MiB = 1 << 20
 
 
@@ -136,16 +139,20 @@ MISBEHAVIOURS = {
     "endless chunked body": (endless_chunked, "more than the published", False),
     "the file and more, unannounced": (the_file_and_more, "more than the published", False),
     "announces 256 MiB": (announces_256_mib, "announces 268435456 bytes", False),
-    "trickles 80 bytes/s": (trickles, "too slow: .* after the 1.0 s deadline", True),
-    "trickles its headers": (trickles_its_headers, "too slow: .* after the 1.0 s deadline", True),
+    "trickles 80 bytes/s": (trickles, f"too slow: .* after the {DEADLINE} s deadline", True),
+    "trickles its headers": (
+        trickles_its_headers,
+        f"too slow: .* after the {DEADLINE} s deadline",
+        True,
+    ),
     "trickles its status line": (
         trickles_its_status_line,
-        "too slow: .* after the 1.0 s deadline",
+        f"too slow: .* after the {DEADLINE} s deadline",
         True,
     ),
     "sends '100 Continue' forever": (
         continues_forever,
-        "too slow: .* after the 1.0 s deadline",
+        f"too slow: .* after the {DEADLINE} s deadline",
         True,
     ),
     "stalls after the headers": (stalls, "TimeoutError|timed out", True),
@@ -270,7 +277,13 @@ def test_progress_on_a_terminal_and_plain_lines_elsewhere(
                 monkeypatch.setattr("sys.stderr", stream)
                 target = tmp_path / type(stream).__name__
                 datasets.download(
-                    "big.bin", mirrors, target, md5, size=len(body), timeout=0.5, deadline=1.0
+                    "big.bin",
+                    mirrors,
+                    target,
+                    md5,
+                    size=len(body),
+                    timeout=TIMEOUT,
+                    deadline=DEADLINE,
                 )
                 text = stream.getvalue()
                 if isinstance(stream, Terminal):
