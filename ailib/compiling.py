@@ -263,7 +263,7 @@ class CompiledStep:
         """The step as a pure function (see the module docstring); with ``count_hits`` the
         correct count is formed even where the loss does not form it (`fit`'s own count,
         `ailib.training.correct_count`): steps run in one call leave no Y to count from."""
-        from .training import correct_count, train_step
+        from .training import formed_or_counted, train_step
 
         loss, optimizer = self.loss, self.optimizer
 
@@ -275,9 +275,10 @@ class CompiledStep:
                 self._put(refs, values)
                 optimizer.lr = lr
                 error, y_pred = train_step(model, x, y, loss, optimizer)
-                hits = loss.correct(y_pred, y) if hasattr(loss, "correct") else None
-                if hits is None and count_hits:
-                    hits = correct_count(model.backend, loss, y_pred, y)
+                if count_hits:
+                    hits = formed_or_counted(model.backend, loss, y_pred, y)
+                else:
+                    hits = loss.correct(y_pred, y) if hasattr(loss, "correct") else None
                 grads = [layer.grads.get(name) for kind, layer, name in refs if kind == "params"]
                 out = (self._get(refs), grads, optimizer.grad_norm, error, y_pred, hits)
             finally:
@@ -556,6 +557,10 @@ class CompiledInference:
             for name in sorted(getattr(layer, kind))
         )
 
+    def _arrays(self, refs: tuple[tuple[int, str, str], ...]) -> list[Any]:
+        layers = self.model.layers
+        return [getattr(layers[i], kind)[name] for i, kind, name in refs]
+
     def _swap(self, refs: tuple[tuple[int, str, str], ...], values: list[Any]) -> list[Any]:
         layers, old = self.model.layers, []
         for (i, kind, name), value in zip(refs, values):
@@ -576,8 +581,7 @@ class CompiledInference:
         that checks its indices on the host) runs uncompiled, now and from then on; one that
         fails otherwise where the uncompiled pass runs is a fault, said once with a warning."""
         refs = self._refs()
-        layers = self.model.layers
-        values = [getattr(layers[i], kind)[name] for i, kind, name in refs]
+        values = self._arrays(refs)
         try:
             return list(self.compiled(values, xs, refs))
         except Exception as exc:
@@ -633,23 +637,18 @@ class CompiledEvaluation(CompiledInference):
         super().__init__(model, run, compiler)
 
     def _pure(self, values: list[Any], xs: list[Any], refs: Any, y: Any = None) -> Any:
-        from .training import correct_count
+        from .training import formed_or_counted
 
         (out,) = super()._pure(values, xs, refs)
-        loss = self.loss
-        error = loss.value_and_grad(out, y, check=False)[0]
-        hits = loss.correct(out, y) if hasattr(loss, "correct") else None
-        if hits is None:
-            hits = correct_count(self.model.backend, loss, out, y)
-        return out, error, hits
+        error = self.loss.value_and_grad(out, y, check=False)[0]
+        return out, error, formed_or_counted(self.model.backend, self.loss, out, y)
 
     def __call__(self, xs: list[Any], y: Any = None) -> Any:  # type: ignore[override]
         """(Y, E, correct count) for inputs ``xs`` and targets ``y``; None where the call
         failed (the caller then runs the uncompiled pass, now and from then on). A failure
         that is not a refusal to trace is said once with a warning."""
         refs = self._refs()
-        layers = self.model.layers
-        values = [getattr(layers[i], kind)[name] for i, kind, name in refs]
+        values = self._arrays(refs)
         try:
             return tuple(self.compiled(values, xs, refs, y))
         except Exception as exc:

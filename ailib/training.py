@@ -153,6 +153,13 @@ def correct_count(backend: Any, loss: losses.Loss | None, y_pred: Any, y_true: A
     return xp.count_nonzero(guess == truth)
 
 
+def formed_or_counted(backend: Any, loss: losses.Loss | None, y_pred: Any, y_true: Any) -> Any:
+    """The count of correct rows the loss formed with its last error on these very arrays
+    (`ailib.losses.Loss.correct`), else `correct_count`'s."""
+    hits = loss.correct(y_pred, y_true) if hasattr(loss, "correct") else None
+    return correct_count(backend, loss, y_pred, y_true) if hits is None else hits
+
+
 class Meter:
     """Running sums of loss and correct predictions kept on the device; read back on request."""
 

@@ -144,16 +144,25 @@ def subtract_scaled(p: np.ndarray, lr: Any, d: np.ndarray) -> np.ndarray:
     `MIN_SIZE` elements: a ``d`` in any other layout, or sharing ``p``'s memory, is first
     copied to C order, so the rounding of an element depends on ``p`` alone, never on how
     ``d`` was laid out."""
+    fn = _axpy_for(p, d)
+    if fn is not None:
+        if not d.flags.c_contiguous or np.may_share_memory(p, d):
+            d = np.array(d, order="C")
+        fn(p.size, -float(lr), _address(d), 1, _address(p), 1)
+        return p
+    p -= lr * d
+    return p
+
+
+def _axpy_for(p: np.ndarray, d: np.ndarray) -> Any:
+    """The BLAS axpy `subtract_scaled` runs for ``p`` and ``d``, or None (NumPy's two
+    passes)."""
     char = _CHARS.get(p.dtype)
     if char is not None and p.size >= MIN_SIZE and d.dtype == p.dtype and d.shape == p.shape:
         fn = _library().get(char)
         if fn is not None and p.flags.c_contiguous and p.flags.writeable:
-            if not d.flags.c_contiguous or np.may_share_memory(p, d):
-                d = np.array(d, order="C")
-            fn(p.size, -float(lr), _address(d), 1, _address(p), 1)
-            return p
-    p -= lr * d
-    return p
+            return fn
+    return None
 
 
 class UpdateSite:
@@ -187,12 +196,10 @@ def _bind(p: np.ndarray, d: np.ndarray) -> Callable[[Any], Any] | None:
     everything but lr decided now; None where it copies ``d`` first (then it runs as is)."""
     if not (isinstance(p, np.ndarray) and isinstance(d, np.ndarray)):
         return None
-    char = _CHARS.get(p.dtype)
-    if char is not None and p.size >= MIN_SIZE and d.dtype == p.dtype and d.shape == p.shape:
-        fn = _library().get(char)
-        if fn is not None and p.flags.c_contiguous and p.flags.writeable:
-            if not d.flags.c_contiguous or np.may_share_memory(p, d):
-                return None  # copied first, at every call: left to subtract_scaled
-            n, x, y = p.size, _address(d), _address(p)
-            return lambda lr: fn(n, -float(lr), x, 1, y, 1)
-    return lambda lr: p.__isub__(lr * d)  # p -= lr * d
+    fn = _axpy_for(p, d)
+    if fn is None:
+        return lambda lr: p.__isub__(lr * d)  # p -= lr * d
+    if not d.flags.c_contiguous or np.may_share_memory(p, d):
+        return None  # copied first, at every call: left to subtract_scaled
+    n, x, y = p.size, _address(d), _address(p)
+    return lambda lr: fn(n, -float(lr), x, 1, y, 1)
