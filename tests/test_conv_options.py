@@ -257,6 +257,22 @@ def test_padded_pools_match_torch_on_random_configurations(config: int) -> None:
         assert_close(layer.backward(be.asarray(grad)), tx.grad.numpy(), "float64")
 
 
+def test_padded_max_pool_of_minus_infinity_sends_the_gradient_into_the_input(
+    backend: ailib.backends.Backend,
+) -> None:
+    """Windows whose maximum is −∞ (a masked input) tie with the −∞ padding: the gradient goes
+    to the window's first entry of X, as PyTorch's does, not into the cropped padding."""
+    inf = np.inf
+    x = np.array([[[[-inf, -inf, 2.0], [-inf, -inf, -inf]]]])
+    layer = MaxPool2D(2, 1, 1, backend=backend, dtype="float64")
+    y = layer.forward(backend.asarray(x))  # (1, 1, 3, 4): window (a, b) reads X[a-1:a+1, b-1:b+1]
+    expected = [[-inf, -inf, 2.0, 2.0], [-inf, -inf, 2.0, 2.0], [-inf, -inf, -inf, -inf]]
+    assert_close(y, np.array([[expected]]), "float64")
+    dx = layer.backward(backend.asarray(np.arange(1.0, 13.0).reshape(1, 1, 3, 4)))
+    # X[0, 0] is first in windows 1, 2, 5, 6; the 2.0 wins 3, 4, 7, 8; X[1, 0] is first in 9, 10
+    assert_close(dx, np.array([[[[1 + 2 + 5 + 6, 0, 3 + 4 + 7 + 8], [9 + 10, 11, 12]]]]), "float64")
+
+
 @pytest.mark.parametrize("pool", PAD_POOLS)
 def test_padded_pool_float32_agrees_with_numpy(
     pool: str, other_backend: ailib.backends.Backend, rng: np.random.Generator

@@ -103,8 +103,10 @@ class MaxPool2D(_Pool2D):
     split, so the rule is the same on every backend. It is found with comparisons only: offset k
     receives dE/dY where X at k equals Y and no earlier offset did.
 
-    Padding holds −∞ (as PyTorch's), which is never a window's maximum (every window holds an
-    entry of X), so it takes no gradient.
+    Padding holds −∞ (as PyTorch's) and never takes gradient: where the window's maximum is −∞
+    itself (an input of −∞, e.g. a mask), the first entry of X that holds it does, as in PyTorch.
+    A window holding a NaN gives Y = NaN and passes no gradient (PyTorch sends it to a NaN
+    entry; the same rule as `ReLU`'s at NaN, and no extra work per window for it).
     """
 
     pad_value = -math.inf
@@ -123,8 +125,11 @@ class MaxPool2D(_Pool2D):
             xp = self.xp
             # NOTE: masks multiply (not xp.where): on NumPy, where is ~10x slower than a product
             free, grads = None, []
-            for piece in self._windows(image, x_shape):
+            inside = self._inside(x_shape)
+            for piece, within in zip(self._windows(image, x_shape), inside):
                 hit = piece == y
+                if within is not None:  # the padding's −∞ equals a Y of −∞
+                    hit = xp.logical_and(hit, within)
                 if free is not None:
                     hit = xp.logical_and(hit, free)
                 free = (
@@ -136,6 +141,28 @@ class MaxPool2D(_Pool2D):
             return self._fold(grads, x_shape)
 
         return y, backprop
+
+    def _inside(self, x_shape: tuple[int, ...]) -> list[Any]:
+        """Per window offset (i, j), a boolean (H_out, W_out) mask of the windows whose entry
+        there lies in X, not in the padding; None where every window's does (without padding,
+        at every offset), which the shapes alone tell."""
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        (_, _, h, w), (oh, ow) = x_shape, self.output_shape(*x_shape[2:])
+
+        def clear(i: int, pad: int, stride: int, out: int, size: int) -> bool:
+            return pad <= i and i + stride * (out - 1) < pad + size
+
+        masks: list[Any] = [None] * (kh * kw)
+        if not (ph or pw):
+            return masks
+        xp, device = self.xp, self.backend.device
+        ones = xp.ones((h, w), dtype=xp.bool, device=device)
+        pieces = self._windows(pad_edges(xp, device, ones, ph, ph, pw, pw), x_shape)
+        for i in range(kh):
+            for j in range(kw):
+                if not (clear(i, ph, sh, oh, h) and clear(j, pw, sw, ow, w)):
+                    masks[i * kw + j] = pieces[i * kw + j]
+        return masks
 
 
 class AvgPool2D(_Pool2D):
