@@ -173,6 +173,16 @@ def test_conv_dilation_groups_errors_name_the_layer() -> None:
         layer.compute_output_shape((1, 6, 8))
 
 
+@pytest.mark.parametrize("bad", [2.5, True, (True, 2), np.int64(2), "ab"])
+@pytest.mark.parametrize("cls", [Conv2D, MaxPool2D, AvgPool2D])
+def test_window_sizes_that_are_not_ints_are_refused_by_name(cls: type, bad: object) -> None:
+    """A kernel size that is not an int or a pair of ints gets the layer's ValueError, not the
+    TypeError of ``tuple(2.5)``, and a bool is not taken for 1."""
+    args = (2, 2) if cls is Conv2D else ()
+    with pytest.raises(ValueError, match=f"{cls.__name__}: kernel_size must be an int >= 1"):
+        cls(*args, kernel_size=bad)
+
+
 # -- pooling with padding ------------------------------------------------------------------------
 def pool_reference(
     x: np.ndarray, kernel: tuple, stride: tuple, padding: tuple, op: str, include_pad: bool

@@ -12,9 +12,17 @@ from typing import Any, Sequence
 
 
 def pair(value: int | Sequence[int], what: str, who: str, minimum: int = 1) -> tuple[int, int]:
-    """``value`` as (rows, cols): an int is used for both; raises ValueError naming the layer."""
-    values = (value, value) if isinstance(value, int) else tuple(value)
-    if len(values) != 2 or not all(isinstance(v, int) and v >= minimum for v in values):
+    """``value`` as (rows, cols): an int is used for both; raises ValueError naming the layer
+    for anything else (a float, a bool, a NumPy integer, a string, a sequence of another length)."""
+    if isinstance(value, int):
+        values: tuple[Any, ...] = (value, value)
+    elif isinstance(value, (list, tuple)):
+        values = tuple(value)
+    else:
+        values = ()
+    if len(values) != 2 or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values
+    ):
         raise ValueError(
             f"{who}: {what} must be an int >= {minimum} or a pair of them, received {value!r}"
         )
