@@ -225,6 +225,16 @@ def test_merge_shapes_and_errors() -> None:
         Concatenate(axis=1)([img1, img2])
 
 
+def test_concatenate_refuses_arrays_of_different_batch_sizes(
+    backend: ailib.backends.Backend,
+) -> None:
+    """Called on arrays, the batch axis is checked too (it is not part of the sample shapes
+    `compute_output_shape` compares): the layer's error, not the library's."""
+    a, b = backend.asarray(np.zeros((2, 3))), backend.asarray(np.zeros((3, 4)))
+    with pytest.raises(ValueError, match=r"Concatenate: .*one batch size.*\(2, 3\), \(3, 4\)"):
+        Concatenate(backend=backend).forward([a, b])
+
+
 # -- construction and errors ------------------------------------------------------------------
 def test_shapes_flow_and_errors_are_raised_where_the_graph_is_written() -> None:
     x = ailib.Input((1, 8, 8))

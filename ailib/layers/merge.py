@@ -138,6 +138,11 @@ class Concatenate(_Merge):
 
     def call(self, xs: Sequence[Any]) -> tuple[Any, Backprop]:
         self._check_all(xs)
+        if any(x.shape[0] != xs[0].shape[0] for x in xs):
+            raise ValueError(
+                f"{self.name}: expected inputs of one batch size, received shapes "
+                f"{', '.join(str(tuple(x.shape)) for x in xs)}"
+            )
         self.compute_output_shape([tuple(x.shape[1:]) for x in xs])
         axis = 1 + self._sample_axis(xs[0].ndim - 1)  # of the batched arrays
         y = self.xp.concat(list(xs), axis=axis)
