@@ -52,3 +52,6 @@ def test_global_average_pool_shapes_and_errors(backend: ailib.backends.Backend) 
         GlobalAvgPool2D()(ailib.Input((16,)))
     with pytest.raises(ValueError, match=r"GlobalAvgPool2D: expected a 4-d input"):
         GlobalAvgPool2D(backend=backend).forward(backend.asarray(np.zeros((2, 3), np.float32)))
+    empty = backend.asarray(np.zeros((2, 3, 0, 4), np.float32))  # no entries to average
+    with pytest.raises(ValueError, match=r"H, W >= 1, received \(3, 0, 4\)"):
+        GlobalAvgPool2D(backend=backend).forward(empty)

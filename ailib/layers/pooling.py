@@ -243,14 +243,18 @@ class GlobalAvgPool2D(Layer):
 
     def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         shape = tuple(input_shape)
-        if len(shape) != 3:
-            raise ValueError(f"{self.name}: expected samples of shape (C, H, W), received {shape}")
+        if len(shape) != 3 or not (shape[1] and shape[2]):
+            raise ValueError(
+                f"{self.name}: expected samples of shape (C, H, W) with H, W >= 1, received {shape}"
+            )
         return (shape[0],)
 
     def call(self, x: Any) -> tuple[Any, Backprop]:
         self.check_input(x, ndim=4, dtype=None)
         xp, x_shape = self.xp, tuple(x.shape)
         n, c, h, w = x_shape
+        if not (h and w):  # the mean of no entries: NaN, which a model should not meet silently
+            self.compute_output_shape(x_shape[1:])
         y = xp.mean(x, axis=(2, 3))
 
         def backprop(grad_out: Any, input_grad: bool = True) -> Any:
