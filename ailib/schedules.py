@@ -27,6 +27,16 @@ def _count(who: str, **values: int) -> None:
             raise ValueError(f"{who}: {name} must be positive and an int, received {value!r}")
 
 
+def _first(who: str, t: int) -> None:
+    """t counts from 1; an earlier t (PyTorch's epoch 0 is t = 1 here) has no rate: step decay
+    would give base_lr/γ there, cosine decay a rate from its second half."""
+    if not t >= 1:
+        raise ValueError(
+            f"{who}: t counts from 1 (the first epoch or update), received t={t!r}; PyTorch's "
+            f"epoch e is t = e + 1"
+        )
+
+
 def constant_schedule(lr: float) -> Schedule:
     """lr(t) = lr."""
     _positive("constant_schedule", lr=lr)
@@ -44,6 +54,7 @@ def cosine_schedule(base_lr: float, epochs: int, final_lr: float = 0.0) -> Sched
         raise ValueError(f"cosine_schedule: final_lr must be >= 0 and finite, received {final_lr}")
 
     def lr(t: int) -> float:
+        _first("cosine_schedule", t)
         t = min(t, epochs + 1)
         return final_lr + (base_lr - final_lr) * 0.5 * (1 + math.cos(math.pi * (t - 1) / epochs))
 
@@ -55,7 +66,12 @@ def step_schedule(base_lr: float, step_size: int, gamma: float = 0.1) -> Schedul
     every ``step_size`` epochs (or steps) the rate is multiplied by γ."""
     _positive("step_schedule", base_lr=base_lr, gamma=gamma)
     _count("step_schedule", step_size=step_size)
-    return lambda t: base_lr * gamma ** ((t - 1) // step_size)
+
+    def lr(t: int) -> float:
+        _first("step_schedule", t)
+        return base_lr * gamma ** ((t - 1) // step_size)
+
+    return lr
 
 
 def warmup_schedule(base_lr: float, warmup: int, then: Schedule | None = None) -> Schedule:
@@ -68,6 +84,7 @@ def warmup_schedule(base_lr: float, warmup: int, then: Schedule | None = None) -
     _count("warmup_schedule", warmup=warmup)
 
     def lr(t: int) -> float:
+        _first("warmup_schedule", t)
         if t <= warmup:
             return base_lr * t / warmup
         return base_lr if then is None else then(t - warmup)

@@ -124,6 +124,20 @@ def test_an_lr_that_is_not_a_number_is_refused_by_name() -> None:
     assert SGD(np.float32(0.5)).lr == 0.5  # NumPy scalars are numbers
 
 
+@pytest.mark.parametrize(
+    "schedule",
+    [S.step_schedule(0.1, 2, 0.5), S.cosine_schedule(0.1, 4), S.warmup_schedule(0.1, 3)],
+    ids=["step", "cosine", "warmup"],
+)
+def test_schedules_refuse_a_t_before_the_first(schedule: Any) -> None:
+    """t counts from 1: t = 0 (PyTorch's epoch 0 read as t) is refused, where it gave base_lr/γ
+    (step), a rate of the cosine's second half, or 0 (warmup)."""
+    assert schedule(1) > 0
+    for t in (0, -3):
+        with pytest.raises(ValueError, match=f"t counts from 1 .*received t={t}"):
+            schedule(t)
+
+
 def test_cosine_schedule_starts_at_base_and_decays_to_final() -> None:
     lr = ailib.optimizers.cosine_schedule(0.1, epochs=4, final_lr=0.01)
     values = [lr(e) for e in range(1, 5)]
