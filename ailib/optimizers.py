@@ -70,9 +70,9 @@ class Optimizer:
         clip_norm: float | None = None,
     ) -> None:
         who = type(self).__name__
-        for name, value in (("lr", lr), ("weight_decay", weight_decay)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise TypeError(f"{who}: {name} must be a number, received {value!r}")
+        lr, weight_decay = _number(who, "lr", lr), _number(who, "weight_decay", weight_decay)
+        if clip_norm is not None:
+            clip_norm = _number(who, "clip_norm", clip_norm)
         if not 0 < lr < math.inf:
             raise ValueError(f"{who}: lr must be positive and finite, received {lr}")
         if not 0 <= weight_decay < math.inf:
@@ -237,10 +237,12 @@ class Optimizer:
                     f"{who}: each entry of 'params' must be a Layer or a (layer, parameter "
                     f"name) pair naming one of its params, received {item!r}"
                 )
-        lr = float(group.get("lr", self.lr))
+        lr = _number(who, "lr", group.get("lr", self.lr))
         if not 0 < lr < math.inf:
             raise ValueError(f"{who}: lr must be positive and finite, received {lr}")
         weight_decay = group.get("weight_decay")
+        if weight_decay is not None:
+            weight_decay = _number(who, "weight_decay", weight_decay)
         if weight_decay is not None and not 0 <= weight_decay < math.inf:
             raise ValueError(
                 f"{who}: weight_decay must be >= 0 and finite, received {weight_decay}"
@@ -408,6 +410,7 @@ class SGD(Optimizer):
         clip_norm: float | None = None,
     ) -> None:
         super().__init__(lr, weight_decay, groups=groups, clip_norm=clip_norm)
+        momentum = _number("SGD", "momentum", momentum)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"SGD: momentum must lie in [0, 1), received {momentum}")
         if nesterov and momentum == 0.0:
@@ -461,6 +464,8 @@ class RMSprop(Optimizer):
         clip_norm: float | None = None,
     ) -> None:
         super().__init__(lr, weight_decay, groups=groups, clip_norm=clip_norm)
+        alpha, eps = _number("RMSprop", "alpha", alpha), _number("RMSprop", "eps", eps)
+        momentum = _number("RMSprop", "momentum", momentum)
         if not 0.0 <= alpha < 1.0 or not 0.0 <= momentum < 1.0 or not 0 < eps < math.inf:
             raise ValueError(
                 f"RMSprop: need 0 <= alpha < 1, 0 <= momentum < 1 and eps > 0, received "
@@ -538,6 +543,9 @@ class Adam(Optimizer):
         clip_norm: float | None = None,
     ) -> None:
         super().__init__(lr, weight_decay, groups=groups, clip_norm=clip_norm)
+        who = type(self).__name__
+        beta1, beta2 = _number(who, "beta1", beta1), _number(who, "beta2", beta2)
+        eps = _number(who, "eps", eps)
         for name, beta in (("beta1", beta1), ("beta2", beta2)):
             if not 0.0 <= beta < 1.0:
                 raise ValueError(
@@ -624,6 +632,14 @@ class AdamW(Adam):
         if weight_decay:
             param *= 1.0 - lr * weight_decay
         return super().update(param, grad, state, lr, 0.0)
+
+
+def _number(who: str, name: str, value: Any) -> float:
+    """``value`` as a float when it is a real number (a NumPy scalar too, not a bool); else a
+    TypeError naming the optimizer, instead of the comparison's own error further on."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{who}: {name} must be a number, received {value!r}")
+    return float(value)
 
 
 def _zeros_like(param: Any) -> Any:

@@ -161,6 +161,26 @@ def test_leaky_relu_refuses_a_slope_that_is_not_finite() -> None:
             LeakyReLU(alpha)
 
 
+@pytest.mark.parametrize(
+    "make, fault",
+    [
+        (lambda: LeakyReLU(None), "LeakyReLU: alpha must be a number, received None"),
+        (lambda: ailib.layers.Dropout("0.5"), "Dropout: p must be a number, received '0.5'"),
+        (
+            lambda: ailib.layers.BatchNorm1D(3, momentum=None),
+            "BatchNorm1D: momentum must be a number, received None; PyTorch's momentum=None",
+        ),
+        (lambda: ailib.layers.BatchNorm2D(3, eps="1e-5"), "BatchNorm2D: eps must be a number"),
+        (lambda: ailib.layers.LayerNorm(3, eps=None), "LayerNorm: eps must be a number"),
+    ],
+)
+def test_hyperparameters_that_are_not_numbers_are_refused_by_name(make: object, fault: str) -> None:
+    """Not a raw TypeError from a comparison (``0.0 <= None``): the layer, what, and what came."""
+    with pytest.raises(TypeError, match=fault):
+        make()  # type: ignore[operator]
+    assert ailib.layers.BatchNorm1D(3, momentum=np.float32(0.5)).momentum == 0.5  # NumPy: fine
+
+
 def test_unknown_initialiser_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown initialiser 'ones'"):
         Dense(2, 2, init="ones")

@@ -337,6 +337,19 @@ def test_clamping_eps_outside_its_range_is_refused(make: Any, fault: str) -> Non
         make()
 
 
+@pytest.mark.parametrize(
+    "make, fault",
+    [
+        (lambda: BinaryCrossEntropy(eps=None), "BinaryCrossEntropy: eps must be a number"),
+        (lambda: CategoricalCrossEntropy(eps="1e-7"), "CategoricalCrossEntropy: eps must be a"),
+        (lambda: SoftmaxCrossEntropy(None), "label_smoothing must be a number, received None"),
+    ],
+)
+def test_settings_that_are_not_numbers_are_refused_by_name(make: Any, fault: str) -> None:
+    with pytest.raises(TypeError, match=fault):
+        make()
+
+
 @pytest.mark.parametrize("shape", [(6,), (2, 3, 4)])
 def test_labels_for_predictions_that_are_not_rows_name_the_prediction_shape(
     shape: tuple[int, ...],

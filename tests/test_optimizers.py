@@ -125,6 +125,29 @@ def test_an_lr_that_is_not_a_number_is_refused_by_name() -> None:
 
 
 @pytest.mark.parametrize(
+    "make, fault",
+    [
+        (lambda: SGD(0.1, None), "SGD: momentum must be a number, received None"),
+        (lambda: RMSprop(alpha=None), "RMSprop: alpha must be a number, received None"),
+        (lambda: Adam(beta1=None), "Adam: beta1 must be a number, received None"),
+        (lambda: AdamW(eps="1e-8"), "AdamW: eps must be a number, received '1e-8'"),
+        (lambda: SGD(0.1, clip_norm="1"), "SGD: clip_norm must be a number, received '1'"),
+        (
+            lambda: SGD(0.1, groups=[{"params": [], "weight_decay": "0"}]),
+            r"SGD: groups\[0\]: weight_decay must be a number, received '0'",
+        ),
+        (lambda: S.step_schedule(0.1, 2, None), "step_schedule: gamma must be a number"),
+        (lambda: S.cosine_schedule(0.1, 2, None), "cosine_schedule: final_lr must be a number"),
+        (lambda: S.constant_schedule("0.1"), "constant_schedule: lr must be a number"),
+    ],
+)
+def test_every_setting_that_is_not_a_number_is_refused_by_name(make: Any, fault: str) -> None:
+    """Not the raw TypeError of a comparison such as ``0.0 <= None``."""
+    with pytest.raises(TypeError, match=fault):
+        make()
+
+
+@pytest.mark.parametrize(
     "schedule",
     [S.step_schedule(0.1, 2, 0.5), S.cosine_schedule(0.1, 4), S.warmup_schedule(0.1, 3)],
     ids=["step", "cosine", "warmup"],

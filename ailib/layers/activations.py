@@ -13,7 +13,7 @@ from typing import Any
 from .. import backends
 from ..backends import Backend
 from ._special import normal_cdf, normal_pdf
-from .base import Backprop, Layer
+from .base import Backprop, Layer, real_number
 
 
 class Activation(Layer):
@@ -99,6 +99,7 @@ class LeakyReLU(Activation):
         self, alpha: float = 0.01, *, backend: str | Backend | None = None, dtype: Any = None
     ) -> None:
         super().__init__(backend=backend, dtype=dtype)
+        alpha = real_number(alpha, "alpha", "LeakyReLU")
         if not math.isfinite(alpha):
             raise ValueError(f"LeakyReLU: alpha must be a finite number, received {alpha}")
         self.alpha = float(alpha)

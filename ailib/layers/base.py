@@ -20,6 +20,7 @@ used alone builds itself on first use. See `Layer.build`.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable
 
 from .. import backends, graph
@@ -319,6 +320,14 @@ def size_or_none(value: Any, what: str, who: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{who}: {what} must be a positive int, received {value!r}")
     return int(value)
+
+
+def real_number(value: Any, what: str, who: str, hint: str = "") -> float:
+    """``value`` as a float when it is a real number (a NumPy scalar too, not a bool); else a
+    TypeError naming the layer, instead of the comparison's own error further on."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{who}: {what} must be a number, received {value!r}{hint}")
+    return float(value)
 
 
 def config_size(config: dict[str, Any], key: str, who: str) -> int:

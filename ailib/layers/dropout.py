@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..backends import Backend, Random
-from .base import Backprop, Layer
+from .base import Backprop, Layer, real_number
 
 
 class Dropout(Layer):
@@ -38,6 +38,7 @@ class Dropout(Layer):
         dtype: Any = None,
     ) -> None:
         super().__init__(backend=backend, dtype=dtype, seed=seed)
+        p = real_number(p, "p", "Dropout")
         if not 0.0 <= p < 1.0:
             raise ValueError(f"Dropout: p must lie in [0, 1), received {p}")
         self.p = float(p)
