@@ -153,10 +153,11 @@ def one_hot(xp: Any, labels: Any, num_classes: int, dtype: Any) -> Any:
 
 
 def check_labels(xp: Any, labels: Any, num_classes: int, who: str) -> None:
-    """Raise ValueError unless every label is in [0, num_classes). Reads two numbers back."""
+    """Raise ValueError unless every label is in [0, num_classes). Reads two numbers back, in
+    one transfer."""
     if labels.shape[0] == 0:
         return
-    low, high = int(xp.min(labels)), int(xp.max(labels))
+    low, high = (int(v) for v in backends.extremes(None, labels))
     if low < 0 or high >= num_classes:
         raise ValueError(
             f"{who}: labels must lie in [0, {num_classes - 1}] for {num_classes} classes, "

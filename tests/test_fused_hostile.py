@@ -14,10 +14,10 @@ import pytest
 
 import ailib
 from ailib import optimizers
-from ailib.layers import Dense, ReLU
+from ailib.layers import Dense, Embedding, ReLU
 from ailib.losses import SoftmaxCrossEntropy
 
-from .helpers import host
+from .helpers import assert_close, host
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -108,6 +108,30 @@ def test_softmax_cross_entropy_takes_labels_of_every_integer_dtype(
         labels = np.array([0, min(classes - 1, np.iinfo(dtype).max), 1, 3])
         got = _fused(backend, z, _labels(backend, labels, dtype))
         _assert_pytorchs(got, z, labels, f"{classes} {dtype}")
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "uint32"])
+def test_public_loss_and_embedding_take_wide_unsigned_labels(
+    backend: ailib.backends.Backend, dtype: str
+) -> None:
+    """Their range checks read min and max, which PyTorch has no kernel for on uint16, uint32
+    and uint64 (it raised NotImplementedError): the labels are checked, and refused out of
+    range, with the layer's and the loss's own message on every backend."""
+    z, labels = np.random.default_rng(6).standard_normal((3, 4)), np.array([0, 3, 1])
+    loss = SoftmaxCrossEntropy()
+    value = loss(backend.asarray(z), _labels(backend, labels, dtype))
+    want_e, _, _ = _pytorch(z, labels)
+    assert float(value) == pytest.approx(want_e, rel=1e-6)
+    with pytest.raises(
+        ValueError, match=r"labels must lie in \[0, 3\].*received labels in \[0, 4\]"
+    ):
+        loss(backend.asarray(z), _labels(backend, np.array([0, 4, 1]), dtype))
+    table = Embedding(4, 2, backend=backend, dtype="float64", seed=0)
+    assert_close(
+        table.forward(_labels(backend, labels, dtype)), host(table.params["W"])[labels], "float64"
+    )
+    with pytest.raises(ValueError, match=r"received indices in \[0, 4\]"):
+        table.forward(_labels(backend, np.array([0, 4, 1]), dtype))
 
 
 def test_softmax_cross_entropy_of_one_row_one_class_and_no_rows(

@@ -4,11 +4,14 @@ moved to a device, and value ranges of device arrays read back in one transfer."
 from __future__ import annotations
 
 import math
+import sys
+from contextlib import nullcontext
 from typing import Any
 
+import array_api_compat
 import numpy as np
 
-from ._base import Backend
+from ._base import Backend, to_numpy
 
 _KINDS = {"U": "strings", "S": "bytes", "O": "Python objects", "c": "complex numbers"}
 
@@ -64,11 +67,22 @@ def all_finite(backend: Backend, a: Any) -> bool:
     return math.isfinite(low) and math.isfinite(high)
 
 
-def extremes(backend: Backend, a: Any) -> tuple[Any, Any]:
-    """(min, max) of the non-empty array ``a`` (NumPy on the host, or of ``backend``) as Python
-    numbers; NaN when ``a`` holds a NaN. Device arrays cost two reductions and one transfer."""
+def extremes(backend: Backend | None, a: Any) -> tuple[Any, Any]:
+    """(min, max) of the non-empty array ``a`` (NumPy on the host, or of ``backend``; None:
+    whatever library and device ``a`` has) as Python numbers; NaN when ``a`` holds a NaN.
+    Device arrays cost two reductions and one transfer."""
     if type(a) is np.ndarray:
         return a.min().item(), a.max().item()
+    library = type(a).__module__.split(".")[0]
+    if library == "torch" and str(a.dtype) in ("torch.uint16", "torch.uint32", "torch.uint64"):
+        # NOTE: PyTorch has no min or max for these; int64 holds them (uint64 past 2**63 wraps
+        # negative, which a range check still refuses)
+        a = a.to(sys.modules["torch"].int64)
+    if backend is None:
+        xp = array_api_compat.array_namespace(a)
+        with a.device if library == "cupy" else nullcontext():  # CuPy: reduce on a's GPU
+            both = xp.stack([xp.min(a), xp.max(a)])
+        return tuple(to_numpy(both).tolist())
     xp = backend.xp
     with backend.context():  # CuPy: reduce on the backend's GPU
         both = xp.stack([xp.min(a), xp.max(a)])

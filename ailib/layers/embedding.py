@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .. import backends
 from ..backends import Backend, Random
 from . import init as initializers
 from .base import Backprop, Layer, config_size
@@ -120,7 +121,7 @@ class Embedding(Layer):
                 f"{self.name}: expected integer indices, received floats that are not whole numbers"
             )
         if math.prod(x.shape):
-            low, high = float(xp.min(x)), float(xp.max(x))  # inf is caught, not cast
+            low, high = (float(v) for v in backends.extremes(be, x))  # inf is caught, not cast
             if low < 0 or high >= self.num_embeddings:
                 raise ValueError(
                     f"{self.name}: indices must lie in [0, {self.num_embeddings - 1}] for "
