@@ -97,12 +97,12 @@ def test_softmax_cross_entropy_on_hostile_logits_is_pytorchs(
 def test_softmax_cross_entropy_takes_labels_of_every_integer_dtype(
     backend: ailib.backends.Backend,
 ) -> None:
-    """int8, uint8, int32 and int64 labels; also labels too narrow for the classes (uint8
+    """int8, uint8, int32, int64 and uint64 labels; also labels too narrow for the classes (uint8
     labels of 300 classes lie in 0…255, but 0…C−1 in uint8 would wrap, and class 256 would
     take label 0's −1/N)."""
     rng = np.random.default_rng(5)
     cases = [(5, "int8"), (5, "uint8"), (5, "int32"), (300, "uint8")]
-    cases += [(5, "int64")] * (backend.name != "jax")  # JAX holds int64 only in its x64 mode
+    cases += [(5, "int64"), (5, "uint64")] * (backend.name != "jax")  # 64 bits: JAX's x64 mode
     for classes, dtype in cases:
         z = rng.standard_normal((4, classes))
         labels = np.array([0, min(classes - 1, np.iinfo(dtype).max), 1, 3])

@@ -240,8 +240,11 @@ def _softmax_cross_entropy_composed(z: Any, labels: Any) -> tuple[Any, Any, Any]
     xp = _namespace(z)
     n = max(1, z.shape[0])
     top = xp.argmax(z, axis=1, keepdims=True)
-    if _largest(xp, labels.dtype) < z.shape[1] - 1:  # uint8 labels of 300 classes: compared
-        labels = xp.astype(labels, top.dtype)  # in argmax's dtype (a uint8 0…C−1 would wrap)
+    largest = _largest(xp, labels.dtype)
+    # uint8 labels of 300 classes are compared in argmax's dtype (a uint8 0…C−1 would wrap);
+    # so are uint64 labels, which the standard does not compare with argmax's int64
+    if largest < z.shape[1] - 1 or largest > _largest(xp, top.dtype):
+        labels = xp.astype(labels, top.dtype)
     index = xp.expand_dims(labels, axis=1)
     shifted = z - xp.take_along_axis(z, top, axis=1)
     e = xp.exp(shifted)
