@@ -43,6 +43,9 @@ def test_reshape_and_flatten_errors(backend: ailib.backends.Backend) -> None:
         Reshape((0, 3))
     with pytest.raises(ValueError, match=r"Reshape: shape must be.*received \(True, 4\)"):
         Reshape((True, 4))  # a bool is not a size
+    for bad in (784.0, -1, "784"):  # not a sequence (tuple() raised a raw TypeError on floats)
+        with pytest.raises(ValueError, match=f"Reshape: shape must be.*received \\({bad!r},\\)"):
+            Reshape(bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"Flatten: expected at least a 2-d input.*\(5,\)"):
         Flatten(backend=backend).forward(backend.asarray(np.zeros(5, dtype=np.float32)))
     assert Reshape(**layer.get_config()).shape == (1, 28, 28)

@@ -47,14 +47,14 @@ class Reshape(Layer):
     both flat rows (N, 784) and images (N, 1, 28, 28). dE/dX = dE/dY reshaped to X's shape.
 
     Args:
-        shape: the target shape of one sample (without the batch axis).
+        shape: the target shape of one sample (without the batch axis); an int for one axis.
     """
 
     def __init__(
-        self, shape: Sequence[int], *, backend: str | Backend | None = None, dtype: Any = None
+        self, shape: int | Sequence[int], *, backend: str | Backend | None = None, dtype: Any = None
     ) -> None:
         super().__init__(backend=backend, dtype=dtype)
-        shape = tuple(shape)
+        shape = tuple(shape) if isinstance(shape, (list, tuple)) else (shape,)
         if not shape or not all(
             isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape
         ):
