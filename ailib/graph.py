@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
 
+from ._checks import whole
+
 if TYPE_CHECKING:
     from .layers.base import Layer
 
@@ -59,12 +61,13 @@ def Input(shape: Sequence[int], name: str = "") -> Symbol:  # Keras spells it so
         dims = tuple(shape)
     except TypeError:
         dims = ()
-    if not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims):
+    sizes = tuple(whole(d) for d in dims)
+    if not sizes or not all(d is not None and d >= 1 for d in sizes):
         raise ValueError(
             f"Input: shape must be a non-empty sequence of positive ints (one sample's shape, "
             f"without the batch axis), received {shape!r}"
         )
-    return Symbol(dims, None, name)
+    return Symbol(sizes, None, name)  # type: ignore[arg-type]
 
 
 def is_symbolic(x: Any) -> bool:

@@ -12,6 +12,8 @@ import math
 import numbers
 from typing import Callable
 
+from ._checks import whole
+
 Schedule = Callable[[int], float]
 
 
@@ -31,7 +33,8 @@ def _number(who: str, name: str, value: object) -> None:
 def _count(who: str, **values: int) -> None:
     """Counts (epochs, steps) must be positive ints."""
     for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        count = whole(value)
+        if count is None or count < 1:
             raise ValueError(f"{who}: {name} must be positive and an int, received {value!r}")
 
 

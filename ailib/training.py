@@ -28,6 +28,7 @@ import warnings
 from typing import Any, Callable, Iterable, Sequence
 
 from . import compiling, losses, optimizers
+from ._checks import whole
 from .batches import (
     ArrayBatches,
     IterableBatches,
@@ -672,8 +673,13 @@ def fit(
         ("accumulate", accumulate),
         ("steps_per_epoch", 1 if steps_per_epoch is None else steps_per_epoch),
     ):
-        if not isinstance(value, int) or value < 1:
+        count = whole(value)
+        if count is None or count < 1:
             raise ValueError(f"{who}: {name} must be a positive int, received {value!r}")
+    epochs, batch_size, log_every, accumulate = map(
+        int, (epochs, batch_size, log_every, accumulate)
+    )
+    steps_per_epoch = None if steps_per_epoch is None else int(steps_per_epoch)
     for name, value in (("shuffle", shuffle), ("drop_last", drop_last), ("resume", resume)):
         if not _is_flag(value):
             raise TypeError(f"{who}: {name} must be True or False, received {value!r}")
@@ -865,10 +871,13 @@ def predict(model: Any, x: Any, batch_size: int | None = INFERENCE_BATCH) -> Any
     batch goes through ``model.infer`` where the model has it, which keeps nothing for a
     backward pass. ``batch_size=None`` runs all rows at once."""
     who = f"{type(model).__name__}.predict"
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(
-            f"{who}: batch_size must be a positive int or None, received {batch_size!r}"
-        )
+    if batch_size is not None:
+        size = whole(batch_size)
+        if size is None or size < 1:
+            raise ValueError(
+                f"{who}: batch_size must be a positive int or None, received {batch_size!r}"
+            )
+        batch_size = size
     x = model_inputs(model, x, who, check_values=False)
     was_training = model.training
     infer = getattr(model, "infer", model.forward)  # no backprops kept, where the model can

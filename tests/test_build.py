@@ -130,6 +130,55 @@ def test_constructor_errors_name_the_layer() -> None:
         BatchNorm2D(-1)
 
 
+def test_numpy_integers_are_taken_as_ints_and_kept_as_python_ints(tmp_path: Any) -> None:
+    """Sizes, window settings, seeds and fit's counts drawn with NumPy (``rng.integers``)
+    are NumPy integers: each is taken as the int it is, kept as a Python int (the saved config
+    is JSON), and the result equals the one built from Python ints. Bools and floats are not
+    ints."""
+    from ailib import schedules
+    from ailib.layers import Concatenate, Embedding, LayerNorm, MaxPool2D, Reshape
+
+    i = np.int64
+    x = np.random.default_rng(0).random((10, 1, 4, 4), dtype=np.float32)
+    y = np.arange(10) % 3
+
+    def train(n: Any) -> ailib.Sequential:
+        layers = [
+            Conv2D(n(1), n(2), n(3), stride=n(1), padding=(n(1), 1), seed=n(5)),
+            MaxPool2D(n(2)),
+            Reshape((n(8),)),
+            LayerNorm(n(8)),
+            Dense(n(3)),
+        ]
+        model = ailib.Sequential(layers, backend="numpy", seed=n(0))
+        model.fit(x, y, epochs=n(2), batch_size=n(4), log_every=n(1), verbose=False)
+        return model
+
+    ours, reference = train(i), train(int)
+    for name, value in reference.params.items():
+        np.testing.assert_array_equal(host(ours.params[name]), host(value))
+    for layer in ours.layers:
+        for value in layer.get_config().values():
+            for v in value if isinstance(value, list) else [value]:
+                assert type(v) is not i, (layer, value)
+    assert ours.seed == 0 and type(ours.seed) is int
+    ours.save(tmp_path / "m.npz")
+    np.testing.assert_array_equal(
+        host(ailib.load(tmp_path / "m.npz").predict(x)), host(reference.predict(x))
+    )
+    assert Embedding(i(10), np.int32(3)).get_config()["num_embeddings"] == 10
+    assert Concatenate(i(-1)).axis == -1 and ailib.Input((i(4),)).shape == (4,)
+    assert schedules.step_schedule(0.1, i(2))(i(3)) == schedules.step_schedule(0.1, 2)(3)
+    for bad in (True, 3.0, np.float64(3), np.bool_(True)):
+        with pytest.raises(ValueError, match="Dense: in_features must be a positive int"):
+            Dense(bad, 3)
+    for bad in (-1, 1.5, True, "0"):
+        with pytest.raises(ValueError, match="Sequential: seed must be None or an int >= 0"):
+            ailib.Sequential([Dense(4, 3)], seed=bad)
+        with pytest.raises(ValueError, match="Dense: seed must be None or an int >= 0"):
+            Dense(4, 3, seed=bad)
+
+
 def test_seeded_dropout_in_a_deferred_model_repeats_its_masks() -> None:
     def masks() -> np.ndarray:
         model = ailib.Sequential([Dense(8), Dropout(0.5)], backend="numpy", seed=3)

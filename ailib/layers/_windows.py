@@ -10,23 +10,25 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from .._checks import whole
+
 
 def pair(value: int | Sequence[int], what: str, who: str, minimum: int = 1) -> tuple[int, int]:
     """``value`` as (rows, cols): an int is used for both; raises ValueError naming the layer
-    for anything else (a float, a bool, a NumPy integer, a string, a sequence of another length)."""
-    if isinstance(value, int):
+    for anything else (a float, a bool, a string, a sequence of another length). NumPy integers
+    count as ints."""
+    if whole(value) is not None:
         values: tuple[Any, ...] = (value, value)
     elif isinstance(value, (list, tuple)):
         values = tuple(value)
     else:
         values = ()
-    if len(values) != 2 or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values
-    ):
+    ints = [whole(v) for v in values]
+    if len(ints) != 2 or not all(v is not None and v >= minimum for v in ints):
         raise ValueError(
             f"{who}: {what} must be an int >= {minimum} or a pair of them, received {value!r}"
         )
-    return int(values[0]), int(values[1])
+    return ints[0], ints[1]  # type: ignore[return-value]
 
 
 def output_size(size: int, kernel: int, stride: int, padding: int = 0, dilation: int = 1) -> int:

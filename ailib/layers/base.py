@@ -24,6 +24,7 @@ import numbers
 from typing import Any, Callable
 
 from .. import backends, graph
+from .._checks import whole
 from ..backends import Backend, Random
 
 #: ``backprop(dE/dY, input_grad=True) -> dE/dX`` (None when input_grad is False), the closure
@@ -55,6 +56,12 @@ class Layer:
         dtype: Any = None,
         seed: int | None = None,
     ) -> None:
+        if seed is not None:
+            if whole(seed) is None or seed < 0:
+                raise ValueError(
+                    f"{type(self).__name__}: seed must be None or an int >= 0, received {seed!r}"
+                )
+            seed = int(seed)
         self.backend = backends.get(backend)
         self.dtype = self.backend.dtype(dtype)
         self.seed = seed
@@ -317,9 +324,10 @@ def size_or_none(value: Any, what: str, who: str) -> int | None:
     ValueError naming the layer otherwise."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    size = whole(value)
+    if size is None or size < 1:
         raise ValueError(f"{who}: {what} must be a positive int, received {value!r}")
-    return int(value)
+    return size
 
 
 def real_number(value: Any, what: str, who: str, hint: str = "") -> float:
@@ -333,9 +341,10 @@ def real_number(value: Any, what: str, who: str, hint: str = "") -> float:
 def config_size(config: dict[str, Any], key: str, who: str) -> int:
     """``config[key]`` when it is a positive int (not a bool), else a ValueError naming it."""
     value = config.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    size = whole(value)
+    if size is None or size < 1:
         raise ValueError(f"{who}: {key} must be a positive int, received {value!r}")
-    return value
+    return size
 
 
 def config_flag(config: dict[str, Any], key: str, default: bool, who: str) -> bool:

@@ -125,9 +125,7 @@ class Conv2D(Layer):
             config_size(config, k, cls.__name__) for k in ("in_channels", "out_channels")
         )
         kh, kw = pair(config.get("kernel_size"), "kernel_size", cls.__name__)
-        groups = config.get("groups", 1)
-        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-            raise ValueError(f"{cls.__name__}: groups must be a positive int, received {groups!r}")
+        groups = config_size({"groups": config.get("groups", 1)}, "groups", cls.__name__)
         if c_in % groups or c_out % groups:
             raise ValueError(
                 f"{cls.__name__}: in_channels {c_in} and out_channels {c_out} must both be "

@@ -57,10 +57,13 @@ class Embedding(Layer):
         dtype: Any = None,
     ) -> None:
         super().__init__(backend=backend, dtype=dtype, seed=seed)
-        for what, value in (("num_embeddings", num_embeddings), ("embedding_dim", embedding_dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{self.name}: {what} must be a positive int, received {value!r}")
-        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.num_embeddings, self.embedding_dim = (
+            config_size({what: value}, what, self.name)
+            for what, value in (
+                ("num_embeddings", num_embeddings),
+                ("embedding_dim", embedding_dim),
+            )
+        )
         self.init = init
         initializers.get(init)  # fail early on an unknown name
 

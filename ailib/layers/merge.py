@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from .._checks import whole
 from ..backends import Backend
 from .base import Backprop, Layer
 
@@ -105,11 +106,11 @@ class Concatenate(_Merge):
         self, axis: int = -1, *, backend: str | Backend | None = None, dtype: Any = None
     ) -> None:
         super().__init__(backend=backend, dtype=dtype)
-        if isinstance(axis, bool) or not isinstance(axis, int) or axis == 0:
+        if not whole(axis):
             raise ValueError(
                 f"Concatenate: axis must be a non-zero int (axis 0 is the batch), received {axis!r}"
             )
-        self.axis = axis
+        self.axis = int(axis)
 
     def get_config(self) -> dict[str, Any]:
         return {"axis": self.axis}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+from .._checks import whole
 from ..backends import Backend, Random
 from .base import Backprop, Layer, config_size, real_number, size_or_none
 
@@ -333,10 +334,11 @@ def _trailing_shape(value: int | Sequence[int] | None, who: str) -> tuple[int, .
     if value is None:
         return None
     try:
-        dims = (value,) if isinstance(value, int) else tuple(value)
+        dims = (value,) if whole(value) is not None else tuple(value)
     except TypeError:
         dims = ()
-    if not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims):
+    sizes = tuple(whole(d) for d in dims)
+    if not sizes or not all(d is not None and d >= 1 for d in sizes):
         raise ValueError(
             f"{who}: normalized_shape must be a positive int or a non-empty sequence of them, "
             f"received {value!r}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+from .._checks import whole
 from ..backends import Backend
 from .base import Backprop, Layer
 
@@ -55,14 +56,13 @@ class Reshape(Layer):
     ) -> None:
         super().__init__(backend=backend, dtype=dtype)
         shape = tuple(shape) if isinstance(shape, (list, tuple)) else (shape,)
-        if not shape or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape
-        ):
+        sizes = tuple(whole(s) for s in shape)
+        if not sizes or not all(s is not None and s >= 1 for s in sizes):
             raise ValueError(
                 f"Reshape: shape must be a non-empty sequence of positive ints, received {shape!r}"
             )
-        self.shape = shape
-        self.size = math.prod(shape)
+        self.shape: tuple[int, ...] = sizes  # type: ignore[assignment]
+        self.size = math.prod(self.shape)
 
     def get_config(self) -> dict[str, Any]:
         return {"shape": list(self.shape)}
