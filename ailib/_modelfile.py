@@ -110,7 +110,7 @@ class Archive:
                 self.fail("a single .npy array, not an ailib model archive")
             try:
                 self.zip = zipfile.ZipFile(self.file)
-            except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+            except READ_ERRORS as exc:  # NotImplementedError: a newer zip version than zipfile's
                 self.fail(f"not a readable ailib model file, truncated or damaged ({_why(exc)})")
             self.members = self._members()
         except BaseException:

@@ -213,6 +213,10 @@ HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
         lambda p: _duplicate(p),
         "appears twice",
     ),
+    "a member needing zip version 6.4": (
+        lambda p: _model(p, dense_config(4, 3), versions={"layers.0.params.b.npy": 64}),
+        r"truncated or damaged \(NotImplementedError: zip file version 6.4\)",
+    ),
     "a structured dtype": (
         lambda p: _model(
             p,
