@@ -7,7 +7,8 @@ file itself holds, and any fault is a `ModelFileError` naming the file and the f
    in ``.npy``, stored or deflated, not encrypted;
 2. each member's ``.npy`` header (shape, dtype), read without its data: plain numbers only (no
    Python objects, so never a pickle); the uncompressed size the zip declares must be exactly the
-   header plus shape x itemsize, and no more than deflate can produce from the bytes stored;
+   header plus shape x itemsize, and no more than deflate can produce from the bytes stored,
+   which must lie within the file;
 3. ``config.json``: at most `MAX_CONFIG_BYTES`, JSON without NaN or Infinity, nested at most
    `MAX_DEPTH` deep, of the documented structure: field types, layer classes from
    `ailib.layers.LAYERS` only (a name, never imported), constructor arguments the class takes;
@@ -28,6 +29,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import os
 import re
 import zipfile
 import zlib
@@ -133,6 +135,7 @@ class Archive:
         infos = self.zip.infolist()
         if len(infos) > MAX_MEMBERS:
             self.fail(f"{len(infos)} members, more than an ailib model holds ({MAX_MEMBERS})")
+        size = os.fstat(self.file.fileno()).st_size
         members: dict[str, Member] = {}
         for info in infos:
             name = info.filename
@@ -144,6 +147,11 @@ class Archive:
                 self.fail(f"member {name!r} is encrypted")
             if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
                 self.fail(f"member {name!r} uses compression method {info.compress_type}")
+            if info.header_offset + info.compress_size > size:
+                self.fail(
+                    f"member {name!r} claims {info.compress_size} stored bytes from offset "
+                    f"{info.header_offset}, the file holds {size} bytes; truncated or damaged"
+                )
             limit = info.compress_size * (
                 MAX_DEFLATE_RATIO if info.compress_type == zipfile.ZIP_DEFLATED else 1
             )

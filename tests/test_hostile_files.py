@@ -129,6 +129,19 @@ HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
         ),
         "claims 3600000128 bytes from 128 stored bytes",
     ),
+    "zip directory claims 3.6 GB stored in a file of 120 KB": (
+        lambda p: _model(
+            p,
+            dense_config(30_000, 30_000),
+            {
+                "layers.0.params.W.npy": npy_header((30_000, 30_000)),
+                "layers.0.params.b.npy": npy(np.zeros(30_000, np.float32)),
+            },
+            claims={"layers.0.params.W.npy": 128 + 30_000 * 30_000 * 4},
+            stored_claims={"layers.0.params.W.npy": 128 + 30_000 * 30_000 * 4},
+        ),
+        r"claims 3600000128 stored bytes from offset \d+, the file holds 12\d{4} bytes",
+    ),
     ".npy header claims 2**40 floats": (
         lambda p: _model(
             p,
