@@ -136,6 +136,12 @@ def _model_entries(model: Model) -> tuple[dict[str, Any], dict[str, np.ndarray]]
                 f"save: layer {i} ({type(layer).__qualname__}) is not in "
                 f"ailib.layers.LAYERS, so a saved file could not name it"
             )
+        if not layer.built and not layer.sized:
+            raise ValueError(
+                f"save: layer {i} ({layer.name}) has no weights yet: its input size is not "
+                f"known; build the model first (model.build(input_shapes), or fit or predict "
+                f"on data), then save"
+            )
         entry: dict[str, Any] = {"class": layer.name, "config": layer.get_config()}
         for kind in ("params", "buffers"):
             entry[kind] = {}

@@ -42,6 +42,7 @@ from ailib.layers import (
 from ailib.optimizers import SGD, Adam, AdamW, RMSprop
 
 from .helpers import assert_close, host
+from .hostile import config_npy, dense_config, npy, write_zip
 
 X = np.random.default_rng(0).random((16, 64), dtype=np.float32)
 Y = np.arange(16) % 3
@@ -238,6 +239,42 @@ def test_save_refuses_a_layer_outside_the_registry(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="not in ailib.layers.LAYERS"):
         ailib.Sequential([Dense(2, 2), Custom()], backend="numpy").save(tmp_path / "m.npz")
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [Dense(3), LayerNorm(), BatchNorm1D(), Conv2D(None, 2, 3)],
+    ids=lambda layer: layer.name,
+)
+def test_save_refuses_a_layer_whose_input_size_is_not_known_yet(
+    tmp_path: Path, layer: ailib.layers.Layer
+) -> None:
+    """Such a layer has no weights, so its file could not be loaded (Dense, BatchNorm1D,
+    Conv2D) or would load a model failing at its first batch (LayerNorm: KeyError 'gamma')."""
+    model = ailib.Sequential([Dense(4, 6), layer], backend="numpy", seed=0)
+    with pytest.raises(ValueError, match=rf"save: layer 1 \({layer.name}\) has no weights yet"):
+        model.save(tmp_path / "m.npz")
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_file_with_an_unbuilt_layer_norm_loads_and_builds_on_its_first_batch(
+    tmp_path: Path,
+) -> None:
+    """A LayerNorm without its size holds no arrays (as older ailib saved it, before it was
+    called): it loads unbuilt and makes its weights from the first batch."""
+    config = dense_config(4, 3)
+    config["layers"].append(
+        {"class": "LayerNorm", "config": {"normalized_shape": None}, "params": {}, "buffers": {}}
+    )
+    weights = {
+        "layers.0.params.W.npy": npy(np.ones((3, 4), np.float32)),
+        "layers.0.params.b.npy": npy(np.zeros(3, np.float32)),
+    }
+    path = write_zip(tmp_path / "m.npz", {"config.json.npy": config_npy(config), **weights})
+    model = ailib.load(path, backend="numpy")
+    y = host(model.predict(np.arange(8, dtype=np.float32).reshape(2, 4)))
+    assert y.shape == (2, 3) and model.layers[1].built
+    np.testing.assert_allclose(y, np.zeros((2, 3)), atol=1e-6)  # equal rows: centred to 0
 
 
 # -- damaged files --------------------------------------------------------------------------
