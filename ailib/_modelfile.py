@@ -363,8 +363,8 @@ def check_config(path: Path, config: Any, versions: range, format_name: str) -> 
     if len(layers) > MAX_LAYERS:
         fail(f"{len(layers)} layers, more than {MAX_LAYERS}")
     seed = config.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        fail(f"seed {_short(seed)} is not an int")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        fail(f"seed {_short(seed)} is not a non-negative int")
     for field in ("loss", "ailib_version", "saved_from"):
         if config.get(field) is not None and not isinstance(config.get(field), str):
             fail(f"{field} {_short(config.get(field))} is not a string")

@@ -297,7 +297,11 @@ HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
     ),
     "seed is a string": (
         lambda p: _model(p, _with(lambda c: c.update(seed="0"))),
-        "seed '0' is not an int",
+        "seed '0' is not a non-negative int",
+    ),
+    "seed is negative": (
+        lambda p: _model(p, _with(lambda c: c.update(seed=-1))),
+        "seed -1 is not a non-negative int",
     ),
     "loss is a list": (
         lambda p: _model(p, _with(lambda c: c.update(loss=["MSE"]))),
