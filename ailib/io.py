@@ -394,7 +394,10 @@ def _build(
     if "graph" in config:
         model: Model = _graph_model(path, config["graph"], layers, be, dtype)
     else:
-        model = Sequential(layers, backend=be, dtype=dtype)
+        try:
+            model = Sequential(layers, backend=be, dtype=dtype)
+        except (TypeError, ValueError) as exc:  # e.g. a layer taking several inputs
+            raise ModelFileError(f"{path}: no 'graph' entry, and not a Sequential: {exc}") from exc
     model.seed = config.get("seed")
     model.meta = dict(config.get("meta", {}))
     _seed_random_sources(model)
@@ -442,9 +445,9 @@ def _check_graph(path: Path, config: dict[str, Any]) -> None:
     def fault(message: str) -> ModelFileError:
         return ModelFileError(f"{path}: graph: {message}")
 
-    graph = config.get("graph")
-    if graph is None:
+    if "graph" not in config:
         return
+    graph = config["graph"]
     layers = config.get("layers")
     if config.get("version") != 2 or not isinstance(layers, list):
         raise fault("a graph needs format version 2 and a 'layers' list")

@@ -394,6 +394,17 @@ def test_a_graph_in_a_version_1_file_is_refused(saved_graph: Path) -> None:
         ailib.load(saved_graph)
 
 
+def test_a_graph_entry_that_is_null_or_missing_is_refused(saved_graph: Path) -> None:
+    """null is not a graph; without one, layers taking several inputs (Add) are no Sequential
+    (both were a raw TypeError)."""
+    _rewrite(saved_graph, lambda config, arrays: _set(config, "graph", None))
+    with pytest.raises(ailib.ModelFileError, match="graph: expected an object with non-empty"):
+        ailib.load(saved_graph)
+    _rewrite(saved_graph, lambda config, arrays: config.pop("graph"))
+    with pytest.raises(ailib.ModelFileError, match="no 'graph' entry, and not a Sequential: Add"):
+        ailib.load(saved_graph)
+
+
 @pytest.mark.parametrize("keep", [0.1, 0.5, 0.9, 0.99])
 def test_truncated_file_is_refused(saved: Path, keep: float) -> None:
     data = saved.read_bytes()
