@@ -289,12 +289,13 @@ def restore_checkpoint(
             for slot in slots["arrays"]:
                 state[key][slot] = model.backend.asarray(arrays[f"optimizer.{key}.{slot}"])
         rng_states = ckpt["rng"]
+        iterations = int(opt["iterations"])
         epoch = int(ckpt["epoch"])
         history = {k: [_from_json_number(v) for v in vs] for k, vs in ckpt["history"].items()}
         model.rng.set_state(rng_states["model"])
         for index, layer_state in rng_states["layers"].items():
             model.layers[int(index)].rng.set_state(layer_state)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, ArithmeticError) as exc:
         if isinstance(exc, ModelFileError):
             raise
         raise ModelFileError(
@@ -304,7 +305,7 @@ def restore_checkpoint(
         optimizer.load_named_state(model.layers, state)
     except ValueError as exc:
         raise ModelFileError(f"{path}: {exc}") from exc
-    optimizer.iterations = int(opt["iterations"])
+    optimizer.iterations = iterations
     if math.isfinite(lr) and lr >= 0:
         optimizer.lr = lr
     for layer, source in zip(model.layers, saved.layers):

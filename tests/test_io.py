@@ -558,6 +558,53 @@ def test_resume_refuses_another_architecture_or_optimizer(tmp_path: Path) -> Non
         _fit(_model(), Adam(lr=0.01), plain, resume=True)
 
 
+def _adam_w0(change: Callable[[dict], None]) -> Callable[[dict[str, Any], Any], None]:
+    return lambda config, arrays: change(config["checkpoint"]["optimizer"]["state"]["0.W"])
+
+
+# damage to a checkpoint's training state -> what the ModelFileError says
+STATE_DAMAGE = {
+    "iterations missing": (
+        lambda config, arrays: config["checkpoint"]["optimizer"].pop("iterations"),
+        "damaged training state .KeyError: 'iterations'",
+    ),
+    "a step count that is a float": (
+        _adam_w0(lambda s: s["scalars"].update(t=1.5)),
+        r"optimizer state 0.W.t is 1.5, expected a step count \(an int >= 0\)",
+    ),
+    "a negative step count": (
+        _adam_w0(lambda s: s["scalars"].update(t=-1)),
+        "optimizer state 0.W.t is -1, expected a step count",
+    ),
+    "a moment missing": (
+        _adam_w0(lambda s: s["arrays"].remove("V")),
+        r"optimizer state of 0.W holds \['M', 't'\], Adam keeps \['M', 'V', 't'\]",
+    ),
+    "a moment as a number": (
+        _adam_w0(lambda s: (s["arrays"].remove("V"), s["scalars"].update(V=0))),
+        r"optimizer state 0.W.V is int of shape None, expected an array of shape \(16, 64\)",
+    ),
+    "a random state out of range": (
+        lambda config, arrays: config["checkpoint"]["rng"]["model"]["host"].update(uinteger=2**40),
+        "damaged training state .OverflowError",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", list(STATE_DAMAGE))
+def test_damaged_training_state_is_refused_naming_the_file(tmp_path: Path, damage: str) -> None:
+    """Before: KeyError, AttributeError, ZeroDivisionError or OverflowError, some only at the
+    first step of the resumed run."""
+    path = tmp_path / "ckpt.npz"
+    with pytest.raises(Interrupt):
+        _fit(_model(), Adam(lr=0.01), path, stop_at=3)
+    change, message = STATE_DAMAGE[damage]
+    _rewrite(path, change)
+    with pytest.raises(ailib.ModelFileError, match=message) as info:
+        _fit(_model(), Adam(lr=0.01), path, resume=True)
+    assert str(info.value).startswith(f"{path}: ")
+
+
 def test_a_loaded_model_trains_reproducibly(tmp_path: Path) -> None:
     """Its shuffling and its Dropout masks are seeded (from the saved seed), not drawn from
     the operating system's entropy."""
