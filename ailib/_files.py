@@ -67,10 +67,17 @@ def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
 def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """A binary file to write ``path``'s new content into: a temporary file in the same directory,
     renamed over ``path`` (`os.replace`) when the block ends normally, deleted when it raises.
-    Stale temporary files of ``path`` from killed writes are removed first (module docstring)."""
+    Stale temporary files of ``path`` from killed writes are removed first (module docstring).
+    ``path`` must be a regular file or not exist: a directory, device (``/dev/null``), FIFO or
+    socket is refused before anything is written, not replaced."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a directory; give the name of a file to write")
+    if path.exists() and not path.is_file():  # the rename would replace a device or a FIFO
+        raise FileExistsError(
+            f"{path} exists and is not a regular file (a device, FIFO or socket); give the "
+            f"name of a file to write"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     fd, tmp = _locked_temp(path)

@@ -4,7 +4,9 @@ atomic writes, and checkpoints that resume exactly."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,6 +15,7 @@ import pytest
 
 import ailib
 from ailib import io, zoo
+from ailib.datasets import write_idx
 from ailib.layers import (
     GELU,
     LAYERS,
@@ -231,6 +234,22 @@ def test_float64_models_keep_their_dtype(tmp_path: Path) -> None:
     model = ailib.Sequential(zoo.mlp(4, (3,), 2), backend="numpy", dtype="float64", seed=0)
     loaded = ailib.load(model.save(tmp_path / "m.npz"))
     assert loaded.layers[0].params["W"].dtype == np.float64
+
+
+def test_saving_over_a_fifo_or_a_link_to_one_is_refused_and_leaves_it(tmp_path: Path) -> None:
+    """The rename of an atomic save would replace it (run as root, `save("/dev/null")` replaced
+    the device with a regular file)."""
+    model = ailib.Sequential(zoo.mlp(4, (3,), 2), backend="numpy", seed=1)
+    fifo, link = tmp_path / "fifo", tmp_path / "link.npz"
+    os.mkfifo(fifo)
+    link.symlink_to(fifo)
+    for target in (fifo, link):
+        with pytest.raises(FileExistsError, match=f"^{re.escape(str(target))} exists and is not"):
+            model.save(target)
+        with pytest.raises(FileExistsError, match="not a regular file"):
+            write_idx(target, np.zeros(3, np.uint8))
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and link.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "link.npz"]
 
 
 def test_save_refuses_a_layer_outside_the_registry(tmp_path: Path) -> None:
