@@ -80,7 +80,12 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
-    fd, tmp = _locked_temp(path)
+    try:
+        fd, tmp = _locked_temp(path)
+    except OSError as exc:  # e.g. a read-only directory: name the target, not the temporary name
+        raise type(exc)(
+            exc.errno, f"{exc.strerror} (cannot create a file in {path.parent})", str(path)
+        ) from exc
     lock = os.dup(fd)  # keeps the lock after the file object closes, until the rename is done
     try:
         umask = os.umask(0)

@@ -470,6 +470,24 @@ def test_a_failed_save_leaves_the_old_file_and_no_debris(
     assert [p.name for p in saved.parent.iterdir()] == [saved.name]
 
 
+def test_a_read_only_directory_is_named_with_the_target(
+    saved: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The error named the hidden temporary file (``.m.npz.x1y2z3w4.tmp``) the user never asked
+    for. (The tests run as root, which writes anywhere, so the refusal is simulated.)"""
+    before = saved.read_bytes()
+
+    def read_only(dir: str, prefix: str, suffix: str) -> tuple[int, str]:
+        raise PermissionError(13, "Permission denied", f"{dir}/{prefix}x1y2z3w4{suffix}")
+
+    monkeypatch.setattr(ailib._files.tempfile, "mkstemp", read_only)
+    with pytest.raises(PermissionError) as info:
+        ailib.Sequential(zoo.mlp(4, (3,), 2), backend="numpy", seed=1).save(saved)
+    assert info.value.filename == str(saved) and ".tmp" not in str(info.value)
+    assert f"cannot create a file in {saved.parent}" in str(info.value)
+    assert saved.read_bytes() == before
+
+
 def test_saving_over_a_directory_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     """The message names the directory (it named a temporary file beside it), no temporary file
     is made, and fit refuses such a checkpoint path before training, not after the first epoch."""
