@@ -165,6 +165,27 @@ def test_local_file_is_checked_on_its_decompressed_content(tmp_path: Path) -> No
         mnist.load_file(path, spec.files["test_images"])
 
 
+@pytest.mark.parametrize("label", [10, 255])
+def test_labels_outside_the_classes_are_refused_naming_the_file(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch, label: int
+) -> None:
+    """A labels file with the right header but a label that is no class (the MNIST training
+    files have no content hash here): refused on loading, not after a run trained on it."""
+    spec = tiny_dataset(checksums=False)
+    monkeypatch.setitem(datasets.DATASETS, "mnist", spec)
+    files = write_tiny(isolated / "root", spec)
+    labels = datasets.read_idx(files["train_labels"])
+    labels[3] = label
+    datasets.write_idx(files["train_labels"], labels)
+    message = (
+        f"{files['train_labels']}: labels must lie in \\[0, 9\\] \\(the 10 classes of MNIST\\), "
+        f"the file holds labels up to {label}"
+    )
+    with pytest.raises(IDXFormatError, match=message):
+        datasets.load("mnist", "train", isolated / "root", download=False)
+    datasets.load("mnist", "test", isolated / "root", download=False)  # the other split is fine
+
+
 # -- where files are found ------------------------------------------------------------------
 @pytest.fixture
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
