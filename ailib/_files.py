@@ -1,5 +1,7 @@
 """Atomic file writes: readers see the old file or the complete new one, never a partial one,
 and a write killed half-way (SIGKILL, out of memory, preemption) leaves nothing behind for long.
+Reads (`open_regular`) take regular files only, so a FIFO or a device named as a model or a
+dataset file is refused instead of blocking the reader or feeding it endless bytes.
 
 The new content goes to a temporary file beside the target, named ``.<target name>.<8 random
 characters>.tmp`` (`tempfile.mkstemp`'s alphabet), which is renamed over the target
@@ -13,9 +15,11 @@ temporary file is removed.)
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import re
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +29,24 @@ try:
     import fcntl
 except ImportError:  # Windows: no locks, so no cleanup of other writers' files
     fcntl = None  # type: ignore[assignment]
+
+
+def open_regular(path: str | os.PathLike) -> BinaryIO:
+    """``path`` opened for binary reading if it is a regular file (or a link to one). A
+    directory raises IsADirectoryError, a FIFO, device or socket an OSError naming it, without
+    waiting for a FIFO's writer (it is opened non-blocking)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", str(path))
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, device or socket)", str(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def temp_pattern(path: Path) -> re.Pattern[str]:

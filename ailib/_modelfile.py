@@ -39,6 +39,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from ._files import open_regular
 from .layers import LAYERS
 from .layers.base import Layer
 
@@ -105,7 +106,7 @@ class Archive:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.file: BinaryIO = open(path, "rb")  # noqa: SIM115 (closed by close())
+        self.file: BinaryIO = open_regular(path)  # closed by close()
         try:
             magic = self.file.read(6)
             if magic == b"\x93NUMPY":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import stat
 from pathlib import Path
 from typing import Any, Callable
@@ -15,7 +16,7 @@ import pytest
 
 import ailib
 from ailib import io, zoo
-from ailib.datasets import write_idx
+from ailib.datasets import read_idx, write_idx
 from ailib.layers import (
     GELU,
     LAYERS,
@@ -438,6 +439,29 @@ def test_other_files_are_refused(tmp_path: Path, content: bytes) -> None:
     path.write_bytes(content)
     with pytest.raises(ailib.ModelFileError, match=str(path)):
         ailib.load(path)
+
+
+def test_a_fifo_or_a_directory_as_a_file_to_read_is_refused_at_once(tmp_path: Path) -> None:
+    """Opening a FIFO for reading waited for a writer forever (load, metadata, read_idx); a
+    directory is named as one. An alarm bounds the test should opening block again."""
+
+    def blocked(signum: int, frame: object) -> None:
+        raise TimeoutError("opening the FIFO blocked")
+
+    fifo = tmp_path / "model.npz"
+    os.mkfifo(fifo)
+    before = signal.signal(signal.SIGALRM, blocked)
+    signal.setitimer(signal.ITIMER_REAL, 5.0)
+    try:
+        for read in (ailib.load, io.metadata, io.checkpoint_state, read_idx):
+            with pytest.raises(OSError, match="not a regular file .a FIFO, device or socket") as e:
+                read(fifo)
+            assert e.value.filename == str(fifo)
+            with pytest.raises(IsADirectoryError, match="is a directory, not a file"):
+                read(tmp_path)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
 
 
 def test_bad_json_and_npy_files_are_refused(saved: Path, tmp_path: Path) -> None:

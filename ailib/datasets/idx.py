@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .._files import atomic_open
+from .._files import atomic_open, open_regular
 
 #: IDX type byte -> big-endian dtype
 IDX_TYPES: dict[int, np.dtype] = {
@@ -73,7 +73,7 @@ def read_idx(
             or a length that does not match the dimensions (truncated or trailing bytes).
     """
     path = Path(path)
-    with open(path, "rb") as raw:
+    with open_regular(path) as raw:
         compressed = raw.read(2) == GZIP_MAGIC
         raw.seek(0)
         size = os.fstat(raw.fileno()).st_size
