@@ -635,7 +635,8 @@ def model_file(path: str) -> Path:
             raise UsageError(f"--model {path}: a folder without model.npz (not a run folder)")
         return model / "model.npz"
     if not model.is_file():
-        raise UsageError(f"--model {path}: no such file or folder")
+        what = "not a regular file or folder" if model.exists() else "no such file or folder"
+        raise UsageError(f"--model {path}: {what}")
     return model
 
 

@@ -421,6 +421,9 @@ def test_evaluate_takes_the_recorded_dataset_and_a_run_folder(
     assert "was trained on fashion-mnist; evaluating on mnist as asked" in capsys.readouterr().err
     assert cli.main(["evaluate", "--model", str(tmp_path)]) == 2
     assert "a folder without model.npz" in capsys.readouterr().err
+    os.mkfifo(tmp_path / "fifo.npz")
+    assert cli.main(["evaluate", "--model", str(tmp_path / "fifo.npz")]) == 2
+    assert "fifo.npz: not a regular file or folder" in capsys.readouterr().err  # it exists
 
 
 def test_a_text_file_as_model_is_named_not_unpickled(
