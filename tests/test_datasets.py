@@ -39,6 +39,26 @@ def test_idx_layout_is_big_endian_with_the_published_header(tmp_path: Path) -> N
     assert data[12:] == b"".join(v.to_bytes(4, "big") for v in (1, 2, 3))
 
 
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ((1,) * 33, "arrays need 1 to 32 dimensions, received 33"),  # read_idx reads 32
+        (
+            (2**32, 0),
+            r"IDX stores each dimension as a uint32 \(below 2\*\*32\), received shape \(4294967296, 0\)",
+        ),
+    ],
+    ids=["33 dimensions", "a dimension of 2**32"],
+)
+def test_write_idx_refuses_what_read_idx_could_not_read(
+    tmp_path: Path, shape: tuple[int, ...], message: str
+) -> None:
+    """Before: a file read_idx refuses, or NumPy's bare OverflowError from the header."""
+    with pytest.raises(ValueError, match=f"^write_idx: {message}"):
+        datasets.write_idx(tmp_path / "a.idx", np.zeros(shape, np.uint8))
+    assert not any(tmp_path.iterdir())
+
+
 def _valid_idx() -> bytes:
     header = bytes([0, 0, 8, 2]) + (2).to_bytes(4, "big") + (3).to_bytes(4, "big")
     return header + bytes(range(6))

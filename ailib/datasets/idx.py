@@ -187,8 +187,15 @@ def idx_bytes(array: np.ndarray) -> bytes:
     if not codes:
         raise TypeError(f"write_idx: dtype {array.dtype} has no IDX type code")
     code, dtype = codes[0], IDX_TYPES[codes[0]]
-    if array.ndim == 0 or array.ndim > 255:
-        raise ValueError(f"write_idx: arrays need 1 to 255 dimensions, received {array.ndim}")
+    if array.ndim == 0 or array.ndim > MAX_NDIM:  # what read_idx reads back
+        raise ValueError(
+            f"write_idx: arrays need 1 to {MAX_NDIM} dimensions, received {array.ndim}"
+        )
+    if max(array.shape) >= 1 << 32:
+        raise ValueError(
+            f"write_idx: IDX stores each dimension as a uint32 (below 2**32), received shape "
+            f"{array.shape}"
+        )
     header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
     return header + np.ascontiguousarray(array, dtype=dtype).tobytes()
 
