@@ -229,7 +229,8 @@ def checkpoint_state(path: str | os.PathLike) -> tuple[int, dict[str, list[float
         check_config(path, config, range(1, VERSION + 1), FORMAT)
     ckpt = config.get("checkpoint")
     try:
-        return int(ckpt["epoch"]), {k: list(v) for k, v in ckpt["history"].items()}
+        history = {k: [_from_json_number(v) for v in vs] for k, vs in ckpt["history"].items()}
+        return int(ckpt["epoch"]), history
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ModelFileError(
             f"{path}: not a checkpoint, or damaged training state ({type(exc).__name__}: {exc})"

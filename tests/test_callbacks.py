@@ -255,6 +255,7 @@ def test_a_nan_validation_loss_is_saved_in_the_checkpoint_history(
     model = _model()
     expected = model.fit(x, y, epochs=1, validation_data=(bad, y), checkpoint=path)
     assert np.isnan(expected["val_loss"][0])
+    assert np.isnan(ailib.io.checkpoint_state(path)[1]["val_loss"][0])  # not the string "nan"
     again = _model().fit(x, y, epochs=1, validation_data=(bad, y), checkpoint=path, resume=True)
     assert np.isnan(again["val_loss"][0]) and again["loss"] == expected["loss"]
 
