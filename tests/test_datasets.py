@@ -206,6 +206,17 @@ def test_labels_outside_the_classes_are_refused_naming_the_file(
     datasets.load("mnist", "test", isolated / "root", download=False)  # the other split is fine
 
 
+@pytest.mark.parametrize("name, split", [("mnsit", "train"), ("mnist", "validation")])
+def test_an_unknown_dataset_or_split_is_named(name: str, split: str) -> None:
+    """Before: a bare KeyError."""
+    with pytest.raises(
+        ValueError,
+        match=f"expected a dataset in .*'fashion-mnist'.* and a split "
+        f"in \\['test', 'train'\\], received '{name}', '{split}'",
+    ):
+        datasets.load(name, split, download=False)
+
+
 # -- where files are found ------------------------------------------------------------------
 @pytest.fixture
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -281,6 +281,11 @@ def load(
     """One split ("train" or "test") of dataset ``name`` ("mnist", "fashion-mnist") as
     (images uint8 (N, 28, 28), labels int64 (N,)) on the host; labels outside the dataset's
     classes are refused (`IDXFormatError` naming the file)."""
+    if name not in DATASETS or split not in SPLITS:
+        raise ValueError(
+            f"load: expected a dataset in {sorted(DATASETS)} and a split in {sorted(SPLITS)}, "
+            f"received {name!r}, {split!r}"
+        )
     spec = DATASETS[name]
     keys = SPLITS[split]
     paths = fetch(spec, keys, root, download_missing=download, quiet=quiet)
