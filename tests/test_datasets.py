@@ -325,6 +325,44 @@ def test_train_test_split_is_seeded_disjoint_and_complete() -> None:
         datasets.train_test_split(x, y, test_size=50)
 
 
+PREPROCESSING_MISTAKES = {
+    "one_hot of no labels": (
+        lambda: datasets.one_hot(np.array([], dtype=np.int64)),
+        ValueError,
+        "one_hot: no labels to count the classes from; pass classes=",
+    ),
+    "one_hot of 0 classes": (
+        lambda: datasets.one_hot(np.array([], dtype=np.int64), classes=0),
+        ValueError,
+        "one_hot: classes must be positive, received 0",
+    ),
+    "flatten of a scalar": (
+        lambda: datasets.flatten(np.float32(3)),
+        ValueError,
+        r"flatten: expected samples \(N, ...\), received a scalar float32",
+    ),
+    "a NaN test_size": (
+        lambda: datasets.train_test_split(np.zeros(10), np.zeros(10), test_size=float("nan")),
+        ValueError,
+        r"test_size must be a count \(int\) or a fraction in \(0, 1\), received nan",
+    ),
+    "a test_size as text": (
+        lambda: datasets.train_test_split(np.zeros(10), np.zeros(10), test_size="0.2"),
+        TypeError,
+        "test_size must be a count .*, received '0.2'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(PREPROCESSING_MISTAKES))
+def test_preprocessing_mistakes_are_named(case: str) -> None:
+    """Before: NumPy's "zero-size array to reduction operation maximum", an IndexError, "cannot
+    convert float NaN to integer", "invalid literal for int()"; 0 classes gave a (0, 0) array."""
+    call, kind, message = PREPROCESSING_MISTAKES[case]
+    with pytest.raises(kind, match=message):
+        call()
+
+
 # -- downloads from a local HTTP server -----------------------------------------------------
 @pytest.fixture
 def mirror(tmp_path: Path) -> Iterator[tuple[str, list[str], DatasetSpec]]:
