@@ -9,9 +9,10 @@ file itself holds, and any fault is a `ModelFileError` naming the file and the f
    Python objects, so never a pickle); the uncompressed size the zip declares must be exactly the
    header plus shape x itemsize, and no more than deflate can produce from the bytes stored,
    which must lie within the file;
-3. ``config.json``: at most `MAX_CONFIG_BYTES`, JSON without NaN or Infinity, nested at most
-   `MAX_DEPTH` deep, of the documented structure: field types, layer classes from
-   `ailib.layers.LAYERS` only (a name, never imported), constructor arguments the class takes;
+3. ``config.json``: at most `MAX_CONFIG_BYTES`, JSON without NaN, Infinity or numbers that
+   overflow a float (1e400), nested at most `MAX_DEPTH` deep, of the documented structure:
+   field types, layer classes from `ailib.layers.LAYERS` only (a name, never imported),
+   constructor arguments the class takes;
 4. the params and buffers each layer's config implies (`Layer.array_shapes`, nothing allocated)
    against the config's own list and the stored headers; optimizer arrays against the params
    they belong to;
@@ -214,7 +215,9 @@ class Archive:
             self.fail(f"config.json holds {member.nbytes} bytes, more than {MAX_CONFIG_BYTES}")
         raw = self.read(member.key).tobytes()
         try:
-            config = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+            config = json.loads(
+                raw.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite
+            )
         except RecursionError:
             self.fail(f"config.json is nested more than {MAX_DEPTH} deep")
         except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
@@ -250,6 +253,14 @@ def _npy_header(f: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number ailib writes")
+
+
+def _finite(text: str) -> float:
+    """A JSON number as a float, refused where it overflows to infinity (1e400)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:50]} is not a number ailib writes (it overflows a float)")
+    return value
 
 
 def _depth(value: Any) -> int:

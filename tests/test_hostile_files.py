@@ -6,6 +6,7 @@ and no debris once the next save has run."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -285,6 +286,12 @@ HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
     "NaN in the config": (
         lambda p: _model(p, '{"format": "ailib.model", "version": NaN}'),
         "NaN is not a number ailib writes",
+    ),
+    "a setting of 1e400 (infinity as a float)": (
+        lambda p: _model(
+            p, json.dumps(_with(lambda c: c.update(meta={"lr": 0.5}))).replace("0.5", "1e400")
+        ),
+        "1e400 is not a number ailib writes",
     ),
     "config is a list": (lambda p: _model(p, [1, 2]), "config.json is not a JSON object"),
     "layers is an object": (
