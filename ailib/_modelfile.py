@@ -382,13 +382,28 @@ def check_config(path: Path, config: Any, versions: range, format_name: str) -> 
             fail(f"{field} {_short(config.get(field))} is not a string")
     if "checkpoint" in config and not isinstance(config["checkpoint"], dict):
         fail("checkpoint entry is not an object")
-    meta = config.get("meta", {})
-    if not isinstance(meta, dict) or len(meta) > 64:
-        fail("meta entry is not an object of at most 64 entries")
-    for key, value in meta.items():
-        if len(key) > 64 or not _plain(value):
-            fail(f"meta entry {_short(key)} is not a short JSON scalar or list: {_short(value)}")
+    fault = meta_fault(config.get("meta", {}))
+    if fault:
+        fail(fault)
     return [layer_spec(path, f"layer {i}", entry) for i, entry in enumerate(layers)]
+
+
+#: what a model file's ``meta`` may hold, in words
+META_RULES = (
+    "at most 64 entries, names of up to 64 characters, each value a JSON scalar (strings of up "
+    "to 256 characters) or a list of up to 64 of them, or of such lists"
+)
+
+
+def meta_fault(meta: Any) -> str | None:
+    """What makes ``meta`` (a config's ``meta`` entry) unfit for a model file, or None: what
+    loading refuses and saving checks first, so that no file is written that cannot be read."""
+    if not isinstance(meta, dict) or len(meta) > 64:
+        return "meta entry is not an object of at most 64 entries"
+    for key, value in meta.items():
+        if not isinstance(key, str) or len(key) > 64 or not _plain(value):
+            return f"meta entry {_short(key)} is not a short JSON scalar or list: {_short(value)}"
+    return None
 
 
 # -- arrays against the config ----------------------------------------------------------------

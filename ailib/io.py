@@ -43,7 +43,15 @@ import numpy as np
 
 from . import backends, losses, optimizers
 from ._files import atomic_open
-from ._modelfile import Archive, ModelFileError, check_arrays, check_config, check_finite
+from ._modelfile import (
+    META_RULES,
+    Archive,
+    ModelFileError,
+    check_arrays,
+    check_config,
+    check_finite,
+    meta_fault,
+)
 from .backends import Backend
 from .graph import Input
 from .layers import LAYERS
@@ -169,7 +177,13 @@ def _model_entries(model: Model) -> tuple[dict[str, Any], dict[str, np.ndarray]]
         config["loss_from_logits"] = True
     meta = getattr(model, "meta", None)
     if meta:
-        config["meta"] = json.loads(json.dumps(meta))  # plain JSON, or TypeError now
+        try:
+            config["meta"] = json.loads(json.dumps(meta, allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"save: model.meta must be plain JSON: {exc}") from exc
+        fault = meta_fault(config["meta"])
+        if fault:  # a file load would refuse: not written
+            raise ValueError(f"save: model.{fault}; model.meta may hold {META_RULES}")
     from .model import Sequential  # model.py imports this module
 
     if not isinstance(model, Sequential):

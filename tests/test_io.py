@@ -261,6 +261,36 @@ def test_save_refuses_a_layer_outside_the_registry(tmp_path: Path) -> None:
         ailib.Sequential([Dense(2, 2), Custom()], backend="numpy").save(tmp_path / "m.npz")
 
 
+META_LOAD_REFUSES = {
+    "a long string": ({"notes": "x" * 300}, "meta entry 'notes' is not a short JSON scalar"),
+    "an object": ({"a": {"b": 1}}, "meta entry 'a' is not a short JSON scalar"),
+    "a list of 65": ({"classes": list(range(65))}, "meta entry 'classes' is not a short"),
+    "65 entries": ({str(i): i for i in range(65)}, "meta entry is not an object of at most 64"),
+}
+
+
+@pytest.mark.parametrize("case", list(META_LOAD_REFUSES))
+def test_save_refuses_meta_that_load_would_refuse(tmp_path: Path, case: str) -> None:
+    """Before: the file was written, and every load of it failed (ModelFileError)."""
+    meta, message = META_LOAD_REFUSES[case]
+    model = ailib.Sequential(zoo.mlp(4, (3,), 2), backend="numpy", seed=1)
+    model.meta = meta
+    with pytest.raises(ValueError, match=f"^save: model.{message}.*may hold at most 64 entries"):
+        model.save(tmp_path / "m.npz")
+    model.meta = {"notes": "fine", "classes": [str(i) for i in range(64)]}
+    assert ailib.load(model.save(tmp_path / "m.npz")).meta == model.meta
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
+
+
+def test_save_names_meta_that_is_not_plain_json(tmp_path: Path) -> None:
+    model = ailib.Sequential(zoo.mlp(4, (3,), 2), backend="numpy", seed=1)
+    for meta in ({"x": {1, 2}}, {"x": float("nan")}):
+        model.meta = meta
+        with pytest.raises(TypeError, match="^save: model.meta must be plain JSON: "):
+            model.save(tmp_path / "m.npz")
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize(
     "layer",
     [Dense(3), LayerNorm(), BatchNorm1D(), Conv2D(None, 2, 3)],
