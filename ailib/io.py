@@ -192,6 +192,14 @@ def _model_entries(model: Model) -> tuple[dict[str, Any], dict[str, np.ndarray]]
 
 
 def _write(path: Path, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
+    try:  # what load checks first: a file it would refuse is not written
+        check_config(path, config, range(1, VERSION + 1), FORMAT)
+        _check_graph(path, config)
+    except ModelFileError as exc:
+        reason = str(exc).removeprefix(f"{path}: ")
+        raise ValueError(
+            f"save: load would refuse this model's file ({reason}); not written"
+        ) from None
     text = json.dumps(config, allow_nan=False)
     arrays = {CONFIG_KEY: np.frombuffer(text.encode("utf-8"), dtype=np.uint8), **arrays}
     with atomic_open(path) as f:

@@ -261,6 +261,38 @@ def test_save_refuses_a_layer_outside_the_registry(tmp_path: Path) -> None:
         ailib.Sequential([Dense(2, 2), Custom()], backend="numpy").save(tmp_path / "m.npz")
 
 
+def _graph_of(shape: tuple[int, ...]) -> ailib.Model:
+    x = ailib.Input(shape)
+    return ailib.Model(x, Flatten()(x), backend="numpy")
+
+
+# a model whose file load would refuse -> what save says
+LOAD_REFUSES = {
+    "10,001 layers": (
+        lambda: ailib.Sequential([Dense(2, 2)] + [ReLU() for _ in range(10_000)], backend="numpy"),
+        "10001 layers, more than 10000",
+    ),
+    "a 9-axis input": (lambda: _graph_of((1,) * 9), "graph: input 0 needs a 'shape' of 1 to 8"),
+    "an input axis of 2**31 + 1": (
+        lambda: _graph_of((2**31 + 1,)),
+        "graph: input 0 needs a 'shape' of 1 to 8 positive ints",
+    ),
+    "a Reshape to 65 axes": (
+        lambda: ailib.Sequential([Dense(2, 2), Reshape((1,) * 64 + (2,))], backend="numpy"),
+        r"layer 1 \(Reshape\) cannot be built from its config",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(LOAD_REFUSES))
+def test_save_refuses_a_model_whose_file_load_would_refuse(tmp_path: Path, case: str) -> None:
+    """Save checks the config as load does (before: the file was written, and never loaded)."""
+    build, message = LOAD_REFUSES[case]
+    with pytest.raises(ValueError, match=f"^save: load would refuse this model's file .{message}"):
+        build().save(tmp_path / "m.npz")
+    assert not any(tmp_path.iterdir())
+
+
 META_LOAD_REFUSES = {
     "a long string": ({"notes": "x" * 300}, "meta entry 'notes' is not a short JSON scalar"),
     "an object": ({"a": {"b": 1}}, "meta entry 'a' is not a short JSON scalar"),
