@@ -32,6 +32,7 @@ import json
 import math
 import os
 import re
+import tokenize
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ READ_ERRORS = (
     zlib.error,
     RecursionError,
     NotImplementedError,  # zipfile: an unsupported zip feature
+    tokenize.TokenError,  # NumPy's parser of old .npy headers: e.g. an unclosed bracket
 )
 
 

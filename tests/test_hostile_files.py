@@ -203,6 +203,14 @@ HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
         ),
         r"member 'x.npy': bad shape \(-3,\)",
     ),
+    "a header with an unclosed bracket": (
+        lambda p: _model(
+            p,
+            dense_config(4, 3),
+            {**_dense_arrays(), "x.npy": npy_header((3,)).replace(b"(3,)", b"(3,(") + bytes(12)},
+        ),
+        r"member 'x.npy' is not a readable .npy array \(TokenError: \('EOF in multi-line",
+    ),
     "a header nested 4000 deep": (
         lambda p: _model(
             p,
