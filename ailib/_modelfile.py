@@ -32,7 +32,6 @@ import json
 import math
 import os
 import re
-import tokenize
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -70,7 +69,6 @@ READ_ERRORS = (
     zlib.error,
     RecursionError,
     NotImplementedError,  # zipfile: an unsupported zip feature
-    tokenize.TokenError,  # NumPy's parser of old .npy headers: e.g. an unclosed bracket
 )
 
 
@@ -175,7 +173,8 @@ class Archive:
                 header = f.tell()
         except ModelFileError as exc:
             self.fail(f"member {name!r}: {exc}")
-        except READ_ERRORS as exc:
+        except Exception as exc:  # NumPy's header parser raises whatever malformed text makes
+            # it raise (TypeError, SyntaxError, tokenize.TokenError...), zipfile its READ_ERRORS
             self.fail(f"member {name!r} is not a readable .npy array ({_why(exc)})")
         member = Member(name[:-4], shape, dtype, fortran_order, info)
         if info.file_size != header + member.nbytes:

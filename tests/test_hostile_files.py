@@ -211,6 +211,22 @@ HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
         ),
         r"member 'x.npy' is not a readable .npy array \(TokenError: \('EOF in multi-line",
     ),
+    "a header key as bytes": (
+        lambda p: _model(
+            p,
+            dense_config(4, 3),
+            {**_dense_arrays(), "x.npy": npy_header((3,)).replace(b"'shape'", b"b'sJpe'")},
+        ),
+        r"member 'x.npy' is not a readable .npy array \(TypeError: '<' not supported",
+    ),
+    "a header with a dtype NumPy cannot parse": (
+        lambda p: _model(
+            p,
+            dense_config(4, 3),
+            {**_dense_arrays(), "x.npy": npy_header((3,)).replace(b"'<f4'", b"',f4'")},
+        ),
+        r"member 'x.npy' is not a readable .npy array \(SyntaxError: ",
+    ),
     "a header nested 4000 deep": (
         lambda p: _model(
             p,
