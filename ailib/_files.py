@@ -66,13 +66,15 @@ def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
     for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         if not pattern.fullmatch(candidate.name):
             continue
-        try:
-            fd = os.open(candidate, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        try:  # non-blocking: opening a FIFO of that name would wait for a writer forever
+            fd = os.open(candidate, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
         except OSError:  # gone already, or a symlink: not ours
             continue
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or a directory: not ours
+                raise OSError
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # locked: a writer is alive
+        except OSError:  # not ours, or locked: a writer is alive
             os.close(fd)
             continue
         try:

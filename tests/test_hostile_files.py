@@ -643,3 +643,22 @@ def test_a_live_writers_temporary_file_is_not_removed(tmp_path: Path) -> None:
         os.close(fd)
     model.save(path)  # the writer is gone: now it is debris
     assert not live.exists() and ailib.load(path)
+
+
+def test_a_fifo_named_like_a_temporary_file_does_not_block_the_save(tmp_path: Path) -> None:
+    """The stale-file cleanup opened it for reading and waited for a writer forever; it is not
+    ailib's (temporary files are regular files) and is left alone. An alarm bounds the test."""
+
+    def blocked(signum: int, frame: object) -> None:
+        pytest.fail("the save blocked")  # not an OSError, which the cleanup would swallow
+
+    fifo = tmp_path / ".model.npz.abcdefgh.tmp"
+    os.mkfifo(fifo)
+    before = signal.signal(signal.SIGALRM, blocked)
+    signal.setitimer(signal.ITIMER_REAL, 5.0)
+    try:
+        ailib.Sequential(zoo.mlp(4, (3,), 2), backend="numpy", seed=1).save(tmp_path / "model.npz")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [fifo.name, "model.npz"]
