@@ -297,6 +297,11 @@ class ModelCheckpoint(Callback):
                 f"ModelCheckpoint: {self.path} is a directory; give the name of a file to "
                 f"write, e.g. {os.path.join(self.path, 'checkpoint.npz')}"
             )
+        if os.path.exists(self.path) and not os.path.isfile(self.path):  # a FIFO, a device
+            raise FileExistsError(
+                f"ModelCheckpoint: {self.path} exists and is not a regular file; give the name "
+                f"of a file to write"
+            )
         self.save_best_only, self.resume = bool(save_best_only), bool(resume)
         self.tracker = _Monitor("ModelCheckpoint", monitor, mode, min_delta)
         self.saved: list[tuple[int, Path]] = []

@@ -249,6 +249,9 @@ def test_saving_over_a_fifo_or_a_link_to_one_is_refused_and_leaves_it(tmp_path: 
             model.save(target)
         with pytest.raises(FileExistsError, match="not a regular file"):
             write_idx(target, np.zeros(3, np.uint8))
+    x, y = np.zeros((8, 4), np.float32), np.arange(8) % 2
+    with pytest.raises(FileExistsError, match="ModelCheckpoint: .*fifo exists and is not a"):
+        model.fit(x, y, checkpoint=fifo, verbose=0)  # refused before training, as a directory
     assert stat.S_ISFIFO(fifo.stat().st_mode) and link.is_symlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "link.npz"]
 
