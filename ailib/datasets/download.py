@@ -159,11 +159,12 @@ def download(
     returns that path.
 
     Every failure of one mirror is reported (on stderr unless ``quiet``) and the next mirror is
-    tried; nothing is left behind. A failure to write ``dest_dir/filename`` (no such directory,
-    no space left) is raised at once as the OSError it is: it is no mirror's fault. A mirror that cannot be reached, does not speak HTTP, is too
+    tried; nothing is left behind. A mirror that cannot be reached, does not speak HTTP, is too
     slow or redirects off http/https is added to ``dead`` (when given) and skipped for the next
     files. ``timeout`` bounds each connection attempt and read, ``deadline`` the whole file
-    (default: ``timeout + size / MIN_RATE`` seconds).
+    (default: ``timeout + size / MIN_RATE`` seconds). A failure to write ``dest_dir/filename``
+    (no such directory, no space left) is no mirror's fault: it is raised at once, as the
+    OSError it is.
 
     Raises:
         DownloadFailed: no mirror gave a verified file (the message lists every attempt).
