@@ -280,15 +280,16 @@ class Optimizer:
 
         Raises:
             ValueError: a parameter the model does not have, or a parameter's state without the
-                slots the rule keeps (`initial_state`: a step count as an int >= 0, arrays of
-                the parameter's shape)."""
+                slots the rule keeps (`initial_state`: a step count as an int >= 0 or a 0-d
+                array, arrays of the parameter's shape)."""
         keys = {f"{i}.{k}": (layer, k) for i, layer in enumerate(layers) for k in layer.params}
         unknown = sorted(set(state) - set(keys))
         if unknown:
             raise ValueError(f"optimizer state for parameters the model does not have: {unknown}")
         for name, slots in state.items():
             layer, k = keys[name]
-            fresh = self.initial_state(layer.params[k])
+            with layer.backend.context():  # CuPy: made on the layer's GPU, as by init_state
+                fresh = self.initial_state(layer.params[k])
             if fresh is None:  # the rule cannot say what it keeps
                 continue
             if set(slots) != set(fresh):
@@ -298,8 +299,8 @@ class Optimizer:
                 )
             for slot, value in fresh.items():
                 given = slots[slot]
-                if isinstance(value, int):
-                    if type(given) is not int or given < 0:
+                if isinstance(value, int):  # a count: kept as a 0-d array by compiled steps
+                    if getattr(given, "ndim", None) != 0 and (type(given) is not int or given < 0):
                         raise ValueError(
                             f"optimizer state {name}.{slot} is {given!r}, expected a step "
                             f"count (an int >= 0)"
