@@ -7,10 +7,12 @@ file itself holds, and any fault is a `ModelFileError` naming the file and the f
    in ``.npy``, stored or deflated, not encrypted;
 2. each member's ``.npy`` header (shape, dtype), read without its data: plain numbers only (no
    Python objects, so never a pickle); the uncompressed size the zip declares must be exactly the
-   header plus shape x itemsize, and no more than deflate can produce from the bytes stored;
-3. ``config.json``: at most `MAX_CONFIG_BYTES`, JSON without NaN or Infinity, nested at most
-   `MAX_DEPTH` deep, of the documented structure: field types, layer classes from
-   `ailib.layers.LAYERS` only (a name, never imported), constructor arguments the class takes;
+   header plus shape x itemsize, and no more than deflate can produce from the bytes stored,
+   which must lie within the file;
+3. ``config.json``: at most `MAX_CONFIG_BYTES`, JSON without NaN, Infinity or numbers that
+   overflow a float (1e400), nested at most `MAX_DEPTH` deep, of the documented structure:
+   field types, layer classes from `ailib.layers.LAYERS` only (a name, never imported),
+   constructor arguments the class takes;
 4. the params and buffers each layer's config implies (`Layer.array_shapes`, nothing allocated)
    against the config's own list and the stored headers; optimizer arrays against the params
    they belong to;
@@ -28,6 +30,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import os
 import re
 import zipfile
 import zlib
@@ -37,6 +40,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from ._files import open_regular
 from .layers import LAYERS
 from .layers.base import Layer
 
@@ -103,14 +107,14 @@ class Archive:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.file: BinaryIO = open(path, "rb")  # noqa: SIM115 (closed by close())
+        self.file: BinaryIO = open_regular(path)  # closed by close()
         try:
             magic = self.file.read(6)
             if magic == b"\x93NUMPY":
                 self.fail("a single .npy array, not an ailib model archive")
             try:
                 self.zip = zipfile.ZipFile(self.file)
-            except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+            except READ_ERRORS as exc:  # NotImplementedError: a newer zip version than zipfile's
                 self.fail(f"not a readable ailib model file, truncated or damaged ({_why(exc)})")
             self.members = self._members()
         except BaseException:
@@ -133,6 +137,7 @@ class Archive:
         infos = self.zip.infolist()
         if len(infos) > MAX_MEMBERS:
             self.fail(f"{len(infos)} members, more than an ailib model holds ({MAX_MEMBERS})")
+        size = os.fstat(self.file.fileno()).st_size
         members: dict[str, Member] = {}
         for info in infos:
             name = info.filename
@@ -144,6 +149,11 @@ class Archive:
                 self.fail(f"member {name!r} is encrypted")
             if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
                 self.fail(f"member {name!r} uses compression method {info.compress_type}")
+            if info.header_offset + info.compress_size > size:
+                self.fail(
+                    f"member {name!r} claims {info.compress_size} stored bytes from offset "
+                    f"{info.header_offset}, the file holds {size} bytes; truncated or damaged"
+                )
             limit = info.compress_size * (
                 MAX_DEFLATE_RATIO if info.compress_type == zipfile.ZIP_DEFLATED else 1
             )
@@ -163,7 +173,8 @@ class Archive:
                 header = f.tell()
         except ModelFileError as exc:
             self.fail(f"member {name!r}: {exc}")
-        except READ_ERRORS as exc:
+        except Exception as exc:  # NumPy's header parser raises whatever malformed text makes
+            # it raise (TypeError, SyntaxError, tokenize.TokenError...), zipfile its READ_ERRORS
             self.fail(f"member {name!r} is not a readable .npy array ({_why(exc)})")
         member = Member(name[:-4], shape, dtype, fortran_order, info)
         if info.file_size != header + member.nbytes:
@@ -205,7 +216,9 @@ class Archive:
             self.fail(f"config.json holds {member.nbytes} bytes, more than {MAX_CONFIG_BYTES}")
         raw = self.read(member.key).tobytes()
         try:
-            config = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+            config = json.loads(
+                raw.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite
+            )
         except RecursionError:
             self.fail(f"config.json is nested more than {MAX_DEPTH} deep")
         except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
@@ -241,6 +254,14 @@ def _npy_header(f: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number ailib writes")
+
+
+def _finite(text: str) -> float:
+    """A JSON number as a float, refused where it overflows to infinity (1e400)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:50]} is not a number ailib writes (it overflows a float)")
+    return value
 
 
 def _depth(value: Any) -> int:
@@ -355,20 +376,35 @@ def check_config(path: Path, config: Any, versions: range, format_name: str) -> 
     if len(layers) > MAX_LAYERS:
         fail(f"{len(layers)} layers, more than {MAX_LAYERS}")
     seed = config.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        fail(f"seed {_short(seed)} is not an int")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        fail(f"seed {_short(seed)} is not a non-negative int")
     for field in ("loss", "ailib_version", "saved_from"):
         if config.get(field) is not None and not isinstance(config.get(field), str):
             fail(f"{field} {_short(config.get(field))} is not a string")
     if "checkpoint" in config and not isinstance(config["checkpoint"], dict):
         fail("checkpoint entry is not an object")
-    meta = config.get("meta", {})
-    if not isinstance(meta, dict) or len(meta) > 64:
-        fail("meta entry is not an object of at most 64 entries")
-    for key, value in meta.items():
-        if len(key) > 64 or not _plain(value):
-            fail(f"meta entry {_short(key)} is not a short JSON scalar or list: {_short(value)}")
+    fault = meta_fault(config.get("meta", {}))
+    if fault:
+        fail(fault)
     return [layer_spec(path, f"layer {i}", entry) for i, entry in enumerate(layers)]
+
+
+#: what a model file's ``meta`` may hold, in words
+META_RULES = (
+    "at most 64 entries, names of up to 64 characters, each value a JSON scalar (strings of up "
+    "to 256 characters) or a list of up to 64 of them, or of such lists"
+)
+
+
+def meta_fault(meta: Any) -> str | None:
+    """What makes ``meta`` (a config's ``meta`` entry) unfit for a model file, or None: what
+    loading refuses and saving checks first, so that no file is written that cannot be read."""
+    if not isinstance(meta, dict) or len(meta) > 64:
+        return "meta entry is not an object of at most 64 entries"
+    for key, value in meta.items():
+        if not isinstance(key, str) or len(key) > 64 or not _plain(value):
+            return f"meta entry {_short(key)} is not a short JSON scalar or list: {_short(value)}"
+    return None
 
 
 # -- arrays against the config ----------------------------------------------------------------

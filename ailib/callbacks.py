@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import string
 import sys
 from pathlib import Path
 from typing import Any, Callable, TextIO
@@ -229,6 +230,13 @@ def restore(model: Any, saved: list[tuple[dict[str, Any], dict[str, Any]]]) -> N
 
 
 # -- checkpoints -------------------------------------------------------------------------------
+#: how a ModelCheckpoint path names the epoch and logs
+TEMPLATE_HELP = (
+    "name the epoch as {epoch} or {epoch:03d}, a log as {val_loss:.4f}, and write literal braces "
+    "as {{ and }}"
+)
+
+
 class ModelCheckpoint(Callback):
     """Save a training checkpoint (`ailib.io.save_checkpoint`: the model, the optimizer's state,
     the epoch, the history and the random generators) after every epoch, or only after those
@@ -272,10 +280,27 @@ class ModelCheckpoint(Callback):
                 "ModelCheckpoint: resume=True needs one file written after every epoch; it "
                 "cannot be combined with save_best_only or a path naming the epoch"
             )
+        if "{" in self.path:  # a template: checked now, filled in later
+            try:
+                fields = [f for _, f, _, _ in string.Formatter().parse(self.path) if f is not None]
+            except ValueError as exc:
+                raise ValueError(
+                    f"ModelCheckpoint: path {self.path!r} is not a valid template ({exc}); "
+                    f"{TEMPLATE_HELP}"
+                ) from None
+            if any(not f or f.split(".")[0].split("[")[0].isdigit() for f in fields):
+                raise ValueError(
+                    f"ModelCheckpoint: path {self.path!r} has a positional field; {TEMPLATE_HELP}"
+                )
         if os.path.isdir(self.path):  # found now, not after the first epoch's training
             raise IsADirectoryError(
                 f"ModelCheckpoint: {self.path} is a directory; give the name of a file to "
                 f"write, e.g. {os.path.join(self.path, 'checkpoint.npz')}"
+            )
+        if os.path.exists(self.path) and not os.path.isfile(self.path):  # a FIFO, a device
+            raise FileExistsError(
+                f"ModelCheckpoint: {self.path} exists and is not a regular file; give the name "
+                f"of a file to write"
             )
         self.save_best_only, self.resume = bool(save_best_only), bool(resume)
         self.tracker = _Monitor("ModelCheckpoint", monitor, mode, min_delta)
@@ -309,7 +334,14 @@ class ModelCheckpoint(Callback):
             return
         if not getattr(self.trainer, "is_root", True):  # data-parallel: rank 0 writes
             return
-        path = Path(self.path.format(epoch=epoch, **logs) if "{" in self.path else self.path)
+        try:
+            path = Path(self.path.format(epoch=epoch, **logs) if "{" in self.path else self.path)
+        except (KeyError, AttributeError, IndexError, ValueError) as exc:  # e.g. {foo}
+            raise ValueError(
+                f"ModelCheckpoint: path {self.path!r} cannot be filled in from this epoch "
+                f"({type(exc).__name__}: {exc}); it may name epoch, "
+                f"{', '.join(sorted(logs))}; {TEMPLATE_HELP}"
+            ) from None
         history = extended(self.trainer.history, logs)
         io.save_checkpoint(
             self.model, path, self.trainer.optimizer, epoch, history, settings=self.settings

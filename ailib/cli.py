@@ -635,7 +635,8 @@ def model_file(path: str) -> Path:
             raise UsageError(f"--model {path}: a folder without model.npz (not a run folder)")
         return model / "model.npz"
     if not model.is_file():
-        raise UsageError(f"--model {path}: no such file or folder")
+        what = "not a regular file or folder" if model.exists() else "no such file or folder"
+        raise UsageError(f"--model {path}: {what}")
     return model
 
 
@@ -655,6 +656,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     be = pick_backend(args.backend)
     model = io.load(path, backend=be)
     name, _, (xt, yt), classes = load_data(dataset, args.data_root, args.quiet)
+    scored = model.num_classes()
+    if scored is not None and scored != len(classes):  # fewer: never predicts some classes
+        raise ValueError(
+            f"{path} scores {scored} classes, {name} has {len(classes)}; evaluate a model on the "
+            f"kind of data it was trained on (--dataset)"
+        )
     confusion = _confusion(model, xt, yt, len(classes))
     print(f"{name}: accuracy {100 * metrics.accuracy(confusion):.2f}% on {len(xt)} test samples")
     width = max(len(c) for c in classes)

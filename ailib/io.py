@@ -43,7 +43,15 @@ import numpy as np
 
 from . import backends, losses, optimizers
 from ._files import atomic_open
-from ._modelfile import Archive, ModelFileError, check_arrays, check_config, check_finite
+from ._modelfile import (
+    META_RULES,
+    Archive,
+    ModelFileError,
+    check_arrays,
+    check_config,
+    check_finite,
+    meta_fault,
+)
 from .backends import Backend
 from .graph import Input
 from .layers import LAYERS
@@ -136,6 +144,12 @@ def _model_entries(model: Model) -> tuple[dict[str, Any], dict[str, np.ndarray]]
                 f"save: layer {i} ({type(layer).__qualname__}) is not in "
                 f"ailib.layers.LAYERS, so a saved file could not name it"
             )
+        if not layer.built and not layer.sized:
+            raise ValueError(
+                f"save: layer {i} ({layer.name}) has no weights yet: its input size is not "
+                f"known; build the model first (model.build(input_shapes), or fit or predict "
+                f"on data), then save"
+            )
         entry: dict[str, Any] = {"class": layer.name, "config": layer.get_config()}
         for kind in ("params", "buffers"):
             entry[kind] = {}
@@ -163,7 +177,13 @@ def _model_entries(model: Model) -> tuple[dict[str, Any], dict[str, np.ndarray]]
         config["loss_from_logits"] = True
     meta = getattr(model, "meta", None)
     if meta:
-        config["meta"] = json.loads(json.dumps(meta))  # plain JSON, or TypeError now
+        try:
+            config["meta"] = json.loads(json.dumps(meta, allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"save: model.meta must be plain JSON: {exc}") from exc
+        fault = meta_fault(config["meta"])
+        if fault:  # a file load would refuse: not written
+            raise ValueError(f"save: model.{fault}; model.meta may hold {META_RULES}")
     from .model import Sequential  # model.py imports this module
 
     if not isinstance(model, Sequential):
@@ -172,6 +192,14 @@ def _model_entries(model: Model) -> tuple[dict[str, Any], dict[str, np.ndarray]]
 
 
 def _write(path: Path, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
+    try:  # what load checks first: a file it would refuse is not written
+        check_config(path, config, range(1, VERSION + 1), FORMAT)
+        _check_graph(path, config)
+    except ModelFileError as exc:
+        reason = str(exc).removeprefix(f"{path}: ")
+        raise ValueError(
+            f"save: load would refuse this model's file ({reason}); not written"
+        ) from None
     text = json.dumps(config, allow_nan=False)
     arrays = {CONFIG_KEY: np.frombuffer(text.encode("utf-8"), dtype=np.uint8), **arrays}
     with atomic_open(path) as f:
@@ -223,7 +251,8 @@ def checkpoint_state(path: str | os.PathLike) -> tuple[int, dict[str, list[float
         check_config(path, config, range(1, VERSION + 1), FORMAT)
     ckpt = config.get("checkpoint")
     try:
-        return int(ckpt["epoch"]), {k: list(v) for k, v in ckpt["history"].items()}
+        history = {k: [_from_json_number(v) for v in vs] for k, vs in ckpt["history"].items()}
+        return int(ckpt["epoch"]), history
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ModelFileError(
             f"{path}: not a checkpoint, or damaged training state ({type(exc).__name__}: {exc})"
@@ -283,12 +312,13 @@ def restore_checkpoint(
             for slot in slots["arrays"]:
                 state[key][slot] = model.backend.asarray(arrays[f"optimizer.{key}.{slot}"])
         rng_states = ckpt["rng"]
+        iterations = int(opt["iterations"])
         epoch = int(ckpt["epoch"])
         history = {k: [_from_json_number(v) for v in vs] for k, vs in ckpt["history"].items()}
         model.rng.set_state(rng_states["model"])
         for index, layer_state in rng_states["layers"].items():
             model.layers[int(index)].rng.set_state(layer_state)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, ArithmeticError) as exc:
         if isinstance(exc, ModelFileError):
             raise
         raise ModelFileError(
@@ -298,7 +328,7 @@ def restore_checkpoint(
         optimizer.load_named_state(model.layers, state)
     except ValueError as exc:
         raise ModelFileError(f"{path}: {exc}") from exc
-    optimizer.iterations = int(opt["iterations"])
+    optimizer.iterations = iterations
     if math.isfinite(lr) and lr >= 0:
         optimizer.lr = lr
     for layer, source in zip(model.layers, saved.layers):
@@ -388,7 +418,10 @@ def _build(
     if "graph" in config:
         model: Model = _graph_model(path, config["graph"], layers, be, dtype)
     else:
-        model = Sequential(layers, backend=be, dtype=dtype)
+        try:
+            model = Sequential(layers, backend=be, dtype=dtype)
+        except (TypeError, ValueError) as exc:  # e.g. a layer taking several inputs
+            raise ModelFileError(f"{path}: no 'graph' entry, and not a Sequential: {exc}") from exc
     model.seed = config.get("seed")
     model.meta = dict(config.get("meta", {}))
     _seed_random_sources(model)
@@ -436,9 +469,9 @@ def _check_graph(path: Path, config: dict[str, Any]) -> None:
     def fault(message: str) -> ModelFileError:
         return ModelFileError(f"{path}: graph: {message}")
 
-    graph = config.get("graph")
-    if graph is None:
+    if "graph" not in config:
         return
+    graph = config["graph"]
     layers = config.get("layers")
     if config.get("version") != 2 or not isinstance(layers, list):
         raise fault("a graph needs format version 2 and a 'layers' list")

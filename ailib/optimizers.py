@@ -278,11 +278,41 @@ class Optimizer:
         return {names[key]: slots for key, slots in self.state.items() if key in names}
 
     def load_named_state(self, layers: Sequence[Layer], state: dict[str, dict[str, Any]]) -> None:
-        """Replace the state with ``state`` as `named_state` gave it, for the same ``layers``."""
+        """Replace the state with ``state`` as `named_state` gave it, for the same ``layers``.
+
+        Raises:
+            ValueError: a parameter the model does not have, or a parameter's state without the
+                slots the rule keeps (`initial_state`: a step count as an int >= 0 or a 0-d
+                array, arrays of the parameter's shape)."""
         keys = {f"{i}.{k}": (layer, k) for i, layer in enumerate(layers) for k in layer.params}
         unknown = sorted(set(state) - set(keys))
         if unknown:
             raise ValueError(f"optimizer state for parameters the model does not have: {unknown}")
+        for name, slots in state.items():
+            layer, k = keys[name]
+            with layer.backend.context():  # CuPy: made on the layer's GPU, as by init_state
+                fresh = self.initial_state(layer.params[k])
+            if fresh is None:  # the rule cannot say what it keeps
+                continue
+            if set(slots) != set(fresh):
+                raise ValueError(
+                    f"optimizer state of {name} holds {sorted(slots)}, "
+                    f"{type(self).__name__} keeps {sorted(fresh)}"
+                )
+            for slot, value in fresh.items():
+                given = slots[slot]
+                if isinstance(value, int):  # a count: kept as a 0-d array by compiled steps
+                    if getattr(given, "ndim", None) != 0 and (type(given) is not int or given < 0):
+                        raise ValueError(
+                            f"optimizer state {name}.{slot} is {given!r}, expected a step "
+                            f"count (an int >= 0)"
+                        )
+                elif getattr(given, "shape", None) != value.shape:
+                    raise ValueError(
+                        f"optimizer state {name}.{slot} is {type(given).__name__} of shape "
+                        f"{getattr(given, 'shape', None)}, expected an array of shape "
+                        f"{tuple(value.shape)}"
+                    )
         self.state = {keys[name]: dict(slots) for name, slots in state.items()}
 
 

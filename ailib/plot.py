@@ -12,6 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ._files import atomic_open
+
 
 def have_matplotlib() -> bool:
     """Whether matplotlib can be imported."""
@@ -29,7 +31,8 @@ def training_figure(
     path: str | os.PathLike,
     title: str = "",
 ) -> Path:
-    """Save a three-panel PNG to ``path``: train/validation loss and accuracy (from a
+    """Save a three-panel PNG to ``path`` (atomically: `ailib._files.atomic_open`; the format
+    follows the suffix, PNG without one): train/validation loss and accuracy (from a
     `Sequential.fit` history with ``val_*`` entries) and the confusion matrix (rows: true class,
     columns: predicted class)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -70,5 +73,6 @@ def training_figure(
     if title:
         fig.suptitle(title)
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    with atomic_open(path) as f:  # a run killed while drawing keeps the previous figure
+        fig.savefig(f, format=path.suffix.lstrip(".").lower() or "png", dpi=110)
     return path

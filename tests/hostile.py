@@ -63,30 +63,46 @@ def write_zip(
     *,
     compression: int = zipfile.ZIP_STORED,
     claims: dict[str, int] | None = None,
+    stored_claims: dict[str, int] | None = None,
+    versions: dict[str, int] | None = None,
 ) -> Path:
-    """A zip of ``members``; ``claims`` overwrites the uncompressed size the directory and the
-    local headers state for some members (a lying archive)."""
+    """A zip of ``members``; the directory and the local headers of some members lie:
+    ``claims`` overwrites the uncompressed size they state, ``stored_claims`` the compressed
+    (stored) size, ``versions`` the zip version needed to extract (x 10, e.g. 64 for 6.4)."""
     with zipfile.ZipFile(path, "w", compression) as z:
         for name, data in members.items():
             z.writestr(name, data)
-    if claims:
-        data = bytearray(path.read_bytes())
-        for name, size in claims.items():
-            encoded = name.encode()
-            at = data.find(b"PK\x03\x04")  # local headers: size at +22
-            while at >= 0:
-                n = struct.unpack_from("<H", data, at + 26)[0]
-                if data[at + 30 : at + 30 + n] == encoded:
-                    struct.pack_into("<I", data, at + 22, size)
-                at = data.find(b"PK\x03\x04", at + 4)
-            at = data.find(b"PK\x01\x02")  # central directory: size at +24
-            while at >= 0:
-                n = struct.unpack_from("<H", data, at + 28)[0]
-                if data[at + 46 : at + 46 + n] == encoded:
-                    struct.pack_into("<I", data, at + 24, size)
-                at = data.find(b"PK\x01\x02", at + 4)
-        path.write_bytes(bytes(data))
+    data = bytearray(path.read_bytes())
+    # (what, its offset in a local header, in a central directory entry, struct format)
+    for lies, local, central, fmt in (
+        (claims, 22, 24, "<I"),
+        (stored_claims, 18, 20, "<I"),
+        (versions, 4, 6, "<H"),
+    ):
+        for name, value in (lies or {}).items():
+            _patch(data, name.encode(), b"PK\x03\x04", 26, 30, local, fmt, value)
+            _patch(data, name.encode(), b"PK\x01\x02", 28, 46, central, fmt, value)
+    path.write_bytes(bytes(data))
     return path
+
+
+def _patch(
+    data: bytearray,
+    name: bytes,
+    sig: bytes,
+    name_len: int,
+    name_at: int,
+    at: int,
+    fmt: str,
+    value: int,
+) -> None:
+    """Set the field at offset ``at`` of every header with signature ``sig`` naming ``name``."""
+    start = data.find(sig)
+    while start >= 0:
+        n = struct.unpack_from("<H", data, start + name_len)[0]
+        if data[start + name_at : start + name_at + n] == name:
+            struct.pack_into(fmt, data, start + at, value)
+        start = data.find(sig, start + 4)
 
 
 def gzip_zeros(size: int, prefix: bytes = b"") -> bytes:

@@ -197,6 +197,46 @@ def test_model_checkpoint_saves_only_improvements(tmp_path: Path) -> None:
     assert config["checkpoint"]["history"]["score"] == [3.0, 2.0, 2.5, 1.5]
 
 
+@pytest.mark.parametrize(
+    "template, message",
+    [
+        ("c{epoch.npz", r"is not a valid template \(expected '}' before end of string\)"),
+        ("c{epoch}}.npz", r"is not a valid template \(Single '}' encountered"),
+        ("c{0}.npz", "has a positional field"),
+        ("c{}.npz", "has a positional field"),
+    ],
+)
+def test_a_checkpoint_template_that_cannot_work_is_refused_before_training(
+    tmp_path: Path, template: str, message: str
+) -> None:
+    """Before: str.format's bare ValueError or IndexError after the first epoch's training."""
+    with pytest.raises(ValueError, match=f"^ModelCheckpoint: path .*{message}.*literal braces"):
+        ModelCheckpoint(tmp_path / template)
+
+
+@pytest.mark.parametrize(
+    "template, message",
+    [
+        (
+            "c{score_typo}.npz",
+            r"KeyError: 'score_typo'\); it may name epoch, accuracy, loss, lr, score",
+        ),
+        ("c{epoch:s}.npz", r"ValueError: Unknown format code 's'"),
+    ],
+)
+def test_a_checkpoint_template_naming_no_log_says_what_it_may_name(
+    tmp_path: Path, template: str, message: str
+) -> None:
+    """Before: a bare KeyError (or str.format's ValueError) from the first save."""
+    x, y = _data()
+    checkpoint = ModelCheckpoint(tmp_path / template)
+    with pytest.raises(
+        ValueError, match=f"^ModelCheckpoint: path .* cannot be filled in .*{message}"
+    ):
+        _model().fit(x, y, epochs=1, batch_size=16, callbacks=[Score([1.0]), checkpoint])
+    assert not any(tmp_path.iterdir())
+
+
 def test_model_checkpoint_refuses_resume_with_best_only_or_epoch_paths(tmp_path: Path) -> None:
     for kwargs in ({"save_best_only": True}, {"path": tmp_path / "c{epoch}.npz"}):
         with pytest.raises(ValueError, match="resume=True needs one file"):
@@ -215,6 +255,7 @@ def test_a_nan_validation_loss_is_saved_in_the_checkpoint_history(
     model = _model()
     expected = model.fit(x, y, epochs=1, validation_data=(bad, y), checkpoint=path)
     assert np.isnan(expected["val_loss"][0])
+    assert np.isnan(ailib.io.checkpoint_state(path)[1]["val_loss"][0])  # not the string "nan"
     again = _model().fit(x, y, epochs=1, validation_data=(bad, y), checkpoint=path, resume=True)
     assert np.isnan(again["val_loss"][0]) and again["loss"] == expected["loss"]
 

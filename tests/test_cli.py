@@ -304,6 +304,12 @@ def test_user_errors_give_one_message_and_status_1(data: Path, tmp_path: Path) -
         r"^ailib: Sequential.predict: the first layer \(Dense\) expects x of shape \(N, 64\), "
         r"received \(20, 784\)",
     )
+    for k in (3, 20):  # before: 3 passed silently, 20 failed in confusion_matrix
+        scores = ailib.Sequential(zoo.mlp(784, (8,), k), backend="numpy").save(tmp_path / "k.npz")
+        _assert_one_message(
+            run_cli("evaluate", "--model", str(scores), *common),
+            rf"^ailib: {re.escape(str(scores))} scores {k} classes, mnist has 10; evaluate a model",
+        )
     broken = tmp_path / "broken.npz"
     broken.write_bytes(b"PK\x03\x04" + bytes(100))
     _assert_one_message(
@@ -421,6 +427,9 @@ def test_evaluate_takes_the_recorded_dataset_and_a_run_folder(
     assert "was trained on fashion-mnist; evaluating on mnist as asked" in capsys.readouterr().err
     assert cli.main(["evaluate", "--model", str(tmp_path)]) == 2
     assert "a folder without model.npz" in capsys.readouterr().err
+    os.mkfifo(tmp_path / "fifo.npz")
+    assert cli.main(["evaluate", "--model", str(tmp_path / "fifo.npz")]) == 2
+    assert "fifo.npz: not a regular file or folder" in capsys.readouterr().err  # it exists
 
 
 def test_a_text_file_as_model_is_named_not_unpickled(

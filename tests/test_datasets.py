@@ -39,6 +39,26 @@ def test_idx_layout_is_big_endian_with_the_published_header(tmp_path: Path) -> N
     assert data[12:] == b"".join(v.to_bytes(4, "big") for v in (1, 2, 3))
 
 
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ((1,) * 33, "arrays need 1 to 32 dimensions, received 33"),  # read_idx reads 32
+        (
+            (2**32, 0),
+            r"IDX stores each dimension as a uint32 \(below 2\*\*32\), received shape \(4294967296, 0\)",
+        ),
+    ],
+    ids=["33 dimensions", "a dimension of 2**32"],
+)
+def test_write_idx_refuses_what_read_idx_could_not_read(
+    tmp_path: Path, shape: tuple[int, ...], message: str
+) -> None:
+    """Before: a file read_idx refuses, or NumPy's bare OverflowError from the header."""
+    with pytest.raises(ValueError, match=f"^write_idx: {message}"):
+        datasets.write_idx(tmp_path / "a.idx", np.zeros(shape, np.uint8))
+    assert not any(tmp_path.iterdir())
+
+
 def _valid_idx() -> bytes:
     header = bytes([0, 0, 8, 2]) + (2).to_bytes(4, "big") + (3).to_bytes(4, "big")
     return header + bytes(range(6))
@@ -165,6 +185,38 @@ def test_local_file_is_checked_on_its_decompressed_content(tmp_path: Path) -> No
         mnist.load_file(path, spec.files["test_images"])
 
 
+@pytest.mark.parametrize("label", [10, 255])
+def test_labels_outside_the_classes_are_refused_naming_the_file(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch, label: int
+) -> None:
+    """A labels file with the right header but a label that is no class (the MNIST training
+    files have no content hash here): refused on loading, not after a run trained on it."""
+    spec = tiny_dataset(checksums=False)
+    monkeypatch.setitem(datasets.DATASETS, "mnist", spec)
+    files = write_tiny(isolated / "root", spec)
+    labels = datasets.read_idx(files["train_labels"])
+    labels[3] = label
+    datasets.write_idx(files["train_labels"], labels)
+    message = (
+        f"{files['train_labels']}: labels must lie in \\[0, 9\\] \\(the 10 classes of MNIST\\), "
+        f"the file holds labels up to {label}"
+    )
+    with pytest.raises(IDXFormatError, match=message):
+        datasets.load("mnist", "train", isolated / "root", download=False)
+    datasets.load("mnist", "test", isolated / "root", download=False)  # the other split is fine
+
+
+@pytest.mark.parametrize("name, split", [("mnsit", "train"), ("mnist", "validation")])
+def test_an_unknown_dataset_or_split_is_named(name: str, split: str) -> None:
+    """Before: a bare KeyError."""
+    with pytest.raises(
+        ValueError,
+        match=f"expected a dataset in .*'fashion-mnist'.* and a split "
+        f"in \\['test', 'train'\\], received '{name}', '{split}'",
+    ):
+        datasets.load(name, split, download=False)
+
+
 # -- where files are found ------------------------------------------------------------------
 @pytest.fixture
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -271,6 +323,44 @@ def test_train_test_split_is_seeded_disjoint_and_complete() -> None:
     assert len(datasets.train_test_split(x, y, test_size=0.3)[1][1]) == 15
     with pytest.raises(ValueError, match="empty"):
         datasets.train_test_split(x, y, test_size=50)
+
+
+PREPROCESSING_MISTAKES = {
+    "one_hot of no labels": (
+        lambda: datasets.one_hot(np.array([], dtype=np.int64)),
+        ValueError,
+        "one_hot: no labels to count the classes from; pass classes=",
+    ),
+    "one_hot of 0 classes": (
+        lambda: datasets.one_hot(np.array([], dtype=np.int64), classes=0),
+        ValueError,
+        "one_hot: classes must be positive, received 0",
+    ),
+    "flatten of a scalar": (
+        lambda: datasets.flatten(np.float32(3)),
+        ValueError,
+        r"flatten: expected samples \(N, ...\), received a scalar float32",
+    ),
+    "a NaN test_size": (
+        lambda: datasets.train_test_split(np.zeros(10), np.zeros(10), test_size=float("nan")),
+        ValueError,
+        r"test_size must be a count \(int\) or a fraction in \(0, 1\), received nan",
+    ),
+    "a test_size as text": (
+        lambda: datasets.train_test_split(np.zeros(10), np.zeros(10), test_size="0.2"),
+        TypeError,
+        "test_size must be a count .*, received '0.2'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(PREPROCESSING_MISTAKES))
+def test_preprocessing_mistakes_are_named(case: str) -> None:
+    """Before: NumPy's "zero-size array to reduction operation maximum", an IndexError, "cannot
+    convert float NaN to integer", "invalid literal for int()"; 0 classes gave a (0, 0) array."""
+    call, kind, message = PREPROCESSING_MISTAKES[case]
+    with pytest.raises(kind, match=message):
+        call()
 
 
 # -- downloads from a local HTTP server -----------------------------------------------------

@@ -4,13 +4,16 @@ once and trickling or endless ones within their deadline (1 s here)."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import importlib
 import io
 import re
 import socket
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytest
@@ -28,6 +31,8 @@ MD5 = hashlib.md5(BODY).hexdigest()
 # them (0.5 s once did: a TimeoutError where the server's own misbehaviour was expected)
 TIMEOUT, DEADLINE = 1.0, 2.0
 MiB = 1 << 20
+#: the module (``ailib.datasets.download`` is the function)
+download_module = importlib.import_module("ailib.datasets.download")
 
 
 def _head(conn: socket.socket, status: str = "200 OK", **headers: object) -> None:
@@ -246,6 +251,58 @@ def test_redirects_between_http_mirrors_are_followed(tmp_path: Path, good: str) 
 def test_mirrors_must_be_http(tmp_path: Path, mirror: str) -> None:
     with pytest.raises(DownloadFailed, match="not an http or https URL"):
         datasets.download(NAME, [mirror], tmp_path, MD5, quiet=True)
+
+
+def test_a_destination_that_cannot_be_written_is_not_blamed_on_the_mirrors(
+    tmp_path: Path,
+) -> None:
+    """The OSError is raised as it is, before any mirror is asked; before, every mirror was
+    tried, reported as failing and marked dead for the next files."""
+    (tmp_path / "good").mkdir()
+    (tmp_path / "good" / NAME).write_bytes(BODY)
+    (tmp_path / "a-file").write_bytes(b"")
+    dead: set[str] = set()
+    with serve(tmp_path / "good") as (url, requests):
+        with pytest.raises(NotADirectoryError) as info:
+            datasets.download(
+                NAME, [url, url], tmp_path / "a-file" / "cache", MD5, quiet=True, dead=dead
+            )
+    assert info.value.filename == str(tmp_path / "a-file" / "cache")
+    assert requests == [] and dead == set()
+
+
+def test_a_full_disk_stops_the_download_without_trying_other_mirrors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write failing mid-file (ENOSPC, simulated after 100 KB) is raised naming the file, the
+    temporary file is removed, and no second mirror is asked to fill the disk again."""
+    real = download_module.atomic_open
+
+    class Full:
+        def __init__(self, out: Any) -> None:
+            self.out, self.written = out, 0
+
+        def write(self, data: bytes) -> int:
+            if self.written + len(data) > 100_000:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.written += len(data)
+            return self.out.write(data)
+
+    @contextmanager
+    def filling(path: Path) -> Iterator[Full]:
+        with real(path) as out:
+            yield Full(out)
+
+    monkeypatch.setattr(download_module, "atomic_open", filling)
+    (tmp_path / "good").mkdir()
+    (tmp_path / "good" / NAME).write_bytes(BODY)
+    cache, dead = tmp_path / "cache", set()
+    with serve(tmp_path / "good") as (url, requests):
+        with pytest.raises(OSError, match="No space left on device") as info:
+            datasets.download(NAME, [url, url], cache, MD5, quiet=True, dead=dead)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(cache / NAME)
+    assert requests == [f"/{NAME}"] and dead == set()
+    assert list(cache.iterdir()) == []
 
 
 def test_a_stale_temporary_file_of_a_killed_download_is_removed(tmp_path: Path, good: str) -> None:

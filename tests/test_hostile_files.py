@@ -6,6 +6,7 @@ and no debris once the next save has run."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -129,6 +130,19 @@ HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
         ),
         "claims 3600000128 bytes from 128 stored bytes",
     ),
+    "zip directory claims 3.6 GB stored in a file of 120 KB": (
+        lambda p: _model(
+            p,
+            dense_config(30_000, 30_000),
+            {
+                "layers.0.params.W.npy": npy_header((30_000, 30_000)),
+                "layers.0.params.b.npy": npy(np.zeros(30_000, np.float32)),
+            },
+            claims={"layers.0.params.W.npy": 128 + 30_000 * 30_000 * 4},
+            stored_claims={"layers.0.params.W.npy": 128 + 30_000 * 30_000 * 4},
+        ),
+        r"claims 3600000128 stored bytes from offset \d+, the file holds 12\d{4} bytes",
+    ),
     ".npy header claims 2**40 floats": (
         lambda p: _model(
             p,
@@ -189,6 +203,30 @@ HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
         ),
         r"member 'x.npy': bad shape \(-3,\)",
     ),
+    "a header with an unclosed bracket": (
+        lambda p: _model(
+            p,
+            dense_config(4, 3),
+            {**_dense_arrays(), "x.npy": npy_header((3,)).replace(b"(3,)", b"(3,(") + bytes(12)},
+        ),
+        r"member 'x.npy' is not a readable .npy array \(TokenError: \('EOF in multi-line",
+    ),
+    "a header key as bytes": (
+        lambda p: _model(
+            p,
+            dense_config(4, 3),
+            {**_dense_arrays(), "x.npy": npy_header((3,)).replace(b"'shape'", b"b'sJpe'")},
+        ),
+        r"member 'x.npy' is not a readable .npy array \(TypeError: '<' not supported",
+    ),
+    "a header with a dtype NumPy cannot parse": (
+        lambda p: _model(
+            p,
+            dense_config(4, 3),
+            {**_dense_arrays(), "x.npy": npy_header((3,)).replace(b"'<f4'", b"',f4'")},
+        ),
+        r"member 'x.npy' is not a readable .npy array \(SyntaxError: ",
+    ),
     "a header nested 4000 deep": (
         lambda p: _model(
             p,
@@ -212,6 +250,10 @@ HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
     "a member twice": (
         lambda p: _duplicate(p),
         "appears twice",
+    ),
+    "a member needing zip version 6.4": (
+        lambda p: _model(p, dense_config(4, 3), versions={"layers.0.params.b.npy": 64}),
+        r"truncated or damaged \(NotImplementedError: zip file version 6.4\)",
     ),
     "a structured dtype": (
         lambda p: _model(
@@ -269,6 +311,12 @@ HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
         lambda p: _model(p, '{"format": "ailib.model", "version": NaN}'),
         "NaN is not a number ailib writes",
     ),
+    "a setting of 1e400 (infinity as a float)": (
+        lambda p: _model(
+            p, json.dumps(_with(lambda c: c.update(meta={"lr": 0.5}))).replace("0.5", "1e400")
+        ),
+        "1e400 is not a number ailib writes",
+    ),
     "config is a list": (lambda p: _model(p, [1, 2]), "config.json is not a JSON object"),
     "layers is an object": (
         lambda p: _model(p, _with(lambda c: c.update(layers={"0": c["layers"][0]}))),
@@ -280,7 +328,11 @@ HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
     ),
     "seed is a string": (
         lambda p: _model(p, _with(lambda c: c.update(seed="0"))),
-        "seed '0' is not an int",
+        "seed '0' is not a non-negative int",
+    ),
+    "seed is negative": (
+        lambda p: _model(p, _with(lambda c: c.update(seed=-1))),
+        "seed -1 is not a non-negative int",
     ),
     "loss is a list": (
         lambda p: _model(p, _with(lambda c: c.update(loss=["MSE"]))),
@@ -591,3 +643,22 @@ def test_a_live_writers_temporary_file_is_not_removed(tmp_path: Path) -> None:
         os.close(fd)
     model.save(path)  # the writer is gone: now it is debris
     assert not live.exists() and ailib.load(path)
+
+
+def test_a_fifo_named_like_a_temporary_file_does_not_block_the_save(tmp_path: Path) -> None:
+    """The stale-file cleanup opened it for reading and waited for a writer forever; it is not
+    ailib's (temporary files are regular files) and is left alone. An alarm bounds the test."""
+
+    def blocked(signum: int, frame: object) -> None:
+        pytest.fail("the save blocked")  # not an OSError, which the cleanup would swallow
+
+    fifo = tmp_path / ".model.npz.abcdefgh.tmp"
+    os.mkfifo(fifo)
+    before = signal.signal(signal.SIGALRM, blocked)
+    signal.setitimer(signal.ITIMER_REAL, 5.0)
+    try:
+        ailib.Sequential(zoo.mlp(4, (3,), 2), backend="numpy", seed=1).save(tmp_path / "model.npz")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [fifo.name, "model.npz"]

@@ -4,7 +4,10 @@ atomic writes, and checkpoints that resume exactly."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import stat
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,6 +16,7 @@ import pytest
 
 import ailib
 from ailib import io, zoo
+from ailib.datasets import read_idx, write_idx
 from ailib.layers import (
     GELU,
     LAYERS,
@@ -42,6 +46,7 @@ from ailib.layers import (
 from ailib.optimizers import SGD, Adam, AdamW, RMSprop
 
 from .helpers import assert_close, host
+from .hostile import config_npy, dense_config, npy, write_zip
 
 X = np.random.default_rng(0).random((16, 64), dtype=np.float32)
 Y = np.arange(16) % 3
@@ -232,12 +237,129 @@ def test_float64_models_keep_their_dtype(tmp_path: Path) -> None:
     assert loaded.layers[0].params["W"].dtype == np.float64
 
 
+def test_saving_over_a_fifo_or_a_link_to_one_is_refused_and_leaves_it(tmp_path: Path) -> None:
+    """The rename of an atomic save would replace it (run as root, `save("/dev/null")` replaced
+    the device with a regular file)."""
+    model = ailib.Sequential(zoo.mlp(4, (3,), 2), backend="numpy", seed=1)
+    fifo, link = tmp_path / "fifo", tmp_path / "link.npz"
+    os.mkfifo(fifo)
+    link.symlink_to(fifo)
+    for target in (fifo, link):
+        with pytest.raises(FileExistsError, match=f"^{re.escape(str(target))} exists and is not"):
+            model.save(target)
+        with pytest.raises(FileExistsError, match="not a regular file"):
+            write_idx(target, np.zeros(3, np.uint8))
+    x, y = np.zeros((8, 4), np.float32), np.arange(8) % 2
+    with pytest.raises(FileExistsError, match="ModelCheckpoint: .*fifo exists and is not a"):
+        model.fit(x, y, checkpoint=fifo, verbose=0)  # refused before training, as a directory
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and link.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "link.npz"]
+
+
 def test_save_refuses_a_layer_outside_the_registry(tmp_path: Path) -> None:
     class Custom(ReLU):
         pass
 
     with pytest.raises(ValueError, match="not in ailib.layers.LAYERS"):
         ailib.Sequential([Dense(2, 2), Custom()], backend="numpy").save(tmp_path / "m.npz")
+
+
+def _graph_of(shape: tuple[int, ...]) -> ailib.Model:
+    x = ailib.Input(shape)
+    return ailib.Model(x, Flatten()(x), backend="numpy")
+
+
+# a model whose file load would refuse -> what save says
+LOAD_REFUSES = {
+    "10,001 layers": (
+        lambda: ailib.Sequential([Dense(2, 2)] + [ReLU() for _ in range(10_000)], backend="numpy"),
+        "10001 layers, more than 10000",
+    ),
+    "a 9-axis input": (lambda: _graph_of((1,) * 9), "graph: input 0 needs a 'shape' of 1 to 8"),
+    "an input axis of 2**31 + 1": (
+        lambda: _graph_of((2**31 + 1,)),
+        "graph: input 0 needs a 'shape' of 1 to 8 positive ints",
+    ),
+    "a Reshape to 65 axes": (
+        lambda: ailib.Sequential([Dense(2, 2), Reshape((1,) * 64 + (2,))], backend="numpy"),
+        r"layer 1 \(Reshape\) cannot be built from its config",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(LOAD_REFUSES))
+def test_save_refuses_a_model_whose_file_load_would_refuse(tmp_path: Path, case: str) -> None:
+    """Save checks the config as load does (before: the file was written, and never loaded)."""
+    build, message = LOAD_REFUSES[case]
+    with pytest.raises(ValueError, match=f"^save: load would refuse this model's file .{message}"):
+        build().save(tmp_path / "m.npz")
+    assert not any(tmp_path.iterdir())
+
+
+META_LOAD_REFUSES = {
+    "a long string": ({"notes": "x" * 300}, "meta entry 'notes' is not a short JSON scalar"),
+    "an object": ({"a": {"b": 1}}, "meta entry 'a' is not a short JSON scalar"),
+    "a list of 65": ({"classes": list(range(65))}, "meta entry 'classes' is not a short"),
+    "65 entries": ({str(i): i for i in range(65)}, "meta entry is not an object of at most 64"),
+}
+
+
+@pytest.mark.parametrize("case", list(META_LOAD_REFUSES))
+def test_save_refuses_meta_that_load_would_refuse(tmp_path: Path, case: str) -> None:
+    """Before: the file was written, and every load of it failed (ModelFileError)."""
+    meta, message = META_LOAD_REFUSES[case]
+    model = ailib.Sequential(zoo.mlp(4, (3,), 2), backend="numpy", seed=1)
+    model.meta = meta
+    with pytest.raises(ValueError, match=f"^save: model.{message}.*may hold at most 64 entries"):
+        model.save(tmp_path / "m.npz")
+    model.meta = {"notes": "fine", "classes": [str(i) for i in range(64)]}
+    assert ailib.load(model.save(tmp_path / "m.npz")).meta == model.meta
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
+
+
+def test_save_names_meta_that_is_not_plain_json(tmp_path: Path) -> None:
+    model = ailib.Sequential(zoo.mlp(4, (3,), 2), backend="numpy", seed=1)
+    for meta in ({"x": {1, 2}}, {"x": float("nan")}):
+        model.meta = meta
+        with pytest.raises(TypeError, match="^save: model.meta must be plain JSON: "):
+            model.save(tmp_path / "m.npz")
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [Dense(3), LayerNorm(), BatchNorm1D(), Conv2D(None, 2, 3)],
+    ids=lambda layer: layer.name,
+)
+def test_save_refuses_a_layer_whose_input_size_is_not_known_yet(
+    tmp_path: Path, layer: ailib.layers.Layer
+) -> None:
+    """Such a layer has no weights, so its file could not be loaded (Dense, BatchNorm1D,
+    Conv2D) or would load a model failing at its first batch (LayerNorm: KeyError 'gamma')."""
+    model = ailib.Sequential([Dense(4, 6), layer], backend="numpy", seed=0)
+    with pytest.raises(ValueError, match=rf"save: layer 1 \({layer.name}\) has no weights yet"):
+        model.save(tmp_path / "m.npz")
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_file_with_an_unbuilt_layer_norm_loads_and_builds_on_its_first_batch(
+    tmp_path: Path,
+) -> None:
+    """A LayerNorm without its size holds no arrays (as older ailib saved it, before it was
+    called): it loads unbuilt and makes its weights from the first batch."""
+    config = dense_config(4, 3)
+    config["layers"].append(
+        {"class": "LayerNorm", "config": {"normalized_shape": None}, "params": {}, "buffers": {}}
+    )
+    weights = {
+        "layers.0.params.W.npy": npy(np.ones((3, 4), np.float32)),
+        "layers.0.params.b.npy": npy(np.zeros(3, np.float32)),
+    }
+    path = write_zip(tmp_path / "m.npz", {"config.json.npy": config_npy(config), **weights})
+    model = ailib.load(path, backend="numpy")
+    y = host(model.predict(np.arange(8, dtype=np.float32).reshape(2, 4)))
+    assert y.shape == (2, 3) and model.layers[1].built
+    np.testing.assert_allclose(y, np.zeros((2, 3)), atol=1e-6)  # equal rows: centred to 0
 
 
 # -- damaged files --------------------------------------------------------------------------
@@ -357,6 +479,17 @@ def test_a_graph_in_a_version_1_file_is_refused(saved_graph: Path) -> None:
         ailib.load(saved_graph)
 
 
+def test_a_graph_entry_that_is_null_or_missing_is_refused(saved_graph: Path) -> None:
+    """null is not a graph; without one, layers taking several inputs (Add) are no Sequential
+    (both were a raw TypeError)."""
+    _rewrite(saved_graph, lambda config, arrays: _set(config, "graph", None))
+    with pytest.raises(ailib.ModelFileError, match="graph: expected an object with non-empty"):
+        ailib.load(saved_graph)
+    _rewrite(saved_graph, lambda config, arrays: config.pop("graph"))
+    with pytest.raises(ailib.ModelFileError, match="no 'graph' entry, and not a Sequential: Add"):
+        ailib.load(saved_graph)
+
+
 @pytest.mark.parametrize("keep", [0.1, 0.5, 0.9, 0.99])
 def test_truncated_file_is_refused(saved: Path, keep: float) -> None:
     data = saved.read_bytes()
@@ -371,6 +504,29 @@ def test_other_files_are_refused(tmp_path: Path, content: bytes) -> None:
     path.write_bytes(content)
     with pytest.raises(ailib.ModelFileError, match=str(path)):
         ailib.load(path)
+
+
+def test_a_fifo_or_a_directory_as_a_file_to_read_is_refused_at_once(tmp_path: Path) -> None:
+    """Opening a FIFO for reading waited for a writer forever (load, metadata, read_idx); a
+    directory is named as one. An alarm bounds the test should opening block again."""
+
+    def blocked(signum: int, frame: object) -> None:
+        pytest.fail("opening the FIFO blocked")  # not an OSError, which may be expected
+
+    fifo = tmp_path / "model.npz"
+    os.mkfifo(fifo)
+    before = signal.signal(signal.SIGALRM, blocked)
+    signal.setitimer(signal.ITIMER_REAL, 5.0)
+    try:
+        for read in (ailib.load, io.metadata, io.checkpoint_state, read_idx):
+            with pytest.raises(OSError, match="not a regular file .a FIFO, device or socket") as e:
+                read(fifo)
+            assert e.value.filename == str(fifo)
+            with pytest.raises(IsADirectoryError, match="is a directory, not a file"):
+                read(tmp_path)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
 
 
 def test_bad_json_and_npy_files_are_refused(saved: Path, tmp_path: Path) -> None:
@@ -401,6 +557,24 @@ def test_a_failed_save_leaves_the_old_file_and_no_debris(
         ailib.Sequential(zoo.mlp(4, (3,), 2), backend="numpy", seed=1).save(saved)
     assert saved.read_bytes() == before
     assert [p.name for p in saved.parent.iterdir()] == [saved.name]
+
+
+def test_a_read_only_directory_is_named_with_the_target(
+    saved: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The error named the hidden temporary file (``.m.npz.x1y2z3w4.tmp``) the user never asked
+    for. (The tests run as root, which writes anywhere, so the refusal is simulated.)"""
+    before = saved.read_bytes()
+
+    def read_only(dir: str, prefix: str, suffix: str) -> tuple[int, str]:
+        raise PermissionError(13, "Permission denied", f"{dir}/{prefix}x1y2z3w4{suffix}")
+
+    monkeypatch.setattr(ailib._files.tempfile, "mkstemp", read_only)
+    with pytest.raises(PermissionError) as info:
+        ailib.Sequential(zoo.mlp(4, (3,), 2), backend="numpy", seed=1).save(saved)
+    assert info.value.filename == str(saved) and ".tmp" not in str(info.value)
+    assert f"cannot create a file in {saved.parent}" in str(info.value)
+    assert saved.read_bytes() == before
 
 
 def test_saving_over_a_directory_is_refused_before_anything_is_written(tmp_path: Path) -> None:
@@ -508,6 +682,53 @@ def test_resume_refuses_another_architecture_or_optimizer(tmp_path: Path) -> Non
     _model().save(plain)
     with pytest.raises(ailib.ModelFileError, match="not a checkpoint"):
         _fit(_model(), Adam(lr=0.01), plain, resume=True)
+
+
+def _adam_w0(change: Callable[[dict], None]) -> Callable[[dict[str, Any], Any], None]:
+    return lambda config, arrays: change(config["checkpoint"]["optimizer"]["state"]["0.W"])
+
+
+# damage to a checkpoint's training state -> what the ModelFileError says
+STATE_DAMAGE = {
+    "iterations missing": (
+        lambda config, arrays: config["checkpoint"]["optimizer"].pop("iterations"),
+        "damaged training state .KeyError: 'iterations'",
+    ),
+    "a step count that is a float": (
+        _adam_w0(lambda s: s["scalars"].update(t=1.5)),
+        r"optimizer state 0.W.t is 1.5, expected a step count \(an int >= 0\)",
+    ),
+    "a negative step count": (
+        _adam_w0(lambda s: s["scalars"].update(t=-1)),
+        "optimizer state 0.W.t is -1, expected a step count",
+    ),
+    "a moment missing": (
+        _adam_w0(lambda s: s["arrays"].remove("V")),
+        r"optimizer state of 0.W holds \['M', 't'\], Adam keeps \['M', 'V', 't'\]",
+    ),
+    "a moment as a number": (
+        _adam_w0(lambda s: (s["arrays"].remove("V"), s["scalars"].update(V=0))),
+        r"optimizer state 0.W.V is int of shape None, expected an array of shape \(16, 64\)",
+    ),
+    "a random state out of range": (
+        lambda config, arrays: config["checkpoint"]["rng"]["model"]["host"].update(uinteger=2**40),
+        "damaged training state .OverflowError",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", list(STATE_DAMAGE))
+def test_damaged_training_state_is_refused_naming_the_file(tmp_path: Path, damage: str) -> None:
+    """Before: KeyError, AttributeError, ZeroDivisionError or OverflowError, some only at the
+    first step of the resumed run."""
+    path = tmp_path / "ckpt.npz"
+    with pytest.raises(Interrupt):
+        _fit(_model(), Adam(lr=0.01), path, stop_at=3)
+    change, message = STATE_DAMAGE[damage]
+    _rewrite(path, change)
+    with pytest.raises(ailib.ModelFileError, match=message) as info:
+        _fit(_model(), Adam(lr=0.01), path, resume=True)
+    assert str(info.value).startswith(f"{path}: ")
 
 
 def test_a_loaded_model_trains_reproducibly(tmp_path: Path) -> None:

@@ -46,3 +46,27 @@ def test_colour_bar_says_what_its_colours_mean(figure_axes):
     colour_bar = axes[-1]
     assert "share" in colour_bar.get_ylabel()
     assert "counts" in axes[2].get_title()
+
+
+def test_a_failed_drawing_keeps_the_previous_figure_and_leaves_no_debris(tmp_path, monkeypatch):
+    """The figure was written straight to its name: a run killed (or a disk filling) while
+    drawing left a truncated PNG."""
+    pytest.importorskip(
+        "matplotlib", reason="matplotlib is not installed (pip install 'ailib[plot]')"
+    )
+    from matplotlib.figure import Figure
+
+    history, confusion = {"loss": [0.5], "accuracy": [0.8]}, np.array([[5, 1], [2, 7]])
+    path = plot.training_figure(history, confusion, ["a", "b"], tmp_path / "t.png")
+    before = path.read_bytes()
+    assert before.startswith(b"\x89PNG")
+
+    def half_then_fail(fig, target, **kwargs):
+        target.write(before[: len(before) // 2])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Figure, "savefig", half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        plot.training_figure(history, confusion, ["a", "b"], path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["t.png"]

@@ -29,7 +29,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterable, TextIO
+from typing import Any, Iterable, Iterator, TextIO
 
 from .._files import atomic_open
 
@@ -162,7 +162,9 @@ def download(
     tried; nothing is left behind. A mirror that cannot be reached, does not speak HTTP, is too
     slow or redirects off http/https is added to ``dead`` (when given) and skipped for the next
     files. ``timeout`` bounds each connection attempt and read, ``deadline`` the whole file
-    (default: ``timeout + size / MIN_RATE`` seconds).
+    (default: ``timeout + size / MIN_RATE`` seconds). A failure to write ``dest_dir/filename``
+    (no such directory, no space left) is no mirror's fault: it is raised at once, as the
+    OSError it is.
 
     Raises:
         DownloadFailed: no mirror gave a verified file (the message lists every attempt).
@@ -199,18 +201,37 @@ def _fetch_verified(
     deadline: float,
     stream: TextIO | None,
 ) -> None:
-    """Stream ``url`` into ``dest`` if it is verified; any failure is a _MirrorFailed."""
+    """Stream ``url`` into ``dest`` if it is verified. A failure of the mirror is a
+    _MirrorFailed; a failure to write ``dest`` (no such directory, no space left) is raised as
+    the OSError it is: no other mirror would help, and this one is not to blame."""
+    with atomic_open(dest) as out:
+        for chunk in _verified_chunks(url, md5, size, timeout, deadline, stream):
+            try:
+                out.write(chunk)
+            except OSError as exc:
+                if exc.filename is None:  # ENOSPC and the like name no file: name dest
+                    raise type(exc)(exc.errno, exc.strerror, str(dest)) from exc
+                raise
+
+
+def _verified_chunks(
+    url: str,
+    md5: str,
+    size: int | None,
+    timeout: float,
+    deadline: float,
+    stream: TextIO | None,
+) -> Iterator[bytes]:
+    """The body of ``url`` in chunks, ending normally only if all of it is verified (size and
+    MD5); any failure of the mirror is a _MirrorFailed."""
     if urllib.parse.urlsplit(url).scheme not in SCHEMES:
         raise _MirrorFailed("not an http or https URL", dead=True)
     limit = size if size is not None else MAX_BYTES
     start, done = time.monotonic(), 0
     try:
-        with (
-            _opener(start + deadline, deadline).open(
-                url, timeout=min(timeout, deadline)
-            ) as response,
-            atomic_open(dest) as out,
-        ):
+        with _opener(start + deadline, deadline).open(
+            url, timeout=min(timeout, deadline)
+        ) as response:
             announced = response.headers.get("Content-Length")
             announced = int(announced) if announced and announced.isdigit() else None
             if announced is not None and announced > limit:
@@ -221,7 +242,7 @@ def _fetch_verified(
                 done += len(chunk)
                 if done > limit:
                     raise _MirrorFailed(f"sent more than the published {limit} bytes; cut off")
-                out.write(chunk)
+                yield chunk
                 h.update(chunk)
                 bar.update(len(chunk))
                 if time.monotonic() - start > deadline:

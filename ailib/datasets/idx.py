@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .._files import atomic_open
+from .._files import atomic_open, open_regular
 
 #: IDX type byte -> big-endian dtype
 IDX_TYPES: dict[int, np.dtype] = {
@@ -73,7 +73,7 @@ def read_idx(
             or a length that does not match the dimensions (truncated or trailing bytes).
     """
     path = Path(path)
-    with open(path, "rb") as raw:
+    with open_regular(path) as raw:
         compressed = raw.read(2) == GZIP_MAGIC
         raw.seek(0)
         size = os.fstat(raw.fileno()).st_size
@@ -187,8 +187,15 @@ def idx_bytes(array: np.ndarray) -> bytes:
     if not codes:
         raise TypeError(f"write_idx: dtype {array.dtype} has no IDX type code")
     code, dtype = codes[0], IDX_TYPES[codes[0]]
-    if array.ndim == 0 or array.ndim > 255:
-        raise ValueError(f"write_idx: arrays need 1 to 255 dimensions, received {array.ndim}")
+    if array.ndim == 0 or array.ndim > MAX_NDIM:  # what read_idx reads back
+        raise ValueError(
+            f"write_idx: arrays need 1 to {MAX_NDIM} dimensions, received {array.ndim}"
+        )
+    if max(array.shape) >= 1 << 32:
+        raise ValueError(
+            f"write_idx: IDX stores each dimension as a uint32 (below 2**32), received shape "
+            f"{array.shape}"
+        )
     header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
     return header + np.ascontiguousarray(array, dtype=dtype).tobytes()
 

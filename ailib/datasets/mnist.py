@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .download import ChecksumMismatch, DownloadFailed, download
-from .idx import read_idx
+from .idx import IDXFormatError, read_idx
 
 Arrays = tuple[np.ndarray, np.ndarray]
 
@@ -279,11 +279,23 @@ def load(
     quiet: bool = False,
 ) -> Arrays:
     """One split ("train" or "test") of dataset ``name`` ("mnist", "fashion-mnist") as
-    (images uint8 (N, 28, 28), labels int64 (N,)) on the host."""
+    (images uint8 (N, 28, 28), labels int64 (N,)) on the host; labels outside the dataset's
+    classes are refused (`IDXFormatError` naming the file)."""
+    if name not in DATASETS or split not in SPLITS:
+        raise ValueError(
+            f"load: expected a dataset in {sorted(DATASETS)} and a split in {sorted(SPLITS)}, "
+            f"received {name!r}, {split!r}"
+        )
     spec = DATASETS[name]
     keys = SPLITS[split]
     paths = fetch(spec, keys, root, download_missing=download, quiet=quiet)
     images, labels = (load_file(paths[k], spec.files[k]) for k in keys)
+    if labels.size and labels.max() >= len(spec.classes):  # uint8: never below 0
+        raise IDXFormatError(
+            f"{paths[keys[1]]}: labels must lie in [0, {len(spec.classes) - 1}] (the "
+            f"{len(spec.classes)} classes of {spec.title}), the file holds labels up to "
+            f"{labels.max()}; delete it and fetch it again"
+        )
     return images, labels.astype(np.int64)
 
 

@@ -233,12 +233,13 @@ class Layer:
     ) -> Layer:
         """The layer ``cls(**config)`` holding ``params`` and ``buffers`` (host or device arrays
         of the shapes `array_shapes` gives) as its weights: nothing is drawn, since a layer
-        makes its weights only when built, and it counts as built."""
+        makes its weights only when built, and it counts as built (unless its config leaves a
+        size open: it then holds nothing and is built by its first input)."""
         layer = cls(**config, backend=backend, dtype=dtype)
         be = layer.backend
         layer.params = {k: be.asarray(v, dtype=layer.dtype) for k, v in params.items()}
         layer.buffers = {k: be.asarray(v, dtype=layer.dtype) for k, v in buffers.items()}
-        layer.built = True
+        layer.built = layer.sized
         return layer
 
     def to(self, backend: str | Backend | None = None, dtype: Any = None) -> Layer:
