@@ -328,8 +328,9 @@ def layer_spec(path: Path, where: str, entry: Any) -> LayerSpec:
     return LayerSpec(cls, kwargs, shapes)
 
 
-def _plain(value: Any, depth: int = 0) -> bool:
-    """A layer setting: a JSON scalar (short string) or a short list of them."""
+def _plain(value: Any, depth: int = 0, most: int = 64) -> bool:
+    """A layer setting: a JSON scalar (short string) or a list of at most ``most`` of them,
+    or of such lists."""
     if value is None or isinstance(value, (bool, int, float)):
         return True
     if isinstance(value, str):
@@ -337,8 +338,8 @@ def _plain(value: Any, depth: int = 0) -> bool:
     return (
         isinstance(value, list)
         and depth < 2
-        and len(value) <= 64
-        and all(_plain(v, depth + 1) for v in value)
+        and len(value) <= most
+        and all(_plain(v, depth + 1, most) for v in value)
     )
 
 
@@ -389,10 +390,14 @@ def check_config(path: Path, config: Any, versions: range, format_name: str) -> 
     return [layer_spec(path, f"layer {i}", entry) for i, entry in enumerate(layers)]
 
 
+#: the longest list a model file's ``meta`` may hold (class names: ImageNet's 21,841 fit)
+MAX_META_LIST = 100_000
+
 #: what a model file's ``meta`` may hold, in words
 META_RULES = (
     "at most 64 entries, names of up to 64 characters, each value a JSON scalar (strings of up "
-    "to 256 characters) or a list of up to 64 of them, or of such lists"
+    f"to 256 characters) or a list of up to {MAX_META_LIST:,} of them, or of such lists (all "
+    f"of config.json within {MAX_CONFIG_BYTES >> 20} MB)"
 )
 
 
@@ -402,7 +407,7 @@ def meta_fault(meta: Any) -> str | None:
     if not isinstance(meta, dict) or len(meta) > 64:
         return "meta entry is not an object of at most 64 entries"
     for key, value in meta.items():
-        if not isinstance(key, str) or len(key) > 64 or not _plain(value):
+        if not isinstance(key, str) or len(key) > 64 or not _plain(value, most=MAX_META_LIST):
             return f"meta entry {_short(key)} is not a short JSON scalar or list: {_short(value)}"
     return None
 

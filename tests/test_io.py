@@ -299,7 +299,8 @@ def test_save_refuses_a_model_whose_file_load_would_refuse(tmp_path: Path, case:
 META_LOAD_REFUSES = {
     "a long string": ({"notes": "x" * 300}, "meta entry 'notes' is not a short JSON scalar"),
     "an object": ({"a": {"b": 1}}, "meta entry 'a' is not a short JSON scalar"),
-    "a list of 65": ({"classes": list(range(65))}, "meta entry 'classes' is not a short"),
+    "a list of 100,001": ({"classes": [0] * 100_001}, "meta entry 'classes' is not a short"),
+    "lists of lists of lists": ({"grid": [[[0]]]}, "meta entry 'grid' is not a short"),
     "65 entries": ({str(i): i for i in range(65)}, "meta entry is not an object of at most 64"),
 }
 
@@ -312,7 +313,8 @@ def test_save_refuses_meta_that_load_would_refuse(tmp_path: Path, case: str) -> 
     model.meta = meta
     with pytest.raises(ValueError, match=f"^save: model.{message}.*may hold at most 64 entries"):
         model.save(tmp_path / "m.npz")
-    model.meta = {"notes": "fine", "classes": [str(i) for i in range(64)]}
+    # CIFAR-100's or ImageNet's class names fit
+    model.meta = {"notes": "fine", "classes": [f"class {i}" for i in range(21_841)]}
     assert ailib.load(model.save(tmp_path / "m.npz")).meta == model.meta
     assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
 
