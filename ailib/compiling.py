@@ -228,6 +228,7 @@ class CompiledStep:
     _compiled_for: Any = None  # the refs `compiled` was made for
     _settings: Any = None  # and the optimizer's settings
     _owners: list[tuple[Any, str]] = []  # the (layer, name) of each "params" ref, in order
+    _counts: list[bool] = []  # per ref: whether the step updates it (state of a trainable layer)
 
     def _make_refs(self, model: Any) -> list[tuple[str, Any, str]]:
         refs: list[tuple[str, Any, str]] = []
@@ -387,9 +388,13 @@ class CompiledStep:
         optimizer's step count (``iterations`` before the call), the last output in
         ``model.output``."""
         optimizer = self.optimizer
-        # integer state entries are step counts (Adam's t): +1 per step, kept on the host
-        for (holder, name), value, result in zip(pairs, values, new):
-            holder[name] = value + steps if isinstance(value, int) else result
+        # integer state entries are step counts (Adam's t): +1 per step of a trainable layer
+        # (a frozen one's stays), kept on the host
+        for (holder, name), value, result, counts in zip(pairs, values, new, self._counts):
+            if isinstance(value, int):
+                holder[name] = value + steps if counts else value
+            else:
+                holder[name] = result
         for layer in model.layers:
             layer.zero_grad()
         for (layer, name), grad in zip(self._owners, grads):
@@ -471,6 +476,7 @@ class CompiledStep:
                 self.looped = None
             self._compiled_for, self._settings = refs, settings
             self._owners = [(layer, name) for kind, layer, name in refs if kind == "params"]
+            self._counts = [kind == "state" and owner[0].trainable for kind, owner, _ in refs]
         return refs, pairs
 
     _checked_in: object = None  # the `unchanged` block whose first step checked the layers

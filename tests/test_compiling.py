@@ -328,6 +328,35 @@ def test_a_change_after_compiling_is_seen_by_the_next_step(name: str, change: st
             np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), rtol=1e-12)
 
 
+def _adam_frozen_between(be: Any, compiled: bool | None) -> tuple[Any, Any]:
+    """Adam for a `fit`, the first layer frozen for the next, unfrozen for a third."""
+    x, y = _data()
+    model = ailib.Sequential(zoo.mlp(6, (8,), 3), backend=be, dtype="float64", seed=0)
+    model.compile_steps = compiled
+    opt = optimizers.Adam(0.01)
+    for trainable in (True, False, True):
+        model.layers[0].trainable = trainable
+        model.fit(x, y, optimizer=opt, epochs=1, batch_size=8, verbose=False)
+    return model, opt
+
+
+@pytest.mark.parametrize("name", ["numpy", "jax", "torch"])
+def test_a_frozen_layers_adam_step_count_stays_in_compiled_steps(name: str) -> None:
+    """Adam's step count t of a frozen layer's parameters stays where it is, as uncompiled
+    (the compiled steps used to advance every integer state entry, the frozen layers'
+    included, so that the unfrozen layer's bias corrections were those of a later step)."""
+    be = _jax(name)
+    fast, fast_opt = _adam_frozen_between(be, None)
+    eager, eager_opt = _adam_frozen_between(be, False)
+    assert [s.off for _, _, s in compiling._STEPS[fast]] == [False]  # it did compile
+    counts = {k: s["t"] for k, s in fast_opt.named_state(fast.layers).items()}
+    assert counts == {k: s["t"] for k, s in eager_opt.named_state(eager.layers).items()}
+    assert counts["0.W"] == 10 and counts["2.W"] == 15  # 5 steps per fit; frozen for one
+    for a, b in zip(fast.layers, eager.layers):
+        for key in a.params:
+            np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), rtol=1e-12)
+
+
 class _FreezeAt(Callback):
     """Freezes the first layer at the end of batch ``step`` of the first epoch."""
 
