@@ -99,9 +99,13 @@ def unchanged(model: Any) -> Iterator[None]:
             _UNCHANGED[model] = previous
 
 
-def _loss_key(loss: Any) -> tuple[type, str]:
-    """Losses of one class and settings compute the same (`fit` makes a new one per call)."""
-    return type(loss), repr(loss)
+def _loss_key(loss: Any) -> tuple[Any, ...]:
+    """Losses of one class and settings compute the same (`fit` makes a new one per call):
+    the settings as its repr states them and as its plain attributes hold them (a loss of
+    the user's whose repr does not name its settings)."""
+    plain = (bool, int, float, str)
+    settings = [(k, v) for k, v in vars(loss).items() if isinstance(v, plain)]
+    return type(loss), repr(loss), tuple(sorted(settings))
 
 
 def step_for(model: Any, loss: Any, optimizer: Any) -> Callable[[Any, Any], Any] | None:

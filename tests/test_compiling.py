@@ -357,6 +357,49 @@ def test_a_frozen_layers_adam_step_count_stays_in_compiled_steps(name: str) -> N
             np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), rtol=1e-12)
 
 
+class _ScaledMSE(ailib.losses.MSE):
+    """A loss of the user's: a setting of its own, and the repr it inherits does not say it."""
+
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+
+    def _value_and_grad(self, xp: Any, y_pred: Any, target: Any) -> tuple[Any, Any]:
+        value, grad = super()._value_and_grad(xp, y_pred, target)
+        return self.scale * value, self.scale * grad
+
+
+def _fit_with_losses(be: Any, compiled: bool | None) -> Any:
+    x, y = _data()
+    layers = [*zoo.mlp(6, (8,), 3), ailib.layers.Softmax()]
+    model = ailib.Sequential(layers, backend=be, dtype="float64", seed=0)
+    model.compile_steps = compiled
+    opt = optimizers.SGD(0.5)
+    xd, targets = be.asarray(x[:8]), be.asarray(np.eye(3)[y[:8]])
+    for loss in (
+        ailib.losses.CategoricalCrossEntropy(),
+        ailib.losses.CategoricalCrossEntropy(eps=0.3),
+        _ScaledMSE(1.0),
+        _ScaledMSE(20.0),
+    ):
+        for _ in range(2):
+            model.train_step(xd, targets, loss, opt)
+    return model
+
+
+@pytest.mark.parametrize("name", ["numpy", "jax", "torch"])
+def test_a_loss_with_other_settings_is_compiled_afresh(name: str) -> None:
+    """Each loss here is a new object of the class before it, with another setting: the
+    compiled step is made for it, as the uncompiled step uses it. (A new loss was taken to
+    compute what the last one did where their reprs were equal, and neither
+    CategoricalCrossEntropy's nor BinaryCrossEntropy's repr said eps.)"""
+    be = _jax(name)
+    fast, eager = _fit_with_losses(be, None), _fit_with_losses(be, False)
+    assert [s.off for _, _, s in compiling._STEPS[fast]] == [False]  # it did compile
+    for a, b in zip(fast.layers, eager.layers):
+        for key in a.params:
+            np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), rtol=1e-12)
+
+
 class _FreezeAt(Callback):
     """Freezes the first layer at the end of batch ``step`` of the first epoch."""
 
