@@ -3,6 +3,7 @@ and stay off where they must (Dropout, accumulation, the flag)."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -252,6 +253,31 @@ def test_jax_steps_donate_parameters_and_state_and_copy_an_array_given_twice() -
         runs.append([host(p) for layer in model.layers for p in layer.params.values()])
     for fast, eager in zip(*runs):
         np.testing.assert_allclose(fast, eager, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["numpy", "torch"])
+def test_a_replayed_step_updates_an_array_given_twice_as_the_uncompiled_step(name: str) -> None:
+    """Two layers given the same weights, before the first step: NumPy's and PyTorch's
+    uncompiled steps update that one array twice, in place, and so do the traced and checked
+    runs of their replays. (They traced on one copy per place, so that one layer's update was
+    lost, and the check then warned and turned compiling off.)"""
+    be = _jax(name)
+    x, y = _data()
+    runs = []
+    for compiled in (None, False):
+        model = ailib.Sequential(zoo.mlp(6, (8, 8, 8), 3), backend=be, dtype="float64", seed=0)
+        model.compile_steps = compiled
+        model.layers[4].params["W"] = model.layers[2].params["W"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # (the check's warning, where the replay differs)
+            model.fit(x, y, optimizer=optimizers.SGD(0.1, momentum=0.9), batch_size=8, verbose=0)
+        assert model.layers[4].params["W"] is model.layers[2].params["W"]
+        runs.append(model)
+    fast, eager = runs
+    assert [s.off for _, _, s in compiling._STEPS[fast]] == [False]  # it did compile
+    for a, b in zip(fast.layers, eager.layers):
+        for key in a.params:
+            np.testing.assert_array_equal(host(a.params[key]), host(b.params[key]))
 
 
 def test_a_jax_step_that_fails_after_taking_its_inputs_says_so() -> None:

@@ -725,7 +725,7 @@ class ReplayStep(_Replays):
             originals = inputs[0]
             # (copies keep each array's memory layout: a result that depends on it, such as a
             # reduction's order or `subtract_scaled`'s path, is then the uncompiled step's)
-            copies = [v.copy(order="K") if isinstance(v, np.ndarray) else v for v in originals]
+            copies = _copies(originals, _copy_keeping_layout)
             result, rec = trace(self.fn, copies, *inputs[1:])
             for original, copy in zip(originals, copies):
                 if isinstance(original, np.ndarray):
@@ -742,7 +742,7 @@ class ReplayStep(_Replays):
             return result
         if not entry["checked"]:
             entry["checked"] = True
-            copies = [v.copy(order="K") if isinstance(v, np.ndarray) else v for v in leaves]
+            copies = _copies(leaves, _copy_keeping_layout)
             replayed = entry["replay"](copies)
             result = self.fn(*inputs)
             if not _same(replayed, result):
@@ -755,6 +755,24 @@ class ReplayStep(_Replays):
                 )
             return result
         return entry["replay"](leaves)
+
+
+def _copy_keeping_layout(v: Any) -> Any:
+    return v.copy(order="K") if isinstance(v, np.ndarray) else None
+
+
+def _copies(values: list[Any], copy: Callable[[Any], Any]) -> list[Any]:
+    """``values`` with each array replaced by ``copy(array)`` (None for what is no array,
+    kept as it is), one copy per array: an array given in two places (two layers given the
+    same weights) is one copy in both, so that the traced and checked runs update it twice, in
+    place, as the uncompiled step does."""
+    made: dict[int, Any] = {}
+    out = []
+    for v in values:
+        if id(v) not in made:
+            made[id(v)] = copy(v)
+        out.append(v if made[id(v)] is None else made[id(v)])
+    return out
 
 
 def _restore(result: Any, rec: _Trace, swap: dict[int, Any]) -> Any:

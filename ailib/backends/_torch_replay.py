@@ -23,7 +23,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._replay import TraceError, _Codegen, _flatten, _Ref, _Replays, _same, _wrap_inputs
+from ._replay import (
+    TraceError,
+    _Codegen,
+    _copies,
+    _flatten,
+    _Ref,
+    _Replays,
+    _same,
+    _wrap_inputs,
+)
 
 __all__ = ["TorchReplayStep"]
 
@@ -270,7 +279,7 @@ class TorchReplayStep(_Replays):
         entry = self.replays.get(key)
         if entry is None:
             originals = inputs[0]
-            copies = [v.clone() if isinstance(v, torch.Tensor) else v for v in originals]
+            copies = _copies(originals, self._clone)
             result, rec = trace(torch, self.fn, copies, *inputs[1:])
             with torch.no_grad():
                 for original, copy in zip(originals, copies):
@@ -282,7 +291,7 @@ class TorchReplayStep(_Replays):
             return self._swap(result, swap)
         if not entry["checked"]:
             entry["checked"] = True
-            copies = [v.clone() if isinstance(v, torch.Tensor) else v for v in leaves]
+            copies = _copies(leaves, self._clone)
             replayed = entry["replay"](copies)
             result = self.fn(*inputs)
             if not _same(self._host(replayed), self._host(result)):
@@ -295,6 +304,9 @@ class TorchReplayStep(_Replays):
                 )
             return result
         return entry["replay"](leaves)
+
+    def _clone(self, v: Any) -> Any:
+        return v.clone() if isinstance(v, self.torch.Tensor) else None
 
     def _swap(self, value: Any, swap: dict[int, Any]) -> Any:
         if isinstance(value, (list, tuple)):
