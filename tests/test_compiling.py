@@ -280,6 +280,31 @@ def test_a_replayed_step_updates_an_array_given_twice_as_the_uncompiled_step(nam
             np.testing.assert_array_equal(host(a.params[key]), host(b.params[key]))
 
 
+@pytest.mark.parametrize("name", ["numpy", "torch"])
+def test_a_replay_is_checked_on_the_batch_itself(name: str) -> None:
+    """Unshuffled, `fit`'s batches are views into the data at any alignment, and PyTorch's
+    CPU products round by alignment: the check of a replay (its second call) runs it on the
+    batch itself, not on a copy (which, aligned otherwise, differed in the last bits of the
+    output: the check warned and turned compiling off)."""
+    be = _jax(name)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((23, 5)), rng.integers(0, 3, 23)
+    runs = []
+    for compiled in (None, False):
+        model = ailib.Sequential(zoo.mlp(5, (7, 6), 3), backend=be, dtype="float64", seed=0)
+        model.compile_steps = compiled
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            model.fit(x, y, optimizer="sgd", batch_size=5, shuffle=False, verbose=False)
+        runs.append(model)
+    fast, eager = runs
+    assert [s.off for _, _, s in compiling._STEPS[fast]] == [False]
+    assert not any(s.compiled.broken for _, _, s in compiling._STEPS[fast])  # still replayed
+    for a, b in zip(fast.layers, eager.layers):
+        for key in a.params:
+            np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), rtol=1e-12)
+
+
 def test_a_jax_step_that_fails_after_taking_its_inputs_says_so() -> None:
     be = _jax()
     x, y = _data()

@@ -28,11 +28,11 @@ What cannot be replayed is refused, and the step then runs uncompiled from then 
 - a write into an array made outside the step's recorded arrays, or an array of the subclass
   that no recorded call produced,
 - and, as a final check, a replay that does not equal the uncompiled step to the bit: the second
-  call of each shape runs both (the replay on copies) and compares every output. This catches
-  what a trace cannot see: a step's array copied out by NumPy without a call that dispatches
-  (``np.array(x)``), or passed where NumPy does not look for overrides (the ``indices`` of
-  ``np.take(constant, indices)``): its value in the traced run would be a constant of the
-  replay.
+  call of each shape runs both (the replay on copies of the parameters and state, and on the
+  batch itself) and compares every output. This catches what a trace cannot see: a step's
+  array copied out by NumPy without a call that dispatches (``np.array(x)``), or passed where
+  NumPy does not look for overrides (the ``indices`` of ``np.take(constant, indices)``): its
+  value in the traced run would be a constant of the replay.
 
 Constants of the replay: shapes, dtypes, the layer structure, hyperparameters other than the
 learning rate (as for ``jax.jit``). The learning rate and integer state (step counts) are
@@ -693,8 +693,9 @@ class ReplayStep(_Replays):
     generated function of NumPy calls per input signature (see the module docstring).
 
     Per signature: the first call traces ``fn`` (that run is the step); the second runs the
-    uncompiled step and, on copies of the inputs, the replay, and compares them to the bit (a
-    difference turns replays off for this step, with a warning); later calls replay.
+    uncompiled step and, on copies of the parameters and state, the replay, and compares them
+    to the bit (a difference turns replays off for this step, with a warning); later calls
+    replay.
     ``source(signature)`` shows a generated function.
     """
 
@@ -742,7 +743,10 @@ class ReplayStep(_Replays):
             return result
         if not entry["checked"]:
             entry["checked"] = True
-            copies = _copies(leaves, _copy_keeping_layout)
+            # the values on copies (the step updates them in place); the batch as it is
+            # (read only: a copy's other alignment may change a product's last bits)
+            held = len(inputs[0])
+            copies = _copies(leaves[:held], _copy_keeping_layout) + leaves[held:]
             replayed = entry["replay"](copies)
             result = self.fn(*inputs)
             if not _same(replayed, result):

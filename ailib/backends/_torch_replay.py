@@ -10,10 +10,11 @@ the same.
 As for NumPy: the trace runs on copies of the parameters and state (a refused trace leaves the
 model as it was), a value read back to Python (``.item()``, ``bool(t)``, ``float(t)``, a
 comparison such as ``torch.equal``) refuses the trace, and the second call of each shape runs the
-uncompiled step next to the replay (on copies) and compares every output to the bit. Tensors
-made inside the step (``torch.zeros``, ``torch.arange``) are made again by the replay. Calls that
-return their own input unchanged (``t.to(t.dtype)``) are left out of the replay. The learning
-rate and step counts are 0-d tensors (the parameters' dtype, int64).
+uncompiled step next to the replay (on copies of the parameters and state) and compares every
+output to the bit. Tensors made inside the step (``torch.zeros``, ``torch.arange``) are made
+again by the replay. Calls that return their own input unchanged (``t.to(t.dtype)``) are left
+out of the replay. The learning rate and step counts are 0-d tensors (the parameters' dtype,
+int64).
 """
 
 from __future__ import annotations
@@ -291,7 +292,10 @@ class TorchReplayStep(_Replays):
             return self._swap(result, swap)
         if not entry["checked"]:
             entry["checked"] = True
-            copies = _copies(leaves, self._clone)
+            # the values on copies (the step updates them in place); the batch as it is
+            # (read only: a copy's other alignment may change a product's last bits)
+            held = len(inputs[0])
+            copies = _copies(leaves[:held], self._clone) + leaves[held:]
             replayed = entry["replay"](copies)
             result = self.fn(*inputs)
             if not _same(self._host(replayed), self._host(result)):
