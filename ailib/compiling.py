@@ -33,7 +33,9 @@ step it is made zeroed (`ailib.optimizers.Optimizer.init_state`: zero moments an
 of 0, from which every rule's first update is the one it makes from no state).
 
 Left to the uncompiled path: the first step of an optimizer whose rule makes its own state
-(`Optimizer.initial_state` None: a rule of a subclass), gradient accumulation
+(`Optimizer.initial_state` None: a rule of a subclass), the first step of a model whose
+weights wait for the first batch (``Dense(128)`` without an input size: they are made by that
+step's forward pass, which a trace must not do), gradient accumulation
 (``update=False``), models that draw random numbers per step (Dropout: its masks would become
 constants of the trace; such models are never compiled, since the first compiled
 call is the real step on NumPy and CuPy, and consumes its inputs on JAX), steps that cannot be
@@ -122,6 +124,10 @@ def compiled_step(model: Any, loss: Any, optimizer: Any) -> CompiledStep | None:
     setting = getattr(model, "compile_steps", None)
     compiler = getattr(model.backend, "compiler", None)
     if setting is False or compiler is None or not model.training:
+        return None
+    if not getattr(model, "built", True):
+        # weights made by this step's forward pass (sizes from the first batch) would be made
+        # inside the trace: constants of it, or JAX's tracers leaking out; it runs uncompiled
         return None
     if setting is None and not model.backend.compile_default:
         return None

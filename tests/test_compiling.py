@@ -379,6 +379,31 @@ def test_a_change_after_compiling_is_seen_by_the_next_step(name: str, change: st
             np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), rtol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["numpy", "jax", "torch"])
+def test_a_model_built_by_its_first_batch_compiles_from_its_second_step(name: str) -> None:
+    """Layers without their input sizes (``Dense(8)``, no ``input_shape``) make their weights
+    in the first step's forward pass: that step runs uncompiled, the next ones compile. (It
+    was traced: JAX raised UnexpectedTracerError, NumPy's replay made the weights and the
+    optimizer's state constants of its trace, PyTorch's warned and gave up compiling.)"""
+    be = _jax(name)
+    x, y = _data()
+    runs = []
+    for compiled in (None, False):
+        layers = [Dense(8), ReLU(), Dense(3)]
+        model = ailib.Sequential(layers, backend=be, dtype="float64", seed=0)
+        model.compile_steps = compiled
+        assert not model.built
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            model.fit(x, y, optimizer=optimizers.Adam(0.01), batch_size=8, verbose=False)
+        runs.append(model)
+    fast, eager = runs
+    assert [s.off for _, _, s in compiling._STEPS[fast]] == [False]  # it did compile
+    for a, b in zip(fast.layers, eager.layers):
+        for key in a.params:
+            np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), rtol=1e-12)
+
+
 def _adam_frozen_between(be: Any, compiled: bool | None) -> tuple[Any, Any]:
     """Adam for a `fit`, the first layer frozen for the next, unfrozen for a third."""
     x, y = _data()
