@@ -489,14 +489,15 @@ class RMSprop(Optimizer):
         a = self.alpha
         if "V" not in state:
             state["V"] = (1.0 - a) * (grad * grad)
-            if self.centered:
-                state["G"] = (1.0 - a) * grad
         else:
             v = state["V"]
             v *= a
             v += (1.0 - a) * (grad * grad)
             state["V"] = v
-            if self.centered:
+        if self.centered:
+            if "G" not in state:  # (also where ``centered`` was turned on after some steps)
+                state["G"] = (1.0 - a) * grad
+            else:
                 g = state["G"]
                 g *= a
                 g += (1.0 - a) * grad

@@ -433,6 +433,28 @@ def test_a_frozen_layers_adam_step_count_stays_in_compiled_steps(name: str) -> N
             np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), rtol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["numpy", "jax", "torch"])
+def test_rmsprop_turned_centered_between_two_fits_starts_its_mean_gradient(name: str) -> None:
+    """``centered`` set on an RMSprop that has trained: the mean gradient G starts from 0 at
+    the next step, compiled or not (both raised KeyError 'G': only V was there)."""
+    be = _jax(name)
+    x, y = _data()
+    runs = []
+    for compiled in (None, False):
+        model = ailib.Sequential(zoo.mlp(6, (8,), 3), backend=be, dtype="float64", seed=0)
+        model.compile_steps = compiled
+        opt = optimizers.RMSprop(0.01)
+        model.fit(x, y, optimizer=opt, batch_size=8, verbose=False)
+        opt.centered = True
+        model.fit(x, y, optimizer=opt, batch_size=8, verbose=False)
+        assert all("G" in slots for slots in opt.state.values())
+        runs.append(model)
+    fast, eager = runs
+    for a, b in zip(fast.layers, eager.layers):
+        for key in a.params:
+            np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), rtol=1e-12)
+
+
 class _ScaledMSE(ailib.losses.MSE):
     """A loss of the user's: a setting of its own, and the repr it inherits does not say it."""
 
