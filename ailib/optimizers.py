@@ -616,6 +616,15 @@ class AdamW(Adam):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "decay_vectors": self.decay_vectors}
 
+    @property
+    def decay_vectors(self) -> bool:
+        return self._decay_vectors
+
+    @decay_vectors.setter
+    def decay_vectors(self, value: bool) -> None:
+        self._decay_vectors = bool(value)
+        self._membership = {}  # each parameter's decay, looked up again at its next step
+
     def default_decay(self, key: ParamKey, param: Any) -> float | None:
         return None if self.decay_vectors or param.ndim >= 2 else 0.0
 
