@@ -33,7 +33,9 @@ step it is made zeroed (`ailib.optimizers.Optimizer.init_state`: zero moments an
 of 0, from which every rule's first update is the one it makes from no state).
 
 Left to the uncompiled path: the first step of an optimizer whose rule makes its own state
-(`Optimizer.initial_state` None: a rule of a subclass), gradient accumulation
+(`Optimizer.initial_state` None: a rule of a subclass), the first step of a model whose
+weights wait for the first batch (``Dense(128)`` without an input size: they are made by that
+step's forward pass, which a trace must not do), gradient accumulation
 (``update=False``), models that draw random numbers per step (Dropout: its masks would become
 constants of the trace; such models are never compiled, since the first compiled
 call is the real step on NumPy and CuPy, and consumes its inputs on JAX), steps that cannot be
@@ -99,9 +101,13 @@ def unchanged(model: Any) -> Iterator[None]:
             _UNCHANGED[model] = previous
 
 
-def _loss_key(loss: Any) -> tuple[type, str]:
-    """Losses of one class and settings compute the same (`fit` makes a new one per call)."""
-    return type(loss), repr(loss)
+def _loss_key(loss: Any) -> tuple[Any, ...]:
+    """Losses of one class and settings compute the same (`fit` makes a new one per call):
+    the settings as its repr states them and as its plain attributes hold them (a loss of
+    the user's whose repr does not name its settings)."""
+    plain = (bool, int, float, str)
+    settings = [(k, v) for k, v in vars(loss).items() if isinstance(v, plain)]
+    return type(loss), repr(loss), tuple(sorted(settings))
 
 
 def step_for(model: Any, loss: Any, optimizer: Any) -> Callable[[Any, Any], Any] | None:
@@ -118,6 +124,10 @@ def compiled_step(model: Any, loss: Any, optimizer: Any) -> CompiledStep | None:
     setting = getattr(model, "compile_steps", None)
     compiler = getattr(model.backend, "compiler", None)
     if setting is False or compiler is None or not model.training:
+        return None
+    if not getattr(model, "built", True):
+        # weights made by this step's forward pass (sizes from the first batch) would be made
+        # inside the trace: constants of it, or JAX's tracers leaking out; it runs uncompiled
         return None
     if setting is None and not model.backend.compile_default:
         return None
@@ -228,6 +238,7 @@ class CompiledStep:
     _compiled_for: Any = None  # the refs `compiled` was made for
     _settings: Any = None  # and the optimizer's settings
     _owners: list[tuple[Any, str]] = []  # the (layer, name) of each "params" ref, in order
+    _counts: list[bool] = []  # per ref: whether the step updates it (state of a trainable layer)
 
     def _make_refs(self, model: Any) -> list[tuple[str, Any, str]]:
         refs: list[tuple[str, Any, str]] = []
@@ -387,9 +398,13 @@ class CompiledStep:
         optimizer's step count (``iterations`` before the call), the last output in
         ``model.output``."""
         optimizer = self.optimizer
-        # integer state entries are step counts (Adam's t): +1 per step, kept on the host
-        for (holder, name), value, result in zip(pairs, values, new):
-            holder[name] = value + steps if isinstance(value, int) else result
+        # integer state entries are step counts (Adam's t): +1 per step of a trainable layer
+        # (a frozen one's stays), kept on the host
+        for (holder, name), value, result, counts in zip(pairs, values, new, self._counts):
+            if isinstance(value, int):
+                holder[name] = value + steps if counts else value
+            else:
+                holder[name] = result
         for layer in model.layers:
             layer.zero_grad()
         for (layer, name), grad in zip(self._owners, grads):
@@ -471,6 +486,7 @@ class CompiledStep:
                 self.looped = None
             self._compiled_for, self._settings = refs, settings
             self._owners = [(layer, name) for kind, layer, name in refs if kind == "params"]
+            self._counts = [kind == "state" and owner[0].trainable for kind, owner, _ in refs]
         return refs, pairs
 
     _checked_in: object = None  # the `unchanged` block whose first step checked the layers

@@ -195,7 +195,10 @@ class BinaryCrossEntropy(Loss):
         self.from_logits = bool(from_logits)
 
     def __repr__(self) -> str:
-        return f"{self.name}(from_logits=True)" if self.from_logits else f"{self.name}()"
+        settings = [f"eps={self.eps!r}"] * (self.eps != 1e-7) + ["from_logits=True"] * (
+            self.from_logits
+        )
+        return f"{self.name}({', '.join(settings)})"
 
     def _value_and_grad(self, xp: Any, y_pred: Any, target: Any) -> tuple[Any, Any]:
         size = max(1, math.prod(y_pred.shape))
@@ -228,6 +231,9 @@ class CategoricalCrossEntropy(Loss):
         if not 0.0 < eps < 1.0:
             raise ValueError(f"CategoricalCrossEntropy: eps must lie in (0, 1), received {eps}")
         self.eps = float(eps)
+
+    def __repr__(self) -> str:
+        return f"{self.name}(eps={self.eps!r})" if self.eps != 1e-7 else f"{self.name}()"
 
     def _value_and_grad(self, xp: Any, y_pred: Any, target: Any) -> tuple[Any, Any]:
         n = max(1, y_pred.shape[0])

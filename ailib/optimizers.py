@@ -524,14 +524,15 @@ class RMSprop(Optimizer):
         a = self.alpha
         if "V" not in state:
             state["V"] = (1.0 - a) * (grad * grad)
-            if self.centered:
-                state["G"] = (1.0 - a) * grad
         else:
             v = state["V"]
             v *= a
             v += (1.0 - a) * (grad * grad)
             state["V"] = v
-            if self.centered:
+        if self.centered:
+            if "G" not in state:  # (also where ``centered`` was turned on after some steps)
+                state["G"] = (1.0 - a) * grad
+            else:
                 g = state["G"]
                 g *= a
                 g += (1.0 - a) * grad
@@ -652,6 +653,15 @@ class AdamW(Adam):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "decay_vectors": self.decay_vectors}
+
+    @property
+    def decay_vectors(self) -> bool:
+        return self._decay_vectors
+
+    @decay_vectors.setter
+    def decay_vectors(self, value: bool) -> None:
+        self._decay_vectors = bool(value)
+        self._membership = {}  # each parameter's decay, looked up again at its next step
 
     def default_decay(self, key: ParamKey, param: Any) -> float | None:
         return None if self.decay_vectors or param.ndim >= 2 else 0.0

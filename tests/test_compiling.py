@@ -3,6 +3,7 @@ and stay off where they must (Dropout, accumulation, the flag)."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -254,6 +255,56 @@ def test_jax_steps_donate_parameters_and_state_and_copy_an_array_given_twice() -
         np.testing.assert_allclose(fast, eager, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["numpy", "torch"])
+def test_a_replayed_step_updates_an_array_given_twice_as_the_uncompiled_step(name: str) -> None:
+    """Two layers given the same weights, before the first step: NumPy's and PyTorch's
+    uncompiled steps update that one array twice, in place, and so do the traced and checked
+    runs of their replays. (They traced on one copy per place, so that one layer's update was
+    lost, and the check then warned and turned compiling off.)"""
+    be = _jax(name)
+    x, y = _data()
+    runs = []
+    for compiled in (None, False):
+        model = ailib.Sequential(zoo.mlp(6, (8, 8, 8), 3), backend=be, dtype="float64", seed=0)
+        model.compile_steps = compiled
+        model.layers[4].params["W"] = model.layers[2].params["W"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # (the check's warning, where the replay differs)
+            model.fit(x, y, optimizer=optimizers.SGD(0.1, momentum=0.9), batch_size=8, verbose=0)
+        assert model.layers[4].params["W"] is model.layers[2].params["W"]
+        runs.append(model)
+    fast, eager = runs
+    assert [s.off for _, _, s in compiling._STEPS[fast]] == [False]  # it did compile
+    for a, b in zip(fast.layers, eager.layers):
+        for key in a.params:
+            np.testing.assert_array_equal(host(a.params[key]), host(b.params[key]))
+
+
+@pytest.mark.parametrize("name", ["numpy", "torch"])
+def test_a_replay_is_checked_on_the_batch_itself(name: str) -> None:
+    """Unshuffled, `fit`'s batches are views into the data at any alignment, and PyTorch's
+    CPU products round by alignment: the check of a replay (its second call) runs it on the
+    batch itself, not on a copy (which, aligned otherwise, differed in the last bits of the
+    output: the check warned and turned compiling off)."""
+    be = _jax(name)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((23, 5)), rng.integers(0, 3, 23)
+    runs = []
+    for compiled in (None, False):
+        model = ailib.Sequential(zoo.mlp(5, (7, 6), 3), backend=be, dtype="float64", seed=0)
+        model.compile_steps = compiled
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            model.fit(x, y, optimizer="sgd", batch_size=5, shuffle=False, verbose=False)
+        runs.append(model)
+    fast, eager = runs
+    assert [s.off for _, _, s in compiling._STEPS[fast]] == [False]
+    assert not any(s.compiled.broken for _, _, s in compiling._STEPS[fast])  # still replayed
+    for a, b in zip(fast.layers, eager.layers):
+        for key in a.params:
+            np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), rtol=1e-12)
+
+
 def test_a_jax_step_that_fails_after_taking_its_inputs_says_so() -> None:
     be = _jax()
     x, y = _data()
@@ -322,6 +373,125 @@ def test_a_change_after_compiling_is_seen_by_the_next_step(name: str, change: st
     be = _jax(name)
     fast = _fit_twice(be, None, change)
     eager = _fit_twice(be, False, change)
+    assert [s.off for _, _, s in compiling._STEPS[fast]] == [False]  # it did compile
+    for a, b in zip(fast.layers, eager.layers):
+        for key in a.params:
+            np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["numpy", "jax", "torch"])
+def test_a_model_built_by_its_first_batch_compiles_from_its_second_step(name: str) -> None:
+    """Layers without their input sizes (``Dense(8)``, no ``input_shape``) make their weights
+    in the first step's forward pass: that step runs uncompiled, the next ones compile. (It
+    was traced: JAX raised UnexpectedTracerError, NumPy's replay made the weights and the
+    optimizer's state constants of its trace, PyTorch's warned and gave up compiling.)"""
+    be = _jax(name)
+    x, y = _data()
+    runs = []
+    for compiled in (None, False):
+        layers = [Dense(8), ReLU(), Dense(3)]
+        model = ailib.Sequential(layers, backend=be, dtype="float64", seed=0)
+        model.compile_steps = compiled
+        assert not model.built
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            model.fit(x, y, optimizer=optimizers.Adam(0.01), batch_size=8, verbose=False)
+        runs.append(model)
+    fast, eager = runs
+    assert [s.off for _, _, s in compiling._STEPS[fast]] == [False]  # it did compile
+    for a, b in zip(fast.layers, eager.layers):
+        for key in a.params:
+            np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), rtol=1e-12)
+
+
+def _adam_frozen_between(be: Any, compiled: bool | None) -> tuple[Any, Any]:
+    """Adam for a `fit`, the first layer frozen for the next, unfrozen for a third."""
+    x, y = _data()
+    model = ailib.Sequential(zoo.mlp(6, (8,), 3), backend=be, dtype="float64", seed=0)
+    model.compile_steps = compiled
+    opt = optimizers.Adam(0.01)
+    for trainable in (True, False, True):
+        model.layers[0].trainable = trainable
+        model.fit(x, y, optimizer=opt, epochs=1, batch_size=8, verbose=False)
+    return model, opt
+
+
+@pytest.mark.parametrize("name", ["numpy", "jax", "torch"])
+def test_a_frozen_layers_adam_step_count_stays_in_compiled_steps(name: str) -> None:
+    """Adam's step count t of a frozen layer's parameters stays where it is, as uncompiled
+    (the compiled steps used to advance every integer state entry, the frozen layers'
+    included, so that the unfrozen layer's bias corrections were those of a later step)."""
+    be = _jax(name)
+    fast, fast_opt = _adam_frozen_between(be, None)
+    eager, eager_opt = _adam_frozen_between(be, False)
+    assert [s.off for _, _, s in compiling._STEPS[fast]] == [False]  # it did compile
+    counts = {k: s["t"] for k, s in fast_opt.named_state(fast.layers).items()}
+    assert counts == {k: s["t"] for k, s in eager_opt.named_state(eager.layers).items()}
+    assert counts["0.W"] == 10 and counts["2.W"] == 15  # 5 steps per fit; frozen for one
+    for a, b in zip(fast.layers, eager.layers):
+        for key in a.params:
+            np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["numpy", "jax", "torch"])
+def test_rmsprop_turned_centered_between_two_fits_starts_its_mean_gradient(name: str) -> None:
+    """``centered`` set on an RMSprop that has trained: the mean gradient G starts from 0 at
+    the next step, compiled or not (both raised KeyError 'G': only V was there)."""
+    be = _jax(name)
+    x, y = _data()
+    runs = []
+    for compiled in (None, False):
+        model = ailib.Sequential(zoo.mlp(6, (8,), 3), backend=be, dtype="float64", seed=0)
+        model.compile_steps = compiled
+        opt = optimizers.RMSprop(0.01)
+        model.fit(x, y, optimizer=opt, batch_size=8, verbose=False)
+        opt.centered = True
+        model.fit(x, y, optimizer=opt, batch_size=8, verbose=False)
+        assert all("G" in slots for slots in opt.state.values())
+        runs.append(model)
+    fast, eager = runs
+    for a, b in zip(fast.layers, eager.layers):
+        for key in a.params:
+            np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), rtol=1e-12)
+
+
+class _ScaledMSE(ailib.losses.MSE):
+    """A loss of the user's: a setting of its own, and the repr it inherits does not say it."""
+
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+
+    def _value_and_grad(self, xp: Any, y_pred: Any, target: Any) -> tuple[Any, Any]:
+        value, grad = super()._value_and_grad(xp, y_pred, target)
+        return self.scale * value, self.scale * grad
+
+
+def _fit_with_losses(be: Any, compiled: bool | None) -> Any:
+    x, y = _data()
+    layers = [*zoo.mlp(6, (8,), 3), ailib.layers.Softmax()]
+    model = ailib.Sequential(layers, backend=be, dtype="float64", seed=0)
+    model.compile_steps = compiled
+    opt = optimizers.SGD(0.5)
+    xd, targets = be.asarray(x[:8]), be.asarray(np.eye(3)[y[:8]])
+    for loss in (
+        ailib.losses.CategoricalCrossEntropy(),
+        ailib.losses.CategoricalCrossEntropy(eps=0.3),
+        _ScaledMSE(1.0),
+        _ScaledMSE(20.0),
+    ):
+        for _ in range(2):
+            model.train_step(xd, targets, loss, opt)
+    return model
+
+
+@pytest.mark.parametrize("name", ["numpy", "jax", "torch"])
+def test_a_loss_with_other_settings_is_compiled_afresh(name: str) -> None:
+    """Each loss here is a new object of the class before it, with another setting: the
+    compiled step is made for it, as the uncompiled step uses it. (A new loss was taken to
+    compute what the last one did where their reprs were equal, and neither
+    CategoricalCrossEntropy's nor BinaryCrossEntropy's repr said eps.)"""
+    be = _jax(name)
+    fast, eager = _fit_with_losses(be, None), _fit_with_losses(be, False)
     assert [s.off for _, _, s in compiling._STEPS[fast]] == [False]  # it did compile
     for a, b in zip(fast.layers, eager.layers):
         for key in a.params:

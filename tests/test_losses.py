@@ -360,3 +360,13 @@ def test_labels_for_predictions_that_are_not_rows_name_the_prediction_shape(
         fault = rf"integer labels need y_pred of shape \(N, classes\), received y_pred of shape {re.escape(str(shape))}"
         with pytest.raises(ValueError, match=fault):
             loss(z, labels)
+
+
+def test_a_losss_repr_states_its_settings() -> None:
+    """What compiled steps compare to tell two loss objects apart (`ailib.compiling`)."""
+    assert repr(CategoricalCrossEntropy()) == "CategoricalCrossEntropy()"
+    assert repr(CategoricalCrossEntropy(eps=0.01)) == "CategoricalCrossEntropy(eps=0.01)"
+    assert repr(BinaryCrossEntropy(0.1, from_logits=True)) == (
+        "BinaryCrossEntropy(eps=0.1, from_logits=True)"
+    )
+    assert repr(BinaryCrossEntropy()) == "BinaryCrossEntropy()"

@@ -259,6 +259,20 @@ def test_adamw_leaves_vectors_undecayed_by_default() -> None:
     assert_close(layer.params["b"], np.full(2, 0.95), "float64")
 
 
+def test_adamw_decay_vectors_turned_on_after_a_step_decays_them_from_the_next() -> None:
+    """``decay_vectors`` changed on an AdamW that has stepped is used by its next step (each
+    parameter's decay was looked up once and kept: the bias stayed undecayed)."""
+    be = ailib.backends.get("numpy")
+    layer = Dense(3, 2, backend=be, dtype="float64", seed=0)
+    layer.params["b"] = be.asarray(np.ones(2))
+    opt = AdamW(lr=0.1, weight_decay=0.5)
+    for decay_vectors, expected in ((False, 1.0), (True, 0.95)):
+        opt.decay_vectors = decay_vectors
+        layer.grads = {"W": be.asarray(np.zeros((2, 3))), "b": be.asarray(np.zeros(2))}
+        opt.step([layer])  # zero gradients: only the decay acts
+        assert_close(layer.params["b"], np.full(2, expected), "float64")
+
+
 def test_clip_norm_scales_to_the_global_norm_on_the_device(
     backend: ailib.backends.Backend,
 ) -> None:

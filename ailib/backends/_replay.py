@@ -28,11 +28,11 @@ What cannot be replayed is refused, and the step then runs uncompiled from then 
 - a write into an array made outside the step's recorded arrays, or an array of the subclass
   that no recorded call produced,
 - and, as a final check, a replay that does not equal the uncompiled step to the bit: the second
-  call of each shape runs both (the replay on copies) and compares every output. This catches
-  what a trace cannot see: a step's array copied out by NumPy without a call that dispatches
-  (``np.array(x)``), or passed where NumPy does not look for overrides (the ``indices`` of
-  ``np.take(constant, indices)``): its value in the traced run would be a constant of the
-  replay.
+  call of each shape runs both (the replay on copies of the parameters and state, and on the
+  batch itself) and compares every output. This catches what a trace cannot see: a step's
+  array copied out by NumPy without a call that dispatches (``np.array(x)``), or passed where
+  NumPy does not look for overrides (the ``indices`` of ``np.take(constant, indices)``): its
+  value in the traced run would be a constant of the replay.
 
 Constants of the replay: shapes, dtypes, the layer structure, hyperparameters other than the
 learning rate (as for ``jax.jit``). The learning rate and integer state (step counts) are
@@ -693,8 +693,9 @@ class ReplayStep(_Replays):
     generated function of NumPy calls per input signature (see the module docstring).
 
     Per signature: the first call traces ``fn`` (that run is the step); the second runs the
-    uncompiled step and, on copies of the inputs, the replay, and compares them to the bit (a
-    difference turns replays off for this step, with a warning); later calls replay.
+    uncompiled step and, on copies of the parameters and state, the replay, and compares them
+    to the bit (a difference turns replays off for this step, with a warning); later calls
+    replay.
     ``source(signature)`` shows a generated function.
     """
 
@@ -725,7 +726,7 @@ class ReplayStep(_Replays):
             originals = inputs[0]
             # (copies keep each array's memory layout: a result that depends on it, such as a
             # reduction's order or `subtract_scaled`'s path, is then the uncompiled step's)
-            copies = [v.copy(order="K") if isinstance(v, np.ndarray) else v for v in originals]
+            copies = _copies(originals, _copy_keeping_layout)
             result, rec = trace(self.fn, copies, *inputs[1:])
             for original, copy in zip(originals, copies):
                 if isinstance(original, np.ndarray):
@@ -742,7 +743,10 @@ class ReplayStep(_Replays):
             return result
         if not entry["checked"]:
             entry["checked"] = True
-            copies = [v.copy(order="K") if isinstance(v, np.ndarray) else v for v in leaves]
+            # the values on copies (the step updates them in place); the batch as it is
+            # (read only: a copy's other alignment may change a product's last bits)
+            held = len(inputs[0])
+            copies = _copies(leaves[:held], _copy_keeping_layout) + leaves[held:]
             replayed = entry["replay"](copies)
             result = self.fn(*inputs)
             if not _same(replayed, result):
@@ -755,6 +759,24 @@ class ReplayStep(_Replays):
                 )
             return result
         return entry["replay"](leaves)
+
+
+def _copy_keeping_layout(v: Any) -> Any:
+    return v.copy(order="K") if isinstance(v, np.ndarray) else None
+
+
+def _copies(values: list[Any], copy: Callable[[Any], Any]) -> list[Any]:
+    """``values`` with each array replaced by ``copy(array)`` (None for what is no array,
+    kept as it is), one copy per array: an array given in two places (two layers given the
+    same weights) is one copy in both, so that the traced and checked runs update it twice, in
+    place, as the uncompiled step does."""
+    made: dict[int, Any] = {}
+    out = []
+    for v in values:
+        if id(v) not in made:
+            made[id(v)] = copy(v)
+        out.append(v if made[id(v)] is None else made[id(v)])
+    return out
 
 
 def _restore(result: Any, rec: _Trace, swap: dict[int, Any]) -> Any:

@@ -10,10 +10,11 @@ the same.
 As for NumPy: the trace runs on copies of the parameters and state (a refused trace leaves the
 model as it was), a value read back to Python (``.item()``, ``bool(t)``, ``float(t)``, a
 comparison such as ``torch.equal``) refuses the trace, and the second call of each shape runs the
-uncompiled step next to the replay (on copies) and compares every output to the bit. Tensors
-made inside the step (``torch.zeros``, ``torch.arange``) are made again by the replay. Calls that
-return their own input unchanged (``t.to(t.dtype)``) are left out of the replay. The learning
-rate and step counts are 0-d tensors (the parameters' dtype, int64).
+uncompiled step next to the replay (on copies of the parameters and state) and compares every
+output to the bit. Tensors made inside the step (``torch.zeros``, ``torch.arange``) are made
+again by the replay. Calls that return their own input unchanged (``t.to(t.dtype)``) are left
+out of the replay. The learning rate and step counts are 0-d tensors (the parameters' dtype,
+int64).
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._replay import TraceError, _Codegen, _flatten, _Ref, _Replays, _same, _wrap_inputs
+from ._replay import (
+    TraceError,
+    _Codegen,
+    _copies,
+    _flatten,
+    _Ref,
+    _Replays,
+    _same,
+    _wrap_inputs,
+)
 
 __all__ = ["TorchReplayStep"]
 
@@ -270,7 +280,7 @@ class TorchReplayStep(_Replays):
         entry = self.replays.get(key)
         if entry is None:
             originals = inputs[0]
-            copies = [v.clone() if isinstance(v, torch.Tensor) else v for v in originals]
+            copies = _copies(originals, self._clone)
             result, rec = trace(torch, self.fn, copies, *inputs[1:])
             with torch.no_grad():
                 for original, copy in zip(originals, copies):
@@ -282,7 +292,10 @@ class TorchReplayStep(_Replays):
             return self._swap(result, swap)
         if not entry["checked"]:
             entry["checked"] = True
-            copies = [v.clone() if isinstance(v, torch.Tensor) else v for v in leaves]
+            # the values on copies (the step updates them in place); the batch as it is
+            # (read only: a copy's other alignment may change a product's last bits)
+            held = len(inputs[0])
+            copies = _copies(leaves[:held], self._clone) + leaves[held:]
             replayed = entry["replay"](copies)
             result = self.fn(*inputs)
             if not _same(self._host(replayed), self._host(result)):
@@ -295,6 +308,9 @@ class TorchReplayStep(_Replays):
                 )
             return result
         return entry["replay"](leaves)
+
+    def _clone(self, v: Any) -> Any:
+        return v.clone() if isinstance(v, self.torch.Tensor) else None
 
     def _swap(self, value: Any, swap: dict[int, Any]) -> Any:
         if isinstance(value, (list, tuple)):
