@@ -119,6 +119,17 @@ def test_a_model_keeps_weights_a_layer_already_has(other_backend: Backend) -> No
     np.testing.assert_array_equal(host(model.params["0.W"]), w)
 
 
+def test_a_weight_of_another_library_set_into_params_is_named() -> None:
+    """A NumPy array set into a torch layer's params: the dtype check said "expected dtype
+    float32, received float32"; it now says an array of another library was set there."""
+    if "torch" not in ailib.backends.available():
+        pytest.skip("torch is not installed: no second library with its own dtypes")
+    model = ailib.Sequential([Dense(4, 3)], backend="torch", seed=0)
+    model.layers[0].params["W"] = np.zeros((3, 4), np.float32)
+    with pytest.raises(TypeError, match=r"not of backend 'torch' was set into the layer's params"):
+        model.predict(np.zeros((2, 4), np.float32))
+
+
 def test_constructor_errors_name_the_layer() -> None:
     with pytest.raises(ValueError, match="Dense: give the output size"):
         Dense()

@@ -297,6 +297,14 @@ class Layer:
                 f"with xp.astype(x, xp.{be.dtype_name(self.dtype)})"
             )
         if expected is not None and x.dtype != expected:
+            if be.dtype_name(x.dtype) == be.dtype_name(expected):  # one of another library
+                raise TypeError(
+                    f"{self.name}: the input's dtype {x.dtype!r} and the one expected, "
+                    f"{expected!r} (the layer's weights'), are {be.dtype_name(expected)} of two "
+                    f"libraries: an array not of backend {be.name!r} was set into the layer's "
+                    f"params or buffers; set arrays of the backend, e.g. "
+                    f"ailib.backends.get({be.spec!r}).asarray(a)"
+                )
             raise TypeError(
                 f"{self.name}: expected dtype {be.dtype_name(expected)}, received "
                 f"{be.dtype_name(x.dtype)}; cast with xp.astype(x, xp.{be.dtype_name(expected)})"
