@@ -1,5 +1,6 @@
-"""Checks of the plain Python arguments users pass (sizes, counts), shared by the layers, the
-graph's `Input`, `fit` and the schedules, so that each accepts the same things."""
+"""Checks of the plain Python arguments users pass (sizes, counts, settings), shared by the
+layers, the graph's `Input`, `fit`, the losses, optimizers and schedules, so that each accepts
+the same things."""
 
 from __future__ import annotations
 
@@ -14,3 +15,28 @@ def whole(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         return None
     return int(value)
+
+
+def positive_int(value: Any, what: str, who: str) -> int:
+    """``value`` as a Python int >= 1 (`whole`), else a ValueError naming ``who`` and ``what``."""
+    size = whole(value)
+    if size is None or size < 1:
+        raise ValueError(f"{who}: {what} must be a positive int, received {value!r}")
+    return size
+
+
+def seed(value: Any, who: str) -> int | None:
+    """A seed: None, or ``value`` as a Python int >= 0; else a ValueError naming ``who``."""
+    if value is None:
+        return None
+    if whole(value) is None or value < 0:
+        raise ValueError(f"{who}: seed must be None or an int >= 0, received {value!r}")
+    return int(value)
+
+
+def number(value: Any, what: str, who: str, hint: str = "") -> float:
+    """``value`` as a float when it is a real number (a NumPy scalar too, not a bool); else a
+    TypeError naming ``who`` and the setting, instead of a comparison's own error further on."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{who}: {what} must be a number, received {value!r}{hint}")
+    return float(value)

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Iterator
 import array_api_compat
 
 from . import backends, losses
-from ._checks import whole
+from ._checks import positive_int
 
 
 def check_inputs(model: Any, x: Any, who: str, check_values: bool = True) -> Any:
@@ -421,10 +421,7 @@ def batches_of(
             f"{who}: steps_per_epoch is for an iterable of batches (y=None); with arrays each "
             f"epoch is one pass over them"
         )
-    size = whole(batch_size)
-    if size is None or size < 1:
-        raise ValueError(f"{who}: batch_size must be a positive int, received {batch_size!r}")
-    batch_size = size
+    batch_size = positive_int(batch_size, "batch_size", who)
     x = check_inputs(model, x, who)
     if rows(x) == 0:
         raise ValueError(f"{who}: x has no samples")

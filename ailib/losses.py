@@ -14,12 +14,12 @@ and `SoftmaxCrossEntropy` take integer class labels (N,) or one-hot / probabilit
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 import array_api_compat
 
 from . import backends
+from ._checks import number
 from .layers.activations import softmax
 
 
@@ -130,14 +130,6 @@ def _isdtype(xp: Any, dtype: Any, kind: str) -> bool:
     return known
 
 
-def _number(who: str, name: str, value: Any) -> float:
-    """``value`` as a float when it is a real number (not a bool); else a TypeError naming the
-    loss, instead of the comparison's own error further on."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{who}: {name} must be a number, received {value!r}")
-    return float(value)
-
-
 def one_hot(xp: Any, labels: Any, num_classes: int, dtype: Any) -> Any:
     """Rows e_{label}: built from a comparison with arange, never by scatter (which is undefined
     for repeated indices on some devices). Labels of a dtype too narrow for num_classes − 1
@@ -188,7 +180,7 @@ class BinaryCrossEntropy(Loss):
     """
 
     def __init__(self, eps: float = 1e-7, *, from_logits: bool = False) -> None:
-        eps = _number("BinaryCrossEntropy", "eps", eps)
+        eps = number(eps, "eps", "BinaryCrossEntropy")
         if not 0.0 < eps < 0.5:
             raise ValueError(f"BinaryCrossEntropy: eps must lie in (0, 0.5), received {eps}")
         self.eps = float(eps)
@@ -227,7 +219,7 @@ class CategoricalCrossEntropy(Loss):
     accepts_labels = True
 
     def __init__(self, eps: float = 1e-7) -> None:
-        eps = _number("CategoricalCrossEntropy", "eps", eps)
+        eps = number(eps, "eps", "CategoricalCrossEntropy")
         if not 0.0 < eps < 1.0:
             raise ValueError(f"CategoricalCrossEntropy: eps must lie in (0, 1), received {eps}")
         self.eps = float(eps)
@@ -260,7 +252,7 @@ class SoftmaxCrossEntropy(Loss):
     accepts_labels = True
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
-        label_smoothing = _number("SoftmaxCrossEntropy", "label_smoothing", label_smoothing)
+        label_smoothing = number(label_smoothing, "label_smoothing", "SoftmaxCrossEntropy")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(
                 f"SoftmaxCrossEntropy: label_smoothing must lie in [0, 1), received "

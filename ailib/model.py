@@ -10,7 +10,7 @@ import os
 from typing import Any, Callable, Iterable, Sequence
 
 from . import backends, batches, compiling, graph, losses, optimizers, training
-from ._checks import whole
+from ._checks import seed as checked_seed
 from .backends import Backend
 from .callbacks import Callback
 from .graph import Symbol
@@ -83,10 +83,7 @@ class Model:
         seed: int | None = None,
     ) -> None:
         kind = type(self).__name__
-        if seed is not None:
-            if whole(seed) is None or seed < 0:
-                raise ValueError(f"{kind}: seed must be None or an int >= 0, received {seed!r}")
-            seed = int(seed)
+        seed = checked_seed(seed, kind)
         self.backend = backends.get(backend)
         self.dtype = self.backend.dtype(dtype)
         self.seed = seed

@@ -19,12 +19,12 @@ the parameter's name in the model (`named_state`).
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, Iterable, Sequence
 
 import array_api_compat
 
 from . import backends
+from ._checks import number
 from .layers.base import Layer
 from .schedules import cosine_schedule
 
@@ -70,9 +70,9 @@ class Optimizer:
         clip_norm: float | None = None,
     ) -> None:
         who = type(self).__name__
-        lr, weight_decay = _number(who, "lr", lr), _number(who, "weight_decay", weight_decay)
+        lr, weight_decay = number(lr, "lr", who), number(weight_decay, "weight_decay", who)
         if clip_norm is not None:
-            clip_norm = _number(who, "clip_norm", clip_norm)
+            clip_norm = number(clip_norm, "clip_norm", who)
         if not 0 < lr < math.inf:
             raise ValueError(f"{who}: lr must be positive and finite, received {lr}")
         if not 0 <= weight_decay < math.inf:
@@ -237,12 +237,12 @@ class Optimizer:
                     f"{who}: each entry of 'params' must be a Layer or a (layer, parameter "
                     f"name) pair naming one of its params, received {item!r}"
                 )
-        lr = _number(who, "lr", group.get("lr", self.lr))
+        lr = number(group.get("lr", self.lr), "lr", who)
         if not 0 < lr < math.inf:
             raise ValueError(f"{who}: lr must be positive and finite, received {lr}")
         weight_decay = group.get("weight_decay")
         if weight_decay is not None:
-            weight_decay = _number(who, "weight_decay", weight_decay)
+            weight_decay = number(weight_decay, "weight_decay", who)
         if weight_decay is not None and not 0 <= weight_decay < math.inf:
             raise ValueError(
                 f"{who}: weight_decay must be >= 0 and finite, received {weight_decay}"
@@ -440,7 +440,7 @@ class SGD(Optimizer):
         clip_norm: float | None = None,
     ) -> None:
         super().__init__(lr, weight_decay, groups=groups, clip_norm=clip_norm)
-        momentum = _number("SGD", "momentum", momentum)
+        momentum = number(momentum, "momentum", "SGD")
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"SGD: momentum must lie in [0, 1), received {momentum}")
         if nesterov and momentum == 0.0:
@@ -494,8 +494,8 @@ class RMSprop(Optimizer):
         clip_norm: float | None = None,
     ) -> None:
         super().__init__(lr, weight_decay, groups=groups, clip_norm=clip_norm)
-        alpha, eps = _number("RMSprop", "alpha", alpha), _number("RMSprop", "eps", eps)
-        momentum = _number("RMSprop", "momentum", momentum)
+        alpha, eps = number(alpha, "alpha", "RMSprop"), number(eps, "eps", "RMSprop")
+        momentum = number(momentum, "momentum", "RMSprop")
         if not 0.0 <= alpha < 1.0 or not 0.0 <= momentum < 1.0 or not 0 < eps < math.inf:
             raise ValueError(
                 f"RMSprop: need 0 <= alpha < 1, 0 <= momentum < 1 and eps > 0, received "
@@ -575,8 +575,8 @@ class Adam(Optimizer):
     ) -> None:
         super().__init__(lr, weight_decay, groups=groups, clip_norm=clip_norm)
         who = type(self).__name__
-        beta1, beta2 = _number(who, "beta1", beta1), _number(who, "beta2", beta2)
-        eps = _number(who, "eps", eps)
+        beta1, beta2 = number(beta1, "beta1", who), number(beta2, "beta2", who)
+        eps = number(eps, "eps", who)
         for name, beta in (("beta1", beta1), ("beta2", beta2)):
             if not 0.0 <= beta < 1.0:
                 raise ValueError(
@@ -672,14 +672,6 @@ class AdamW(Adam):
         if weight_decay:
             param *= 1.0 - lr * weight_decay
         return super().update(param, grad, state, lr, 0.0)
-
-
-def _number(who: str, name: str, value: Any) -> float:
-    """``value`` as a float when it is a real number (a NumPy scalar too, not a bool); else a
-    TypeError naming the optimizer, instead of the comparison's own error further on."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{who}: {name} must be a number, received {value!r}")
-    return float(value)
 
 
 def _zeros_like(param: Any) -> Any:

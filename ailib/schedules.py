@@ -9,25 +9,18 @@ schedule that depends on the validation loss, not on t, is the `ReduceLROnPlatea
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Callable
 
-from ._checks import whole
+from ._checks import number, whole
 
 Schedule = Callable[[int], float]
 
 
 def _positive(who: str, **values: float) -> None:
     for name, value in values.items():
-        _number(who, name, value)
+        number(value, name, who)
         if not 0 < value < math.inf:
             raise ValueError(f"{who}: {name} must be positive and finite, received {value}")
-
-
-def _number(who: str, name: str, value: object) -> None:
-    """A TypeError naming the schedule unless ``value`` is a real number (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{who}: {name} must be a number, received {value!r}")
 
 
 def _count(who: str, **values: int) -> None:
@@ -61,7 +54,7 @@ def cosine_schedule(base_lr: float, epochs: int, final_lr: float = 0.0) -> Sched
     bounce between minima). Past ``epochs`` it stays at final_lr."""
     _positive("cosine_schedule", base_lr=base_lr)
     _count("cosine_schedule", epochs=epochs)
-    _number("cosine_schedule", "final_lr", final_lr)
+    number(final_lr, "final_lr", "cosine_schedule")
     if not 0 <= final_lr < math.inf:
         raise ValueError(f"cosine_schedule: final_lr must be >= 0 and finite, received {final_lr}")
 

@@ -28,7 +28,7 @@ import warnings
 from typing import Any, Callable, Iterable, Sequence
 
 from . import compiling, losses, optimizers
-from ._checks import whole
+from ._checks import positive_int, whole
 from .batches import (
     ArrayBatches,
     IterableBatches,
@@ -666,20 +666,17 @@ def fit(
         classification losses; "lr": the learning rate at the epoch's end).
     """
     who = f"{type(model).__name__}.fit"
-    for name, value in (
-        ("epochs", epochs),
-        ("batch_size", batch_size),
-        ("log_every", log_every),
-        ("accumulate", accumulate),
-        ("steps_per_epoch", 1 if steps_per_epoch is None else steps_per_epoch),
-    ):
-        count = whole(value)
-        if count is None or count < 1:
-            raise ValueError(f"{who}: {name} must be a positive int, received {value!r}")
-    epochs, batch_size, log_every, accumulate = map(
-        int, (epochs, batch_size, log_every, accumulate)
+    epochs, batch_size, log_every, accumulate = (
+        positive_int(value, name, who)
+        for name, value in (
+            ("epochs", epochs),
+            ("batch_size", batch_size),
+            ("log_every", log_every),
+            ("accumulate", accumulate),
+        )
     )
-    steps_per_epoch = None if steps_per_epoch is None else int(steps_per_epoch)
+    if steps_per_epoch is not None:
+        steps_per_epoch = positive_int(steps_per_epoch, "steps_per_epoch", who)
     for name, value in (("shuffle", shuffle), ("drop_last", drop_last), ("resume", resume)):
         if not _is_flag(value):
             raise TypeError(f"{who}: {name} must be True or False, received {value!r}")

@@ -28,6 +28,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Iterable, Iterator, TextIO
 
@@ -204,8 +205,9 @@ def _fetch_verified(
     """Stream ``url`` into ``dest`` if it is verified. A failure of the mirror is a
     _MirrorFailed; a failure to write ``dest`` (no such directory, no space left) is raised as
     the OSError it is: no other mirror would help, and this one is not to blame."""
-    with atomic_open(dest) as out:
-        for chunk in _verified_chunks(url, md5, size, timeout, deadline, stream):
+    chunks = _verified_chunks(url, md5, size, timeout, deadline, stream)
+    with atomic_open(dest) as out, closing(chunks):  # a failed write closes the connection now
+        for chunk in chunks:
             try:
                 out.write(chunk)
             except OSError as exc:

@@ -11,9 +11,10 @@ import math
 from typing import Any
 
 from .. import backends
+from .._checks import number
 from ..backends import Backend
 from ._special import normal_cdf, normal_pdf
-from .base import Backprop, Layer, real_number
+from .base import Backprop, Layer
 
 
 class Activation(Layer):
@@ -99,7 +100,7 @@ class LeakyReLU(Activation):
         self, alpha: float = 0.01, *, backend: str | Backend | None = None, dtype: Any = None
     ) -> None:
         super().__init__(backend=backend, dtype=dtype)
-        alpha = real_number(alpha, "alpha", "LeakyReLU")
+        alpha = number(alpha, "alpha", "LeakyReLU")
         if not math.isfinite(alpha):
             raise ValueError(f"LeakyReLU: alpha must be a finite number, received {alpha}")
         self.alpha = float(alpha)

@@ -20,11 +20,11 @@ used alone builds itself on first use. See `Layer.build`.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, Callable
 
 from .. import backends, graph
-from .._checks import whole
+from .._checks import positive_int
+from .._checks import seed as checked_seed
 from ..backends import Backend, Random
 
 #: ``backprop(dE/dY, input_grad=True) -> dE/dX`` (None when input_grad is False), the closure
@@ -56,12 +56,7 @@ class Layer:
         dtype: Any = None,
         seed: int | None = None,
     ) -> None:
-        if seed is not None:
-            if whole(seed) is None or seed < 0:
-                raise ValueError(
-                    f"{type(self).__name__}: seed must be None or an int >= 0, received {seed!r}"
-                )
-            seed = int(seed)
+        seed = checked_seed(seed, type(self).__name__)
         self.backend = backends.get(backend)
         self.dtype = self.backend.dtype(dtype)
         self.seed = seed
@@ -331,29 +326,12 @@ class Layer:
 def size_or_none(value: Any, what: str, who: str) -> int | None:
     """``value`` as a positive int, or None (a size to be taken from the input shape); raises
     ValueError naming the layer otherwise."""
-    if value is None:
-        return None
-    size = whole(value)
-    if size is None or size < 1:
-        raise ValueError(f"{who}: {what} must be a positive int, received {value!r}")
-    return size
-
-
-def real_number(value: Any, what: str, who: str, hint: str = "") -> float:
-    """``value`` as a float when it is a real number (a NumPy scalar too, not a bool); else a
-    TypeError naming the layer, instead of the comparison's own error further on."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{who}: {what} must be a number, received {value!r}{hint}")
-    return float(value)
+    return None if value is None else positive_int(value, what, who)
 
 
 def config_size(config: dict[str, Any], key: str, who: str) -> int:
     """``config[key]`` when it is a positive int (not a bool), else a ValueError naming it."""
-    value = config.get(key)
-    size = whole(value)
-    if size is None or size < 1:
-        raise ValueError(f"{who}: {key} must be a positive int, received {value!r}")
-    return size
+    return positive_int(config.get(key), key, who)
 
 
 def config_flag(config: dict[str, Any], key: str, default: bool, who: str) -> bool:

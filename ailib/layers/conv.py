@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from .._checks import positive_int
 from ..backends import Backend, Random
 from . import init as initializers
 from ._windows import fold, output_size, pad_edges, pair, windows
@@ -125,7 +126,7 @@ class Conv2D(Layer):
             config_size(config, k, cls.__name__) for k in ("in_channels", "out_channels")
         )
         kh, kw = pair(config.get("kernel_size"), "kernel_size", cls.__name__)
-        groups = config_size({"groups": config.get("groups", 1)}, "groups", cls.__name__)
+        groups = positive_int(config.get("groups", 1), "groups", cls.__name__)
         if c_in % groups or c_out % groups:
             raise ValueError(
                 f"{cls.__name__}: in_channels {c_in} and out_channels {c_out} must both be "

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._checks import number
 from ..backends import Backend, Random
-from .base import Backprop, Layer, real_number
+from .base import Backprop, Layer
 
 
 class Dropout(Layer):
@@ -38,7 +39,7 @@ class Dropout(Layer):
         dtype: Any = None,
     ) -> None:
         super().__init__(backend=backend, dtype=dtype, seed=seed)
-        p = real_number(p, "p", "Dropout")
+        p = number(p, "p", "Dropout")
         if not 0.0 <= p < 1.0:
             raise ValueError(f"Dropout: p must lie in [0, 1), received {p}")
         self.p = float(p)

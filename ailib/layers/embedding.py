@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from .. import backends
+from .._checks import positive_int
 from ..backends import Backend, Random
 from . import init as initializers
 from .base import Backprop, Layer, config_size
@@ -57,13 +58,8 @@ class Embedding(Layer):
         dtype: Any = None,
     ) -> None:
         super().__init__(backend=backend, dtype=dtype, seed=seed)
-        self.num_embeddings, self.embedding_dim = (
-            config_size({what: value}, what, self.name)
-            for what, value in (
-                ("num_embeddings", num_embeddings),
-                ("embedding_dim", embedding_dim),
-            )
-        )
+        self.num_embeddings = positive_int(num_embeddings, "num_embeddings", self.name)
+        self.embedding_dim = positive_int(embedding_dim, "embedding_dim", self.name)
         self.init = init
         initializers.get(init)  # fail early on an unknown name
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from .._checks import whole
+from .._checks import number, whole
 from ..backends import Backend, Random
-from .base import Backprop, Layer, config_size, real_number, size_or_none
+from .base import Backprop, Layer, config_size, size_or_none
 
 
 class _BatchNorm(Layer):
@@ -47,8 +47,8 @@ class _BatchNorm(Layer):
         super().__init__(backend=backend, dtype=dtype)
         self.features = size_or_none(features, "the number of features", self.name)
         hint = "; PyTorch's momentum=None (a cumulative average) is not offered"
-        momentum = real_number(momentum, "momentum", self.name, hint if momentum is None else "")
-        eps = real_number(eps, "eps", self.name)
+        momentum = number(momentum, "momentum", self.name, hint if momentum is None else "")
+        eps = number(eps, "eps", self.name)
         if not 0.0 <= momentum <= 1.0 or not eps > 0.0:
             raise ValueError(
                 f"{self.name}: need 0 <= momentum <= 1 and eps > 0, received "
@@ -254,7 +254,7 @@ class LayerNorm(Layer):
     ) -> None:
         super().__init__(backend=backend, dtype=dtype)
         self.normalized_shape = _trailing_shape(normalized_shape, self.name)
-        eps = real_number(eps, "eps", self.name)
+        eps = number(eps, "eps", self.name)
         if not eps > 0.0:
             raise ValueError(f"{self.name}: eps must be positive, received {eps}")
         self.eps = float(eps)
