@@ -104,8 +104,8 @@ class Ailib(Contender):
             layer.params["b"] = self.be.asarray(np.array(b))
         self.model.compile_steps = compiled  # None: the backend's default (ailib.compiling)
         self.optimizer = ailib.optimizers.SGD(lr=LR)
-        #: what ailib warned while training (a compiled step that runs uncompiled: CuPy 14
-        #: cannot capture cuBLAS in a CUDA graph), for the results' notes
+        #: what ailib warned while training (a compiled step that runs uncompiled: a CUDA
+        #: graph that could not be captured), for the results' notes
         self.notes: list[str] = []
 
     def load(self, x: np.ndarray, y: np.ndarray, x_test: np.ndarray) -> None:

@@ -5,8 +5,8 @@
 #   3. train:       `ailib train --backend cupy` on MNIST's 10k test digits (data/mnist-test, 8k/2k)
 #   4. bench:       the MLP benchmark, ailib on CuPy (one kernel per array operation, CuPy's
 #                   fused kernels for the loss, ReLU's backward and the update) and ailib on
-#                   CuPy with compiled steps (one CUDA graph launch per step; left out, with
-#                   the reason, where CuPy cannot capture a matrix product: CuPy 14) vs
+#                   CuPy with compiled steps (one CUDA graph launch per step, its products
+#                   calling cuBLAS directly; left out, with the reason, where that fails) vs
 #                   PyTorch eager CUDA, batch 128 and 1024, full 60,000-row epochs; 4-bench.md
 #                   also gives the array operations per step (ailib.opcount, counted on CuPy)
 #

@@ -136,6 +136,40 @@ def test_cuda_graph_steps_equal_uncompiled_steps_on_cupy(dtype: str, name: str) 
     assert fast_opt.iterations == 20
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cublas_called_directly_equals_cupys_products_on_cupy(dtype: str) -> None:
+    """On a GPU: the products of cuBLAS called directly (`ailib.backends._cublas`, what a
+    captured step's Dense layers use) equal CuPy's own, for every operand layout, sizes of 1
+    and 0, and a view into a larger buffer (as the flat parameter buffer's)."""
+    from ailib.backends import _cublas
+
+    be = _jax("cupy")
+    cp = be.library
+    gemm, why = _cublas.gemm_for(cp, be.device)
+    if gemm is None:
+        pytest.skip(f"cuBLAS cannot be called directly here: {why}")
+    rng = np.random.default_rng(0)
+    with be.device:
+        buffer = cp.asarray(rng.standard_normal(1000), dtype=dtype)
+        for m, k, n in [(128, 784, 256), (5, 3, 4), (1, 7, 1), (6, 1, 2), (3, 0, 2), (0, 4, 2)]:
+            for layout in ["cc", "cf", "fc", "ff", "sc"]:
+
+                def one(rows: int, cols: int, kind: str) -> Any:
+                    x = rng.standard_normal((cols, rows) if kind == "f" else (rows, 2 * cols))
+                    x = cp.asarray(x, dtype=dtype)
+                    return x.T if kind == "f" else x[:, ::2] if kind == "s" else x[:, :cols].copy()
+
+                a, b = one(m, k, layout[0]), one(k, n, layout[1])
+                got, want = gemm(a, b), a @ b
+                tol = 1e-4 if dtype == "float32" else 1e-12
+                np.testing.assert_allclose(cp.asnumpy(got), cp.asnumpy(want), rtol=tol, atol=tol)
+        w = buffer[10 : 10 + 12].reshape(3, 4)  # a view at an offset
+        x = cp.asarray(rng.standard_normal((5, 4)), dtype=dtype)
+        np.testing.assert_allclose(
+            cp.asnumpy(gemm(x, w.mT)), cp.asnumpy(x @ w.mT), rtol=1e-5, atol=1e-5
+        )
+
+
 def test_cuda_graph_steps_that_cannot_be_captured_warn_once_and_run_uncompiled_on_cupy() -> None:
     """CuPy 14 refuses cuBLAS during a capture: compile_steps=True then says so once and trains
     exactly as the uncompiled steps do."""

@@ -6,6 +6,7 @@ way CuPy can fail to run gives `BackendUnavailable` with the reason and the fix.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import sys
 import types
 import warnings
@@ -17,10 +18,12 @@ import numpy as np
 import pytest
 
 import ailib
-from ailib.backends import BackendUnavailable, _cupy, _imports
+from ailib.backends import BackendUnavailable, _cublas, _cupy, _imports
 from ailib.layers import BatchNorm1D, Dense, Dropout, Layer
 
 CUPY14 = [("cupy-cuda13x", "14.2.0")]
+#: the real search (the autouse fixture `_no_real_cublas` replaces it in every test)
+LIBRARY_CANDIDATES = _cublas.library_candidates
 
 
 class FakeDevice:
@@ -67,6 +70,19 @@ class FakeArray(np.ndarray):
     def device(self) -> FakeDevice:
         return FakeDevice(1)
 
+    @property
+    def data(self) -> Any:  # type: ignore[override]
+        """cupy's MemoryPointer: ``.ptr``, the address of the first element."""
+        return types.SimpleNamespace(ptr=self.ctypes.data)
+
+    def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
+        """NumPy's functions (argmax, where, concatenate, ...) give FakeArrays, as CuPy's give
+        CuPy arrays (run at once, also while capturing: the stand-in graph replays ufuncs)."""
+        result = super().__array_function__(func, types, args, kwargs)
+        if isinstance(result, tuple):
+            return tuple(_fake(r) for r in result)
+        return _fake(result)
+
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
         FakeArray.kernels.append(FakeDevice.current)
         capture = FakeStream.capturing()
@@ -80,6 +96,10 @@ class FakeArray(np.ndarray):
         if out is not None:
             return out[0] if len(out) == 1 else out
         return result.view(FakeArray) if isinstance(result, np.ndarray) else result
+
+
+def _fake(x: Any) -> Any:
+    return x.view(FakeArray) if type(x) is np.ndarray else x
 
 
 class CudaRuntimeError(RuntimeError):
@@ -98,6 +118,7 @@ class FakeStream:
 
     def __init__(self, null: bool = False, non_blocking: bool = False) -> None:
         self.non_blocking = non_blocking
+        self.ptr = id(self)  # cudaStream_t
         self.ops: list[tuple[Any, ...]] | None = None  # queued kernels while capturing
         self.invalid = False
         self._stack: list[FakeStream | None] = []
@@ -137,8 +158,14 @@ class FakeStream:
                 "calling cuBLAS API during stream capture is currently unsupported"
             )
         plain = [np.asarray(a) if isinstance(a, FakeArray) else a for a in inputs]
+        given = kwargs.get("out")
+        if given is not None:  # in place (x += y): into the given arrays at each launch
+            kwargs = {**kwargs, "out": tuple(np.asarray(o) for o in given)}
+            self.ops.append(lambda: getattr(ufunc, method)(*plain, **kwargs))
+            return given[0] if len(given) == 1 else given
         out = np.empty_like(getattr(ufunc, method)(*plain, **kwargs)).view(FakeArray)
-        out[...] = np.nan  # queued, not run: written by each launch
+        if out.dtype.kind == "f":
+            out[...] = np.nan  # queued, not run: written by each launch
         self.ops.append((ufunc, method, plain, kwargs, out))
         return out
 
@@ -151,7 +178,11 @@ class FakeGraph:
 
     def launch(self, stream: Any = None) -> None:
         FakeGraph.launches += 1
-        for ufunc, method, inputs, kwargs, out in self.ops:
+        for op in self.ops:
+            if callable(op):  # a library call queued as it is (cuBLAS called directly)
+                op()
+                continue
+            ufunc, method, inputs, kwargs, out = op
             np.asarray(out)[...] = getattr(ufunc, method)(*inputs, **kwargs)
 
 
@@ -219,20 +250,111 @@ def fake_cupy(count: int = 2, count_error: Exception | None = None) -> Any:
     def full(shape: Any, value: Any, dtype: Any = None) -> FakeArray:
         return np.full(shape, value, dtype=dtype).view(FakeArray)
 
+    def empty(shape: Any, dtype: Any = None) -> FakeArray:
+        return np.full(shape, np.nan if np.dtype(dtype).kind == "f" else 7, dtype=dtype).view(
+            FakeArray
+        )  # not zeroed: what a product leaves unwritten shows
+
+    def ascontiguousarray(a: FakeArray) -> FakeArray:
+        return np.positive(a, order="C")  # a kernel: queued while capturing
+
     return types.SimpleNamespace(
         __version__="14.2.0",
         cuda=cuda,
         ndarray=FakeArray,
         asarray=asarray,
         full=full,
+        empty=empty,
+        ascontiguousarray=ascontiguousarray,
         int64=np.int64,
+        uint8=np.uint8,
     )
+
+
+class CpuCublas:
+    """`ailib.backends._cublas.Cublas` on the CPU: its sgemm/dgemm are NumPy's own BLAS's
+    column-major ``cblas_?gemm`` (the same arguments as cuBLAS's), run at once, or queued into
+    the stand-in graph while a FakeStream captures (as a captured cuBLAS call runs at each
+    launch). Records the streams set, the workspaces and whether TF32 was asked for. ``wrong``:
+    every product comes out doubled."""
+
+    def __init__(self, wrong: bool = False) -> None:
+        from ailib.backends import _blas
+
+        path = _blas.axpy_library()
+        if path is None:
+            pytest.skip("NumPy's BLAS was not found through ctypes (see ailib.backends._blas)")
+        lib = ctypes.CDLL(path)
+        self.fns = {}
+        for pattern, int_type in (
+            ("scipy_cblas_{}gemm64_", ctypes.c_int64),
+            ("cblas_{}gemm64_", ctypes.c_int64),
+            ("scipy_cblas_{}gemm", ctypes.c_int),
+            ("cblas_{}gemm", ctypes.c_int),
+        ):
+            for char, real in (("s", ctypes.c_float), ("d", ctypes.c_double)):
+                fn = getattr(lib, pattern.format(char), None)
+                if fn is not None:
+                    fn.restype = None
+                    fn.argtypes = [ctypes.c_int] * 3 + [int_type] * 3 + [
+                        real, ctypes.c_void_p, int_type, ctypes.c_void_p, int_type,
+                        real, ctypes.c_void_p, int_type,
+                    ]  # fmt: skip
+                    self.fns[char] = fn
+            if len(self.fns) == 2:
+                break
+        else:
+            pytest.skip(f"no cblas_sgemm/dgemm in {path}")
+        self.wrong = wrong
+        self.streams: list[int] = []
+        self.workspaces: list[tuple[int, int]] = []
+        self.tf32 = False
+
+    def create(self) -> int:
+        return 12345
+
+    def set_stream(self, handle: int, stream: int) -> None:
+        assert handle == 12345
+        self.streams.append(stream)
+
+    def set_workspace(self, handle: int, pointer: int, nbytes: int) -> None:
+        self.workspaces.append((pointer, nbytes))
+
+    def set_tf32(self, handle: int) -> None:
+        self.tf32 = True
+
+    def gemm(self, char: str, handle: int, op_a: int, op_b: int, *args: int) -> None:
+        m, n, k, a, lda, b, ldb, c, ldc = args
+        cblas = {0: 111, 1: 112}  # CblasNoTrans, CblasTrans
+        alpha = 2.0 if self.wrong else 1.0
+
+        def run() -> None:  # 102: CblasColMajor
+            self.fns[char](
+                102, cblas[op_a], cblas[op_b], m, n, k, alpha, a, lda, b, ldb, 0.0, c, ldc
+            )
+
+        capture = FakeStream.capturing()
+        if capture is not None:
+            capture.ops.append(run)
+        else:
+            run()
 
 
 class CudaError(RuntimeError):
     def __init__(self, status: int, text: str) -> None:
         super().__init__(text)
         self.status = status
+
+
+@pytest.fixture(autouse=True)
+def _no_real_cublas(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stand-ins never reach a real cuBLAS (on a GPU machine it would be handed host
+    memory): none is found unless a test gives one (CpuCublas); workspaces are small, and the
+    handles and plans made are dropped after each test."""
+    monkeypatch.setattr(_cublas, "library_candidates", lambda: [])
+    monkeypatch.setattr(_cublas, "WORKSPACE_BYTES", 4096)
+    monkeypatch.setattr(_cublas, "_GEMMS", {})
+    monkeypatch.setattr(_cupy, "_CAPTURE_PLANS", {})
 
 
 @pytest.fixture(autouse=True)
@@ -530,6 +652,173 @@ def test_compiled_steps_on_a_cupy_that_refuses_cublas_in_captures_run_uncompiled
         for name in a.params:
             np.testing.assert_array_equal(np.asarray(a.params[name]), np.asarray(b.params[name]))
     assert opts[0].iterations == opts[1].iterations == 5
+
+
+# -- cuBLAS called directly: the products of a captured step ---------------------------------
+def _operands(rng: np.random.Generator, m: int, k: int, n: int, layout: str, dtype: Any) -> Any:
+    """A (m, k) and B (k, n) as FakeArrays laid out as ``layout`` says, per operand: "c"
+    C-contiguous, "f" a transposed view of a C-contiguous array (``w.mT``), "s" strided (every
+    other column of a wider array: neither)."""
+
+    def one(rows: int, cols: int, kind: str) -> FakeArray:
+        if kind == "c":
+            x = rng.standard_normal((rows, cols))
+        elif kind == "f":
+            x = rng.standard_normal((cols, rows)).T
+        else:
+            x = rng.standard_normal((rows, 2 * cols))[:, ::2]
+        return np.asarray(x, dtype=dtype).view(FakeArray)
+
+    return one(m, k, layout[0]), one(k, n, layout[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["cc", "cf", "fc", "ff", "sc", "fs"])
+@pytest.mark.parametrize(("m", "k", "n"), [(5, 3, 4), (1, 7, 1), (6, 1, 2), (2, 4, 1), (1, 1, 1)])
+def test_cublas_called_directly_computes_row_major_products_of_every_layout(
+    dtype: Any, layout: str, m: int, k: int, n: int
+) -> None:
+    """Cᵀ = Bᵀ·Aᵀ in column-major terms: the operations and leading dimensions of C- and
+    F-contiguous operands (and a copy of any other), checked with a column-major BLAS."""
+    library = CpuCublas()
+    cupy = fake_cupy()
+    gemm = _cublas.Gemm(cupy, FakeDevice(1), library)
+    a, b = _operands(np.random.default_rng(m * 100 + k * 10 + n), m, k, n, layout, dtype)
+    got = gemm(a, b)
+    assert type(got) is FakeArray and got.dtype == dtype and got.shape == (m, n)
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(np.asarray(got), np.asarray(a) @ np.asarray(b), rtol=tol, atol=tol)
+    assert library.streams == [cupy.cuda.get_current_stream().ptr]  # the current stream
+
+
+def test_cublas_called_directly_handles_empty_products_and_refuses_mismatched_sizes() -> None:
+    library = CpuCublas()
+    gemm = _cublas.Gemm(fake_cupy(), FakeDevice(1), library)
+    zero_k = gemm(np.ones((3, 0)).view(FakeArray), np.ones((0, 2)).view(FakeArray))
+    np.testing.assert_array_equal(np.asarray(zero_k), np.zeros((3, 2)))  # a sum of nothing
+    assert gemm(np.ones((0, 4)).view(FakeArray), np.ones((4, 2)).view(FakeArray)).shape == (0, 2)
+    assert library.streams == []  # cuBLAS was not called for an empty product
+    with pytest.raises(ValueError, match=r"inner sizes of A \(3, 4\) and B \(5, 2\) differ"):
+        gemm(np.ones((3, 4)).view(FakeArray), np.ones((5, 2)).view(FakeArray))
+    stacked = np.ones((2, 3, 4)).view(FakeArray)  # not 2-D: CuPy's own product
+    assert gemm(stacked, np.ones((4, 5)).view(FakeArray)).shape == (2, 3, 5)
+
+
+def test_cublas_handle_has_its_own_workspace_and_tf32_only_where_cupy_uses_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CUPY_TF32", raising=False)
+    library = CpuCublas()
+    gemm = _cublas.Gemm(fake_cupy(), FakeDevice(1), library)
+    assert library.workspaces == [(gemm.workspace.data.ptr, _cublas.WORKSPACE_BYTES)]
+    assert gemm.workspace.nbytes == _cublas.WORKSPACE_BYTES and not library.tf32
+    monkeypatch.setenv("CUPY_TF32", "1")
+    library = CpuCublas()
+    _cublas.Gemm(fake_cupy(), FakeDevice(1), library)
+    assert library.tf32
+
+
+def test_cublas_library_candidates_start_with_the_one_mapped_into_the_process(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    maps = tmp_path / "maps"
+    lib = "/opt/site-packages/nvidia/cu13/lib/libcublas.so.13"
+    maps.write_text(
+        f"7f00-7f10 r-xp 00000000 08:01 1 {lib}\n"
+        "7f10-7f20 r-xp 00000000 08:01 2 /opt/site-packages/nvidia/cu13/lib/libcublasLt.so.13\n"
+        f"7f20-7f30 r--p 00000000 08:01 1 {lib}\n"
+    )
+    real_open = open
+    monkeypatch.setattr(
+        "builtins.open",
+        lambda path, *a, **k: real_open(maps if path == "/proc/self/maps" else path, *a, **k),
+    )
+    found = LIBRARY_CANDIDATES()
+    assert found[0] == lib and found.count(lib) == 1
+    assert not any("libcublasLt" in f for f in found)
+    assert found[1:4] == list(_cublas.SONAMES)
+
+
+def test_no_cublas_library_is_said_with_what_was_tried(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_cublas, "library_candidates", lambda: ["/nowhere/libcublas.so.13"])
+    with pytest.raises(OSError, match="no usable cuBLAS library: /nowhere/libcublas.so.13"):
+        _cublas.load_library()
+    gemm, why = _cublas.gemm_for(fake_cupy(), FakeDevice(0))
+    assert gemm is None and why is not None and "/nowhere/libcublas.so.13" in why
+
+
+def test_graph_capture_of_cublas_called_directly_where_cupy_refuses_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CuPy 14 refuses its cuBLAS calls in a capture; the products called directly are
+    captured, replayed and checked (A·Aᵀ and Aᵀ·A: both layouts)."""
+    library = CpuCublas()
+    monkeypatch.setattr(_cublas, "load_library", lambda: library)
+    cupy = fake_cupy()
+    problem, gemm = _cupy.capture_plan(cupy, FakeDevice(1))
+    assert problem is None and isinstance(gemm, _cublas.Gemm)
+    assert _cupy.graph_capture_problem(cupy, FakeDevice(1)) is None
+    assert FakeStream.captures == 1 and FakeGraph.launches == 1  # captured, launched, checked
+    assert FakeStream.capturing() is None and FakeDevice.current == 0
+    assert _cublas.active() is None  # products are CuPy's own again
+
+
+@pytest.mark.parametrize("kind", ["wrong", "broken"])
+def test_graph_capture_of_cublas_called_directly_that_misbehaves_is_refused(
+    monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    library = CpuCublas(wrong=kind == "wrong")
+    if kind == "broken":
+        library.gemm = lambda *args: (_ for _ in ()).throw(  # type: ignore[method-assign]
+            _cublas.CublasError("cublasSgemm_v2 returned CUBLAS_STATUS_EXECUTION_FAILED")
+        )
+    monkeypatch.setattr(_cublas, "load_library", lambda: library)
+    problem, gemm = _cupy.capture_plan(fake_cupy(), FakeDevice(1))
+    assert gemm is None and problem is not None
+    if kind == "wrong":
+        assert "cuBLAS called directly computed [[[28.0, 64.0], [64.0, 154.0]], [[34.0," in problem
+        assert "not [[[14.0, 32.0], [32.0, 77.0]], [[17.0, 22.0, 27.0]," in problem
+    else:
+        assert "CUBLAS_STATUS_EXECUTION_FAILED" in problem
+    assert FakeStream.capturing() is None and _cublas.active() is None
+
+
+@pytest.mark.parametrize("name", ["adam", "momentum"])
+def test_compiled_steps_on_cupy14_are_cuda_graphs_whose_products_call_cublas_directly(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """CuPy 14 refuses its own cuBLAS in captures: the step is captured once (its second call
+    of a shape), its Dense layers' products calling cuBLAS directly, and launched from then on,
+    with nothing said. (The stand-in graph replays ufuncs only, so the values of a captured
+    step are checked on a GPU: test_compiling.py::test_cuda_graph_steps_equal_uncompiled_...)"""
+    library = CpuCublas()
+    queued = []
+    real_gemm = library.gemm
+    library.gemm = lambda *args: (  # type: ignore[method-assign]
+        queued.append(FakeStream.capturing() is not None),
+        real_gemm(*args),
+    )
+    monkeypatch.setattr(_cublas, "load_library", lambda: library)
+    be, _ = _build(1)
+    rng = np.random.default_rng(0)
+    x = be.asarray(rng.standard_normal((8, 3)))
+    y = be.asarray(rng.integers(0, 2, 8), dtype=be.index_dtype)
+    model = ailib.Sequential(
+        [Dense(3, 5), ailib.layers.ReLU(), Dense(5, 2)], backend=be, dtype="float64", seed=0
+    )
+    model.compile_steps = True
+    opt = ailib.optimizers.Adam(0.01) if name == "adam" else ailib.optimizers.SGD(0.05, 0.9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is said: the step is a graph
+        for _ in range(6):
+            model.train_step(x, y, "softmax_cross_entropy", opt)
+    assert FakeStream.captures == 2  # the probe's, then the step's (once)
+    assert FakeGraph.launches == 1 + 5  # the probe's, then steps 2 to 6
+    # the probe's 2 products (outside, then inside its capture), then the step's: the forward
+    # products of both layers, dE/dW of both and dE/dX of the second, all captured
+    assert queued == [False, False, True, True] + [True] * 5
+    assert _cublas.active() is None
+    assert opt.iterations == 6
 
 
 def test_the_nccl_communicator_is_made_on_the_ranks_gpu(monkeypatch: pytest.MonkeyPatch) -> None:

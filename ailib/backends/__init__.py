@@ -20,7 +20,15 @@ from typing import Any, ContextManager
 
 from ._base import API_VERSION, Backend, BackendUnavailable, Random, device_of, to_numpy
 from ._counting import OpCounter, counting
-from ._fused import LAUNCHES, affine, clip, relu_backward, softmax_cross_entropy, subtract_scaled
+from ._fused import (
+    LAUNCHES,
+    affine,
+    clip,
+    matmul,
+    relu_backward,
+    softmax_cross_entropy,
+    subtract_scaled,
+)
 from ._host import all_finite, extremes, host_numbers, quickly_finite
 from ._libs import MAKERS
 from ._replay import ReplayStep, TraceError
@@ -201,6 +209,7 @@ __all__ = [
     "ReplayStep",
     "TraceError",
     "affine",
+    "matmul",
     "all_finite",
     "auto_choice",
     "available",

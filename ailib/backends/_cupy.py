@@ -23,7 +23,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import _cublas
 from ._base import Backend, BackendUnavailable
+from ._fused import matmul
 from ._imports import compat, import_library
 
 #: cudaError_t values that have their own explanation
@@ -268,10 +270,14 @@ class GraphStep:
 
     CuPy 14 refuses every cuBLAS call during a capture (``cublas.setStream`` raises
     NotImplementedError while the stream captures; cupy/cupy#6290, and CuPy's own
-    tests/cupy_tests/cuda_tests/test_graph.py::test_stream_capture_failure_cublas), so a step
-    with a matrix product cannot be a graph there. Before its first capture the step asks
-    `graph_capture_problem`; where there is one, it says so once (a RuntimeWarning) and runs
-    uncompiled, without a partial capture of the real step.
+    tests/cupy_tests/cuda_tests/test_graph.py::test_stream_capture_failure_cublas). So while
+    the step is captured, its 2-D products (`ailib.backends.matmul`: every Dense layer's) call
+    cuBLAS directly, through a handle of ailib's own (`ailib.backends._cublas`), as PyTorch's
+    captures do. Before its first capture the step asks `graph_capture_problem`, which captures
+    and checks such products; where there is a problem (no cuBLAS library could be loaded, or
+    the captured products were wrong), it says so once (a RuntimeWarning) and runs
+    uncompiled, without a partial capture of the real step. Stacked products (Conv2D's) are
+    CuPy's own, so a step with them fails to capture on CuPy 14: said once, and uncompiled.
     """
 
     def __init__(self, cupy: Any, device: Any, fn: Callable[..., Any]) -> None:
@@ -289,17 +295,17 @@ class GraphStep:
             return self.fn(values, lr, x, y)
         entry = self.graphs.get(key)
         if entry is None:
-            problem = graph_capture_problem(self.cupy, self.device)
+            problem, gemm = capture_plan(self.cupy, self.device)
             if problem is not None:
                 self._give_up(problem, stacklevel=4)  # warns where the step was asked for
                 return self.fn(values, lr, x, y)
-            entry = self._capture(values, lr, x, y)
+            entry = self._capture(values, lr, x, y, gemm)
             if entry is None:
                 return self.fn(values, lr, x, y)
             self.graphs[key] = entry
         return self._launch(entry, values, lr, x, y)
 
-    def _capture(self, values: list[Any], lr: Any, x: Any, y: Any) -> Any:
+    def _capture(self, values: list[Any], lr: Any, x: Any, y: Any, gemm: Any) -> Any:
         cp = self.cupy
         runtime = cp.cuda.runtime
         mode = getattr(runtime, "streamCaptureModeRelaxed", 2)
@@ -315,7 +321,8 @@ class GraphStep:
                 static = (inputs, cp.full((), lr, dtype=dtype), x.copy(), y.copy())
                 cp.cuda.get_current_stream().synchronize()
                 try:
-                    graph, out = _captured(stream, mode, lambda: self.fn(*static))
+                    with _cublas.capturing(gemm):  # the step's products: cuBLAS directly
+                        graph, out = _captured(stream, mode, lambda: self.fn(*static))
                 except Exception as exc:  # an operation that cannot be captured
                     self._give_up(f"CUDA graph capture of the training step failed ({_why(exc)})")
                     return None
@@ -383,21 +390,79 @@ def _why(exc: BaseException) -> str:
     return text
 
 
-#: `graph_capture_problem`'s answer per (id of the cupy module, device id), with that module
-#: (an id is only unique while its object lives)
-_CAPTURE_PROBLEMS: dict[tuple[int, int], tuple[Any, str | None]] = {}
+#: `capture_plan`'s answer per (id of the cupy module, device id), with that module (an id is
+#: only unique while its object lives)
+_CAPTURE_PLANS: dict[tuple[int, int], tuple[Any, str | None, Any]] = {}
 
 
 def graph_capture_problem(cupy: Any, device: Any) -> str | None:
     """Why a training step cannot be captured as a CUDA graph on ``device``, or None where it
-    can: captures a 2x2 float32 matrix product C = A·A (cuBLAS, as every Dense layer's) on a
-    side stream, launches the graph and checks C. Found once per process and device (a few
-    milliseconds). CuPy 14 refuses cuBLAS during a capture (see `GraphStep`)."""
+    can (see `capture_plan`)."""
+    return capture_plan(cupy, device)[0]
+
+
+def capture_plan(cupy: Any, device: Any) -> tuple[str | None, Any]:
+    """(None, how products are captured) where a training step can be a CUDA graph on
+    ``device``, else (why not, None). How: a `_cublas.Gemm` (cuBLAS called directly), or None
+    where CuPy's own products can be captured.
+
+    Found once per process and device (a few milliseconds): with cuBLAS called directly, the
+    products A·Aᵀ and Aᵀ·A of a 2x3 float32 A (one operand C-contiguous, the other a transposed
+    view, as in a Dense layer's passes) are computed outside a capture and then captured on a
+    side stream, the graph launched, and both results checked; where no cuBLAS library can be
+    called directly, the same is tried with CuPy's own product C = A·A of a 2x2 A (which CuPy
+    14 refuses: see `GraphStep`)."""
     key = (id(cupy), int(device.id))
-    known = _CAPTURE_PROBLEMS.get(key)
+    known = _CAPTURE_PLANS.get(key)
     if known is None or known[0] is not cupy:
-        known = _CAPTURE_PROBLEMS[key] = (cupy, _capture_problem(cupy, device))
-    return known[1]
+        gemm, why_not = _cublas.gemm_for(cupy, device)
+        if gemm is not None:
+            problem = _direct_capture_problem(cupy, device, gemm)
+            plan = (problem, None if problem else gemm)
+        else:
+            problem = _capture_problem(cupy, device)
+            if problem is not None:
+                problem += f"; cuBLAS could not be called directly either ({why_not})"
+            plan = (problem, None)
+        known = _CAPTURE_PLANS[key] = (cupy, *plan)
+    return known[1], known[2]
+
+
+def _direct_capture_problem(cupy: Any, device: Any, gemm: Any) -> str | None:
+    version = getattr(cupy, "__version__", "?")
+    host = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], dtype=np.float32)
+    want = [(host @ host.T).tolist(), (host.T @ host).tolist()]
+
+    def products() -> tuple[Any, Any]:
+        return matmul(a, a.mT), matmul(a.mT, a)
+
+    try:
+        with device, _cublas.capturing(gemm):
+            a = cupy.asarray(host)
+            eager = [np.asarray(c.get()).tolist() for c in products()]
+            if eager != want:
+                return (
+                    f"CuPy {version}: cuBLAS called directly computed {eager} on device "
+                    f"{device.id}, not {want}; no training step is a CUDA graph there"
+                )
+            stream = cupy.cuda.Stream(non_blocking=True)
+            mode = getattr(cupy.cuda.runtime, "streamCaptureModeRelaxed", 2)
+            graph, captured = _captured(stream, mode, products)
+            graph.launch(stream)
+            stream.synchronize()
+            got = [np.asarray(c.get()).tolist() for c in captured]
+    except Exception as exc:
+        return (
+            f"CuPy {version} cannot capture a matrix product of cuBLAS called directly in a "
+            f"CUDA graph on device {device.id} ({_why(exc)}), so no training step can be a "
+            f"CUDA graph there"
+        )
+    if got != want:
+        return (
+            f"CuPy {version}: a CUDA graph of matrix products (cuBLAS called directly) computed "
+            f"{got} on device {device.id}, not {want}"
+        )
+    return None
 
 
 def _capture_problem(cupy: Any, device: Any) -> str | None:

@@ -6,6 +6,7 @@ fastest form, and the array-API composition everywhere else (JAX, array-api-stri
 library without a form of its own), with the same math:
 
     affine(X, W, B)                    Y = X·Wᵀ + B (a Dense layer's forward pass)
+    matmul(A, B)                       A·B (a Dense layer's backward products)
     clip(X, low, high)                 X clamped to [low, high]
     relu_backward(Y, dE/dY)            dE/dX = dE/dY ∘ 1[Y > 0]
     subtract_scaled(P, lr, D)          P ← P − lr·D
@@ -32,7 +33,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import _blas
+from . import _blas, _cublas
 from ._counting import Counted, fused_call
 from ._replay import call_recorded
 
@@ -80,10 +81,21 @@ def affine(x: Any, w: Any, b: Any = None) -> Any:
 
 
 def _affine_composed(x: Any, w: Any, b: Any) -> Any:
-    y = x @ w.mT  # the operators: no namespace wrapper around the product
+    y = matmul(x, w.mT)
     if b is not None:
         y += b
     return y
+
+
+# -- matrix products -------------------------------------------------------------------------
+def matmul(a: Any, b: Any) -> Any:
+    """A·B: the operator ``a @ b`` (no namespace wrapper around the product), except for CuPy
+    arrays while a CUDA graph step captures (`ailib.backends._cublas.capturing`): cuBLAS called
+    directly there, as CuPy refuses its own cuBLAS calls during a capture."""
+    gemm = _cublas.active()
+    if gemm is not None and isinstance(a, gemm.cupy.ndarray):
+        return gemm(a, b)
+    return a @ b
 
 
 # -- clamping ---------------------------------------------------------------------------------

@@ -106,9 +106,10 @@ class Dense(Layer):
 
         def backprop(grad_out: Any, input_grad: bool = True) -> Any:
             self.check_grad(grad_out, (x.shape[0], self.out_features))
-            self.accumulate("W", grad_out.mT @ x)
+            # (backends.matmul: ``@``, or cuBLAS directly while a CUDA graph captures the step)
+            self.accumulate("W", backends.matmul(grad_out.mT, x))
             if self.bias:
                 self.accumulate("b", xp.sum(grad_out, axis=0))
-            return grad_out @ w if input_grad else None
+            return backends.matmul(grad_out, w) if input_grad else None
 
         return y, backprop
