@@ -271,13 +271,14 @@ class GraphStep:
     CuPy 14 refuses every cuBLAS call during a capture (``cublas.setStream`` raises
     NotImplementedError while the stream captures; cupy/cupy#6290, and CuPy's own
     tests/cupy_tests/cuda_tests/test_graph.py::test_stream_capture_failure_cublas). So while
-    the step is captured, its 2-D products (`ailib.backends.matmul`: every Dense layer's) call
-    cuBLAS directly, through a handle of ailib's own (`ailib.backends._cublas`), as PyTorch's
-    captures do. Before its first capture the step asks `graph_capture_problem`, which captures
+    the step is captured, its 2-D products (`ailib.backends.matmul`: Dense's, and Conv2D's
+    without groups) call cuBLAS directly, through a handle of ailib's own
+    (`ailib.backends._cublas`), as PyTorch's captures do. Before its first capture the step asks `graph_capture_problem`, which captures
     and checks such products; where there is a problem (no cuBLAS library could be loaded, or
     the captured products were wrong), it says so once (a RuntimeWarning) and runs
-    uncompiled, without a partial capture of the real step. Stacked products (Conv2D's) are
-    CuPy's own, so a step with them fails to capture on CuPy 14: said once, and uncompiled.
+    uncompiled, without a partial capture of the real step. Stacked products (Conv2D's with
+    groups) are CuPy's own, so a step with them fails to capture on CuPy 14: said once, and
+    uncompiled.
     """
 
     def __init__(self, cupy: Any, device: Any, fn: Callable[..., Any]) -> None:

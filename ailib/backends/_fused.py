@@ -6,7 +6,7 @@ fastest form, and the array-API composition everywhere else (JAX, array-api-stri
 library without a form of its own), with the same math:
 
     affine(X, W, B)                    Y = X·Wᵀ + B (a Dense layer's forward pass)
-    matmul(A, B)                       A·B (a Dense layer's backward products)
+    matmul(A, B)                       A·B (Dense's and Conv2D's products)
     clip(X, low, high)                 X clamped to [low, high]
     relu_backward(Y, dE/dY)            dE/dX = dE/dY ∘ 1[Y > 0]
     subtract_scaled(P, lr, D)          P ← P − lr·D

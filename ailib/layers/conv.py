@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .._checks import positive_int
-from ..backends import Backend, Random
+from ..backends import Backend, Random, matmul
 from . import init as initializers
 from ._windows import fold, output_size, pad_edges, pair, windows
 from .base import Backprop, Layer, config_flag, config_size, size_or_none
@@ -176,7 +176,8 @@ class Conv2D(Layer):
             xp.stack(pieces, axis=1),
             (c * k, cols_n) if g == 1 else (g, c // g * k, cols_n),
         )
-        y = xp.reshape(xp.matmul(w_hat, cols), (out, cols_n))
+        # (matmul: ``@``, or for g = 1 cuBLAS directly while a CUDA graph captures the step)
+        y = xp.reshape(matmul(w_hat, cols), (out, cols_n))
         if self.bias:
             y += xp.expand_dims(self.params["b"], axis=1)
         y = xp.permute_dims(xp.reshape(y, (out, n, oh, ow)), (1, 0, 2, 3))
@@ -187,13 +188,13 @@ class Conv2D(Layer):
             grad_hat = grad if g == 1 else xp.reshape(grad, (g, out // g, cols_n))
             # NOTE: dE/dW = (X̂·dE/dŶᵀ)ᵀ, not dE/dŶ·X̂ᵀ: NumPy's matmul of a wide matrix by a
             # transposed view takes a slow non-BLAS path (30-100x at N·H·W of 10⁵)
-            d_w = xp.matrix_transpose(xp.matmul(cols, xp.matrix_transpose(grad_hat)))
+            d_w = xp.matrix_transpose(matmul(cols, xp.matrix_transpose(grad_hat)))
             self.accumulate("W", xp.reshape(d_w, w.shape))
             if self.bias:
                 self.accumulate("b", xp.sum(grad, axis=1))
             if not input_grad:  # skips dE/dX̂ and its col2im
                 return None
-            grad_cols = xp.matmul(xp.matrix_transpose(w_hat), grad_hat)
+            grad_cols = matmul(xp.matrix_transpose(w_hat), grad_hat)
             grad_cols = xp.reshape(grad_cols, (c, k, n, oh, ow))
             pieces = [grad_cols[:, i, ...] for i in range(k)]
             size = (h + 2 * ph, wd + 2 * pw)
