@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # ailib on a CUDA machine, in one call of at most 540 s, with nothing but what is installed there:
-#   1. environment: what is installed, what is missing; carried wheels installed offline
+#   1. environment: what is installed, what is missing; carried wheels installed offline;
+#                   whether CuPy steps can be CUDA graphs (a child process: where cuBLAS called
+#                   directly crashes it, AILIB_CUBLAS_DIRECT=0 for the later stages)
 #   2. tests:       the CuPy tests and the GPU PyTorch / JAX tests (pytest -k "cupy or cuda or gpu")
 #   3. train:       `ailib train --backend cupy` on MNIST's 10k test digits (data/mnist-test, 8k/2k)
 #   4. bench:       the MLP benchmark, ailib on CuPy (one kernel per array operation, CuPy's
@@ -35,8 +37,8 @@ usage: bash benchmarks/gpu.sh [--help] [--dry-run] [--no-tests] [--no-train] [--
   --no-tests    skip stage 2; --no-train skips stage 3; --no-bench skips stage 4
   --python P    the interpreter (default: $PYTHON, else .venv/bin/python, else python3)
 
-Time limits (seconds): TOTAL_LIMIT=540 for the whole run; WHEEL_LIMIT=20, ENV_LIMIT=40,
-TEST_LIMIT=210, TRAIN_LIMIT=85, BENCH_LIMIT=150 per stage (505 s, plus 5 s to stop each), each
+Time limits (seconds): TOTAL_LIMIT=540 for the whole run; WHEEL_LIMIT=20, ENV_LIMIT=60,
+TEST_LIMIT=250, TRAIN_LIMIT=45, BENCH_LIMIT=120 per stage (495 s, plus 5 s to stop each), each
 cut to what is left of the total.
 Environment: OUT (output folder), AILIB_SITE (where wheels go, default /tmp/ailib-site),
 TRAIN_EPOCHS (default 3).
@@ -63,10 +65,10 @@ if [[ -z "$PY" ]]; then
 fi
 TOTAL_LIMIT="${TOTAL_LIMIT:-540}"
 WHEEL_LIMIT="${WHEEL_LIMIT:-20}"
-ENV_LIMIT="${ENV_LIMIT:-40}"
-TEST_LIMIT="${TEST_LIMIT:-210}"
-TRAIN_LIMIT="${TRAIN_LIMIT:-85}"
-BENCH_LIMIT="${BENCH_LIMIT:-150}"
+ENV_LIMIT="${ENV_LIMIT:-60}"
+TEST_LIMIT="${TEST_LIMIT:-250}"
+TRAIN_LIMIT="${TRAIN_LIMIT:-45}"
+BENCH_LIMIT="${BENCH_LIMIT:-120}"
 TRAIN_EPOCHS="${TRAIN_EPOCHS:-3}"
 SITE="${AILIB_SITE:-/tmp/ailib-site}"
 if [[ -n "${OUT:-}" ]]; then DEST="$OUT"
@@ -120,6 +122,10 @@ else
 fi
 stage "1. environment: what is installed" 1-environment.txt "$ENV_LIMIT" \
     "$PY" -m benchmarks.gpu_env
+if [[ $DRY -eq 0 ]] && grep -q "^SET AILIB_CUBLAS_DIRECT=0" "$DEST/1-environment.txt" 2>/dev/null; then
+    export AILIB_CUBLAS_DIRECT=0
+    echo "note: cuBLAS called directly crashed the capture probe: AILIB_CUBLAS_DIRECT=0 from here on"
+fi
 if [[ $DRY -eq 0 ]] && ! grep -q "^nothing missing" "$DEST/1-environment.txt" 2>/dev/null; then
     grep "MISSING\|UNAVAILABLE" "$DEST/1-environment.txt" || echo "MISSING: the probe did not finish"
     if ! "$PY" -c "import ailib" 2>/dev/null; then

@@ -747,6 +747,18 @@ def test_no_cublas_library_is_said_with_what_was_tried(monkeypatch: pytest.Monke
     assert gemm is None and why is not None and "/nowhere/libcublas.so.13" in why
 
 
+def test_cublas_called_directly_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_cublas, "load_library", CpuCublas)
+    monkeypatch.setenv("AILIB_CUBLAS_DIRECT", "0")
+    assert _cublas.gemm_for(fake_cupy(), FakeDevice(0)) == (None, "AILIB_CUBLAS_DIRECT=0 is set")
+    reason = _cupy.graph_capture_problem(fake_cupy(), FakeDevice(0))
+    assert reason is not None and "cannot capture a matrix product" in reason
+    assert "cuBLAS could not be called directly either (AILIB_CUBLAS_DIRECT=0 is set)" in reason
+    monkeypatch.setenv("AILIB_CUBLAS_DIRECT", "1")
+    gemm, why = _cublas.gemm_for(fake_cupy(), FakeDevice(0))
+    assert gemm is not None and why is None
+
+
 def test_graph_capture_of_cublas_called_directly_where_cupy_refuses_its_own(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

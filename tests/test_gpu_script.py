@@ -68,3 +68,28 @@ def test_help_and_unknown_options() -> None:
     assert done.returncode == 0 and "--dry-run" in done.stdout
     done = subprocess.run(["bash", str(SCRIPT), "--bogus"], capture_output=True, text=True)
     assert done.returncode == 2 and "unknown option --bogus" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("probe", "said", "crashed"),
+    [
+        ("print('yes, products by cuBLAS called directly (libcublas.so.13)')", "yes, pro", False),
+        ("import ctypes; ctypes.string_at(0)", "the probe CRASHED (exit -11)", True),
+        ("import time; time.sleep(30)", "the probe HUNG (no answer after 1 s)", True),
+    ],
+)
+def test_the_capture_probe_runs_apart_so_that_a_crash_of_cublas_called_directly_is_survived(
+    monkeypatch: pytest.MonkeyPatch, probe: str, said: str, crashed: bool
+) -> None:
+    """gpu.sh's environment stage asks in a child process whether CuPy steps can be CUDA
+    graphs: a segfault there (cuBLAS called through ctypes, never run before a first GPU run)
+    is reported, and turns cuBLAS called directly off for the later stages."""
+    from benchmarks import gpu_env
+
+    monkeypatch.setattr(gpu_env, "CAPTURE_PROBE", probe)
+    line, bad = gpu_env.capture_line(timeout=1.0)
+    assert line.startswith("ailib CUDA graph steps on cupy: ") and said in line, line
+    assert bad is crashed
+    script = SCRIPT.read_text()
+    assert 'grep -q "^SET AILIB_CUBLAS_DIRECT=0"' in script
+    assert "export AILIB_CUBLAS_DIRECT=0" in script

@@ -223,10 +223,17 @@ def operand(cupy: Any, x: Any) -> tuple[int, int, Any]:
 _GEMMS: dict[tuple[int, int], tuple[Any, Gemm | None, str | None]] = {}
 
 
+#: the environment variable that turns cuBLAS called directly off ("0")
+SWITCH = "AILIB_CUBLAS_DIRECT"
+
+
 def gemm_for(cupy: Any, device: Any, library: Any = None) -> tuple[Gemm | None, str | None]:
     """(the `Gemm` of ``device``, None), made once per process and device, or (None, why not):
-    no cuBLAS library could be loaded, or its handle could not be made. ``library``: a loaded
-    `Cublas` (or a stand-in); by default `load_library`'s."""
+    turned off (``AILIB_CUBLAS_DIRECT=0``), no cuBLAS library could be loaded, or its handle
+    could not be made. ``library``: a loaded `Cublas` (or a stand-in); by default
+    `load_library`'s."""
+    if os.environ.get(SWITCH, "1") == "0":
+        return None, f"{SWITCH}=0 is set"
     key = (id(cupy), int(device.id))
     known = _GEMMS.get(key)
     if known is None or known[0] is not cupy:
