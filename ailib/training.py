@@ -799,7 +799,11 @@ def split_validation(
             f"{n - held} to train on and {held} to validate on; both need at least one"
         )
     cut = n - held
-    return _rows_slice(x, 0, cut), y[:cut, ...], (_rows_slice(x, cut, n), y[cut:, ...])
+    return (
+        _rows_slice(x, 0, cut),
+        _rows_slice(y, 0, cut),
+        (_rows_slice(x, cut, n), _rows_slice(y, cut, n)),
+    )
 
 
 def evaluate_batches(
@@ -896,6 +900,7 @@ def predict(model: Any, x: Any, batch_size: int | None = INFERENCE_BATCH) -> Any
 
 
 def _rows_slice(x: Any, start: int, stop: int) -> Any:
+    """Rows start..stop of an array, or of each array of a list (several inputs or outputs)."""
     if isinstance(x, list):
         return [a[start:stop, ...] for a in x]
     return x[start:stop, ...]

@@ -151,6 +151,21 @@ def test_two_inputs_two_outputs_fit_and_predict(backend: ailib.backends.Backend)
     assert result["loss"] == pytest.approx(float(host(ce)) + float(host(mse)), rel=1e-5)
 
 
+def test_validation_split_holds_out_the_last_rows_of_every_output() -> None:
+    rng = np.random.default_rng(6)
+    a_in, b_in = ailib.Input((3,)), ailib.Input((2,))
+    model = ailib.Model(
+        [a_in, b_in], [Dense(3)(a_in), Dense(1)(b_in)], backend="numpy", dtype="float64", seed=0
+    )
+    xs = [rng.standard_normal((20, 3)), rng.standard_normal((20, 2))]
+    ys = [rng.integers(0, 3, 20), rng.standard_normal((20, 1))]
+    history = model.fit(
+        xs, ys, loss=["softmax_cross_entropy", "mse"], validation_split=0.25, verbose=False
+    )
+    held = model.evaluate([x[15:] for x in xs], [y[15:] for y in ys])
+    assert history["val_loss"] == [held["loss"]]
+
+
 def test_two_output_gradients_match_finite_differences(backend: ailib.backends.Backend) -> None:
     rng = np.random.default_rng(5)
     x1, x2 = ailib.Input((3,)), ailib.Input((3,))
