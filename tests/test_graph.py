@@ -298,6 +298,16 @@ def test_fit_checks_the_structure_of_x_and_y() -> None:
         model.predict([x, x[:3]])
 
 
+def test_forward_and_infer_check_the_number_of_inputs() -> None:
+    a, b = ailib.Input((2,)), ailib.Input((2,))
+    model = ailib.Model([a, b], Dense(2)(Add()([a, b])), backend="numpy", seed=0)
+    x = np.zeros((4, 2), np.float32)
+    for run in (model.forward, model.infer):
+        for xs, received in (([x], "list of 1"), ([x, x, x], "list of 3"), (x, "ndarray")):
+            with pytest.raises(ValueError, match=f"has 2 inputs; .*received {received}"):
+                run(xs)
+
+
 def test_summary_lists_calls_shapes_and_parameters() -> None:
     model = shared(ailib.backends.get("numpy"))
     text = model.summary()
