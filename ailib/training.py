@@ -856,9 +856,16 @@ def evaluate(
     batches (y None), in eval mode; the model's mode is restored after.
 
     ``loss`` defaults to the one last used by `fit`; without either, only accuracy is given. A
-    diverged model gives a NaN (or infinite) loss, not an error."""
+    diverged model gives a NaN (or infinite) loss, not an error. A model with several outputs
+    reports no accuracy, so it needs a loss (a ValueError without one)."""
     who = f"{type(model).__name__}.evaluate"
     loss = _loss_for(model, loss) if loss is not None else model.loss
+    outputs = len(getattr(model, "outputs", ()))
+    if loss is None and outputs > 1:  # accuracy is for one output only: nothing to report
+        raise ValueError(
+            f"{who}: the model has {outputs} outputs and no loss to report; give loss= (a "
+            f"list, one per output, or one loss for all of them)"
+        )
     batches = batches_of(
         model, x, y, loss or _loss_for(model, "softmax_cross_entropy"), who, batch_size=batch_size
     )

@@ -166,6 +166,17 @@ def test_validation_split_holds_out_the_last_rows_of_every_output() -> None:
     assert history["val_loss"] == [held["loss"]]
 
 
+def test_evaluate_without_a_loss_on_several_outputs_asks_for_one() -> None:
+    x = ailib.Input((4,))
+    model = ailib.Model(x, [Dense(3)(x), Dense(1)(x)], backend="numpy", seed=0)
+    xs = np.zeros((5, 4), np.float32)
+    ys = [np.zeros(5, np.int64), np.zeros((5, 1), np.float32)]
+    with pytest.raises(ValueError, match="has 2 outputs and no loss to report; give loss="):
+        model.evaluate(xs, ys)
+    result = model.evaluate(xs, ys, loss=["softmax_cross_entropy", "mse"])
+    assert set(result) == {"loss"}
+
+
 def test_two_output_gradients_match_finite_differences(backend: ailib.backends.Backend) -> None:
     rng = np.random.default_rng(5)
     x1, x2 = ailib.Input((3,)), ailib.Input((3,))
