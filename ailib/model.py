@@ -10,6 +10,7 @@ import os
 from typing import Any, Callable, Iterable, Sequence
 
 from . import backends, batches, compiling, graph, losses, optimizers, training
+from ._checks import floating_dtype
 from ._checks import seed as checked_seed
 from .backends import Backend
 from .callbacks import Callback
@@ -85,7 +86,7 @@ class Model:
         kind = type(self).__name__
         seed = checked_seed(seed, kind)
         self.backend = backends.get(backend)
-        self.dtype = self.backend.dtype(dtype)
+        self.dtype = floating_dtype(self.backend, dtype, kind)
         self.seed = seed
         self.single_input = isinstance(inputs, Symbol)
         self.single_output = isinstance(outputs, Symbol)

@@ -319,6 +319,18 @@ def test_forward_and_infer_check_the_number_of_inputs() -> None:
                 run(xs)
 
 
+@pytest.mark.parametrize("dtype", ["int32", "bool"])
+def test_models_and_layers_refuse_a_dtype_that_is_not_floating(dtype: str) -> None:
+    x = ailib.Input((3,))
+    match = f"dtype must be a floating dtype .float32, float64.*received {dtype}"
+    with pytest.raises(ValueError, match=f"Model: {match}"):
+        ailib.Model(x, Dense(2)(x), backend="numpy", dtype=dtype)
+    with pytest.raises(ValueError, match=f"Sequential: {match}"):
+        ailib.Sequential([Dense(3, 2)], backend="numpy", dtype=dtype)
+    with pytest.raises(ValueError, match=f"ReLU: {match}"):
+        ReLU(backend="numpy", dtype=dtype)
+
+
 def test_summary_lists_calls_shapes_and_parameters() -> None:
     model = shared(ailib.backends.get("numpy"))
     text = model.summary()
