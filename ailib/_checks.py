@@ -40,3 +40,15 @@ def number(value: Any, what: str, who: str, hint: str = "") -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{who}: {what} must be a number, received {value!r}{hint}")
     return float(value)
+
+
+def floating_dtype(backend: Any, spec: Any, who: str) -> Any:
+    """The floating dtype of ``backend`` for ``spec`` (None: its default float), else a
+    ValueError naming ``who``: parameters and activations are real floats."""
+    dtype = backend.dtype(spec)
+    if not backend.is_floating(dtype):
+        raise ValueError(
+            f"{who}: dtype must be a floating dtype (float32, float64, ...), received "
+            f"{backend.dtype_name(dtype)}"
+        )
+    return dtype

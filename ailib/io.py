@@ -282,6 +282,7 @@ def restore_checkpoint(
     if not isinstance(ckpt, dict):
         raise ModelFileError(f"{path}: a model file, not a checkpoint (no training state)")
     difference = _first_difference(_architecture(saved), _architecture(model))
+    difference = difference or _wiring_difference(saved, model)
     if difference:
         raise CheckpointMismatch(path, f"the checkpoint is of another model: {difference}")
     try:
@@ -369,6 +370,39 @@ def _first_difference(saved: list[tuple[str, Any]], current: list[tuple[str, Any
             ]
             return f"layer {k} ({name_b}): {'; '.join(changed)}"
     return ""
+
+
+def _wiring_difference(saved: Model, current: Model) -> str:
+    """What first differs between the graphs of two models of the same layers, in words ("" if
+    nothing): the number of inputs, a call's layer or the arrays it reads (numbered inputs
+    first, then one per call), or the outputs."""
+    if len(saved.inputs) != len(current.inputs):
+        return f"{len(saved.inputs)} inputs in the checkpoint, {len(current.inputs)} in the model"
+    calls = [_calls(saved), _calls(current)]
+    if len(calls[0]) != len(calls[1]):
+        return f"{len(calls[0])} layer calls in the checkpoint, {len(calls[1])} in the model"
+    for k, ((layer_a, reads_a), (layer_b, reads_b)) in enumerate(zip(*calls), 1):
+        if layer_a != layer_b:
+            return (
+                f"call {k} is of layer {layer_a + 1} in the checkpoint, {layer_b + 1} in the model"
+            )
+        if reads_a != reads_b:
+            return (
+                f"call {k} ({current.layers[layer_b].name}) reads arrays {reads_a} in the "
+                f"checkpoint, {reads_b} in the model (inputs first, then one array per call)"
+            )
+    if saved.output_slots != current.output_slots:
+        return (
+            f"the outputs are arrays {saved.output_slots} in the checkpoint, "
+            f"{current.output_slots} in the model"
+        )
+    return ""
+
+
+def _calls(model: Model) -> list[tuple[int, list[int]]]:
+    """(layer index, arrays read) of each call of ``model``, in its order."""
+    index = {id(layer): i for i, layer in enumerate(model.layers)}
+    return [(index[id(layer)], list(ins)) for layer, ins, _, _ in model.wiring]
 
 
 def _architecture(model: Model) -> list[tuple[str, Any]]:

@@ -10,6 +10,7 @@ import os
 from typing import Any, Callable, Iterable, Sequence
 
 from . import backends, batches, compiling, graph, losses, optimizers, training
+from ._checks import floating_dtype
 from ._checks import seed as checked_seed
 from .backends import Backend
 from .callbacks import Callback
@@ -85,7 +86,7 @@ class Model:
         kind = type(self).__name__
         seed = checked_seed(seed, kind)
         self.backend = backends.get(backend)
-        self.dtype = self.backend.dtype(dtype)
+        self.dtype = floating_dtype(self.backend, dtype, kind)
         self.seed = seed
         self.single_input = isinstance(inputs, Symbol)
         self.single_output = isinstance(outputs, Symbol)
@@ -258,7 +259,7 @@ class Model:
         """Forward propagate: run every layer call in topological order on x (an array, or a
         list with one array per input) and return the output (or list of outputs). Each call's
         backprop is kept for `backward` (the previous pass's are dropped first)."""
-        xs = [x] if self.single_input else list(x)
+        xs = self._input_list(x, "forward")
         if not self.built:
             self.build([graph.sample_shape(a) for a in xs])
         self.backprops = []
@@ -270,13 +271,27 @@ class Model:
     def infer(self, x: Any) -> Any:
         """The output for x, like `forward`, but keeping no backprops: each array is dropped as
         soon as no later call reads it (what `predict` and `evaluate` use)."""
-        xs = [x] if self.single_input else list(x)
+        xs = self._input_list(x, "infer")
         if not self.built:
             self.build([graph.sample_shape(a) for a in xs])
         with self.backend.context():
             compiled = compiling.infer_for(self, self._run_inference)
             outs = compiled(xs) if compiled is not None else self._run(xs, None)
         return outs[0] if self.single_output else outs
+
+    def _input_list(self, x: Any, who: str) -> list[Any]:
+        """x as a list of one array per input; ValueError where their number is not the
+        model's."""
+        if self.single_input:
+            return [x]
+        count = len(self.inputs)
+        if not isinstance(x, (list, tuple)) or len(x) != count:
+            raise ValueError(
+                f"{type(self).__name__}.{who}: the model has {count} inputs; pass x as a list "
+                f"of {count} arrays, received {type(x).__name__}"
+                + (f" of {len(x)}" if isinstance(x, (list, tuple)) else "")
+            )
+        return list(x)
 
     def infer_and_score(self, x: Any, y: Any, loss: Any) -> tuple[Any, Any, Any] | None:
         """(Y, E, correct count) for the batch (x, y): `infer`'s output, the loss's value on

@@ -799,7 +799,11 @@ def split_validation(
             f"{n - held} to train on and {held} to validate on; both need at least one"
         )
     cut = n - held
-    return _rows_slice(x, 0, cut), y[:cut, ...], (_rows_slice(x, cut, n), y[cut:, ...])
+    return (
+        _rows_slice(x, 0, cut),
+        _rows_slice(y, 0, cut),
+        (_rows_slice(x, cut, n), _rows_slice(y, cut, n)),
+    )
 
 
 def evaluate_batches(
@@ -852,9 +856,16 @@ def evaluate(
     batches (y None), in eval mode; the model's mode is restored after.
 
     ``loss`` defaults to the one last used by `fit`; without either, only accuracy is given. A
-    diverged model gives a NaN (or infinite) loss, not an error."""
+    diverged model gives a NaN (or infinite) loss, not an error. A model with several outputs
+    reports no accuracy, so it needs a loss (a ValueError without one)."""
     who = f"{type(model).__name__}.evaluate"
     loss = _loss_for(model, loss) if loss is not None else model.loss
+    outputs = len(getattr(model, "outputs", ()))
+    if loss is None and outputs > 1:  # accuracy is for one output only: nothing to report
+        raise ValueError(
+            f"{who}: the model has {outputs} outputs and no loss to report; give loss= (a "
+            f"list, one per output, or one loss for all of them)"
+        )
     batches = batches_of(
         model, x, y, loss or _loss_for(model, "softmax_cross_entropy"), who, batch_size=batch_size
     )
@@ -896,6 +907,7 @@ def predict(model: Any, x: Any, batch_size: int | None = INFERENCE_BATCH) -> Any
 
 
 def _rows_slice(x: Any, start: int, stop: int) -> Any:
+    """Rows start..stop of an array, or of each array of a list (several inputs or outputs)."""
     if isinstance(x, list):
         return [a[start:stop, ...] for a in x]
     return x[start:stop, ...]

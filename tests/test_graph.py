@@ -151,6 +151,32 @@ def test_two_inputs_two_outputs_fit_and_predict(backend: ailib.backends.Backend)
     assert result["loss"] == pytest.approx(float(host(ce)) + float(host(mse)), rel=1e-5)
 
 
+def test_validation_split_holds_out_the_last_rows_of_every_output() -> None:
+    rng = np.random.default_rng(6)
+    a_in, b_in = ailib.Input((3,)), ailib.Input((2,))
+    model = ailib.Model(
+        [a_in, b_in], [Dense(3)(a_in), Dense(1)(b_in)], backend="numpy", dtype="float64", seed=0
+    )
+    xs = [rng.standard_normal((20, 3)), rng.standard_normal((20, 2))]
+    ys = [rng.integers(0, 3, 20), rng.standard_normal((20, 1))]
+    history = model.fit(
+        xs, ys, loss=["softmax_cross_entropy", "mse"], validation_split=0.25, verbose=False
+    )
+    held = model.evaluate([x[15:] for x in xs], [y[15:] for y in ys])
+    assert history["val_loss"] == [held["loss"]]
+
+
+def test_evaluate_without_a_loss_on_several_outputs_asks_for_one() -> None:
+    x = ailib.Input((4,))
+    model = ailib.Model(x, [Dense(3)(x), Dense(1)(x)], backend="numpy", seed=0)
+    xs = np.zeros((5, 4), np.float32)
+    ys = [np.zeros(5, np.int64), np.zeros((5, 1), np.float32)]
+    with pytest.raises(ValueError, match="has 2 outputs and no loss to report; give loss="):
+        model.evaluate(xs, ys)
+    result = model.evaluate(xs, ys, loss=["softmax_cross_entropy", "mse"])
+    assert set(result) == {"loss"}
+
+
 def test_two_output_gradients_match_finite_differences(backend: ailib.backends.Backend) -> None:
     rng = np.random.default_rng(5)
     x1, x2 = ailib.Input((3,)), ailib.Input((3,))
@@ -281,6 +307,28 @@ def test_fit_checks_the_structure_of_x_and_y() -> None:
         model.predict([x, np.zeros((4, 3), np.float32)])
     with pytest.raises(ValueError, match="different numbers of samples"):
         model.predict([x, x[:3]])
+
+
+def test_forward_and_infer_check_the_number_of_inputs() -> None:
+    a, b = ailib.Input((2,)), ailib.Input((2,))
+    model = ailib.Model([a, b], Dense(2)(Add()([a, b])), backend="numpy", seed=0)
+    x = np.zeros((4, 2), np.float32)
+    for run in (model.forward, model.infer):
+        for xs, received in (([x], "list of 1"), ([x, x, x], "list of 3"), (x, "ndarray")):
+            with pytest.raises(ValueError, match=f"has 2 inputs; .*received {received}"):
+                run(xs)
+
+
+@pytest.mark.parametrize("dtype", ["int32", "bool"])
+def test_models_and_layers_refuse_a_dtype_that_is_not_floating(dtype: str) -> None:
+    x = ailib.Input((3,))
+    match = f"dtype must be a floating dtype .float32, float64.*received {dtype}"
+    with pytest.raises(ValueError, match=f"Model: {match}"):
+        ailib.Model(x, Dense(2)(x), backend="numpy", dtype=dtype)
+    with pytest.raises(ValueError, match=f"Sequential: {match}"):
+        ailib.Sequential([Dense(3, 2)], backend="numpy", dtype=dtype)
+    with pytest.raises(ValueError, match=f"ReLU: {match}"):
+        ReLU(backend="numpy", dtype=dtype)
 
 
 def test_summary_lists_calls_shapes_and_parameters() -> None:

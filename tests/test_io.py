@@ -686,6 +686,26 @@ def test_resume_refuses_another_architecture_or_optimizer(tmp_path: Path) -> Non
         _fit(_model(), Adam(lr=0.01), plain, resume=True)
 
 
+def test_resume_refuses_a_graph_of_the_same_layers_wired_otherwise(tmp_path: Path) -> None:
+    path = tmp_path / "ckpt.npz"
+    rng = np.random.default_rng(0)
+    x_train, y_train = rng.standard_normal((20, 4)), rng.integers(0, 4, 20)
+
+    def fit(model: ailib.Model, resume: bool) -> None:
+        model.fit(x_train, y_train, epochs=2, verbose=False, checkpoint=path, resume=resume)
+
+    x = ailib.Input((4,))
+    h = Dense(4)(x)
+    fit(ailib.Model(x, Add()([h, Dense(4)(h)]), backend="numpy", seed=0), False)
+    x = ailib.Input((4,))  # the same layers, in the same order, on other arrays
+    other = ailib.Model(x, Add()([x, Dense(4)(Dense(4)(x))]), backend="numpy", seed=0)
+    with pytest.raises(ailib.CheckpointMismatch, match=r"call 3 \(Add\) reads arrays \[1, 2\]"):
+        fit(other, True)
+    x = ailib.Input((4,))  # wired as the checkpoint's model: resumed
+    h = Dense(4)(x)
+    fit(ailib.Model(x, Add()([h, Dense(4)(h)]), backend="numpy", seed=0), True)
+
+
 def _adam_w0(change: Callable[[dict], None]) -> Callable[[dict[str, Any], Any], None]:
     return lambda config, arrays: change(config["checkpoint"]["optimizer"]["state"]["0.W"])
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .. import backends, graph
-from .._checks import positive_int
+from .._checks import floating_dtype, positive_int
 from .._checks import seed as checked_seed
 from ..backends import Backend, Random
 
@@ -58,7 +58,7 @@ class Layer:
     ) -> None:
         seed = checked_seed(seed, type(self).__name__)
         self.backend = backends.get(backend)
-        self.dtype = self.backend.dtype(dtype)
+        self.dtype = floating_dtype(self.backend, dtype, type(self).__name__)
         self.seed = seed
         self.built = False
         self._params: dict[str, Any] = {}
