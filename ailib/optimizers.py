@@ -385,7 +385,11 @@ class FlatParams:
         if updated is not self.buffer:
             self._point(updated)
         stale = len(self.key_states) != len(self.keys) or len(self.slot_arrays) != len(self.state)
-        if stale or any(self.slot_arrays.get(k) is not v for k, v in self.state.items()):
+        # new views where a per-entry slot is a new array; a new step count goes into the
+        # parameters' own dicts, which stay (a compiled step holds them)
+        if stale or any(
+            self.slot_arrays.get(k) is not v for k, v in self.state.items() if _per_entry(v)
+        ):
             pieces = {k: self._pieces(v) if _per_entry(v) else None for k, v in self.state.items()}
             self.key_states = [
                 {k: (pieces[k][i] if pieces[k] is not None else v) for k, v in self.state.items()}
@@ -404,13 +408,25 @@ class FlatParams:
         here."""
         if keys != self.keys or len(self.key_states) != len(keys):
             return False
-        shared = {k: v for k, v in self.state.items() if not _per_entry(v)}
         for (layer, name), view, own in zip(keys, self.views, self.key_states):
             if layer.params[name] is not view or states.get((layer, name)) is not own:
                 return False
-            if own.keys() != self.state.keys() or any(
-                own[k] is not v and (hasattr(v, "shape") or own[k] != v) for k, v in shared.items()
-            ):
+            if own.keys() != self.state.keys():
+                return False
+        for slot, value in self.state.items():
+            if _per_entry(value):
+                continue
+            held = [own[slot] for own in self.key_states]
+            if all(h is value for h in held):
+                continue
+            if hasattr(held[0], "shape") and not hasattr(value, "shape"):
+                if all(h is held[0] for h in held):
+                    # a compiled step's count (ailib.compiling): one 0-d device array, a CUDA
+                    # graph's input, in every parameter's state for the number kept here
+                    self.state[slot] = held[0]
+                    continue
+                return False  # (arrays are never compared here: no read back to the host)
+            if hasattr(value, "shape") or any(h != value for h in held):
                 return False  # stepped one by one since (a step count moved on)
         return True
 

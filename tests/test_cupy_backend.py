@@ -1,7 +1,13 @@
 """The CuPy backend without a GPU: a stand-in `cupy` module (NumPy arrays, a "current device"
 that `with Device(i):` switches) checks that every allocation and kernel of a backend runs on
 that backend's device, that availability means a kernel and a matrix product ran, and that every
-way CuPy can fail to run gives `BackendUnavailable` with the reason and the fix."""
+way CuPy can fail to run gives `BackendUnavailable` with the reason and the fix.
+
+Its streams capture as CUDA's do: while one captures, every computing call (ufuncs, NumPy's
+functions, indexing, ``astype``, ``copy``, writes) is queued with placeholder outputs (NaN)
+and runs at each launch of the graph, reading its inputs' memory then; so a captured training
+step is checked against the uncompiled one, value by value. cuBLAS called directly is NumPy's
+own BLAS (`CpuCublas`), whose column-major ``cblas_?gemm`` takes cuBLAS's arguments."""
 
 from __future__ import annotations
 
@@ -77,11 +83,36 @@ class FakeArray(np.ndarray):
 
     def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
         """NumPy's functions (argmax, where, concatenate, ...) give FakeArrays, as CuPy's give
-        CuPy arrays (run at once, also while capturing: the stand-in graph replays ufuncs)."""
-        result = super().__array_function__(func, types, args, kwargs)
-        if isinstance(result, tuple):
-            return tuple(_fake(r) for r in result)
-        return _fake(result)
+        CuPy arrays; while a stream captures they are queued as kernels are."""
+
+        def run() -> Any:
+            result = np.ndarray.__array_function__(self, func, types, args, kwargs)
+            return tuple(_fake(r) for r in result) if isinstance(result, tuple) else _fake(result)
+
+        return _deferred(run, [self, *args, *kwargs.values()])
+
+    # methods that compute (CuPy launches kernels for them): queued while capturing
+    def __getitem__(self, key: Any) -> Any:
+        return _deferred(lambda: _fake(np.ndarray.__getitem__(self, key)), [self, key])
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        capture = FakeStream.capturing()
+        if capture is None:
+            np.ndarray.__setitem__(self, key, value)
+        else:
+            capture.ops.append(lambda: np.ndarray.__setitem__(self, key, value))
+
+    def astype(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        return _deferred(lambda: _fake(np.ndarray.astype(self, *args, **kwargs)), [self])
+
+    def copy(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        return _deferred(lambda: _fake(np.ndarray.copy(self, *args, **kwargs)), [self])
+
+    def reshape(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        return _deferred(lambda: _fake(np.ndarray.reshape(self, *args, **kwargs)), [self])
+
+    def fill(self, value: Any) -> None:
+        self.__setitem__(Ellipsis, value)
 
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
         FakeArray.kernels.append(FakeDevice.current)
@@ -100,6 +131,41 @@ class FakeArray(np.ndarray):
 
 def _fake(x: Any) -> Any:
     return x.view(FakeArray) if type(x) is np.ndarray else x
+
+
+def _deferred(run: Callable[[], Any], inputs: list[Any]) -> Any:
+    """``run()`` now, or while a FakeStream captures: its result's shape and dtype now (from
+    the placeholders), its values at each launch of the graph (a view of an input is returned
+    as it is: no kernel makes it)."""
+    capture = FakeStream.capturing()
+    if capture is None:
+        return run()
+    with np.errstate(all="ignore"):  # placeholders: NaN
+        result = run()
+    arrays = [np.asarray(x) for x in inputs if isinstance(x, np.ndarray)]  # (no dispatch)
+    results = result if isinstance(result, tuple) else (result,)
+    outs = []
+    for r in results:
+        if not isinstance(r, np.ndarray) or any(
+            np.may_share_memory(np.asarray(r), a) for a in arrays
+        ):
+            outs.append(r)  # a number, or a view
+            continue
+        # queued, not run: written at each launch (NaN, or 0 where an index must be valid)
+        out = np.full_like(np.asarray(r), np.nan if r.dtype.kind == "f" else 0).view(FakeArray)
+        outs.append(out)
+    fresh = [(i, o) for i, (o, r) in enumerate(zip(outs, results)) if o is not r]
+    if fresh:
+
+        def launch() -> None:
+            with np.errstate(all="ignore"):
+                now = run()
+            now = now if isinstance(now, tuple) else (now,)
+            for i, out in fresh:
+                np.copyto(np.asarray(out), np.asarray(now[i]))
+
+        capture.ops.append(launch)
+    return tuple(outs) if isinstance(result, tuple) else outs[0]
 
 
 class CudaRuntimeError(RuntimeError):
@@ -163,9 +229,9 @@ class FakeStream:
             kwargs = {**kwargs, "out": tuple(np.asarray(o) for o in given)}
             self.ops.append(lambda: getattr(ufunc, method)(*plain, **kwargs))
             return given[0] if len(given) == 1 else given
-        out = np.empty_like(getattr(ufunc, method)(*plain, **kwargs)).view(FakeArray)
-        if out.dtype.kind == "f":
-            out[...] = np.nan  # queued, not run: written by each launch
+        result = getattr(ufunc, method)(*plain, **kwargs)
+        # queued, not run: written at each launch (NaN, or 0 where an index must be valid)
+        out = np.full_like(result, np.nan if result.dtype.kind == "f" else 0).view(FakeArray)
         self.ops.append((ufunc, method, plain, kwargs, out))
         return out
 
@@ -795,14 +861,56 @@ def test_graph_capture_of_cublas_called_directly_that_misbehaves_is_refused(
     assert FakeStream.capturing() is None and _cublas.active() is None
 
 
-@pytest.mark.parametrize("name", ["adam", "momentum"])
+def _graph_and_eager(
+    layers: Callable[[], list[Layer]],
+    x: Any,
+    y: Any,
+    make_opt: Callable[[], Any],
+    dtype: str,
+    steps: int,
+) -> tuple[list[Any], list[Any], list[str]]:
+    """The same model trained ``steps`` steps with compiled steps (CUDA graphs on the stand-in)
+    and without: (models, errors per step of each, what was said)."""
+    be, _ = _build(1)
+    models, opts, errors = [], [], [[], []]
+    for compiled in (True, False):
+        model = ailib.Sequential(layers(), backend=be, dtype=dtype, seed=0)
+        model.compile_steps = compiled
+        models.append(model)
+        opts.append(make_opt())
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        for step in range(steps):
+            xb, yb = np.roll(x, step, axis=0), np.roll(y, step)  # another batch each step
+            for i, (model, opt) in enumerate(zip(models, opts)):
+                error = model.train_step(
+                    be.asarray(xb, dtype=dtype), be.asarray(yb), "softmax_cross_entropy", opt
+                )
+                errors[i].append(float(np.asarray(error)))
+    return models, errors, [str(w.message) for w in said]
+
+
+def _assert_same(models: list[Any], errors: list[Any], dtype: str) -> None:
+    tol = 1e-12 if dtype == "float64" else 1e-5
+    np.testing.assert_allclose(errors[0], errors[1], rtol=tol, atol=tol)
+    for a, b in zip(*(m.layers for m in models)):
+        for key in a.params:
+            np.testing.assert_allclose(
+                np.asarray(a.params[key]), np.asarray(b.params[key]), rtol=tol, atol=tol
+            )
+
+
+@pytest.mark.parametrize(
+    ("name", "dtype", "norm"),
+    [("adam", "float64", False), ("momentum", "float32", False), ("adam", "float64", True)],
+)
 def test_compiled_steps_on_cupy14_are_cuda_graphs_whose_products_call_cublas_directly(
-    monkeypatch: pytest.MonkeyPatch, name: str
+    monkeypatch: pytest.MonkeyPatch, name: str, dtype: str, norm: bool
 ) -> None:
     """CuPy 14 refuses its own cuBLAS in captures: the step is captured once (its second call
     of a shape), its Dense layers' products calling cuBLAS directly, and launched from then on,
-    with nothing said. (The stand-in graph replays ufuncs only, so the values of a captured
-    step are checked on a GPU: test_compiling.py::test_cuda_graph_steps_equal_uncompiled_...)"""
+    with nothing said; its errors and weights equal the uncompiled step's (the stand-in graph
+    replays every queued operation at each launch, reading its inputs' memory then)."""
     library = CpuCublas()
     queued = []
     real_gemm = library.gemm
@@ -811,26 +919,37 @@ def test_compiled_steps_on_cupy14_are_cuda_graphs_whose_products_call_cublas_dir
         real_gemm(*args),
     )
     monkeypatch.setattr(_cublas, "load_library", lambda: library)
-    be, _ = _build(1)
     rng = np.random.default_rng(0)
-    x = be.asarray(rng.standard_normal((8, 3)))
-    y = be.asarray(rng.integers(0, 2, 8), dtype=be.index_dtype)
-    model = ailib.Sequential(
-        [Dense(3, 5), ailib.layers.ReLU(), Dense(5, 2)], backend=be, dtype="float64", seed=0
+    x, y = rng.standard_normal((8, 3)), rng.integers(0, 2, 8)
+    models, errors, said = _graph_and_eager(
+        lambda: [
+            Dense(3, 5),
+            *([BatchNorm1D(5)] if norm else []),
+            ailib.layers.ReLU(),
+            Dense(5, 2),
+        ],
+        x,
+        y,
+        (lambda: ailib.optimizers.Adam(0.01))
+        if name == "adam"
+        else (lambda: ailib.optimizers.SGD(0.05, 0.9)),
+        dtype,
+        steps=6,
     )
-    model.compile_steps = True
-    opt = ailib.optimizers.Adam(0.01) if name == "adam" else ailib.optimizers.SGD(0.05, 0.9)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # nothing is said: the step is a graph
-        for _ in range(6):
-            model.train_step(x, y, "softmax_cross_entropy", opt)
+    assert said == []  # the step is a graph
     assert FakeStream.captures == 2  # the probe's, then the step's (once)
     assert FakeGraph.launches == 1 + 5  # the probe's, then steps 2 to 6
     # the probe's 2 products (outside, then inside its capture), then the step's: the forward
     # products of both layers, dE/dW of both and dE/dX of the second, all captured
-    assert queued == [False, False, True, True] + [True] * 5
+    assert queued[:4] == [False, False, True, True] and queued[4:9] == [True] * 5
     assert _cublas.active() is None
-    assert opt.iterations == 6
+    _assert_same(models, errors, dtype)
+    assert len(set(errors[0])) == 6  # it trained: each step's error is another
+    if norm:  # the running statistics, which the step replaces: copied back at each launch
+        for stat in ("running_mean", "running_var"):
+            a, b = (np.asarray(m.layers[1].buffers[stat]) for m in models)
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+            assert not np.allclose(a, 0.0 if stat == "running_mean" else 1.0)  # they moved
 
 
 @pytest.mark.parametrize(("groups", "captured"), [(1, True), (2, False)])
@@ -838,33 +957,31 @@ def test_cnn_steps_are_cuda_graphs_on_cupy14_where_their_products_are_2d(
     monkeypatch: pytest.MonkeyPatch, groups: int, captured: bool
 ) -> None:
     """Conv2D's products are 2-D for groups = 1 and call cuBLAS directly in the capture; with
-    groups they are stacked (CuPy's own, refused by CuPy 14): said once, then uncompiled."""
+    groups they are stacked (CuPy's own, refused by CuPy 14): said once, then uncompiled. Either
+    way the steps equal the uncompiled ones."""
     library = CpuCublas()
     monkeypatch.setattr(_cublas, "load_library", lambda: library)
-    be, _ = _build(1)
     rng = np.random.default_rng(0)
-    x = be.asarray(rng.standard_normal((4, 2, 5, 5)))
-    y = be.asarray(rng.integers(0, 3, 4), dtype=be.index_dtype)
-    layers = [
-        ailib.layers.Conv2D(2, 4, 3, groups=groups),
-        ailib.layers.ReLU(),
-        ailib.layers.Flatten(),
-        Dense(36, 3),
-    ]
-    model = ailib.Sequential(layers, backend=be, dtype="float64", seed=0)
-    model.compile_steps = True
-    with warnings.catch_warnings(record=True) as said:
-        warnings.simplefilter("always")
-        for _ in range(4):
-            model.train_step(x, y, "softmax_cross_entropy", "sgd")
-    messages = [str(w.message) for w in said]
+    x, y = rng.standard_normal((4, 2, 5, 5)), rng.integers(0, 3, 4)
+    models, errors, said = _graph_and_eager(
+        lambda: [
+            ailib.layers.Conv2D(2, 4, 3, groups=groups),
+            ailib.layers.ReLU(),
+            ailib.layers.Flatten(),
+            Dense(36, 3),
+        ],
+        x,
+        y,
+        lambda: ailib.optimizers.Adam(0.01),
+        "float64",
+        steps=4,
+    )
     if captured:
-        assert messages == [] and FakeGraph.launches == 1 + 3
+        assert said == [] and FakeGraph.launches == 1 + 3
     else:
-        assert (
-            len(messages) == 1 and "CUDA graph capture of the training step failed" in (messages[0])
-        )
-        assert "cupy/cupy#6290" in messages[0] and FakeGraph.launches == 1  # the probe's only
+        assert len(said) == 1 and "CUDA graph capture of the training step failed" in said[0]
+        assert "cupy/cupy#6290" in said[0] and FakeGraph.launches == 1  # the probe's only
+    _assert_same(models, errors, "float64")
 
 
 def test_the_nccl_communicator_is_made_on_the_ranks_gpu(monkeypatch: pytest.MonkeyPatch) -> None:

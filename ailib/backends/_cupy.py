@@ -290,7 +290,11 @@ class GraphStep:
     def __call__(self, values: list[Any], lr: Any, x: Any, y: Any) -> Any:
         if isinstance(x, list) or isinstance(y, list):  # several inputs or outputs: not graphed
             return self.fn(values, lr, x, y)
-        key = (tuple(x.shape), str(x.dtype), tuple(y.shape), str(y.dtype))
+        # the step counts that are equal share one device scalar in a graph (a flat buffer keeps
+        # one count for all its parameters): which are equal is part of the graph's key
+        counts = [v for v in values if not isinstance(v, self.cupy.ndarray)]
+        shared = tuple(counts.index(v) for v in counts)
+        key = (tuple(x.shape), str(x.dtype), tuple(y.shape), str(y.dtype), shared)
         if self.broken or key not in self.seen:
             self.seen.add(key)
             return self.fn(values, lr, x, y)
@@ -315,10 +319,13 @@ class GraphStep:
             cp.cuda.get_current_stream().synchronize()  # inputs written before the capture
             with cp.cuda.using_allocator(pool.malloc):
                 dtype = next(v.dtype for v in values if isinstance(v, cp.ndarray))
-                inputs = [  # Python numbers (lr, step counts): device scalars, refilled per launch
-                    v if isinstance(v, cp.ndarray) else cp.full((), v, dtype=cp.int64)
-                    for v in values
-                ]
+                # Python numbers (step counts): device scalars, refilled per launch, one per
+                # value (equal counts share one: see __call__)
+                scalars: dict[int, Any] = {}
+                for v in values:
+                    if not isinstance(v, cp.ndarray) and v not in scalars:
+                        scalars[v] = cp.full((), v, dtype=cp.int64)
+                inputs = [v if isinstance(v, cp.ndarray) else scalars[v] for v in values]
                 static = (inputs, cp.full((), lr, dtype=dtype), x.copy(), y.copy())
                 cp.cuda.get_current_stream().synchronize()
                 try:
