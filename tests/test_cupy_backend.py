@@ -70,7 +70,33 @@ class FakeArray(np.ndarray):
     kernels: list[int] = []
 
     def get(self) -> np.ndarray:
+        _host_read()
         return np.asarray(self)
+
+    # a value read back to the host waits for the device: refused while a stream captures
+    def __bool__(self) -> bool:
+        _host_read()
+        return bool(np.asarray(self))
+
+    def __float__(self) -> float:
+        _host_read()
+        return float(np.asarray(self))
+
+    def __int__(self) -> int:
+        _host_read()
+        return int(np.asarray(self))
+
+    def __index__(self) -> int:
+        _host_read()
+        return np.asarray(self).__index__()
+
+    def item(self, *args: Any) -> Any:
+        _host_read()
+        return np.asarray(self).item(*args)
+
+    def tolist(self) -> Any:
+        _host_read()
+        return np.asarray(self).tolist()
 
     @property
     def device(self) -> FakeDevice:
@@ -127,6 +153,14 @@ class FakeArray(np.ndarray):
         if out is not None:
             return out[0] if len(out) == 1 else out
         return result.view(FakeArray) if isinstance(result, np.ndarray) else result
+
+
+def _host_read() -> None:
+    """A device value read on the host: CUDA refuses it during a capture, and the capture is
+    invalidated (as ``synchronize`` is)."""
+    capture = FakeStream.capturing()
+    if capture is not None:
+        capture.synchronize()
 
 
 def _fake(x: Any) -> Any:
