@@ -127,10 +127,15 @@ class _Monitor:
 
     def value(self, logs: Logs) -> float:
         if self.monitor not in logs:
+            validated = any(name.startswith("val_") for name in logs)
+            hint = (
+                ", or give fit validation_data (or validation_split) for 'val_*' entries"
+                if self.monitor.startswith("val_") and not validated
+                else ""
+            )
             raise ValueError(
                 f"{self.who}: monitor {self.monitor!r} is not in this epoch's logs "
-                f"({', '.join(logs)}); monitor one of those, or give fit validation_data for "
-                f"'val_*' entries"
+                f"({', '.join(logs)}); monitor one of those{hint}"
             )
         return float(logs[self.monitor])
 

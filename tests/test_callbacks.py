@@ -172,6 +172,11 @@ def test_early_stopping_without_its_monitor_says_what_there_is() -> None:
     x, y = _data()
     with pytest.raises(ValueError, match="monitor 'val_loss' is not in this epoch's logs .*loss"):
         _model().fit(x, y, callbacks=[EarlyStopping()])
+    with pytest.raises(ValueError, match="or give fit validation_data"):
+        _model().fit(x, y, callbacks=[EarlyStopping()])
+    # validation data given: the entry is missing for another reason, and nothing says to give it
+    with pytest.raises(ValueError, match=r"'val_typo' is not in .*val_loss.*one of those$"):
+        _model().fit(x, y, validation_split=0.25, callbacks=[EarlyStopping(monitor="val_typo")])
 
 
 # -- checkpoints ----------------------------------------------------------------------------------
