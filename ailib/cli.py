@@ -153,6 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
         "before shuffling; the test set is used once, at the end (default: 0.1; 0: none)",
     )
     train.add_argument(
+        "--compile",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="whole training steps as one compiled call (docs/performance.md, 'Compiled "
+        "steps'): auto is the backend's default (on for numpy, jax and torch on the CPU; off "
+        "for cupy, where on makes each step one CUDA graph); off runs them one operation at a "
+        "time (default: auto)",
+    )
+    train.add_argument(
         "--distributed",
         action="store_true",
         help="data-parallel training, one process per rank, started by a launcher: "
@@ -466,6 +475,10 @@ def _cmd_train(args: argparse.Namespace, comm: dist.Communicator | None) -> int:
         args.model, backend=be, seed=args.seed, classes=len(classes), **builder_kwargs
     )
     model.meta = {"dataset": name, "classes": list(classes), "model": args.model}
+    model.compile_steps = {"auto": None, "on": True, "off": False}[args.compile]
+    problem = be.compile_problem() if args.compile == "on" else None
+    if problem is not None:
+        print(f"note: --compile on: {problem}; the steps run uncompiled", file=sys.stderr)
     if comm is not None:
         args.ranks = comm.size  # recorded in history.json
         if not comm.is_root:  # train alongside rank 0, write nothing

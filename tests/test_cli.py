@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -92,6 +93,40 @@ def test_train_writes_model_history_and_plot_then_evaluate(
     stdout = capsys.readouterr().out
     assert f"{100 * record['test_accuracy']:.2f}%" in stdout  # same model, same answer
     assert len([line for line in stdout.splitlines() if "samples)" in line]) == 10
+
+
+def test_compile_flag_turns_compiled_steps_on_and_off_with_the_same_training(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ailib import compiling
+
+    asked: list[bool] = []
+    real = compiling.compiled_step
+
+    def recording(*args: Any) -> Any:
+        step = real(*args)
+        asked.append(step is not None)
+        return step
+
+    monkeypatch.setattr(compiling, "compiled_step", recording)
+    records = {}
+    for setting in ("off", "on"):
+        asked.clear()
+        out = tmp_path / setting
+        extra = ("--dataset", "mnist", "--optimizer", "sgd", "--compile", setting)
+        assert cli.main(train(data, out, *extra)) == 0
+        assert any(asked) is (setting == "on") and asked
+        records[setting] = json.loads((out / "history.json").read_text())
+        assert records[setting]["args"]["compile"] == setting
+    # NumPy's compiled steps are the uncompiled ones to the bit
+    assert records["on"]["history"]["loss"] == records["off"]["history"]["loss"]
+    assert records["on"]["test_accuracy"] == records["off"]["test_accuracy"]
+    capsys.readouterr()
+    out = tmp_path / "strict"
+    extra = ("--dataset", "mnist", "--backend", "array_api_strict", "--compile", "on")
+    assert cli.main([*train(data, out), *extra]) == 0
+    stderr = capsys.readouterr().err
+    assert "note: --compile on: " in stderr and "the steps run uncompiled" in stderr
 
 
 def test_fashion_evaluation_names_the_classes(
