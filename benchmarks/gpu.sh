@@ -4,7 +4,8 @@
 #                   whether CuPy steps can be CUDA graphs (a child process: where cuBLAS called
 #                   directly crashes it, AILIB_CUBLAS_DIRECT=0 for the later stages)
 #   2. tests:       the CuPy tests and the GPU PyTorch / JAX tests (pytest -k "cupy or cuda or gpu")
-#   3. train:       `ailib train --backend cupy` on MNIST's 10k test digits (data/mnist-test, 8k/2k)
+#   3. train:       `ailib train --backend cupy` on MNIST's 10k test digits (data/mnist-test, 8k/2k),
+#                   then the same with --compile on (each step one CUDA graph; in gpu.log only)
 #   4. bench:       the MLP benchmark, ailib on CuPy (one kernel per array operation, CuPy's
 #                   fused kernels for the loss, ReLU's backward and the update) and ailib on
 #                   CuPy with compiled steps (one CUDA graph launch per step, its products
@@ -38,8 +39,8 @@ usage: bash benchmarks/gpu.sh [--help] [--dry-run] [--no-tests] [--no-train] [--
   --python P    the interpreter (default: $PYTHON, else .venv/bin/python, else python3)
 
 Time limits (seconds): TOTAL_LIMIT=540 for the whole run; WHEEL_LIMIT=20, ENV_LIMIT=60,
-TEST_LIMIT=250, TRAIN_LIMIT=45, BENCH_LIMIT=120 per stage (495 s, plus 5 s to stop each), each
-cut to what is left of the total.
+TEST_LIMIT=250, TRAIN_LIMIT=30 (each of two), BENCH_LIMIT=120 per stage (510 s, plus 5 s to
+stop each), each cut to what is left of the total.
 Environment: OUT (output folder), AILIB_SITE (where wheels go, default /tmp/ailib-site),
 TRAIN_EPOCHS (default 3).
 EOF
@@ -67,7 +68,7 @@ TOTAL_LIMIT="${TOTAL_LIMIT:-540}"
 WHEEL_LIMIT="${WHEEL_LIMIT:-20}"
 ENV_LIMIT="${ENV_LIMIT:-60}"
 TEST_LIMIT="${TEST_LIMIT:-250}"
-TRAIN_LIMIT="${TRAIN_LIMIT:-45}"
+TRAIN_LIMIT="${TRAIN_LIMIT:-30}"
 BENCH_LIMIT="${BENCH_LIMIT:-120}"
 TRAIN_EPOCHS="${TRAIN_EPOCHS:-3}"
 SITE="${AILIB_SITE:-/tmp/ailib-site}"
@@ -157,6 +158,10 @@ if [[ $TRAIN -eq 1 ]]; then
         "$TRAIN_LIMIT" "$PY" -m ailib train --backend cupy --dataset mnist-test \
         --data-root "$ROOT/data/mnist-test" --epochs "$TRAIN_EPOCHS" --quiet --out "$RUN_DIR"
     [[ -f "$RUN_DIR/history.json" ]] && cp "$RUN_DIR/history.json" "$DEST/3-train-history.json"
+    if [[ $DRY -eq 1 ]]; then GRAPH_DIR="<a temporary folder>"; else GRAPH_DIR="$(mktemp -d)"; fi
+    stage "3b. train: the same with --compile on (CUDA graph steps)" - "$TRAIN_LIMIT" \
+        "$PY" -m ailib train --backend cupy --dataset mnist-test --compile on \
+        --data-root "$ROOT/data/mnist-test" --epochs "$TRAIN_EPOCHS" --quiet --out "$GRAPH_DIR"
 fi
 
 # -- 4. bench ----------------------------------------------------------------------------------
