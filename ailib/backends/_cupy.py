@@ -273,12 +273,16 @@ class GraphStep:
     tests/cupy_tests/cuda_tests/test_graph.py::test_stream_capture_failure_cublas). So while
     the step is captured, its 2-D products (`ailib.backends.matmul`: Dense's, and Conv2D's
     without groups) call cuBLAS directly, through a handle of ailib's own
-    (`ailib.backends._cublas`), as PyTorch's captures do. Before its first capture the step asks `graph_capture_problem`, which captures
-    and checks such products; where there is a problem (no cuBLAS library could be loaded, or
-    the captured products were wrong), it says so once (a RuntimeWarning) and runs
-    uncompiled, without a partial capture of the real step. Stacked products (Conv2D's with
-    groups) are CuPy's own, so a step with them fails to capture on CuPy 14: said once, and
-    uncompiled.
+    (`ailib.backends._cublas`), as PyTorch's captures do. Before its first capture the step
+    asks `graph_capture_problem`, which captures and checks such products; where there is a
+    problem (no cuBLAS library could be loaded, or the captured products were wrong), it says
+    so once (a RuntimeWarning) and runs uncompiled, without a partial capture of the real
+    step. Stacked products (Conv2D's with groups) are CuPy's own, so a step with them fails to
+    capture on CuPy 14: said once, and uncompiled.
+
+    Step counts (Python ints) become device scalars of the graph, refilled at each launch;
+    counts equal at the capture share one (FlatParams keeps one count for all the parameters
+    of its flat buffer), and which counts are equal is part of the graph's key.
     """
 
     def __init__(self, cupy: Any, device: Any, fn: Callable[..., Any]) -> None:
