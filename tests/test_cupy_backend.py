@@ -113,6 +113,8 @@ class FakeArray(np.ndarray):
 
         def run() -> Any:
             result = np.ndarray.__array_function__(self, func, types, args, kwargs)
+            if isinstance(result, np.generic) or (func is np.count_nonzero and axis_none(kwargs)):
+                result = np.asarray(result)  # CuPy's reductions give 0-d arrays, not numbers
             return tuple(_fake(r) for r in result) if isinstance(result, tuple) else _fake(result)
 
         return _deferred(run, [self, *args, *kwargs.values()])
@@ -153,6 +155,10 @@ class FakeArray(np.ndarray):
         if out is not None:
             return out[0] if len(out) == 1 else out
         return result.view(FakeArray) if isinstance(result, np.ndarray) else result
+
+
+def axis_none(kwargs: dict[str, Any]) -> bool:
+    return kwargs.get("axis") is None
 
 
 def _host_read() -> None:
