@@ -136,6 +136,53 @@ def test_cuda_graph_steps_equal_uncompiled_steps_on_cupy(dtype: str, name: str) 
     assert fast_opt.iterations == 20
 
 
+@pytest.mark.parametrize("kind", ["cnn", "batchnorm"])
+def test_cuda_graph_steps_of_a_cnn_and_of_batchnorm_equal_uncompiled_steps_on_cupy(
+    kind: str,
+) -> None:
+    """On a GPU: a CNN's step (Conv2D's products are 2-D: cuBLAS called directly in the
+    capture) and an MLP with BatchNorm (running statistics replaced by the step, copied back
+    at each launch) as CUDA graphs, with Adam on the flat buffer: 12 steps of other batches
+    equal the uncompiled ones, and each step after the first of its shape is a launch."""
+    problem = _graph_capture_problem()
+    if problem is not None:
+        pytest.skip(problem)
+    be = _jax("cupy")
+    rng = np.random.default_rng(0)
+    if kind == "cnn":
+        x = rng.standard_normal((24, 64))
+        layers = lambda: zoo.cnn(1, 3, size=8, channels=(4,), hidden=16, dropout=0.0)  # noqa: E731
+    else:
+        x = rng.standard_normal((24, 6))
+        layers = lambda: [  # noqa: E731
+            ailib.layers.Dense(6, 8),
+            ailib.layers.BatchNorm1D(8),
+            ailib.layers.ReLU(),
+            ailib.layers.Dense(8, 3),
+        ]
+    y = rng.integers(0, 3, 24)
+    runs = []
+    for compiled in (True, False):
+        model = ailib.Sequential(layers(), backend=be, dtype="float64", seed=0)
+        model.compile_steps = compiled
+        opt, loss = optimizers.Adam(0.01), ailib.losses.get("softmax_cross_entropy")
+        xd, yd = be.asarray(x), be.asarray(y, dtype=be.index_dtype)
+        errors = []
+        for k in range(12):
+            rows = slice(4 * (k % 4), 4 * (k % 4) + 8)
+            errors.append(ailib.training.train_step(model, xd[rows, ...], yd[rows], loss, opt)[0])
+        runs.append((model, errors))
+    (fast, fast_errors), (eager, eager_errors) = runs
+    steps = [s for _, _, s in compiling._STEPS[fast]]
+    assert len(steps) == 1 and not steps[0].off and steps[0].compiled.graphs
+    _assert_same_training("float64", fast, fast_errors, eager, eager_errors, grads=False)
+    if kind == "batchnorm":
+        for stat in ("running_mean", "running_var"):
+            np.testing.assert_allclose(
+                host(fast.layers[1].buffers[stat]), host(eager.layers[1].buffers[stat]), 1e-12
+            )
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_cublas_called_directly_equals_cupys_products_on_cupy(dtype: str) -> None:
     """On a GPU: the products of cuBLAS called directly (`ailib.backends._cublas`, what a
