@@ -328,7 +328,9 @@ class Trainer:
         try:
             self._call("on_train_begin", {})
             if self.parallel is not None:  # rank 0's weights, after a checkpoint is restored
-                self.parallel.start(model, data, self.initial_epoch, self.who)
+                self.parallel.start(
+                    model, data, self.initial_epoch, self.who, self._run(validation)
+                )
             for epoch in range(self.initial_epoch + 1, epochs + 1):
                 if model.stop_training:
                     break
@@ -359,6 +361,17 @@ class Trainer:
         finally:
             model.train(was_training)
         return self.history
+
+    def _run(self, validation: ArrayBatches | IterableBatches | None) -> dict[str, Any]:
+        """What every rank of data-parallel training must share, beside its batches (see
+        `DataParallel.check_same_run`): epochs, the optimizer, accumulation, validation."""
+        rows = None if validation is None else getattr(validation, "samples", "batches")
+        return {
+            "epochs": self.epochs,
+            "optimizer": {"class": type(self.optimizer).__name__, **self.optimizer.get_config()},
+            "accumulate": 1 if self.accumulator is None else self.accumulator.k,
+            "validation_rows": rows,
+        }
 
     def _train_epoch(
         self, epoch: int, data: ArrayBatches | IterableBatches, start: float

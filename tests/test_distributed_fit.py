@@ -155,6 +155,20 @@ def test_a_divergence_every_rank_sees_is_reported_once_by_rank_0(mpiexec):  # no
     assert seconds < BOUND_S
 
 
+def test_ranks_given_other_data_or_settings_all_refuse_before_the_first_step(mpiexec):  # noqa: F811
+    """Rank 1 has one row fewer (the same 4 batches, a last one of 4 rows, not 5) and another
+    learning rate: without a check its shares and updates would silently differ from rank
+    0's. Every rank refuses alike; rank 0 says what differs, once."""
+    code, seconds, output, results = run_fit(mpiexec, 2, "sequential", "--differ")
+    assert code != 0 and not results, output[-3000:]
+    said = (
+        "the ranks differ in last_batch, optimizer, rows (rank 1 of 2 differs from rank 0's rows=29"
+    )
+    assert output.count(said) == 1, output[-3000:]
+    assert "rank 1 of 2 failed" not in output, output[-3000:]
+    assert seconds < BOUND_S
+
+
 def test_ctrl_c_on_every_rank_ends_the_job_in_one_line(mpiexec):  # noqa: F811
     code, seconds, output, results = run_fit(mpiexec, 2, "sequential", "--interrupt")
     assert code != 0 and not results, output[-3000:]
