@@ -525,9 +525,20 @@ class Trainer:
         return step
 
     def _one_sample(self, exc: ValueError, epoch: int, step: int, n: int) -> ValueError | None:
-        """For a batch of one sample, an error that says so in place of ``exc``; else None."""
+        """For a batch of one sample, an error that says so in place of ``exc``; else None.
+        Data-parallel, the one sample is this rank's share of the global batch."""
         if n != 1:
             return None
+        parallel = self.parallel
+        if parallel is not None and parallel.comm.size > 1:
+            comm, total = parallel.comm, parallel.global_rows
+            return ValueError(
+                f"{self.who}: epoch {epoch}, step {step}: rank {comm.rank} of {comm.size} has 1 "
+                f"row of the global batch of {total}, which this model cannot train on ({exc}); "
+                f"every rank needs at least 2 rows: use a batch_size of at least "
+                f"{2 * comm.size} (the global batch), or drop_last=True if it is the last, "
+                f"short batch"
+            )
         return ValueError(
             f"{self.who}: epoch {epoch}, step {step} is a batch of one sample, which this "
             f"model cannot train on ({exc}); use batches of at least 2 samples "

@@ -214,6 +214,20 @@ def test_fit_refuses_a_global_batch_smaller_than_the_group():
         net.fit(x, y, distributed="mpi")
 
 
+def test_a_rank_left_one_row_for_batchnorm_names_the_global_batch_it_needs(capfd):
+    """Rank 0 of 3 (stand-in group) gets 1 row of each global batch of 3: BatchNorm cannot
+    train on it; the error names the global batch_size that gives every rank 2 rows, not
+    "batches of at least 2 samples" (the batch has 3)."""
+    net = model("batchnorm")
+    x, y = np.ones((9, 6)), np.zeros(9, dtype=int)
+    with pytest.raises(SystemExit) as ended:  # abort_on_error ends the (stand-in) job
+        net.fit(x, y, batch_size=3, verbose=False, distributed=dist.Communicator(rank=0, size=3))
+    said = str(ended.value.__cause__)
+    assert "rank 0 of 3 has 1 row of the global batch of 3" in said, said
+    assert "a batch_size of at least 6" in said, said
+    assert "rank 0 of 3 failed" in capfd.readouterr().err  # on the process's own stderr
+
+
 def test_each_rank_trains_on_its_share_of_every_global_batch():
     """Rank 1 of 3 (stand-in group) takes rows 3-4 of a batch of 7 (shares 3/2/2) and rows
     2-3 of a batch of 5 (2/2/1)."""
