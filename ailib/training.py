@@ -328,7 +328,9 @@ class Trainer:
         try:
             self._call("on_train_begin", {})
             if self.parallel is not None:  # rank 0's weights, after a checkpoint is restored
-                self.parallel.start(model, data, self.initial_epoch, self.who)
+                self.parallel.start(
+                    model, data, self.initial_epoch, self.who, self._run(validation)
+                )
             for epoch in range(self.initial_epoch + 1, epochs + 1):
                 if model.stop_training:
                     break
@@ -359,6 +361,17 @@ class Trainer:
         finally:
             model.train(was_training)
         return self.history
+
+    def _run(self, validation: ArrayBatches | IterableBatches | None) -> dict[str, Any]:
+        """What every rank of data-parallel training must share, beside its batches (see
+        `DataParallel.check_same_run`): epochs, the optimizer, accumulation, validation."""
+        rows = None if validation is None else getattr(validation, "samples", "batches")
+        return {
+            "epochs": self.epochs,
+            "optimizer": {"class": type(self.optimizer).__name__, **self.optimizer.get_config()},
+            "accumulate": 1 if self.accumulator is None else self.accumulator.k,
+            "validation_rows": rows,
+        }
 
     def _train_epoch(
         self, epoch: int, data: ArrayBatches | IterableBatches, start: float
@@ -512,9 +525,20 @@ class Trainer:
         return step
 
     def _one_sample(self, exc: ValueError, epoch: int, step: int, n: int) -> ValueError | None:
-        """For a batch of one sample, an error that says so in place of ``exc``; else None."""
+        """For a batch of one sample, an error that says so in place of ``exc``; else None.
+        Data-parallel, the one sample is this rank's share of the global batch."""
         if n != 1:
             return None
+        parallel = self.parallel
+        if parallel is not None and parallel.comm.size > 1:
+            comm, total = parallel.comm, parallel.global_rows
+            return ValueError(
+                f"{self.who}: epoch {epoch}, step {step}: rank {comm.rank} of {comm.size} has 1 "
+                f"row of the global batch of {total}, which this model cannot train on ({exc}); "
+                f"every rank needs at least 2 rows: use a batch_size of at least "
+                f"{2 * comm.size} (the global batch), or drop_last=True if it is the last, "
+                f"short batch"
+            )
         return ValueError(
             f"{self.who}: epoch {epoch}, step {step} is a batch of one sample, which this "
             f"model cannot train on ({exc}); use batches of at least 2 samples "

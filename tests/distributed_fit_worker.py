@@ -3,11 +3,13 @@ N``. Writes its final weights, history and what it printed to ``OUT/rank-<r>.jso
 compares them with one process trained on the same global batches (`train` here, in-process).
 
     python tests/distributed_fit_worker.py KIND OUT [--epochs E] [--checkpoint P] [--resume]
-        [--fail] [--diverge] [--interrupt]
+        [--fail] [--diverge] [--interrupt] [--differ]
 
 KIND: "sequential" (an MLP, Adam, validation data, a checkpoint) or "graph" (a residual graph
 model, SGD with momentum). ``--fail``: rank 1 raises in a callback during the first epoch; ``--diverge``: every rank's loss
-becomes NaN at step 2; ``--interrupt``: every rank is interrupted at step 2 (Ctrl-C).
+becomes NaN at step 2; ``--interrupt``: every rank is interrupted at step 2 (Ctrl-C);
+``--differ``: rank 1 trains on one row fewer (the same number of batches, a shorter last one)
+with another learning rate, which fit refuses before the first step.
 """
 
 from __future__ import annotations
@@ -86,12 +88,17 @@ def train(
     resume: bool = False,
     callbacks: tuple = (),
     seed: int | None = 3,
+    differ: bool = False,
 ) -> tuple[Any, dict]:
-    """(model, history) of the fit the test checks: on one process with ``comm=None``."""
+    """(model, history) of the fit the test checks: on one process with ``comm=None``.
+    ``differ``: one row fewer and another learning rate (what a rank must not do)."""
     x, y, xv, yv = data()
+    if differ:
+        x, y = x[:-1], y[:-1]
     net = model(kind, seed)
     optimizers = ailib.optimizers
-    optimizer = optimizers.SGD(lr=0.1, momentum=0.9) if kind == "graph" else optimizers.Adam(0.01)
+    lr = 0.02 if differ else 0.01
+    optimizer = optimizers.SGD(lr=0.1, momentum=0.9) if kind == "graph" else optimizers.Adam(lr)
     history = net.fit(
         x,
         y,
@@ -123,6 +130,7 @@ def main() -> None:
     parser.add_argument("--fail", action="store_true")
     parser.add_argument("--diverge", action="store_true")
     parser.add_argument("--interrupt", action="store_true")
+    parser.add_argument("--differ", action="store_true")
     args = parser.parse_args()
     comm = dist.init(backend="numpy", timeout=60)
     printed = io.StringIO()
@@ -137,6 +145,7 @@ def main() -> None:
             + (NaNWeightsEverywhere(),) * args.diverge
             + (InterruptEverywhere(),) * args.interrupt,
             seed=None if args.resume else 3 + comm.rank,  # rank 0's weights must win
+            differ=args.differ and comm.rank == 1,
         )
         bn, _ = train("batchnorm", 1, comm, seed=3 + comm.rank)
     history = {k: v for k, v in history.items() if k != "seconds"}

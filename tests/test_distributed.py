@@ -299,6 +299,10 @@ def test_ranks_with_different_models_all_refuse_to_broadcast(mpiexec: str):
     assert run.returncode == 0 and sorted(run.results) == [0, 1, 2], run.output
     for result in run.results.values():
         assert "1 of 3 ranks hold arrays that differ" in result["error"]
+        # every rank names the rank that differs and rank 0's arrays; rank 1 its own too
+        assert "(rank 1; rank 0: 2 arrays, 7 values" in result["error"], result["error"]
+    assert "rank 1: 2 arrays, 8 values)" in run.results[1]["error"]
+    assert "rank 0: 2 arrays, 7 values)" in run.results[0]["error"]  # not "rank 0" twice
 
 
 # -- one process, no launcher ----------------------------------------------------------------------

@@ -155,6 +155,20 @@ def test_a_divergence_every_rank_sees_is_reported_once_by_rank_0(mpiexec):  # no
     assert seconds < BOUND_S
 
 
+def test_ranks_given_other_data_or_settings_all_refuse_before_the_first_step(mpiexec):  # noqa: F811
+    """Rank 1 has one row fewer (the same 4 batches, a last one of 4 rows, not 5) and another
+    learning rate: without a check its shares and updates would silently differ from rank
+    0's. Every rank refuses alike; rank 0 says what differs, once."""
+    code, seconds, output, results = run_fit(mpiexec, 2, "sequential", "--differ")
+    assert code != 0 and not results, output[-3000:]
+    said = (
+        "the ranks differ in last_batch, optimizer, rows (rank 1 of 2 differs from rank 0's rows=29"
+    )
+    assert output.count(said) == 1, output[-3000:]
+    assert "rank 1 of 2 failed" not in output, output[-3000:]
+    assert seconds < BOUND_S
+
+
 def test_ctrl_c_on_every_rank_ends_the_job_in_one_line(mpiexec):  # noqa: F811
     code, seconds, output, results = run_fit(mpiexec, 2, "sequential", "--interrupt")
     assert code != 0 and not results, output[-3000:]
@@ -198,6 +212,20 @@ def test_fit_refuses_a_global_batch_smaller_than_the_group():
         net.fit(x, y, batch_size=6, distributed=group)
     with pytest.raises(TypeError, match="Communicator"):
         net.fit(x, y, distributed="mpi")
+
+
+def test_a_rank_left_one_row_for_batchnorm_names_the_global_batch_it_needs(capfd):
+    """Rank 0 of 3 (stand-in group) gets 1 row of each global batch of 3: BatchNorm cannot
+    train on it; the error names the global batch_size that gives every rank 2 rows, not
+    "batches of at least 2 samples" (the batch has 3)."""
+    net = model("batchnorm")
+    x, y = np.ones((9, 6)), np.zeros(9, dtype=int)
+    with pytest.raises(SystemExit) as ended:  # abort_on_error ends the (stand-in) job
+        net.fit(x, y, batch_size=3, verbose=False, distributed=dist.Communicator(rank=0, size=3))
+    said = str(ended.value.__cause__)
+    assert "rank 0 of 3 has 1 row of the global batch of 3" in said, said
+    assert "a batch_size of at least 6" in said, said
+    assert "rank 0 of 3 failed" in capfd.readouterr().err  # on the process's own stderr
 
 
 def test_each_rank_trains_on_its_share_of_every_global_batch():

@@ -136,11 +136,14 @@ def _check_same_layout(comm: Communicator, layout: Layout, root: int) -> None:
     count = sum(stop - start for _, start, stop, _ in layout.slots)
     mine = np.asarray([len(layout.slots), count, zlib.crc32(described)], dtype=np.float64)
     theirs = comm.broadcast_(mine.copy(), root)
-    differ = comm.allreduce_values([int(not np.array_equal(mine, theirs))])[0]
-    if differ:
+    same = np.array_equal(mine, theirs)
+    flags = comm.allreduce_values([int(r == comm.rank and not same) for r in range(comm.size)])
+    ranks = [r for r, flag in enumerate(flags) if flag]  # the same list on every rank
+    if ranks:
+        this = "" if same else f"; rank {comm.rank}: {int(mine[0])} arrays, {int(mine[1])} values"
         raise ValueError(
-            f"broadcast_arrays: {differ} of {comm.size} ranks hold arrays that differ from rank "
-            f"{root}'s in number, shape or dtype (rank {comm.rank}: {int(mine[0])} arrays, "
-            f"{int(mine[1])} values; rank {root}: {int(theirs[0])} arrays, {int(theirs[1])} "
-            "values); every rank must build the same model"
+            f"broadcast_arrays: {len(ranks)} of {comm.size} ranks hold arrays that differ from "
+            f"rank {root}'s in number, shape or dtype (rank {', '.join(map(str, ranks))}; rank "
+            f"{root}: {int(theirs[0])} arrays, {int(theirs[1])} values{this}); every rank must "
+            "build the same model"
         )

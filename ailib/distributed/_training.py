@@ -43,6 +43,28 @@ def broadcast_object(comm: Communicator, value: Any, root: int = 0) -> Any:
     return json.loads(bytes(buffer).decode("utf-8"))
 
 
+class RanksDiffer(ValueError):
+    """The ranks of one data-parallel run were given different data or settings. Every rank
+    raises it alike (from values shared over the ranks), so rank 0 alone reports it."""
+
+    on_every_rank = True
+
+
+def _batches_settings(data: Any) -> dict[str, Any]:
+    """What every rank's batches must share: rows, batches, the first and last batch's rows
+    (arrays: every batch but the last has the first's size) and shuffling; what is known."""
+    bounds = getattr(data, "bounds", None)
+    found: dict[str, Any] = {}
+    if bounds:
+        found["rows"] = sum(stop - start for start, stop in bounds)
+        found["batch_size"] = bounds[0][1] - bounds[0][0]
+        found["last_batch"] = bounds[-1][1] - bounds[-1][0]
+        found["shuffle"] = bool(getattr(data, "shuffle", False))
+    if getattr(data, "steps", None) is not None:
+        found["batches"] = data.steps
+    return found
+
+
 def _rows(a: Any, start: int, stop: int) -> Any:
     if isinstance(a, list):
         return [item[start:stop, ...] for item in a]
@@ -94,11 +116,20 @@ class DataParallel:
         return abort_on_error(self.comm) if self.comm.size > 1 else nullcontext()
 
     # -- once per run --------------------------------------------------------------------------
-    def start(self, model: Any, data: Any, initial_epoch: int, who: str) -> None:
+    def start(
+        self,
+        model: Any,
+        data: Any,
+        initial_epoch: int,
+        who: str,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
         """Make every rank start from rank 0's state: its weights and buffers, its shuffling
         generator (so every rank draws the same permutations even without a seed) and its
         random streams (then offset per rank, see `RANK_STREAM_STEP`). Checks first that every
-        rank resumes from the same epoch (a checkpoint every rank can read)."""
+        rank resumes from the same epoch (a checkpoint every rank can read), then that every
+        rank trains alike (`check_same_run`): the shape of ``data``'s batches and ``settings``
+        (JSON-able values: epochs, the optimizer's, ...)."""
         comm = self.comm
         epochs = comm.allreduce_values([initial_epoch, initial_epoch * initial_epoch])
         if epochs[0] * epochs[0] != comm.size * epochs[1]:  # not all equal (Cauchy-Schwarz)
@@ -107,6 +138,7 @@ class DataParallel:
                 f"{initial_epoch}); the checkpoint file must be readable by every rank (a "
                 f"shared file system), or none of them"
             )
+        self.check_same_run({**_batches_settings(data), **(settings or {})}, who)
         if not getattr(model, "built", True):
             x = getattr(data, "x", None)
             if x is None:
@@ -136,6 +168,38 @@ class DataParallel:
             source.set_state(state)
             if k and comm.rank:
                 source.key = (source.key + comm.rank * RANK_STREAM_STEP) % 2**63
+
+    def check_same_run(self, settings: dict[str, Any], who: str) -> None:
+        """Refuse, on every rank alike, a run whose ``settings`` (JSON-able values) differ from
+        rank 0's: ranks with other rows, batches, epochs or optimizer settings would exchange
+        gradients of other batches (silently wrong weights) or call mismatched collectives
+        (an MPI error that names no cause, or a wait until the watchdog ends the job). Three
+        small collectives: rank 0's settings, then which settings and which ranks differ."""
+        comm = self.comm
+        if comm.size == 1:
+            return
+        mine = json.loads(json.dumps(settings))  # as rank 0's arrive: tuples become lists
+        root = broadcast_object(comm, mine)
+        keys = list(root)  # the same keys, in the same order, on every rank
+        differ = [k for k in keys if mine.get(k) != root[k]]
+        extra = any(k not in root for k in mine)
+        flags = comm.allreduce_values(
+            [int(k in differ) for k in keys]
+            + [int(r == comm.rank and (bool(differ) or extra)) for r in range(comm.size)]
+        )
+        ranks = [r for r in range(comm.size) if flags[len(keys) + r]]
+        if not ranks:
+            return
+        # from the reduced flags only: the same message on every rank
+        names = sorted(k for k, flag in zip(keys, flags) if flag)
+        which = f"rank {ranks[0]}" if len(ranks) == 1 else f"ranks {', '.join(map(str, ranks))}"
+        said = ", ".join(f"{k}={root[k]!r}" for k in keys if k in names or not names)
+        raise RanksDiffer(
+            f"{who}: the ranks differ in {', '.join(names) or 'their settings'} ({which} of "
+            f"{comm.size} "
+            f"{'differs' if len(ranks) == 1 else 'differ'} from rank 0's {said}); every rank "
+            f"must call fit with the same data (rows and batches), epochs and optimizer settings"
+        )
 
     # -- per global batch ----------------------------------------------------------------------
     def shards(self, batches: Iterable[Any], *, training: bool = True) -> Iterator[Any]:
