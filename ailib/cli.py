@@ -477,7 +477,10 @@ def _cmd_train(args: argparse.Namespace, comm: dist.Communicator | None) -> int:
     model.meta = {"dataset": name, "classes": list(classes), "model": args.model}
     model.compile_steps = {"auto": None, "on": True, "off": False}[args.compile]
     problem = be.compile_problem() if args.compile == "on" else None
-    if problem is not None:
+    if args.compile == "on" and comm is not None:
+        # the ranks exchange gradients between each step's backward pass and its update
+        problem = "data-parallel steps are not compiled"
+    if problem is not None and (comm is None or comm.is_root):
         print(f"note: --compile on: {problem}; the steps run uncompiled", file=sys.stderr)
     if comm is not None:
         args.ranks = comm.size  # recorded in history.json
