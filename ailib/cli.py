@@ -440,6 +440,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         except USER_ERRORS as exc:
             if comm.size == 1:
                 raise
+            if getattr(exc, "on_every_rank", False) and not comm.is_root:
+                raise  # raised alike on every rank (a divergence): rank 0 says it (the guard)
             # the others may be waiting for this rank: say why once, then end every rank
             where = "" if comm.is_root else f"rank {comm.rank} of {comm.size}: "
             print(f"ailib: {where}{describe(exc)}", file=sys.__stderr__, flush=True)

@@ -299,6 +299,49 @@ def test_distributed_training_from_the_command_line_writes_one_run(
     assert again.returncode == 2 and again.stderr.count("already holds a run") == 1, again.stderr
 
 
+#: the command in a process whose rank 1 (MPICH's PMI_RANK, Open MPI's variable) fails during
+#: its first epoch with a ValueError
+RANK_1_BREAKS = CLI_IN_A_PROCESS.replace(
+    "sys.exit(cli.main(sys.argv[2:]))",
+    """import os
+from ailib import training
+if "1" in (os.environ.get("PMI_RANK"), os.environ.get("OMPI_COMM_WORLD_RANK")):
+    def broken(self, *args, **kwargs):
+        raise ValueError("rank 1 broke on purpose")
+    training.Trainer._train_epoch = broken
+sys.exit(cli.main(sys.argv[2:]))""",
+)
+
+
+@pytest.mark.parametrize("kind", ["one rank", "every rank"])
+def test_an_error_during_distributed_training_from_the_command_line_is_one_line(
+    mpiexec,  # noqa: F811
+    data,  # noqa: F811
+    tmp_path,
+    kind,
+):
+    """docs/distributed.md: an error on one rank during the run prints `ailib: rank R of N:
+    <message>` once; one that every rank meets alike (a loss that became NaN) is printed by
+    rank 0 alone. (fit's own guard printed a traceback first: it now leaves the error to the
+    command line's, around it.)"""
+    snippet = RANK_1_BREAKS if kind == "one rank" else CLI_IN_A_PROCESS
+    command = [mpiexec, "-n", "2", sys.executable, "-c", snippet, "0"]
+    args = [*cli_arguments(data, tmp_path / "run", "--hidden", "8"), "--distributed"]
+    if kind == "every rank":
+        args += ["--optimizer", "sgd", "--lr", "1e30"]
+    run = subprocess.run(
+        [*command, *args], env=_env(), capture_output=True, text=True, timeout=BOUND_S
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output
+    said = [line for line in output.splitlines() if line.startswith("ailib: ")]
+    if kind == "one rank":
+        assert said == ["ailib: rank 1 of 2: rank 1 broke on purpose"], output
+    else:
+        assert len(said) == 1 and "the loss became" in said[0] and "rank 1" not in output, output
+    assert "Traceback" not in output and "failed; ending all ranks" not in output, output
+
+
 def test_distributed_without_a_launcher_says_how_to_launch(data, tmp_path, monkeypatch, capsys):  # noqa: F811
     for name in dist._launch.MPI_VARIABLES + ("RANK", "WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)

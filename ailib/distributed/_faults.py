@@ -4,12 +4,16 @@ waiting in their next collective forever."""
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import traceback
 from contextlib import contextmanager
 from typing import Iterator
 
 from ._comm import FORWARD_GRACE_S, Communicator, PeerLost
+
+#: per thread, the ids of the communicators that an `abort_on_error` guards now
+_guarding = threading.local()
 
 
 @contextmanager
@@ -29,13 +33,24 @@ def abort_on_error(comm: Communicator) -> Iterator[Communicator]:
     - an error that every rank raises alike (its class sets ``on_every_rank = True``, as
       `ailib.training.TrainingDiverged` does: the losses it judges are reduced over the ranks)
       is printed by rank 0 only; so is Ctrl-C (a launcher passes it to every rank), in one line;
-    - ``SystemExit(0)`` and a job of one process pass through unchanged (the usual traceback).
+    - ``SystemExit(0)`` and a job of one process pass through unchanged (the usual traceback);
+    - inside another `abort_on_error` of the same communicator (``fit(distributed=comm)``
+      within ``ailib train --distributed``'s), any other exception passes through unchanged:
+      the code around decides how to show it (the command line: in one line) and the outer
+      guard ends the job. Ctrl-C and a lost peer are still handled here.
     """
+    guarded = getattr(_guarding, "ids", None)
+    if guarded is None:
+        guarded = _guarding.ids = []
+    nested = id(comm) in guarded
+    guarded.append(id(comm))
     try:
         yield comm
     except BaseException as exc:
         if comm.size == 1 or (isinstance(exc, SystemExit) and exc.code in (None, 0)):
             raise
+        if nested and not isinstance(exc, (KeyboardInterrupt, PeerLost)):
+            raise  # the outer guard's, and the code's around this one
         alike = getattr(exc, "on_every_rank", False) or isinstance(exc, KeyboardInterrupt)
         if alike and comm.rank != 0:
             # an error every rank raised alike (from values reduced over the ranks): rank 0
@@ -64,3 +79,5 @@ def abort_on_error(comm: Communicator) -> Iterator[Communicator]:
             )
         time.sleep(FORWARD_GRACE_S)  # let the launcher forward the message before the abort
         comm.abort(exc)
+    finally:
+        guarded.pop()
