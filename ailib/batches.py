@@ -15,6 +15,19 @@ from . import backends, losses
 from ._checks import positive_int
 
 
+def input_list(model: Any, x: Any, who: str) -> list[Any]:
+    """``x`` of a model with several inputs as a list of one array per input; ValueError
+    (naming ``who``) where it is not a list or tuple of as many."""
+    count = len(model.inputs)
+    if not isinstance(x, (list, tuple)) or len(x) != count:
+        raise ValueError(
+            f"{who}: the model has {count} inputs; pass x as a list of {count} arrays, "
+            f"received {type(x).__name__}"
+            + (f" of {len(x)}" if isinstance(x, (list, tuple)) else "")
+        )
+    return list(x)
+
+
 def check_inputs(model: Any, x: Any, who: str, check_values: bool = True) -> Any:
     """``x`` checked, still where it was (`to_device` moves it): NumPy arrays and lists hold
     real floats without NaN or inf (checked on the host), of a shape that fits the model's
@@ -24,13 +37,7 @@ def check_inputs(model: Any, x: Any, who: str, check_values: bool = True) -> Any
     per input, with as many samples each."""
     if getattr(model, "single_input", True):
         return _check_input(model, x, who, check_values, 0, "x")
-    count = len(model.inputs)
-    if not isinstance(x, (list, tuple)) or len(x) != count:
-        raise ValueError(
-            f"{who}: the model has {count} inputs; pass x as a list of {count} arrays, "
-            f"received {type(x).__name__}"
-            + (f" of {len(x)}" if isinstance(x, (list, tuple)) else "")
-        )
+    x = input_list(model, x, who)
     xs = [_check_input(model, a, who, check_values, k, f"x[{k}]") for k, a in enumerate(x)]
     sizes = [a.shape[0] if a.ndim else 0 for a in xs]
     if len(set(sizes)) > 1:

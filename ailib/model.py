@@ -284,14 +284,7 @@ class Model:
         model's."""
         if self.single_input:
             return [x]
-        count = len(self.inputs)
-        if not isinstance(x, (list, tuple)) or len(x) != count:
-            raise ValueError(
-                f"{type(self).__name__}.{who}: the model has {count} inputs; pass x as a list "
-                f"of {count} arrays, received {type(x).__name__}"
-                + (f" of {len(x)}" if isinstance(x, (list, tuple)) else "")
-            )
-        return list(x)
+        return batches.input_list(self, x, f"{type(self).__name__}.{who}")
 
     def infer_and_score(self, x: Any, y: Any, loss: Any) -> tuple[Any, Any, Any] | None:
         """(Y, E, correct count) for the batch (x, y): `infer`'s output, the loss's value on

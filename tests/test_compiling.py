@@ -68,6 +68,15 @@ def _assert_same_training(
                 np.testing.assert_allclose(host(a.grads[key]), host(b.grads[key]), **tolerance)
 
 
+def _assert_compiled_with_the_same_weights(fast: Any, eager: Any) -> None:
+    """``fast`` trained with compiled steps (one step, never turned off) to ``eager``'s
+    parameters, float64 to 1e-12."""
+    assert [s.off for _, _, s in compiling._STEPS[fast]] == [False]  # it did compile
+    for a, b in zip(fast.layers, eager.layers):
+        for key in a.params:
+            np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), rtol=1e-12)
+
+
 @pytest.mark.parametrize(("dtype", "name"), [("float64", "adam"), ("float32", "momentum")])
 def test_compiled_steps_equal_uncompiled_steps(dtype: str, name: str) -> None:
     eager, eager_opt, eager_errors = _train(dtype, OPTIMIZERS[name], compiled=False)
@@ -454,10 +463,7 @@ def test_a_change_after_compiling_is_seen_by_the_next_step(name: str, change: st
     be = _jax(name)
     fast = _fit_twice(be, None, change)
     eager = _fit_twice(be, False, change)
-    assert [s.off for _, _, s in compiling._STEPS[fast]] == [False]  # it did compile
-    for a, b in zip(fast.layers, eager.layers):
-        for key in a.params:
-            np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), rtol=1e-12)
+    _assert_compiled_with_the_same_weights(fast, eager)
 
 
 @pytest.mark.parametrize("name", ["numpy", "jax", "torch"])
@@ -479,10 +485,7 @@ def test_a_model_built_by_its_first_batch_compiles_from_its_second_step(name: st
             model.fit(x, y, optimizer=optimizers.Adam(0.01), batch_size=8, verbose=False)
         runs.append(model)
     fast, eager = runs
-    assert [s.off for _, _, s in compiling._STEPS[fast]] == [False]  # it did compile
-    for a, b in zip(fast.layers, eager.layers):
-        for key in a.params:
-            np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), rtol=1e-12)
+    _assert_compiled_with_the_same_weights(fast, eager)
 
 
 def _adam_frozen_between(be: Any, compiled: bool | None) -> tuple[Any, Any]:
@@ -573,10 +576,7 @@ def test_a_loss_with_other_settings_is_compiled_afresh(name: str) -> None:
     CategoricalCrossEntropy's nor BinaryCrossEntropy's repr said eps.)"""
     be = _jax(name)
     fast, eager = _fit_with_losses(be, None), _fit_with_losses(be, False)
-    assert [s.off for _, _, s in compiling._STEPS[fast]] == [False]  # it did compile
-    for a, b in zip(fast.layers, eager.layers):
-        for key in a.params:
-            np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), rtol=1e-12)
+    _assert_compiled_with_the_same_weights(fast, eager)
 
 
 class _FreezeAt(Callback):
@@ -605,10 +605,7 @@ def test_a_layer_frozen_by_a_callback_during_an_epoch_is_seen_by_the_next_step(n
                   callbacks=[_FreezeAt(model, 3)])  # fmt: skip
         models.append(model)
     fast, eager = models
-    assert [s.off for _, _, s in compiling._STEPS[fast]] == [False]  # it did compile
-    for a, b in zip(fast.layers, eager.layers):
-        for key in a.params:
-            np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), rtol=1e-12)
+    _assert_compiled_with_the_same_weights(fast, eager)
 
 
 class _Reports(Callback):
