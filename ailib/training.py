@@ -337,6 +337,8 @@ class Trainer:
                 self.epoch = epoch
                 model.train()
                 self._call("on_epoch_begin", epoch, {})
+                if self.parallel is not None:  # one learning rate: a schedule of every rank's
+                    self.parallel.check_epoch(epoch, self.optimizer.lr, self.who)
                 start = time.perf_counter()
                 logs = self._train_epoch(epoch, data, start)
                 if logs is None:  # a one-shot iterator ran out

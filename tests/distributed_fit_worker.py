@@ -3,13 +3,16 @@ N``. Writes its final weights, history and what it printed to ``OUT/rank-<r>.jso
 compares them with one process trained on the same global batches (`train` here, in-process).
 
     python tests/distributed_fit_worker.py KIND OUT [--epochs E] [--checkpoint P] [--resume]
-        [--fail] [--diverge] [--interrupt] [--differ]
+        [--fail] [--diverge] [--interrupt] [--differ] [--other-rows] [--other-schedule]
 
 KIND: "sequential" (an MLP, Adam, validation data, a checkpoint) or "graph" (a residual graph
 model, SGD with momentum). ``--fail``: rank 1 raises in a callback during the first epoch; ``--diverge``: every rank's loss
 becomes NaN at step 2; ``--interrupt``: every rank is interrupted at step 2 (Ctrl-C);
 ``--differ``: rank 1 trains on one row fewer (the same number of batches, a shorter last one)
-with another learning rate, which fit refuses before the first step.
+with another learning rate, which fit refuses before the first step; ``--other-rows``: rank 1
+holds as many rows as rank 0, but others (a data set split by hand), which fit refuses before
+the first step too; ``--other-schedule``: rank 1 halves the learning rate from epoch 2 on, which
+fit refuses at the start of epoch 2.
 """
 
 from __future__ import annotations
@@ -80,6 +83,11 @@ class FailOnRank1(Callback):
             raise RuntimeError("rank 1 broke in a callback on purpose")
 
 
+def halved(epoch: int) -> float:
+    """Adam's 0.01 in epoch 1, 0.005 from epoch 2 on (`LearningRateScheduler` counts from 1)."""
+    return 0.01 if epoch == 1 else 0.005
+
+
 def train(
     kind: str,
     epochs: int,
@@ -89,12 +97,17 @@ def train(
     callbacks: tuple = (),
     seed: int | None = 3,
     differ: bool = False,
+    other_rows: bool = False,
+    lr_schedule: Any = None,
 ) -> tuple[Any, dict]:
     """(model, history) of the fit the test checks: on one process with ``comm=None``.
-    ``differ``: one row fewer and another learning rate (what a rank must not do)."""
+    ``differ``: one row fewer and another learning rate; ``other_rows``: the rows in another
+    order (what a rank must not do)."""
     x, y, xv, yv = data()
     if differ:
         x, y = x[:-1], y[:-1]
+    if other_rows:
+        x, y = x[::-1], y[::-1]
     net = model(kind, seed)
     optimizers = ailib.optimizers
     lr = 0.02 if differ else 0.01
@@ -111,6 +124,7 @@ def train(
         verbose=True,
         log_every=2,
         callbacks=list(callbacks),
+        lr_schedule=lr_schedule,
         distributed=comm,
     )
     return net, history
@@ -131,6 +145,8 @@ def main() -> None:
     parser.add_argument("--diverge", action="store_true")
     parser.add_argument("--interrupt", action="store_true")
     parser.add_argument("--differ", action="store_true")
+    parser.add_argument("--other-rows", action="store_true")
+    parser.add_argument("--other-schedule", action="store_true")
     args = parser.parse_args()
     comm = dist.init(backend="numpy", timeout=60)
     printed = io.StringIO()
@@ -146,6 +162,8 @@ def main() -> None:
             + (InterruptEverywhere(),) * args.interrupt,
             seed=None if args.resume else 3 + comm.rank,  # rank 0's weights must win
             differ=args.differ and comm.rank == 1,
+            other_rows=args.other_rows and comm.rank == 1,
+            lr_schedule=halved if args.other_schedule and comm.rank == 1 else None,
         )
         bn, _ = train("batchnorm", 1, comm, seed=3 + comm.rank)
     history = {k: v for k, v in history.items() if k != "seconds"}

@@ -162,9 +162,38 @@ def test_ranks_given_other_data_or_settings_all_refuse_before_the_first_step(mpi
     code, seconds, output, results = run_fit(mpiexec, 2, "sequential", "--differ")
     assert code != 0 and not results, output[-3000:]
     said = (
-        "the ranks differ in last_batch, optimizer, rows (rank 1 of 2 differs from rank 0's rows=29"
+        "the ranks differ in data, last_batch, optimizer, rows (rank 1 of 2 differs from rank "
+        "0's rows=29"
     )
     assert output.count(said) == 1, output[-3000:]
+    assert "rank 1 of 2 failed" not in output, output[-3000:]
+    assert seconds < BOUND_S
+
+
+def test_ranks_given_other_rows_of_the_same_count_refuse_before_the_first_step(mpiexec):  # noqa: F811
+    """Rank 1 holds as many rows as rank 0, but others (a data set split by hand before fit,
+    which gives each rank its share itself): the counts agree, so only the rows' digest tells.
+    Every rank refuses alike; rank 0 says so once, with the fix."""
+    code, seconds, output, results = run_fit(mpiexec, 2, "sequential", "--other-rows")
+    assert code != 0 and not results, output[-3000:]
+    said = "the ranks differ in data (rank 1 of 2 differs from rank 0's data='rows 0, "
+    assert output.count(said) == 1, output[-3000:]
+    assert "give every rank the whole data set" in output, output[-3000:]
+    assert "rank 1 of 2 failed" not in output, output[-3000:]
+    assert seconds < BOUND_S
+
+
+def test_ranks_whose_learning_rates_part_refuse_at_that_epoch(mpiexec):  # noqa: F811
+    """Rank 1 halves the learning rate from epoch 2 on, rank 0 does not: one reduced gradient
+    applied with two step sizes would part the ranks' weights silently. Refused at the start of
+    epoch 2, on every rank alike, once."""
+    code, seconds, output, results = run_fit(
+        mpiexec, 2, "sequential", "--other-schedule", "--epochs", "3"
+    )
+    assert code != 0 and not results, output[-3000:]
+    said = "epoch 2: the ranks differ in lr (rank 1 of 2 differs from rank 0's lr=0.01)"
+    assert output.count(said) == 1, output[-3000:]
+    assert "the same lr_schedule" in output, output[-3000:]
     assert "rank 1 of 2 failed" not in output, output[-3000:]
     assert seconds < BOUND_S
 

@@ -12,6 +12,7 @@ Per epoch (`end_epoch`): the ranks' running statistics (BatchNorm) averaged.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from contextlib import nullcontext
 from typing import Any, Iterable, Iterator
@@ -60,9 +61,27 @@ def _batches_settings(data: Any) -> dict[str, Any]:
         found["batch_size"] = bounds[0][1] - bounds[0][0]
         found["last_batch"] = bounds[-1][1] - bounds[-1][0]
         found["shuffle"] = bool(getattr(data, "shuffle", False))
+        found["data"] = _fingerprint(data)
     if getattr(data, "steps", None) is not None:
         found["batches"] = data.steps
     return found
+
+
+def _fingerprint(data: Any) -> str:
+    """A digest of three rows (first, middle, last) of every array of ``data`` (x, then y):
+    equal on ranks given the same data, different where a rank holds other rows of the same
+    count (a data set split by hand before fit, which shards every global batch itself, or
+    another data set). Three small reads from the device per array, once per run."""
+    arrays = [a for part in (data.x, data.y) for a in (part if isinstance(part, list) else [part])]
+    n = arrays[0].shape[0]
+    picked = sorted({0, n // 2, n - 1})
+    digest = hashlib.sha256()
+    for a in arrays:
+        for i in picked:
+            row = np.ascontiguousarray(data.backend.to_host(a[i, ...]))
+            digest.update(f"{row.dtype.str}{row.shape}".encode())
+            digest.update(row.tobytes())
+    return f"rows {', '.join(map(str, picked))}: sha256 {digest.hexdigest()[:16]}"
 
 
 def _rows(a: Any, start: int, stop: int) -> Any:
@@ -169,12 +188,21 @@ class DataParallel:
             if k and comm.rank:
                 source.key = (source.key + comm.rank * RANK_STREAM_STEP) % 2**63
 
-    def check_same_run(self, settings: dict[str, Any], who: str) -> None:
+    def check_same_run(
+        self,
+        settings: dict[str, Any],
+        who: str,
+        advice: str = (
+            "every rank must call fit with the same data (rows and batches), epochs and "
+            "optimizer settings"
+        ),
+    ) -> None:
         """Refuse, on every rank alike, a run whose ``settings`` (JSON-able values) differ from
         rank 0's: ranks with other rows, batches, epochs or optimizer settings would exchange
         gradients of other batches (silently wrong weights) or call mismatched collectives
         (an MPI error that names no cause, or a wait until the watchdog ends the job). Three
-        small collectives: rank 0's settings, then which settings and which ranks differ."""
+        small collectives: rank 0's settings, then which settings and which ranks differ.
+        ``advice`` ends the message: what every rank must do alike."""
         comm = self.comm
         if comm.size == 1:
             return
@@ -197,8 +225,27 @@ class DataParallel:
         raise RanksDiffer(
             f"{who}: the ranks differ in {', '.join(names) or 'their settings'} ({which} of "
             f"{comm.size} "
-            f"{'differs' if len(ranks) == 1 else 'differ'} from rank 0's {said}); every rank "
-            f"must call fit with the same data (rows and batches), epochs and optimizer settings"
+            f"{'differs' if len(ranks) == 1 else 'differ'} from rank 0's {said}); {advice}"
+            + (
+                " (give every rank the whole data set: fit gives each rank its share of every "
+                "global batch itself)"
+                if "data" in names
+                else ""
+            )
+        )
+
+    def check_epoch(self, epoch: int, lr: float, who: str) -> None:
+        """Refuse, on every rank alike, an epoch whose learning rate (after the callbacks'
+        ``on_epoch_begin``: a schedule, ReduceLROnPlateau) differs from rank 0's: the ranks
+        would apply one reduced gradient with different steps, and their weights would drift
+        apart silently. Three small collectives per epoch (`check_same_run`)."""
+        if self.comm.size == 1:
+            return
+        self.check_same_run(
+            {"lr": float(lr)},
+            f"{who}: epoch {epoch}",
+            "every rank must change the learning rate alike (the same lr_schedule and "
+            "callbacks that set it)",
         )
 
     # -- per global batch ----------------------------------------------------------------------
