@@ -4,6 +4,7 @@ local HTTP server, and preprocessing."""
 from __future__ import annotations
 
 import gzip
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
@@ -13,7 +14,7 @@ import pytest
 from ailib import datasets
 from ailib.datasets import ChecksumMismatch, DatasetSpec, DatasetUnavailable, IDXFormatError, mnist
 
-from .datasets_helpers import dead_url, serve, tiny_arrays, tiny_dataset, write_tiny
+from .datasets_helpers import dead_url, gz, serve, tiny_arrays, tiny_dataset, write_tiny
 from .hostile import gzip_zeros, peak_memory
 
 MiB = 1 << 20
@@ -473,3 +474,156 @@ def test_fashion_mirrors_have_their_own_variable(
         monkeypatch.setenv("AILIB_FASHION_MNIST_MIRRORS", url)
         (x, _), _ = datasets.load_fashion_mnist(quiet=True)
     assert len(requests) == 4 and x.shape == (8, 28, 28)
+
+
+# -- a corrupt file: fetched again where it is ailib's (the cache), refused elsewhere --------
+def _flip_last_pixel(gz_bytes: bytes) -> bytes:
+    raw = gzip.decompress(gz_bytes)
+    return gzip.compress(raw[:-1] + bytes([raw[-1] ^ 1]), mtime=0)
+
+
+# how a cached t10k-images file is damaged -> the error it gets
+CORRUPT_FILES = {
+    "other pixels": (_flip_last_pixel, ChecksumMismatch),  # valid IDX: only the SHA-256 tells
+    "truncated .gz": (lambda b: b[: len(b) // 2], IDXFormatError),
+    "bad gzip CRC": (lambda b: b[:-8] + bytes(8), IDXFormatError),
+    "an HTML page": (lambda b: b"<html>Service Unavailable</html>", IDXFormatError),
+    "empty": (lambda b: b"", IDXFormatError),
+}
+
+
+def _corrupt(path: Path, case: str) -> bytes:
+    damage, _ = CORRUPT_FILES[case]
+    path.write_bytes(damage(path.read_bytes()))
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("case", list(CORRUPT_FILES))
+def test_a_corrupt_file_in_the_cache_is_fetched_again(
+    case: str,
+    isolated: Path,
+    tmp_path: Path,
+    mirror,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before: refused ("delete the file and fetch it again"), though the cache is ailib's."""
+    url, requests, spec = mirror
+    monkeypatch.setitem(datasets.DATASETS, "mnist", spec)
+    monkeypatch.setenv("AILIB_MNIST_MIRRORS", url)
+    datasets.load_mnist_test(quiet=True)
+    cached = datasets.cache_dir() / "mnist" / spec.files["test_images"].name
+    _corrupt(cached, case)
+    del requests[:]
+    x, y = datasets.load_mnist_test()
+    np.testing.assert_array_equal(x, tiny_arrays()["test_images"])
+    np.testing.assert_array_equal(y, tiny_arrays()["test_labels"])
+    assert requests == ["/" + cached.name]  # that file only, once
+    assert cached.read_bytes() == (tmp_path / "mirror" / cached.name).read_bytes()
+    assert _cached(spec) == sorted(spec.files[k].name for k in ("test_images", "test_labels"))
+    report = capsys.readouterr().err
+    assert (
+        f"{cached}: " in report and "It is in ailib's download cache: fetching it again" in report
+    )
+    assert f"{cached}: fetched again and verified\n" in report
+    assert "delete" not in report  # ailib does it itself
+
+
+def test_a_corrupt_decompressed_file_in_the_cache_gives_way_to_a_fetched_gz(
+    isolated: Path, mirror, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, requests, spec = mirror
+    monkeypatch.setitem(datasets.DATASETS, "mnist", spec)
+    monkeypatch.setenv("AILIB_MNIST_MIRRORS", url)
+    name = spec.files["test_labels"].name
+    write_tiny(datasets.cache_dir() / "mnist", spec, keys=("test_images",))
+    raw = datasets.cache_dir() / "mnist" / name.removesuffix(".gz")
+    raw.write_bytes(gzip.decompress(gz(tiny_arrays()["test_labels"]))[:-2])  # truncated
+    _, y = datasets.load_mnist_test(quiet=True)
+    np.testing.assert_array_equal(y, tiny_arrays()["test_labels"])
+    assert requests == ["/" + name] and not raw.exists()
+    assert capsys.readouterr().err == ""  # quiet
+
+
+def test_a_file_fetched_again_that_is_still_bad_is_refused_not_fetched_forever(
+    isolated: Path, mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A published SHA-256 that no copy has (the mirror's file passes its MD5): one fetch."""
+    url, requests, spec = mirror
+    images = spec.files["test_images"]
+    wrong = replace(spec, files={**spec.files, "test_images": replace(images, sha256="0" * 64)})
+    monkeypatch.setitem(datasets.DATASETS, "mnist", wrong)
+    monkeypatch.setenv("AILIB_MNIST_MIRRORS", url)
+    write_tiny(datasets.cache_dir() / "mnist", spec, keys=("test_images", "test_labels"))
+    with pytest.raises(ChecksumMismatch, match=f"expected {'0' * 64}"):
+        datasets.load_mnist_test(quiet=True)
+    assert requests == ["/" + images.name]
+
+
+def test_a_corrupt_cached_file_is_kept_when_fetching_it_again_fails(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = tiny_dataset()
+    monkeypatch.setitem(datasets.DATASETS, "mnist", spec)  # mirrors: a dead one (isolated)
+    files = write_tiny(datasets.cache_dir() / "mnist", spec, keys=("test_images", "test_labels"))
+    bad = _corrupt(files["test_images"], "other pixels")
+    with pytest.raises(ChecksumMismatch) as info:
+        datasets.load_mnist_test(quiet=True)
+    message = str(info.value)
+    assert str(files["test_images"]) in message and "SHA-256" in message
+    assert "Fetching it again failed; the file is kept." in message and dead_url() in message
+    assert files["test_images"].read_bytes() == bad
+
+
+def test_a_corrupt_cached_file_is_refused_without_download(
+    isolated: Path, mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: "delete the file and fetch it again", not that ailib can fetch it itself."""
+    url, requests, spec = mirror
+    monkeypatch.setitem(datasets.DATASETS, "mnist", spec)
+    monkeypatch.setenv("AILIB_MNIST_MIRRORS", url)
+    files = write_tiny(datasets.cache_dir() / "mnist", spec, keys=("test_images", "test_labels"))
+    bad = _corrupt(files["test_labels"], "truncated .gz")
+    with pytest.raises(IDXFormatError) as info:
+        datasets.load_mnist_test(download=False)
+    assert str(info.value).startswith(f"{files['test_labels']}: not a valid gzip file")
+    assert "It is in ailib's download cache: load with download=True to fetch it again" in str(
+        info.value
+    )
+    assert files["test_labels"].read_bytes() == bad and requests == []
+
+
+@pytest.mark.parametrize("where", ["root", "root/mnist", "$AILIB_DATA", "system", "root = cache"])
+@pytest.mark.parametrize("case", list(CORRUPT_FILES))
+def test_a_corrupt_file_outside_the_cache_is_refused_and_left_alone(
+    case: str, where: str, isolated: Path, mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The user's files and the system's are never deleted or overwritten, even with a mirror
+    at hand; the error names the file (and what was expected where a checksum differs)."""
+    url, requests, spec = mirror
+    system = isolated / "usr-share"
+    spec = replace(spec, system_dirs=(str(system),))
+    monkeypatch.setitem(datasets.DATASETS, "mnist", spec)
+    monkeypatch.setenv("AILIB_MNIST_MIRRORS", url)
+    root = isolated / "root"
+    directory = {
+        "root": root,
+        "root/mnist": root / "mnist",
+        "$AILIB_DATA": isolated / "env",
+        "system": system,
+        "root = cache": datasets.cache_dir() / "mnist",
+    }[where]
+    if where == "$AILIB_DATA":
+        monkeypatch.setenv("AILIB_DATA", str(directory))
+    if where == "root = cache":
+        root = directory
+    files = write_tiny(directory, spec, keys=("test_images", "test_labels"))
+    bad = _corrupt(files["test_images"], case)
+    _, error = CORRUPT_FILES[case]
+    with pytest.raises(error, match=str(files["test_images"])) as info:
+        datasets.load_mnist_test(root, quiet=True)
+    if error is ChecksumMismatch:
+        assert f"expected {spec.files['test_images'].sha256}" in str(info.value)
+    assert files["test_images"].read_bytes() == bad
+    assert sorted(p.name for p in directory.iterdir()) == sorted(f.name for f in files.values())
+    assert requests == []

@@ -4,6 +4,7 @@ once and trickling or endless ones within their deadline (1 s here)."""
 
 from __future__ import annotations
 
+import email.utils
 import errno
 import hashlib
 import importlib
@@ -376,3 +377,152 @@ def test_loading_a_dataset_falls_through_a_dropping_and_a_non_http_mirror(
     assert sorted(p.name for p in cached.iterdir()) == sorted(
         spec.files[k].name for k in ("test_images", "test_labels")
     )
+
+
+# -- busy mirrors: 429 and 503 with Retry-After ---------------------------------------------
+def busy(
+    status: str, retry_after: str | None, times: int = 1
+) -> Callable[[socket.socket, dict], None]:
+    """Answers ``status`` (with ``Retry-After: retry_after`` unless None) to the first ``times``
+    requests, then serves the file."""
+
+    def behaviour(conn: socket.socket, stats: dict) -> None:
+        if len(stats["requests"]) <= times:
+            hint = {} if retry_after is None else {"Retry_After": retry_after}
+            _head(conn, status, Content_Length=0, Connection="close", **hint)
+        else:
+            _head(conn, Content_Length=len(BODY), Connection="close")
+            conn.sendall(BODY)
+
+    return behaviour
+
+
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits the download makes, recorded instead of slept."""
+    made: list[float] = []
+    monkeypatch.setattr(download_module, "_sleep", made.append)
+    return made
+
+
+BUSY = ["503 Service Unavailable", "429 Too Many Requests"]
+
+
+@pytest.mark.parametrize("status", BUSY)
+def test_a_busy_mirror_is_waited_for_and_asked_again(
+    status: str, tmp_path: Path, waits: list[float], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: the busy mirror was given up at once (here, with no other mirror: failed)."""
+    with misbehaving(busy(status, "1")) as (url, stats):
+        path = datasets.download(
+            NAME, [url], tmp_path, MD5, size=len(BODY), timeout=TIMEOUT, deadline=DEADLINE
+        )
+    assert path.read_bytes() == BODY
+    assert waits == [1.0] and len(stats["requests"]) == 2
+    report = capsys.readouterr().err
+    code = status.split()[0]
+    assert f"{url}{NAME}: HTTP {code} " in report
+    assert "; waiting 1 s as the server asks (retry 1 of 2)" in report
+
+
+def test_a_retry_after_date_is_waited_for(tmp_path: Path, waits: list[float]) -> None:
+    when = email.utils.formatdate(time.time() + 3, usegmt=True)
+    with misbehaving(busy("503 Service Unavailable", when)) as (url, stats):
+        datasets.download(NAME, [url], tmp_path, MD5, size=len(BODY), timeout=5, quiet=True)
+    assert len(waits) == 1 and 1 <= waits[0] <= 4
+    assert len(stats["requests"]) == 2
+
+
+def test_waiting_for_a_busy_mirror_is_quiet_when_asked(
+    tmp_path: Path, waits: list[float], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with misbehaving(busy("503 Service Unavailable", "1")) as (url, _):
+        datasets.download(NAME, [url], tmp_path, MD5, size=len(BODY), quiet=True)
+    assert waits == [1.0] and capsys.readouterr().err == ""
+
+
+# Retry-After -> what the report says; the mirror is not waited for, the next one serves the file
+NOT_WAITED_FOR = {
+    "31 s": ("31", "asks to retry after 31 s, more than the 30 s allowed"),
+    "past the deadline": (
+        "5",
+        f"asks to retry after 5 s, more than the .* s left of the {DEADLINE} s deadline",
+    ),
+    "a day and a second": ("86401", "Retry-After '86401' is not a usable hint"),
+    "20 digits": ("9" * 20, "Retry-After '9{20}' is not a usable hint"),
+    "4000 digits": ("9" * 4000, "Retry-After '9{40}' is not a usable hint"),
+    "negative": ("-5", "Retry-After '-5' is not a usable hint"),
+    "fractional": ("1.5", r"Retry-After '1\.5' is not a usable hint"),
+    "garbage": ("soon", "Retry-After 'soon' is not a usable hint"),
+    "far-future date": ("Fri, 31 Dec 9999 23:59:59 GMT", "Retry-After 'Fri, 31 Dec 9999.*' is not"),
+    "impossible date": ("Mon, 99 Feb 2026 07:28:00 GMT", "Retry-After 'Mon, 99 Feb.*' is not"),
+    "no Retry-After": (None, r"(Unavailable|Requests)"),
+}
+
+
+@pytest.mark.parametrize("status", BUSY)
+@pytest.mark.parametrize("case", list(NOT_WAITED_FOR))
+def test_a_busy_mirror_asking_too_much_falls_through_at_once(
+    case: str,
+    status: str,
+    tmp_path: Path,
+    good: str,
+    waits: list[float],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before: the reason was not given (and nothing was waited for either)."""
+    hint, reason = NOT_WAITED_FOR[case]
+    with misbehaving(busy(status, hint)) as (bad, stats):
+        path = datasets.download(
+            NAME, [bad, good], tmp_path, MD5, size=len(BODY), timeout=TIMEOUT, deadline=DEADLINE
+        )
+    assert path.read_bytes() == BODY
+    assert waits == [] and len(stats["requests"]) == 1
+    report = capsys.readouterr().err
+    code = status.split()[0]
+    assert re.search(f"{re.escape(bad + NAME)}: HTTP {code} .*{reason}.*; trying the next", report)
+    assert len(report) < 1000  # 4000 digits are not repeated
+
+
+def test_a_mirror_busy_for_good_is_asked_twice_more_then_left(
+    tmp_path: Path, good: str, waits: list[float], capsys: pytest.CaptureFixture[str]
+) -> None:
+    dead: set[str] = set()
+    with misbehaving(busy("503 Service Unavailable", "1", times=100)) as (bad, stats):
+        path = datasets.download(
+            NAME, [bad, good], tmp_path, MD5, size=len(BODY), timeout=TIMEOUT, dead=dead
+        )
+    assert path.read_bytes() == BODY
+    assert waits == [1.0, 1.0] and len(stats["requests"]) == 3
+    assert bad not in dead  # busy is not dead: asked again for the next file
+    assert re.search(
+        f"{re.escape(bad + NAME)}: HTTP 503 .*; still busy after 2 retries; trying the next",
+        capsys.readouterr().err,
+    )
+
+
+@pytest.mark.parametrize(
+    "value, seconds",
+    [
+        ("120", 120.0),
+        (" 7 ", 7.0),
+        ("0", 0.0),
+        ("Thu, 01 Jan 1970 00:02:30 GMT", 90.0),
+        ("Thu, 01 Jan 1970 00:02:30 -0000", 90.0),  # no zone: UTC
+        ("Thu, 01 Jan 1970 00:00:01 GMT", 0.0),  # already past: now
+        ("", None),
+        ("١٢", None),  # digits, but not ASCII ones
+        ("1e3", None),
+        ("Thu, 01 Jan 1970 25:00:00 GMT", None),
+    ],
+)
+def test_retry_after_values(
+    value: str, seconds: float | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TZ", "IST-5:30")  # a local time that is not UTC: "-0000" is UTC
+    time.tzset()
+    try:
+        assert download_module.retry_after_seconds(value, now=60.0) == seconds
+    finally:
+        monkeypatch.undo()
+        time.tzset()

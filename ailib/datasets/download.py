@@ -14,21 +14,33 @@ disk; a download of ``size`` bytes must finish within ``deadline`` seconds (by d
 ``timeout`` seconds (so a mirror is cut off at most one read timeout after its deadline). The
 deadline covers the whole exchange, redirects and the response's status line and headers
 included: a server that trickles its headers a byte at a time is cut off like a slow body.
+
+A busy mirror (HTTP 429 Too Many Requests or 503 Service Unavailable) that says when to come back
+(a ``Retry-After`` header: delta-seconds or an HTTP-date) is waited for and asked again, at most
+``MAX_RETRIES`` times per file, and only when the wait is at most ``MAX_RETRY_AFTER`` seconds and
+ends within that mirror's deadline (which covers the waits and every attempt); a longer wait is
+reported and the next mirror tried. A 429 or 503 without ``Retry-After``, or with one that is no
+usable hint (garbage, negative, more than a day away), falls through to the next mirror at once,
+like any other HTTP error: another mirror is likelier to help than asking again blindly.
 """
 
 from __future__ import annotations
 
+import email.utils
 import functools
 import hashlib
 import http.client
 import io
+import math
 import os
+import re
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from contextlib import closing
+from datetime import timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, TextIO
 
@@ -41,6 +53,17 @@ MIN_RATE = 20_000
 MAX_BYTES = 1 << 30
 #: the URL schemes fetched and the only ones redirects may lead to
 SCHEMES = ("http", "https")
+#: the longest wait (seconds) a mirror's ``Retry-After`` may ask for and still be waited for
+MAX_RETRY_AFTER = 30.0
+#: how many times one mirror is asked again for one file after a 429 or 503 with ``Retry-After``
+MAX_RETRIES = 2
+#: the HTTP statuses whose ``Retry-After`` is honoured: Too Many Requests, Service Unavailable
+RETRY_STATUSES = (429, 503)
+#: a ``Retry-After`` further away than this (seconds, a day) is nonsense, not a hint
+ABSURD_RETRY_AFTER = 86_400.0
+
+#: how waits are made (tests replace it to check the waits without making them)
+_sleep = time.sleep
 
 
 class ChecksumMismatch(ValueError):
@@ -52,11 +75,12 @@ class DownloadFailed(OSError):
 
 
 class _MirrorFailed(Exception):
-    """One mirror failed to deliver one file; ``dead``: skip that mirror for the next files."""
+    """One mirror failed to deliver one file; ``dead``: skip that mirror for the next files;
+    ``retry_after``: the seconds it asked to wait before asking again (429 or 503), if any."""
 
-    def __init__(self, reason: str, dead: bool = False) -> None:
+    def __init__(self, reason: str, dead: bool = False, retry_after: float | None = None) -> None:
         super().__init__(reason)
-        self.dead = dead
+        self.dead, self.retry_after = dead, retry_after
 
 
 class _Redirects(urllib.request.HTTPRedirectHandler):
@@ -162,10 +186,12 @@ def download(
     Every failure of one mirror is reported (on stderr unless ``quiet``) and the next mirror is
     tried; nothing is left behind. A mirror that cannot be reached, does not speak HTTP, is too
     slow or redirects off http/https is added to ``dead`` (when given) and skipped for the next
-    files. ``timeout`` bounds each connection attempt and read, ``deadline`` the whole file
-    (default: ``timeout + size / MIN_RATE`` seconds). A failure to write ``dest_dir/filename``
-    (no such directory, no space left) is no mirror's fault: it is raised at once, as the
-    OSError it is.
+    files. ``timeout`` bounds each connection attempt and read, ``deadline`` the whole file from
+    one mirror (default: ``timeout + size / MIN_RATE`` seconds). A mirror answering 429 or 503
+    with a ``Retry-After`` of at most ``MAX_RETRY_AFTER`` seconds that ends within its deadline
+    is waited for and asked again, ``MAX_RETRIES`` times at most (module docstring). A failure
+    to write ``dest_dir/filename`` (no such directory, no space left) is no mirror's fault: it
+    is raised at once, as the OSError it is.
 
     Raises:
         DownloadFailed: no mirror gave a verified file (the message lists every attempt).
@@ -181,7 +207,7 @@ def download(
             failures.append(f"{url}: skipped (mirror failed earlier)")
             continue
         try:
-            _fetch_verified(url, dest, md5, size, timeout, deadline, None if quiet else sys.stderr)
+            _fetch_retrying(url, dest, md5, size, timeout, deadline, None if quiet else sys.stderr)
             return dest
         except _MirrorFailed as exc:
             failures.append(f"{url}: {exc}")
@@ -193,7 +219,7 @@ def download(
     raise DownloadFailed(f"could not download {filename}:\n  " + "\n  ".join(failures))
 
 
-def _fetch_verified(
+def _fetch_retrying(
     url: str,
     dest: Path,
     md5: str,
@@ -202,10 +228,58 @@ def _fetch_verified(
     deadline: float,
     stream: TextIO | None,
 ) -> None:
-    """Stream ``url`` into ``dest`` if it is verified. A failure of the mirror is a
-    _MirrorFailed; a failure to write ``dest`` (no such directory, no space left) is raised as
-    the OSError it is: no other mirror would help, and this one is not to blame."""
-    chunks = _verified_chunks(url, md5, size, timeout, deadline, stream)
+    """`_fetch_verified`, asked again after the wait a 429 or 503 asks for, while that wait is
+    at most ``MAX_RETRY_AFTER``, ends within ``deadline`` seconds of the first attempt and
+    ``MAX_RETRIES`` are not spent; otherwise the mirror's failure is raised, saying why."""
+    start = time.monotonic()
+    for retry in range(MAX_RETRIES + 1):
+        try:
+            return _fetch_verified(url, dest, md5, size, timeout, deadline, stream, start)
+        except _MirrorFailed as exc:
+            wait = exc.retry_after
+            if wait is None:
+                raise
+            left = start + deadline - time.monotonic()
+            if retry == MAX_RETRIES:
+                why = f"still busy after {MAX_RETRIES} retries"
+            elif wait > MAX_RETRY_AFTER:
+                why = (
+                    f"asks to retry after {wait:.0f} s, more than the {MAX_RETRY_AFTER:.0f} s "
+                    f"allowed"
+                )
+            elif wait >= left:
+                why = (
+                    f"asks to retry after {wait:.0f} s, more than the {max(left, 0):.1f} s left "
+                    f"of the {deadline:.1f} s deadline"
+                )
+            else:
+                if stream is not None:
+                    print(
+                        f"{url}: {exc}; waiting {wait:.0f} s as the server asks "
+                        f"(retry {retry + 1} of {MAX_RETRIES})",
+                        file=stream,
+                        flush=True,
+                    )
+                _sleep(wait)
+                continue
+            raise _MirrorFailed(f"{exc}; {why}") from exc
+
+
+def _fetch_verified(
+    url: str,
+    dest: Path,
+    md5: str,
+    size: int | None,
+    timeout: float,
+    deadline: float,
+    stream: TextIO | None,
+    start: float,
+) -> None:
+    """Stream ``url`` into ``dest`` if it is verified by ``start + deadline`` (`time.monotonic`
+    values). A failure of the mirror is a _MirrorFailed; a failure to write ``dest`` (no such
+    directory, no space left) is raised as the OSError it is: no other mirror would help, and
+    this one is not to blame."""
+    chunks = _verified_chunks(url, md5, size, timeout, deadline, stream, start)
     with atomic_open(dest) as out, closing(chunks):  # a failed write closes the connection now
         for chunk in chunks:
             try:
@@ -223,17 +297,17 @@ def _verified_chunks(
     timeout: float,
     deadline: float,
     stream: TextIO | None,
+    start: float,
 ) -> Iterator[bytes]:
     """The body of ``url`` in chunks, ending normally only if all of it is verified (size and
-    MD5); any failure of the mirror is a _MirrorFailed."""
+    MD5) by ``start + deadline``; any failure of the mirror is a _MirrorFailed."""
     if urllib.parse.urlsplit(url).scheme not in SCHEMES:
         raise _MirrorFailed("not an http or https URL", dead=True)
     limit = size if size is not None else MAX_BYTES
-    start, done = time.monotonic(), 0
+    done = 0
+    left = max(start + deadline - time.monotonic(), 0.01)
     try:
-        with _opener(start + deadline, deadline).open(
-            url, timeout=min(timeout, deadline)
-        ) as response:
+        with _opener(start + deadline, deadline).open(url, timeout=min(timeout, left)) as response:
             announced = response.headers.get("Content-Length")
             announced = int(announced) if announced and announced.isdigit() else None
             if announced is not None and announced > limit:
@@ -264,8 +338,13 @@ def _verified_chunks(
     except _MirrorFailed:
         raise
     except urllib.error.HTTPError as exc:
-        reason = " ".join(str(exc.reason).split())  # one line (urllib's loop report has three)
-        raise _MirrorFailed(f"HTTP {exc.code} {reason}") from exc
+        reason = f"HTTP {exc.code} " + " ".join(str(exc.reason).split())  # one line, not three
+        busy = exc.code in RETRY_STATUSES and exc.headers is not None
+        hint = exc.headers.get("Retry-After") if busy else None
+        wait = None if hint is None else retry_after_seconds(hint, time.time())
+        if hint is not None and wait is None:
+            reason += f"; Retry-After {hint[:40]!r} is not a usable hint"
+        raise _MirrorFailed(reason, retry_after=wait) from exc
     except urllib.error.URLError as exc:  # DNS, refused, timeout while connecting
         raise _MirrorFailed(str(getattr(exc, "reason", exc)), dead=True) from exc
     except http.client.IncompleteRead as exc:
@@ -281,6 +360,25 @@ def _verified_chunks(
     finally:
         if stream is not None and stream.isatty() and done:
             print(file=stream, flush=True)  # end the progress line
+
+
+def retry_after_seconds(value: str, now: float) -> float | None:
+    """The wait, in seconds from ``now`` (a `time.time` value), that the ``Retry-After`` header
+    ``value`` asks for: delta-seconds (``"120"``) or an HTTP-date (rounded up to whole seconds;
+    one already past: 0). None where it is no usable hint: garbage, a negative or fractional
+    number, a date that does not exist, a wait of more than ``ABSURD_RETRY_AFTER`` (a day)."""
+    value = value.strip()
+    if re.fullmatch(r"[0-9]{1,12}", value, re.ASCII):
+        seconds = float(value)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+            if when.tzinfo is None:  # "-0000": UTC, says RFC 5322
+                when = when.replace(tzinfo=timezone.utc)
+            seconds = float(max(math.ceil(when.timestamp() - now), 0))  # 1 s resolution
+        except (TypeError, ValueError, IndexError, OverflowError):  # not a date
+            return None
+    return seconds if seconds <= ABSURD_RETRY_AFTER else None
 
 
 class _Bar:

@@ -14,12 +14,20 @@ must match its published MD5. A local file is checked on its decompressed conten
 copies such as Debian's differ in their .gz bytes only): SHA-256 where known, and always the IDX
 structure (magic number, dimensions, length). The MNIST training files have no known content
 hash here, so for them only the structure is checked.
+
+A file that fails these checks (wrong SHA-256, truncated, not gzip, wrong header, a label that is
+no class) is refused, naming it, unless it was found in the cache and downloading is allowed:
+the cache is ailib's, so the file is fetched again (at most once per file and call), verified
+as any download, and the new copy, which replaces the bad one, is used. Files anywhere else
+(``root``, ``$AILIB_DATA``, system directories) are the user's or the system's: never deleted
+or overwritten.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,6 +211,16 @@ def load_file(path: Path, file: FileSpec) -> np.ndarray:
     return array
 
 
+def _in_cache(spec: DatasetSpec, path: Path, root: str | os.PathLike | None = None) -> bool:
+    """Whether ``path``, as `find_local` or a download gives it, lies in ailib's cache (and in
+    no directory searched before it, such as a ``root`` that is the cache): a file ailib may
+    replace."""
+    for label, directory in search_dirs(spec, root):
+        if directory == path.parent:
+            return label == "cache"
+    return False
+
+
 def fetch(
     spec: DatasetSpec,
     keys: tuple[str, ...],
@@ -215,10 +233,25 @@ def fetch(
 ) -> dict[str, Path]:
     """Local paths of ``spec``'s files ``keys``, downloading missing ones into the cache
     (``timeout`` and ``deadline``: see `ailib.datasets.download`)."""
+    found = _fetch(spec, keys, root, download_missing, quiet, timeout, deadline)
+    return {key: path for key, (path, _) in found.items()}
+
+
+def _fetch(
+    spec: DatasetSpec,
+    keys: tuple[str, ...],
+    root: str | os.PathLike | None,
+    download_missing: bool,
+    quiet: bool,
+    timeout: float = 30.0,
+    deadline: float | None = None,
+) -> dict[str, tuple[Path, bool]]:
+    """`fetch`, saying for each path whether it was downloaded just now."""
     paths, dead, failures = {}, set(), []
     for key in keys:
         file = spec.files[key]
         path = find_local(spec, file, root)
+        downloaded = False
         if path is None and download_missing:
             try:
                 path = download(
@@ -232,14 +265,70 @@ def fetch(
                     quiet=quiet,
                     dead=dead,
                 )
+                downloaded = True
             except DownloadFailed as exc:
                 failures.append(str(exc))
         if path is None:
             raise DatasetUnavailable(
                 _unavailable_message(spec, keys, root, download_missing, failures)
             )
-        paths[key] = path
+        paths[key] = path, downloaded
     return paths
+
+
+def _load_checked(spec: DatasetSpec, key: str, path: Path) -> np.ndarray:
+    """`load_file`, and for a labels file, every label one of ``spec``'s classes."""
+    array = load_file(path, spec.files[key])
+    if key.endswith("labels") and array.size and array.max() >= len(spec.classes):
+        raise IDXFormatError(  # uint8: never below 0
+            f"{path}: labels must lie in [0, {len(spec.classes) - 1}] (the "
+            f"{len(spec.classes)} classes of {spec.title}), the file holds labels up to "
+            f"{array.max()}; delete it and fetch it again"
+        )
+    return array
+
+
+def _load_or_refetch(
+    spec: DatasetSpec,
+    key: str,
+    path: Path,
+    downloaded: bool,
+    root: str | os.PathLike | None,
+    refetch: bool,
+    quiet: bool,
+) -> np.ndarray:
+    """`_load_checked`; a bad file found in the cache (not downloaded just now) is fetched
+    again when ``refetch``, once: the verified copy replaces it and is loaded."""
+    try:
+        return _load_checked(spec, key, path)
+    except (ChecksumMismatch, IDXFormatError) as exc:
+        if downloaded or not _in_cache(spec, path, root):
+            raise
+        bad = exc
+    fault = str(bad)
+    for advice in ("; delete the file and fetch it again", "; delete it and fetch it again"):
+        fault = fault.removesuffix(advice)  # ailib fetches it itself
+    if not refetch:
+        raise type(bad)(
+            f"{fault}\nIt is in ailib's download cache: load with download=True to fetch it "
+            f"again (the verified copy replaces it)"
+        ) from bad
+    if not quiet:
+        print(f"{fault}\nIt is in ailib's download cache: fetching it again", file=sys.stderr)
+    file = spec.files[key]
+    try:
+        fresh = download(
+            file.name, mirrors(spec), cache_dir() / spec.name, file.md5, size=file.size, quiet=quiet
+        )
+    except DownloadFailed as failed:
+        raise type(bad)(f"{fault}\nFetching it again failed; the file is kept.\n{failed}") from bad
+    removed = ""
+    if fresh != path:  # the bad file was the decompressed one: the new .gz would come first
+        path.unlink(missing_ok=True)
+        removed = f"; {path} removed"
+    if not quiet:
+        print(f"{fresh}: fetched again and verified{removed}", file=sys.stderr, flush=True)
+    return _load_checked(spec, key, fresh)
 
 
 def _unavailable_message(
@@ -280,7 +369,8 @@ def load(
 ) -> Arrays:
     """One split ("train" or "test") of dataset ``name`` ("mnist", "fashion-mnist") as
     (images uint8 (N, 28, 28), labels int64 (N,)) on the host; labels outside the dataset's
-    classes are refused (`IDXFormatError` naming the file)."""
+    classes are refused (`IDXFormatError` naming the file). A bad file in the cache is fetched
+    again when ``download`` (module docstring)."""
     if name not in DATASETS or split not in SPLITS:
         raise ValueError(
             f"load: expected a dataset in {sorted(DATASETS)} and a split in {sorted(SPLITS)}, "
@@ -288,14 +378,10 @@ def load(
         )
     spec = DATASETS[name]
     keys = SPLITS[split]
-    paths = fetch(spec, keys, root, download_missing=download, quiet=quiet)
-    images, labels = (load_file(paths[k], spec.files[k]) for k in keys)
-    if labels.size and labels.max() >= len(spec.classes):  # uint8: never below 0
-        raise IDXFormatError(
-            f"{paths[keys[1]]}: labels must lie in [0, {len(spec.classes) - 1}] (the "
-            f"{len(spec.classes)} classes of {spec.title}), the file holds labels up to "
-            f"{labels.max()}; delete it and fetch it again"
-        )
+    found = _fetch(spec, keys, root, download, quiet)
+    images, labels = (
+        _load_or_refetch(spec, k, *found[k], root, refetch=download, quiet=quiet) for k in keys
+    )
     return images, labels.astype(np.int64)
 
 
