@@ -14,7 +14,8 @@ per layer call, in topological order: the index of its ``layer`` in ``layers`` a
 ``inbound`` arrays), ``outputs``, and whether inputs and outputs are single arrays or lists.
 Arrays are numbered inputs first (0..I-1), then node j's output (I + j); a node reads only
 arrays numbered below its own, so the graph is acyclic by construction. A shared layer is one
-entry of ``layers`` named by several nodes.
+entry of ``layers`` named by several nodes. ``nodes`` is empty where every output is an input
+(``Model(x, x)``); an array may be listed twice in ``outputs``; an input may feed nothing.
 
 A checkpoint is a model file whose config also has a ``checkpoint`` entry (epoch, history, the
 optimizer's class, settings and scalar state, and each random source's `Random.get_state`: the
@@ -509,10 +510,14 @@ def _check_graph(path: Path, config: dict[str, Any]) -> None:
     layers = config.get("layers")
     if config.get("version") != 2 or not isinstance(layers, list):
         raise fault("a graph needs format version 2 and a 'layers' list")
-    if not isinstance(graph, dict) or not all(
-        isinstance(graph.get(k), list) and graph[k] for k in ("inputs", "nodes", "outputs")
-    ):
-        raise fault("expected an object with non-empty 'inputs', 'nodes' and 'outputs' lists")
+    if (
+        not isinstance(graph, dict)
+        or not all(isinstance(graph.get(k), list) for k in ("inputs", "nodes", "outputs"))
+        or not (graph["inputs"] and graph["outputs"])
+    ):  # no nodes: every output is an input (Model(x, x))
+        raise fault(
+            "expected an object with non-empty 'inputs' and 'outputs' lists and a 'nodes' list"
+        )
     inputs, nodes, outputs = graph["inputs"], graph["nodes"], graph["outputs"]
     for k, entry in enumerate(inputs):
         shape = entry.get("shape") if isinstance(entry, dict) else None
