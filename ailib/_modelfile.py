@@ -12,7 +12,7 @@ file itself holds, and any fault is a `ModelFileError` naming the file and the f
 3. ``config.json``: at most `MAX_CONFIG_BYTES`, JSON without NaN, Infinity or numbers that
    overflow a float (1e400), nested at most `MAX_DEPTH` deep, of the documented structure:
    field types, layer classes from `ailib.layers.LAYERS` only (a name, never imported),
-   constructor arguments the class takes;
+   constructor arguments the class takes; the same for the losses (`loss_items`);
 4. the params and buffers each layer's config implies (`Layer.array_shapes`, nothing allocated)
    against the config's own list and the stored headers; optimizer arrays against the params
    they belong to;
@@ -43,6 +43,7 @@ import numpy as np
 from ._files import open_regular
 from .layers import LAYERS
 from .layers.base import Layer
+from .losses import LOSSES, Loss
 
 CONFIG_MEMBER = "config.json.npy"
 MAX_MEMBERS = 100_000
@@ -55,6 +56,8 @@ MAX_DEFLATE_RATIO = 1032
 CHUNK = 1 << 20
 #: dtypes a model file may hold (config.json is uint8)
 DTYPES = ("float32", "float64", "uint8", "int32", "int64")
+#: the loss classes a model file may name (``losses`` entry), by class name
+LOSS_CLASSES = {cls.__name__: cls for cls in LOSSES.values()}
 #: what a stored array may be named: layers.<i>.<params|buffers>.<name>, optimizer.<i>.<param>.<slot>
 LAYER_ARRAY = re.compile(r"layers\.(\d+)\.(params|buffers)\.(.+)")
 OPTIMIZER_ARRAY = re.compile(r"optimizer\.(\d+\.[^.]+)\.(.+)")
@@ -387,7 +390,52 @@ def check_config(path: Path, config: Any, versions: range, format_name: str) -> 
     fault = meta_fault(config.get("meta", {}))
     if fault:
         fail(fault)
+    loss_items(path, config.get("losses"))
     return [layer_spec(path, f"layer {i}", entry) for i, entry in enumerate(layers)]
+
+
+def loss_items(path: Path, entries: Any, outputs: int | None = None) -> list[Loss] | None:
+    """The losses a config's ``losses`` entry names, each built from its settings (a loss holds
+    no arrays), or None for none (null or absent). The entry is a list of
+    ``{"class": <a class of ailib.losses>, "config": <its get_config()>}``: one per output, or
+    one for every output; with ``outputs`` (the model's count), any other length is refused.
+    Settings are checked as the constructor checks them, and a bool setting must be a bool."""
+
+    def fail(message: str) -> None:
+        raise ModelFileError(f"{path}: {message}")
+
+    if entries is None:
+        return None
+    if not isinstance(entries, list) or not entries:
+        fail(f"losses {_short(entries)} is not a non-empty list")
+    if outputs is not None and len(entries) not in (1, outputs):
+        fail(
+            f"{len(entries)} losses for {outputs} output{'s' if outputs != 1 else ''}; expected "
+            f"one per output or one for all of them"
+        )
+    items = []
+    for k, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            fail(f"loss {k} is {_short(entry)}, not an object {{'class': ..., 'config': ...}}")
+        name = entry.get("class")
+        cls = LOSS_CLASSES.get(name) if isinstance(name, str) else None
+        if cls is None:
+            fail(f"loss {k} is {_short(name)}, not one of ailib.losses ({', '.join(LOSS_CLASSES)})")
+        settings = entry.get("config", {})
+        where = f"loss {k} ({name}) cannot be built from its config {_short(settings)}"
+        if not isinstance(settings, dict) or not all(_plain(v) for v in settings.values()):
+            fail(f"{where}: expected an object of plain JSON settings")
+        signature = inspect.signature(cls)
+        parameters = signature.parameters
+        try:
+            signature.bind(**settings)
+            for key, value in settings.items():
+                if isinstance(parameters[key].default, bool) and not isinstance(value, bool):
+                    raise TypeError(f"{key} must be true or false, received {value!r}")
+            items.append(cls(**settings))
+        except (TypeError, ValueError) as exc:
+            fail(f"{where}: {exc} (its settings: {', '.join(parameters) or 'none'})")
+    return items
 
 
 #: the longest list a model file's ``meta`` may hold (class names: ImageNet's 21,841 fit)

@@ -4,6 +4,13 @@ A model file is a NumPy ``.npz`` archive holding
 - ``config.json``: UTF-8 JSON (as a uint8 array) with ``format`` ("ailib.model"), ``version``,
   the floating ``dtype`` and, per layer, its class (a name in `ailib.layers.LAYERS`), its
   ``get_config()`` and the name, shape and dtype of each parameter and buffer;
+- ``losses``: the model's loss, ``model.loss``, as a list of ``{"class": <a class of
+  ailib.losses>, "config": <its get_config()>}``, one per output for a model of several outputs
+  (`OutputLosses`); null for no loss, or for a loss of a class of one's own, which a file cannot
+  name (the model then loads without one). ``loss`` (the class name) and ``loss_from_logits``
+  are what ailib before ``losses`` read, and still reads from its files (default settings,
+  BCE's from_logits; no loss for several outputs). ``losses`` came without a version change,
+  as ``meta`` did: older ailib ignores it;
 - optionally ``meta``: `Sequential.meta`, what the model was trained on (``ailib train`` records
   "dataset", "classes" and "model"; `metadata` reads it without building the model);
 - ``layers.<i>.params.<name>`` and ``layers.<i>.buffers.<name>``: the arrays, on the host.
@@ -14,7 +21,8 @@ per layer call, in topological order: the index of its ``layer`` in ``layers`` a
 ``inbound`` arrays), ``outputs``, and whether inputs and outputs are single arrays or lists.
 Arrays are numbered inputs first (0..I-1), then node j's output (I + j); a node reads only
 arrays numbered below its own, so the graph is acyclic by construction. A shared layer is one
-entry of ``layers`` named by several nodes.
+entry of ``layers`` named by several nodes. ``nodes`` is empty where every output is an input
+(``Model(x, x)``); an array may be listed twice in ``outputs``; an input may feed nothing.
 
 A checkpoint is a model file whose config also has a ``checkpoint`` entry (epoch, history, the
 optimizer's class, settings and scalar state, and each random source's `Random.get_state`: the
@@ -44,12 +52,14 @@ import numpy as np
 from . import backends, losses, optimizers
 from ._files import atomic_open
 from ._modelfile import (
+    LOSS_CLASSES,
     META_RULES,
     Archive,
     ModelFileError,
     check_arrays,
     check_config,
     check_finite,
+    loss_items,
     meta_fault,
 )
 from .backends import Backend
@@ -63,7 +73,6 @@ FORMAT = "ailib.model"
 #: the newest format this ailib reads and writes (2: graph models; Sequential files are 1)
 VERSION = 2
 CONFIG_KEY = "config.json"
-LOSS_CLASSES = {cls.__name__: cls for cls in losses.LOSSES.values()}
 OPTIMIZER_CLASSES = {cls.__name__: cls for cls in optimizers.OPTIMIZERS.values()}
 
 
@@ -172,8 +181,9 @@ def _model_entries(model: Model) -> tuple[dict[str, Any], dict[str, np.ndarray]]
         "saved_from": model.backend.name,
         "layers": layers,
         "loss": type(model.loss).__name__ if model.loss is not None else None,
+        "losses": _loss_entries(model.loss),
     }
-    if getattr(model.loss, "from_logits", False):
+    if getattr(model.loss, "from_logits", False):  # what ailib before "losses" reads
         config["loss_from_logits"] = True
     meta = getattr(model, "meta", None)
     if meta:
@@ -191,10 +201,35 @@ def _model_entries(model: Model) -> tuple[dict[str, Any], dict[str, np.ndarray]]
     return config, arrays
 
 
+def _loss_entries(loss: Any) -> list[dict[str, Any]] | None:
+    """The ``losses`` entry for a model's loss: one ``{"class", "config"}`` per loss (per output
+    for several outputs); None for no loss, or for a loss of a class of one's own, which a file
+    cannot name (the model then loads without a loss)."""
+    from .model import OutputLosses  # model.py imports this module
+
+    if loss is None:
+        return None
+    items = loss.items if isinstance(loss, OutputLosses) else [loss]
+    if not all(LOSS_CLASSES.get(type(item).__name__) is type(item) for item in items):
+        return None
+    entries = []
+    for item in items:
+        settings = json.loads(json.dumps(item.get_config(), allow_nan=False))
+        entries.append({"class": type(item).__name__, "config": settings})
+    return entries
+
+
+def _check_losses(path: Path, config: dict[str, Any]) -> None:
+    """The ``losses`` entry (checked by `check_config`) has one loss, or one per output."""
+    graph = config.get("graph")
+    loss_items(path, config.get("losses"), len(graph["outputs"]) if graph else 1)
+
+
 def _write(path: Path, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
     try:  # what load checks first: a file it would refuse is not written
         check_config(path, config, range(1, VERSION + 1), FORMAT)
         _check_graph(path, config)
+        _check_losses(path, config)
     except ModelFileError as exc:
         reason = str(exc).removeprefix(f"{path}: ")
         raise ValueError(
@@ -416,6 +451,7 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         config = archive.config()
         specs = check_config(path, config, range(1, VERSION + 1), FORMAT)
         _check_graph(path, config)
+        _check_losses(path, config)
         check_arrays(archive, specs, config["dtype"])
         arrays = {key: archive.read(key) for key in archive.members if key != CONFIG_KEY}
     check_finite(path, arrays)
@@ -459,12 +495,23 @@ def _build(
     model.seed = config.get("seed")
     model.meta = dict(config.get("meta", {}))
     _seed_random_sources(model)
+    model.loss = _loaded_loss(path, config, model)
+    return model
+
+
+def _loaded_loss(path: Path, config: dict[str, Any], model: Model) -> Any:
+    """The loss a checked config stores for ``model``: from its ``losses`` entry (every
+    setting; one per output), or, in files written before it, from the class name ``loss``
+    (default settings but BCE's ``from_logits``; a model of several outputs had none)."""
+    if "losses" in config:
+        items = loss_items(path, config["losses"], len(model.outputs))
+        if items is None:
+            return None
+        return model.loss_for(items if len(items) > 1 else items[0])
     loss = LOSS_CLASSES.get(config.get("loss") or "")
     if loss is losses.BinaryCrossEntropy:
-        model.loss = loss(from_logits=config.get("loss_from_logits") is True)
-    else:
-        model.loss = loss() if loss is not None else None
-    return model
+        return loss(from_logits=config.get("loss_from_logits") is True)
+    return loss() if loss is not None else None
 
 
 def _seed_random_sources(model: Model) -> None:
@@ -509,10 +556,14 @@ def _check_graph(path: Path, config: dict[str, Any]) -> None:
     layers = config.get("layers")
     if config.get("version") != 2 or not isinstance(layers, list):
         raise fault("a graph needs format version 2 and a 'layers' list")
-    if not isinstance(graph, dict) or not all(
-        isinstance(graph.get(k), list) and graph[k] for k in ("inputs", "nodes", "outputs")
-    ):
-        raise fault("expected an object with non-empty 'inputs', 'nodes' and 'outputs' lists")
+    if (
+        not isinstance(graph, dict)
+        or not all(isinstance(graph.get(k), list) for k in ("inputs", "nodes", "outputs"))
+        or not (graph["inputs"] and graph["outputs"])
+    ):  # no nodes: every output is an input (Model(x, x))
+        raise fault(
+            "expected an object with non-empty 'inputs' and 'outputs' lists and a 'nodes' list"
+        )
     inputs, nodes, outputs = graph["inputs"], graph["nodes"], graph["outputs"]
     for k, entry in enumerate(inputs):
         shape = entry.get("shape") if isinstance(entry, dict) else None

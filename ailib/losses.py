@@ -36,6 +36,11 @@ class Loss:
     def __repr__(self) -> str:
         return f"{self.name}()"
 
+    def get_config(self) -> dict[str, Any]:
+        """The constructor's arguments (plain JSON): ``type(loss)(**loss.get_config())`` computes
+        exactly what ``loss`` does. What a model file stores (`ailib.io`)."""
+        return {}
+
     def __call__(self, y_pred: Any, y_true: Any) -> Any:
         """E(y_pred, y_true) as a 0-d array."""
         return self.value_and_grad(y_pred, y_true)[0]
@@ -192,6 +197,9 @@ class BinaryCrossEntropy(Loss):
         )
         return f"{self.name}({', '.join(settings)})"
 
+    def get_config(self) -> dict[str, Any]:
+        return {"eps": self.eps, "from_logits": self.from_logits}
+
     def _value_and_grad(self, xp: Any, y_pred: Any, target: Any) -> tuple[Any, Any]:
         size = max(1, math.prod(y_pred.shape))
         if self.from_logits:
@@ -226,6 +234,9 @@ class CategoricalCrossEntropy(Loss):
 
     def __repr__(self) -> str:
         return f"{self.name}(eps={self.eps!r})" if self.eps != 1e-7 else f"{self.name}()"
+
+    def get_config(self) -> dict[str, Any]:
+        return {"eps": self.eps}
 
     def _value_and_grad(self, xp: Any, y_pred: Any, target: Any) -> tuple[Any, Any]:
         n = max(1, y_pred.shape[0])
@@ -264,6 +275,9 @@ class SoftmaxCrossEntropy(Loss):
         if not self.label_smoothing:
             return f"{self.name}()"
         return f"{self.name}(label_smoothing={self.label_smoothing!r})"
+
+    def get_config(self) -> dict[str, Any]:
+        return {"label_smoothing": self.label_smoothing}
 
     def value_and_grad(self, y_pred: Any, y_true: Any, *, check: bool = True) -> tuple[Any, Any]:
         """(E, dE/dZ) as `Loss.value_and_grad`; for integer labels (without label smoothing)

@@ -456,10 +456,13 @@ class Model:
             )
 
     def reads_indices(self, k: int = 0) -> bool:
-        """Whether every layer call that reads input k takes indices (``takes_indices``, e.g.
-        `Embedding`): then that input may be an integer array, kept as integers."""
+        """Whether input k may be an integer array, kept as integers: every layer call that
+        reads it takes indices (``takes_indices``, e.g. `Embedding`) and it is not an output
+        (a loss reads outputs as floats). So an input that nothing reads takes integers too."""
+        if k in self.output_slots:
+            return False
         readers = [layer for layer, ins, _, _ in self.wiring if k in ins]
-        return bool(readers) and all(getattr(la, "takes_indices", False) for la in readers)
+        return all(getattr(layer, "takes_indices", False) for layer in readers)
 
     def num_classes(self, k: int = 0) -> int | None:
         """The number of classes output k scores, where its shape says (one axis)."""

@@ -319,6 +319,31 @@ def test_forward_and_infer_check_the_number_of_inputs() -> None:
                 run(xs)
 
 
+def test_an_input_that_no_layer_reads_takes_integers_as_an_embeddings_input_does(
+    backend: ailib.backends.Backend,
+) -> None:
+    """An input may be an integer array when every call that reads it takes indices; an unused
+    Input has no such call, so it takes integers (as NumPy and as device arrays) as well as
+    floats, for predict, fit and evaluate alike (before: 'x[1] has dtype int64 but the model
+    needs floats'). An input that is itself an output is what the loss reads, a float array."""
+    rows, ids = ailib.Input((4,)), ailib.Input((3,), name="ids")
+    model = ailib.Model([rows, ids], Dense(2)(rows), backend=backend, seed=0)
+    rng = np.random.default_rng(3)
+    x, tokens, labels = rng.random((6, 4), np.float32), rng.integers(0, 9, (6, 3)), np.arange(6) % 2
+    expected = host(model.predict([x, tokens.astype(np.float32)]))
+    on_device = backend.asarray(tokens, dtype=backend.dtype("int32"))
+    for t in (tokens, tokens.astype(np.uint8), on_device):
+        np.testing.assert_array_equal(host(model.predict([x, t])), expected)
+    before = model.evaluate([x, tokens.astype(np.float32)], labels, loss="softmax_cross_entropy")
+    assert model.evaluate([x, tokens], labels, loss="softmax_cross_entropy") == before
+    model.fit([x, tokens], labels, loss="softmax_cross_entropy", epochs=1, batch_size=3, verbose=0)
+    assert model.evaluate([x, tokens], labels)["loss"] != before["loss"]
+    x_in = ailib.Input((3,))
+    same = ailib.Model(x_in, [x_in, Dense(2)(x_in)], backend=backend, seed=0)
+    with pytest.raises(TypeError, match="x has dtype int64 but the model needs floats"):
+        same.predict(tokens)
+
+
 @pytest.mark.parametrize("dtype", ["int32", "bool"])
 def test_models_and_layers_refuse_a_dtype_that_is_not_floating(dtype: str) -> None:
     x = ailib.Input((3,))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import json
 import re
 from typing import Any
 
@@ -370,3 +372,32 @@ def test_a_losss_repr_states_its_settings() -> None:
         "BinaryCrossEntropy(eps=0.1, from_logits=True)"
     )
     assert repr(BinaryCrossEntropy()) == "BinaryCrossEntropy()"
+
+
+#: every loss class, with settings other than its defaults
+SETTINGS: dict[type, dict[str, Any]] = {
+    MSE: {},
+    BinaryCrossEntropy: {"eps": 0.01, "from_logits": True},
+    CategoricalCrossEntropy: {"eps": 0.2},
+    SoftmaxCrossEntropy: {"label_smoothing": 0.3},
+}
+
+
+def test_the_settings_cover_every_loss_class() -> None:
+    assert set(SETTINGS) == set(ailib.losses.LOSSES.values())
+
+
+@pytest.mark.parametrize("cls", list(SETTINGS), ids=lambda cls: cls.__name__)
+def test_get_config_holds_every_constructor_argument(cls: type) -> None:
+    """What a model file stores of a loss (`ailib.io`): every argument, so that the loss
+    rebuilt from it computes the very same E and dE/dY."""
+    loss = cls(**SETTINGS[cls])
+    assert loss.get_config() == SETTINGS[cls]
+    assert set(loss.get_config()) == set(inspect.signature(cls).parameters)
+    rebuilt = cls(**json.loads(json.dumps(loss.get_config())))
+    assert repr(rebuilt) == repr(loss)
+    rng = np.random.default_rng(0)
+    z, labels = rng.uniform(0.05, 0.95, (6, 3)), rng.integers(0, 3, 6)
+    y = labels if loss.accepts_labels else rng.integers(0, 2, (6, 3)).astype(np.float64)
+    for a, b in zip(rebuilt.value_and_grad(z, y), loss.value_and_grad(z, y)):
+        np.testing.assert_array_equal(a, b)
