@@ -42,6 +42,17 @@ def number(value: Any, what: str, who: str, hint: str = "") -> float:
     return float(value)
 
 
+def flag(value: Any, what: str, who: str) -> bool:
+    """``value`` as a Python bool when it is one (a NumPy bool too); else a TypeError naming
+    ``who`` and the setting: ``bool("false")`` is True, so a string must not pass as a flag."""
+    if isinstance(value, bool):
+        return value
+    if getattr(value, "dtype", None) is not None and getattr(value, "shape", None) == ():
+        if str(value.dtype) == "bool":
+            return bool(value)
+    raise TypeError(f"{who}: {what} must be True or False, received {value!r}")
+
+
 def floating_dtype(backend: Any, spec: Any, who: str) -> Any:
     """The floating dtype of ``backend`` for ``spec`` (None: its default float), else a
     ValueError naming ``who``: parameters and activations are real floats."""

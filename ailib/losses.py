@@ -19,7 +19,7 @@ from typing import Any
 import array_api_compat
 
 from . import backends
-from ._checks import number
+from ._checks import flag, number
 from .layers.activations import softmax
 
 
@@ -189,7 +189,7 @@ class BinaryCrossEntropy(Loss):
         if not 0.0 < eps < 0.5:
             raise ValueError(f"BinaryCrossEntropy: eps must lie in (0, 0.5), received {eps}")
         self.eps = float(eps)
-        self.from_logits = bool(from_logits)
+        self.from_logits = flag(from_logits, "from_logits", "BinaryCrossEntropy")
 
     def __repr__(self) -> str:
         settings = [f"eps={self.eps!r}"] * (self.eps != 1e-7) + ["from_logits=True"] * (

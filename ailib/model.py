@@ -478,7 +478,7 @@ class Model:
         x: Any,
         y: Any = None,
         *,
-        loss: Any = "softmax_cross_entropy",
+        loss: Any = None,
         optimizer: optimizers.Optimizer | str = "sgd",
         epochs: int = 1,
         batch_size: int = 32,
@@ -499,7 +499,8 @@ class Model:
     ) -> dict[str, list[Any]]:
         """Train on (x, y) arrays, or on an iterable of (x, y) batches, for ``epochs`` passes;
         returns the history. For several inputs x is a list of arrays; for several outputs y is
-        a list and ``loss`` a list (one per output) or one loss for all. ``distributed=comm``
+        a list and ``loss`` a list (one per output) or one loss for all; without ``loss``, the
+        model's own (an earlier fit's, or its file's), else softmax cross-entropy. ``distributed=comm``
         trains data-parallel (docs/distributed.md). See `ailib.training.fit` for every
         argument."""
         return training.fit(

@@ -619,7 +619,7 @@ def fit(
     x: Any,
     y: Any = None,
     *,
-    loss: losses.Loss | str = "softmax_cross_entropy",
+    loss: losses.Loss | str | Sequence[losses.Loss | str] | None = None,
     optimizer: optimizers.Optimizer | str = "sgd",
     epochs: int = 1,
     batch_size: int = 32,
@@ -651,6 +651,10 @@ def fit(
     batches; or, with arrays, ``validation_split=f`` holds out the last fraction f of the rows
     (taken before any shuffling, as in Keras: the last ``n - int(n * (1 - f))`` rows) and
     validates on them after every epoch.
+
+    ``loss``: a name or a `Loss` (for several outputs, a list: one per output, or one for all);
+    None (the default) is the model's own (``model.loss``: the loss of an earlier fit, or of the
+    file it was loaded from), else ``"softmax_cross_entropy"``.
 
     Per batch, `train_step`; with ``accumulate=k``, the optimizer steps once per k batches on
     their mean gradient (equal to one step on the k batches concatenated, for mean losses and
@@ -715,6 +719,8 @@ def fit(
     if resume and checkpoint is None:
         raise ValueError(f"{who}: resume=True needs checkpoint=<path> to resume from")
     show = progress_callback(verbose, who)
+    if loss is None:
+        loss = model.loss if model.loss is not None else "softmax_cross_entropy"
     model.loss = loss = _loss_for(model, loss)
     model.optimizer = optimizer = optimizers.get(optimizer)
     if validation_split:

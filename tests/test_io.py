@@ -832,6 +832,28 @@ def test_a_loaded_model_computes_the_losses_it_was_saved_with(tmp_path: Path, ca
     _assert_same_model(loaded, model)
 
 
+@pytest.mark.parametrize("case", ["MSE", "two outputs"])
+def test_fit_without_a_loss_trains_on_with_the_models_own(tmp_path: Path, case: str) -> None:
+    """``fit`` without ``loss=`` uses the model's own loss (an earlier fit's, or its file's):
+    a loaded MSE model trains on with MSE, not with the softmax cross-entropy that was fit's
+    fixed default (which, for regression targets, was a silent change of the objective, and
+    for two outputs an error)."""
+    items, n = LOSS_CASES[case], 12
+    x = ailib.Input((5,))
+    h = Tanh()(Dense(4)(x))
+    heads = [_head(loss, h, n, seed=k) for k, loss in enumerate(items)]
+    outputs = heads[0][0] if len(items) == 1 else [out for out, _ in heads]
+    targets = heads[0][1] if len(items) == 1 else [y for _, y in heads]
+    model = ailib.Model(x, outputs, backend="numpy", dtype="float64", seed=0)
+    xs = np.random.default_rng(9).standard_normal((n, 5))
+    model.fit(xs, targets, loss=items if len(items) > 1 else items[0], epochs=1, verbose=0)
+    loaded = ailib.load(model.save(tmp_path / "m.npz"))
+    model.fit(xs, targets, loss=items if len(items) > 1 else items[0], shuffle=False, verbose=0)
+    loaded.fit(xs, targets, shuffle=False, verbose=0)  # no loss: the file's
+    assert repr(loaded.loss) == repr(model.loss)
+    _assert_same_model(loaded, model)
+
+
 def test_a_file_written_before_losses_were_stored_still_loads(tmp_path: Path) -> None:
     """Files of format versions 1 and 2 without a 'losses' entry (ailib before it) name the
     loss class in 'loss' (with 'loss_from_logits' for BCE): they load as they did, with the

@@ -345,6 +345,12 @@ def test_clamping_eps_outside_its_range_is_refused(make: Any, fault: str) -> Non
         (lambda: BinaryCrossEntropy(eps=None), "BinaryCrossEntropy: eps must be a number"),
         (lambda: CategoricalCrossEntropy(eps="1e-7"), "CategoricalCrossEntropy: eps must be a"),
         (lambda: SoftmaxCrossEntropy(None), "label_smoothing must be a number, received None"),
+        # bool("false") is True: a string flag once gave logits where probabilities were meant
+        (
+            lambda: BinaryCrossEntropy(from_logits="false"),
+            "BinaryCrossEntropy: from_logits must be True or False, received 'false'",
+        ),
+        (lambda: BinaryCrossEntropy(from_logits=1), "from_logits must be True or False"),
     ],
 )
 def test_settings_that_are_not_numbers_are_refused_by_name(make: Any, fault: str) -> None:
