@@ -488,6 +488,27 @@ def test_a_model_built_by_its_first_batch_compiles_from_its_second_step(name: st
     _assert_compiled_with_the_same_weights(fast, eager)
 
 
+@pytest.mark.parametrize("name", ["numpy", "jax", "torch"])
+def test_a_model_without_parameters_fits_compiled_without_a_warning(name: str) -> None:
+    """``Sequential([ReLU()])`` and ``Model(x, x)`` have no parameter: the step's dtype and
+    device come from the batch. (PyTorch's replay looked for them among the parameters only:
+    "the compiled training step failed (StopIteration)", then ran uncompiled.)"""
+    be = _jax(name)
+    x = np.random.default_rng(0).standard_normal((8, 4))
+    inp = ailib.Input((4,))
+    for model in (
+        ailib.Sequential([ReLU()], backend=be, dtype="float64", seed=0),
+        ailib.Model(inp, inp, backend=be, dtype="float64", seed=0),
+    ):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            history = model.fit(x, x, loss="mse", epochs=2, batch_size=4, verbose=False)
+        relu = np.maximum(x, 0)  # nothing to learn: every epoch the same loss
+        want = float(np.mean((relu - x) ** 2)) if model.layers else 0.0
+        np.testing.assert_allclose(history["loss"], [want, want], rtol=1e-12)
+        np.testing.assert_array_equal(host(model.predict(x)), relu if model.layers else x)
+
+
 def _adam_frozen_between(be: Any, compiled: bool | None) -> tuple[Any, Any]:
     """Adam for a `fit`, the first layer frozen for the next, unfrozen for a third."""
     x, y = _data()

@@ -254,7 +254,14 @@ class TorchReplayStep(_Replays):
         memory: Adam's ``t += 1`` writes into it), and the learning rate's tensor is kept while
         the rate does not change (the step only reads it)."""
         torch = self.torch
-        first = next(v for v in values if isinstance(v, torch.Tensor) and v.is_floating_point())
+        floats = (  # the parameters' dtype and device; the batch's for a model without any
+            v
+            for v in (*values, *_flatten((x,)))
+            if isinstance(v, torch.Tensor) and v.is_floating_point()
+        )
+        first = next(floats, None)
+        if first is None:
+            raise TypeError("a step with no floating tensor (no parameter, integer inputs)")
         places = [i for i, v in enumerate(values) if isinstance(v, int)]
         if places:
             made = torch.tensor([values[i] for i in places], dtype=torch.int64, device=first.device)
