@@ -1,7 +1,11 @@
-"""Conv2D's dilation and groups, pooling with padding (and GlobalAvgPool2D against PyTorch):
-NumPy references, finite differences, PyTorch on random configurations, every backend."""
+"""Conv2D's dilation, groups and padding="same"/"valid", pooling with padding and ceil_mode (and
+GlobalAvgPool2D against PyTorch): NumPy references, finite differences, PyTorch on random
+configurations, every backend."""
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,18 +30,35 @@ def test_global_avg_pool_matches_torch(rng: np.random.Generator) -> None:
 
 
 # -- Conv2D: dilation and groups -----------------------------------------------------------------
+def same_edges(kernel: tuple, dilation: tuple) -> tuple[int, int, int, int]:
+    """PyTorch's padding="same": d·(k − 1) zeros per axis, ⌊half⌋ before, the rest after."""
+    (th, tw) = (d * (k - 1) for k, d in zip(kernel, dilation))
+    return th // 2, th - th // 2, tw // 2, tw - tw // 2
+
+
 def conv_reference(
-    x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: tuple, padding: tuple, dilation: tuple
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray,
+    stride: tuple,
+    padding: tuple | str,
+    dilation: tuple,
 ) -> np.ndarray:
-    """Direct grouped, dilated convolution: one dot product per output position, with loops."""
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    """Direct grouped, dilated convolution: one dot product per output position, with loops.
+    ``padding``: a (rows, cols) pair, or "same" / "valid" as PyTorch reads them."""
+    (sh, sw), (dh, dw) = stride, dilation
     n, c, h, wd = x.shape
     o, per_group, kh, kw = w.shape
+    if padding == "same":
+        top, bottom, left, right = same_edges((kh, kw), dilation)
+    else:
+        ph, pw = (0, 0) if padding == "valid" else padding
+        top, bottom, left, right = ph, ph, pw, pw
     groups = c // per_group
-    xp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw))
-    xp[:, :, ph : ph + h, pw : pw + wd] = x
-    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    ow = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    xp = np.zeros((n, c, h + top + bottom, wd + left + right))
+    xp[:, :, top : top + h, left : left + wd] = x
+    oh = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + left + right - dw * (kw - 1) - 1) // sw + 1
     y = np.zeros((n, o, oh, ow))
     for oc in range(o):
         j = oc // (o // groups)  # the group of this output channel
@@ -61,6 +82,10 @@ CONV_CASES = {
     "groups2": (4, 6, 3, 1, 1, 1, 2),
     "depthwise": (3, 3, 3, 2, 1, 1, 3),
     "depthwise-x2-dilated": (2, 4, (3, 2), (1, 2), 1, (1, 2), 2),
+    # odd totals d·(k − 1) = 3 and 1: the extra row at the bottom, the extra column on the right
+    "same-k4x2-dilation1x1": (2, 3, (4, 2), 1, "same", 1, 1),
+    "same-k2x3-dilation3x2-groups2": (2, 4, (2, 3), 1, "same", (3, 2), 2),
+    "valid-s2": (2, 2, 3, 2, "valid", 1, 1),
 }
 
 
@@ -69,7 +94,7 @@ def _conv(case: str, backend: ailib.backends.Backend, dtype: str = "float64") ->
     return Conv2D(c, o, k, s, p, d, g, backend=backend, dtype=dtype, seed=5)
 
 
-def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+def _pair(v: int | tuple[int, int] | str) -> tuple[int, int] | str:
     return (v, v) if isinstance(v, int) else v
 
 
@@ -88,7 +113,16 @@ def test_conv_dilation_groups_forward_matches_loop_reference(
     assert_close(layer.forward(backend.asarray(x)), expected, "float64")
 
 
-@pytest.mark.parametrize("case", ["dilation2x1-s2", "groups2", "depthwise-x2-dilated"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "dilation2x1-s2",
+        "groups2",
+        "depthwise-x2-dilated",
+        "same-k4x2-dilation1x1",
+        "same-k2x3-dilation3x2-groups2",
+    ],
+)
 def test_conv_dilation_groups_gradcheck_float64(
     case: str, backend: ailib.backends.Backend, rng: np.random.Generator
 ) -> None:
@@ -129,7 +163,99 @@ def test_conv_matches_torch_conv2d_on_random_configurations(config: int) -> None
     assert_close(layer.grads["b"], tb.grad.numpy(), "float64")
 
 
-@pytest.mark.parametrize("case", ["groups2", "depthwise-x2-dilated"])
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
+@pytest.mark.parametrize("config", range(12))
+def test_conv_padding_same_and_valid_match_torch_on_random_configurations(config: int) -> None:
+    """padding="same" (odd and even totals d·(k − 1): asymmetric and symmetric) and "valid":
+    forward, dE/dX, dE/dW and dE/dB against torch.nn.functional.conv2d in float64, and the
+    output of torch.nn.Conv2d given the same string."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(900 + config)
+    g = int(rng.choice([1, 2]))
+    c, o = g * int(rng.integers(1, 3)), g * int(rng.integers(1, 3))
+    k = tuple(int(v) for v in rng.integers(1, 6, size=2))
+    d = tuple(int(v) for v in rng.integers(1, 4, size=2))
+    padding = "valid" if config % 4 == 3 else "same"
+    s = (1, 1) if padding == "same" else tuple(int(v) for v in rng.integers(1, 3, size=2))
+    size = tuple(d[i] * (k[i] - 1) + 1 + int(rng.integers(0, 5)) for i in range(2))
+    x = rng.standard_normal((int(rng.integers(1, 3)), c, *size))
+    be = ailib.backends.get("numpy")
+    layer = Conv2D(c, o, k, s, padding, d, g, backend=be, dtype="float64", seed=config)
+    bias = rng.standard_normal(o)
+    layer.params["b"] = be.asarray(bias)
+    tx = torch.tensor(x, requires_grad=True)
+    tw = torch.tensor(host(layer.params["W"]), requires_grad=True)
+    tb = torch.tensor(bias, requires_grad=True)
+    ty = torch.nn.functional.conv2d(tx, tw, tb, stride=s, padding=padding, dilation=d, groups=g)
+    module = torch.nn.Conv2d(c, o, k, s, padding, d, g, dtype=torch.float64)
+    with torch.no_grad():
+        module.weight.copy_(tw)
+        module.bias.copy_(tb)
+        np.testing.assert_allclose(module(tx).numpy(), ty.detach().numpy(), rtol=1e-12)
+    grad = rng.standard_normal(tuple(ty.shape))
+    ty.backward(torch.tensor(grad))
+    y = layer.forward(be.asarray(x))
+    if padding == "same":
+        assert tuple(y.shape[2:]) == size
+    assert layer.output_shape(*size) == tuple(ty.shape[2:])
+    assert_close(y, ty.detach().numpy(), "float64")
+    assert_close(layer.backward(be.asarray(grad)), tx.grad.numpy(), "float64")
+    assert_close(layer.grads["W"], tw.grad.numpy(), "float64")
+    assert_close(layer.grads["b"], tb.grad.numpy(), "float64")
+
+
+def test_conv_random_padding_configurations_include_odd_and_even_totals() -> None:
+    """The comparison above is only as good as its draws: both splits of "same" occur."""
+    totals = set()
+    for config in range(12):
+        rng = np.random.default_rng(900 + config)
+        rng.choice([1, 2]), rng.integers(1, 3), rng.integers(1, 3)
+        k, d = rng.integers(1, 6, size=2), rng.integers(1, 4, size=2)
+        if config % 4 != 3:
+            totals |= {int(v) % 2 for v in d * (k - 1)}
+    assert totals == {0, 1}
+
+
+def test_conv_padding_strings_config_and_errors() -> None:
+    layer = Conv2D(out_channels=2, kernel_size=(4, 3), padding="same", dilation=(1, 2))
+    assert layer.padding == "same" and layer.get_config()["padding"] == "same"
+    assert layer.compute_output_shape((3, 7, 6)) == (2, 7, 6)
+    again = Conv2D(**layer.get_config())
+    assert again.get_config() == layer.get_config()
+    valid = Conv2D(1, 2, 3, stride=2, padding="valid")
+    assert valid.get_config()["padding"] == "valid"
+    assert valid.compute_output_shape((1, 7, 8)) == (2, 3, 3)
+    assert Conv2D(1, 2, 3, padding=(1, 0)).get_config()["padding"] == [1, 0]  # unchanged
+    with pytest.raises(ValueError, match=r"Conv2D: padding='same' needs stride 1.*\(2, 1\)"):
+        Conv2D(1, 2, 3, stride=(2, 1), padding="same")
+    for bad in ("foo", "SAME", 1.5, (1, "same"), None):
+        with pytest.raises(
+            ValueError,
+            match=r"Conv2D: padding must be 'same', 'valid', an int >= 0 or a pair of them, "
+            rf"received {re.escape(repr(bad))}",
+        ):
+            Conv2D(1, 2, 3, padding=bad)
+    with pytest.raises(ValueError, match=r"\(1, 1\) plus padding 'valid' is smaller"):
+        Conv2D(1, 2, 3, padding="valid").compute_output_shape((1, 1, 1))
+
+
+def test_conv_padding_same_round_trips_through_a_model_file(tmp_path: Path) -> None:
+    model = ailib.Sequential(
+        [Conv2D(2, 3, (2, 3), padding="same", dilation=(3, 1)), Conv2D(3, 1, 2, padding="valid")],
+        backend="numpy",
+        seed=3,
+    )
+    x = np.random.default_rng(0).standard_normal((2, 2, 6, 5)).astype(np.float32)
+    loaded = ailib.load(model.save(tmp_path / "m.npz"), backend="array_api_strict")
+    assert [layer.get_config()["padding"] for layer in loaded.layers] == ["same", "valid"]
+    assert [layer.get_config() for layer in loaded.layers] == [
+        layer.get_config() for layer in model.layers
+    ]
+    assert tuple(loaded.predict(x).shape) == (2, 1, 5, 4)
+    assert_close(loaded.predict(x), model.predict(x))
+
+
+@pytest.mark.parametrize("case", ["groups2", "depthwise-x2-dilated", "same-k4x2-dilation1x1"])
 def test_conv_groups_float32_agrees_with_numpy(
     case: str, other_backend: ailib.backends.Backend, rng: np.random.Generator
 ) -> None:
