@@ -395,6 +395,38 @@ def test_a_replay_is_checked_on_the_batch_itself(name: str) -> None:
             np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), rtol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["numpy", "jax", "torch"])
+def test_a_cnn_with_same_padding_and_ceil_mode_pooling_compiles_to_the_uncompiled_steps(
+    name: str,
+) -> None:
+    """Conv2D(padding="same") with an even kernel (asymmetric edges) and pools with ceil_mode
+    (a last window past the input): the compiled steps (JAX's jit, the NumPy and PyTorch
+    replays) equal the uncompiled ones."""
+    be = _jax(name)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((16, 2, 7, 6)), rng.integers(0, 3, 16)
+    runs = []
+    for compiled in (None, False):
+        model = ailib.Sequential(
+            [
+                ailib.layers.Conv2D(2, 3, (2, 3), padding="same"),
+                ailib.layers.MaxPool2D(2, ceil_mode=True),  # 7 x 6 -> 4 x 3
+                ailib.layers.AvgPool2D(3, 2, 1, count_include_pad=False, ceil_mode=True),  # 3 x 2
+                Flatten(),
+                Dense(18, 3),
+            ],
+            backend=be,
+            dtype="float64",
+            seed=0,
+        )
+        model.compile_steps = compiled
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # (the replay's check warns where it differs)
+            model.fit(x, y, optimizer=optimizers.Adam(0.01), batch_size=4, epochs=2, verbose=0)
+        runs.append(model)
+    _assert_compiled_with_the_same_weights(*runs)
+
+
 def test_a_jax_step_that_fails_after_taking_its_inputs_says_so() -> None:
     be = _jax()
     x, y = _data()

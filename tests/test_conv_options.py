@@ -4,6 +4,7 @@ configurations, every backend."""
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -309,27 +310,41 @@ def test_window_sizes_that_are_not_ints_are_refused_by_name(cls: type, bad: obje
         cls(*args, kernel_size=bad)
 
 
-# -- pooling with padding ------------------------------------------------------------------------
+# -- pooling with padding and ceil_mode ----------------------------------------------------------
+def pool_out(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool) -> int:
+    """PyTorch's pooling_output_shape: with ceil_mode, ⌈…⌉, and no window starting in the
+    right padding."""
+    if not ceil_mode:
+        return (size + 2 * pad - kernel) // stride + 1
+    out = math.ceil((size + 2 * pad - kernel) / stride) + 1
+    return out - 1 if (out - 1) * stride >= size + pad else out
+
+
 def pool_reference(
-    x: np.ndarray, kernel: tuple, stride: tuple, padding: tuple, op: str, include_pad: bool
+    x: np.ndarray,
+    kernel: tuple,
+    stride: tuple,
+    padding: tuple,
+    op: str,
+    include_pad: bool,
+    ceil_mode: bool = False,
 ) -> np.ndarray:
+    """Window by window, in X's coordinates as PyTorch's CPU kernel reads them: window (a, b)
+    starts at (s·a − p); the average divides by its extent clipped to the padded X
+    (count_include_pad) or to X."""
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     n, c, h, wd = x.shape
-    fill = -np.inf if op == "max" else 0.0
-    xp = np.full((n, c, h + 2 * ph, wd + 2 * pw), fill)
-    xp[:, :, ph : ph + h, pw : pw + wd] = x
-    inside = np.zeros(xp.shape[2:])
-    inside[ph : ph + h, pw : pw + wd] = 1
-    oh, ow = (h + 2 * ph - kh) // sh + 1, (wd + 2 * pw - kw) // sw + 1
+    oh, ow = pool_out(h, kh, sh, ph, ceil_mode), pool_out(wd, kw, sw, pw, ceil_mode)
     y = np.zeros((n, c, oh, ow))
     for a in range(oh):
         for bb in range(ow):
-            rows, cols = slice(a * sh, a * sh + kh), slice(bb * sw, bb * sw + kw)
-            patch = xp[:, :, rows, cols]
-            if op == "max":
+            h0, w0 = a * sh - ph, bb * sw - pw
+            h1, w1 = min(h0 + kh, h + ph), min(w0 + kw, wd + pw)
+            patch = x[:, :, max(h0, 0) : min(h1, h), max(w0, 0) : min(w1, wd)]
+            if op == "max":  # the padding's −∞ never wins: every window holds an entry of X
                 y[:, :, a, bb] = patch.max(axis=(2, 3))
             else:
-                count = kh * kw if include_pad else inside[rows, cols].sum()
+                count = (h1 - h0) * (w1 - w0) if include_pad else patch.shape[2] * patch.shape[3]
                 y[:, :, a, bb] = patch.sum(axis=(2, 3)) / count
     return y
 
@@ -339,6 +354,9 @@ PAD_CASES = {
     "k3-s1-p1": (3, 1, 1),
     "k2-s2-p1": (2, 2, 1),
     "k3x2-s2x1-p1x0": ((3, 2), (2, 1), (1, 0)),
+    # on 5 x 6 with ceil_mode: a last column of windows that runs past the (padded) input
+    "k3-s2-p0": (3, 2, 0),
+    "k2x3-s3x2-p1": ((2, 3), (3, 2), 1),
 }
 #: layer factory, reference op, include_pad
 PAD_POOLS = {
@@ -352,19 +370,38 @@ PAD_POOLS = {
 }
 
 
+@pytest.mark.parametrize("ceil_mode", [False, True], ids=["floor", "ceil"])
 @pytest.mark.parametrize("case", PAD_CASES)
 @pytest.mark.parametrize("pool", PAD_POOLS)
 def test_padded_pool_matches_loop_reference_and_gradcheck(
-    pool: str, case: str, backend: ailib.backends.Backend, rng: np.random.Generator
+    pool: str,
+    case: str,
+    ceil_mode: bool,
+    backend: ailib.backends.Backend,
+    rng: np.random.Generator,
 ) -> None:
     make, op, include_pad = PAD_POOLS[pool]
     k, s, p = PAD_CASES[case]
-    layer = make(k, s, p, backend=backend, dtype="float64")
+    layer = make(k, s, p, ceil_mode=ceil_mode, backend=backend, dtype="float64")
     # distinct values well apart (negative too: the padding must never win a max)
     x = rng.permutation(2 * 5 * 6).reshape(1, 2, 5, 6) * 0.01 - 1.0
-    expected = pool_reference(x, _pair(k), _pair(s), _pair(p), op, include_pad)
+    expected = pool_reference(x, _pair(k), _pair(s), _pair(p), op, include_pad, ceil_mode)
     assert_close(layer.forward(backend.asarray(x)), expected, "float64")
     layer_gradcheck(layer, x)
+
+
+def test_the_ceil_mode_cases_have_windows_past_the_padded_input() -> None:
+    """The cases above test ceil_mode only where it adds a window that runs past the padded
+    input (and where it drops one that would start in the right padding)."""
+    overhang, dropped = set(), set()
+    for case, (k, s, p) in PAD_CASES.items():
+        for size, kk, ss, pp in zip((5, 6), _pair(k), _pair(s), _pair(p)):
+            out = pool_out(size, kk, ss, pp, True)
+            if (out - 1) * ss + kk > size + 2 * pp:
+                overhang.add(case)
+            if math.ceil((size + 2 * pp - kk) / ss) + 1 > out:
+                dropped.add(case)
+    assert {"k3-s2-p0", "k2x3-s3x2-p1"} <= overhang and "k2x3-s3x2-p1" in dropped
 
 
 @pytest.mark.parametrize("config", range(8))
@@ -409,15 +446,30 @@ def test_padded_max_pool_of_minus_infinity_sends_the_gradient_into_the_input(
     assert_close(dx, np.array([[[[1 + 2 + 5 + 6, 0, 3 + 4 + 7 + 8], [9 + 10, 11, 12]]]]), "float64")
 
 
+def test_max_pool_window_past_the_input_of_minus_infinity_sends_the_gradient_into_the_input(
+    backend: ailib.backends.Backend,
+) -> None:
+    """ceil_mode without padding: windows that run past X whose maximum is −∞ tie with the −∞
+    beyond X; the gradient goes to their first entry of X (as PyTorch's), not into the crop."""
+    inf = np.inf
+    x = np.array([[[[1.0, 2.0, -inf], [0.0, 3.0, -inf], [-inf, -inf, -inf]]]])
+    layer = MaxPool2D(2, 2, ceil_mode=True, backend=backend, dtype="float64")
+    y = layer.forward(backend.asarray(x))
+    assert_close(y, np.array([[[[3.0, -inf], [-inf, -inf]]]]), "float64")
+    dx = layer.backward(backend.asarray(np.array([[[[1.0, 2.0], [3.0, 4.0]]]])))
+    assert_close(dx, np.array([[[[0, 0, 2], [0, 1, 0], [3, 0, 4]]]], dtype=float), "float64")
+
+
+@pytest.mark.parametrize("ceil_mode", [False, True], ids=["floor", "ceil"])
 @pytest.mark.parametrize("pool", PAD_POOLS)
 def test_padded_pool_float32_agrees_with_numpy(
-    pool: str, other_backend: ailib.backends.Backend, rng: np.random.Generator
+    pool: str, ceil_mode: bool, other_backend: ailib.backends.Backend, rng: np.random.Generator
 ) -> None:
     make = PAD_POOLS[pool][0]
     x = rng.standard_normal((3, 2, 7, 8)).astype(np.float32)
     results = []
     for be in (ailib.backends.get("numpy"), other_backend):
-        layer = make(3, 2, 1, backend=be)
+        layer = make(3, 2, 1, ceil_mode=ceil_mode, backend=be)  # ceil: 4 x 5, 4 x 4 floor
         y = layer.forward(be.asarray(x))
         g = np.random.default_rng(1).standard_normal(tuple(y.shape)).astype(np.float32)
         dx = layer.backward(be.asarray(g))
@@ -441,3 +493,84 @@ def test_pool_padding_shapes_config_and_errors(cls: type) -> None:
         cls(4, padding=1).compute_output_shape((1, 1, 1))
     if cls is AvgPool2D:
         assert cls(2).count_include_pad and not cls(2, count_include_pad=False).count_include_pad
+
+
+@pytest.mark.parametrize("cls", [MaxPool2D, AvgPool2D])
+def test_pool_ceil_mode_shapes_config_and_errors(cls: type) -> None:
+    assert cls(2).ceil_mode is False and cls(2).get_config()["ceil_mode"] is False
+    layer = cls(3, 2, 1, ceil_mode=True)
+    assert layer.compute_output_shape((4, 8, 7)) == (4, 5, 4)  # floor: (4, 4, 4)
+    assert cls(3, 2, 1).compute_output_shape((4, 8, 7)) == (4, 4, 4)
+    # ⌈(6 + 2 − 2) / 3⌉ + 1 = 3 windows, but the third would start in the right padding
+    assert cls(2, 3, 1, ceil_mode=True).compute_output_shape((1, 6, 6)) == (1, 3, 3)
+    assert cls(2, 3, 1, ceil_mode=True).compute_output_shape((1, 5, 5)) == (1, 2, 2)
+    config = layer.get_config()
+    assert config["ceil_mode"] is True and cls(**config).get_config() == config
+    for bad in ("yes", 1, None, np.bool_(True)):
+        with pytest.raises(
+            ValueError,
+            match=rf"{cls.__name__}: ceil_mode must be True or False, received {re.escape(repr(bad))}",
+        ):
+            cls(2, ceil_mode=bad)
+
+
+@pytest.mark.parametrize("config", range(16))
+def test_pools_with_ceil_mode_match_torch_on_random_configurations(config: int) -> None:
+    """MaxPool2D and AvgPool2D (count_include_pad True and False) with ceil_mode=True against
+    torch.nn.functional in float64, forward and dE/dX, on random kernels, strides, padding and
+    odd and even sizes, most with a last window past the padded input."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    k, s, p, size = _ceil_configuration(config)
+    rng = np.random.default_rng(700 + config)
+    x = rng.permutation(2 * 3 * size[0] * size[1]).reshape(2, 3, *size) * 0.1 - 3.0
+    be = ailib.backends.get("numpy")
+    torch_pools = {
+        "max": lambda t: F.max_pool2d(t, k, s, p, ceil_mode=True),
+        "avg": lambda t: F.avg_pool2d(t, k, s, p, ceil_mode=True),
+        "avg-exclude-pad": lambda t: F.avg_pool2d(
+            t, k, s, p, ceil_mode=True, count_include_pad=False
+        ),
+    }
+    modules = {
+        "max": torch.nn.MaxPool2d(k, s, p, ceil_mode=True),
+        "avg": torch.nn.AvgPool2d(k, s, p, ceil_mode=True),
+        "avg-exclude-pad": torch.nn.AvgPool2d(k, s, p, ceil_mode=True, count_include_pad=False),
+    }
+    for name, (make, op, include_pad) in PAD_POOLS.items():
+        tx = torch.tensor(x, requires_grad=True)
+        ty = torch_pools[name](tx)
+        np.testing.assert_array_equal(modules[name](tx).detach().numpy(), ty.detach().numpy())
+        grad = rng.standard_normal(tuple(ty.shape))
+        ty.backward(torch.tensor(grad))
+        expected = pool_reference(x, k, s, p, op, include_pad, ceil_mode=True)
+        np.testing.assert_allclose(ty.detach().numpy(), expected, rtol=1e-12)  # the summary
+        layer = make(k, s, p, ceil_mode=True, backend=be, dtype="float64")
+        assert_close(layer.forward(be.asarray(x)), ty.detach().numpy(), "float64")
+        assert_close(layer.backward(be.asarray(grad)), tx.grad.numpy(), "float64")
+
+
+def _ceil_configuration(config: int) -> tuple[tuple, tuple, tuple, tuple]:
+    rng = np.random.default_rng(600 + config)
+    k = tuple(int(v) for v in rng.integers(1, 6, size=2))
+    s = tuple(int(v) for v in rng.integers(2, 5, size=2))
+    p = tuple(int(rng.integers(0, k[i] // 2 + 1)) for i in range(2))
+    size = tuple(max(1, k[i] - 2 * p[i]) + int(rng.integers(0, 7)) for i in range(2))
+    return k, s, p, size
+
+
+def test_the_random_ceil_mode_configurations_reach_every_case() -> None:
+    """The comparison above is only as good as its draws: windows past the padded input (with
+    and without padding), a window dropped for starting in the right padding, odd and even
+    sizes."""
+    overhang, overhang_padded, dropped, parities = 0, 0, 0, set()
+    for config in range(16):
+        k, s, p, size = _ceil_configuration(config)
+        for kk, ss, pp, n in zip(k, s, p, size):
+            out = pool_out(n, kk, ss, pp, True)
+            past = (out - 1) * ss + kk > n + 2 * pp
+            overhang += past
+            overhang_padded += past and pp > 0
+            dropped += math.ceil((n + 2 * pp - kk) / ss) + 1 > out
+            parities.add(n % 2)
+    assert overhang >= 8 and overhang_padded >= 3 and dropped >= 1 and parities == {0, 1}

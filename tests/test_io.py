@@ -59,9 +59,9 @@ def every_layer() -> list[ailib.layers.Layer]:
         Conv2D(1, 2, 3, padding=2, dilation=2),
         BatchNorm2D(2),
         ReLU(),
-        Conv2D(2, 4, 3, padding=1, groups=2),
-        MaxPool2D(3, 2, padding=1),
-        AvgPool2D(3, 2, padding=1, count_include_pad=False),
+        Conv2D(2, 4, 3, padding="same", groups=2),
+        MaxPool2D(3, 2, padding=1, ceil_mode=True),  # 8 x 8 -> 5 x 5 (4 x 4 without)
+        AvgPool2D(2, 2, count_include_pad=False, ceil_mode=True),  # a last window past X
         GlobalAvgPool2D(),
         Flatten(),
         Dense(4, 6),
