@@ -49,6 +49,8 @@ OPTIMIZERS = {
     "sgd": lambda: optimizers.SGD(0.1),
     "momentum": lambda: optimizers.SGD(0.1, momentum=0.9, weight_decay=1e-3),
     "adam": lambda: optimizers.Adam(0.01, clip_norm=1.0),
+    "amsgrad": lambda: optimizers.Adam(0.01, amsgrad=True, clip_norm=1.0),
+    "adamw-amsgrad": lambda: optimizers.AdamW(0.01, amsgrad=True, weight_decay=0.1),
 }
 
 
@@ -77,7 +79,9 @@ def _assert_compiled_with_the_same_weights(fast: Any, eager: Any) -> None:
             np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), rtol=1e-12)
 
 
-@pytest.mark.parametrize(("dtype", "name"), [("float64", "adam"), ("float32", "momentum")])
+@pytest.mark.parametrize(
+    ("dtype", "name"), [("float64", "adam"), ("float32", "momentum"), ("float32", "amsgrad")]
+)
 def test_compiled_steps_equal_uncompiled_steps(dtype: str, name: str) -> None:
     eager, eager_opt, eager_errors = _train(dtype, OPTIMIZERS[name], compiled=False)
     fast, fast_opt, fast_errors = _train(dtype, OPTIMIZERS[name], compiled=True)
@@ -119,6 +123,21 @@ def test_the_first_step_compiles_from_zeroed_optimizer_state(
     eager, _, eager_errors = _train("float64", make, compiled=False, steps=5, name=name)
     _assert_same_training("float64", fast, fast_errors, eager, eager_errors, grads=True)
     assert sorted(fast_opt.state[(fast.layers[0], "W")]) == ["V"]
+
+
+@pytest.mark.parametrize("name", ["numpy", "jax", "torch"])
+@pytest.mark.parametrize("kind", ["amsgrad", "adamw-amsgrad"])
+def test_amsgrad_steps_compile_to_the_uncompiled_steps(kind: str, name: str) -> None:
+    """Adam's and AdamW's amsgrad (V_max, a new array each step) in JAX's jit and the NumPy and
+    PyTorch replays: 20 compiled steps equal the uncompiled ones, V_max included."""
+    fast, fast_opt, fast_errors = _train("float64", OPTIMIZERS[kind], compiled=True, name=name)
+    eager, eager_opt, eager_errors = _train("float64", OPTIMIZERS[kind], compiled=False, name=name)
+    assert [s.off for _, _, s in compiling._STEPS[fast]] == [False]  # it did compile
+    _assert_same_training("float64", fast, fast_errors, eager, eager_errors, grads=True)
+    for key, state in eager_opt.state.items():
+        mine = fast_opt.state[(fast.layers[eager.layers.index(key[0])], key[1])]
+        assert sorted(mine) == ["M", "V", "V_max", "t"] and mine["t"] == state["t"] == 20
+        np.testing.assert_allclose(host(mine["V_max"]), host(state["V_max"]), rtol=1e-12)
 
 
 def _graph_capture_problem() -> str | None:
