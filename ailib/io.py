@@ -41,6 +41,7 @@ drawing initial weights first. Limits and guarantees: docs/reliability.md.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -330,6 +331,7 @@ def restore_checkpoint(
             )
         before, now = opt.get("settings"), optimizer.get_config()
         if before is not None:
+            before = {**_defaults(type(optimizer), set(now) - set(before)), **before}
             changed = [
                 f"{key} {before.get(key)!r} (checkpoint) vs {now.get(key)!r} (now)"
                 for key in sorted(set(before) | set(now))
@@ -371,6 +373,17 @@ def restore_checkpoint(
         layer.params.update(source.params)
         layer.buffers.update(source.buffers)
     return epoch, history
+
+
+def _defaults(cls: type, names: set[str]) -> dict[str, Any]:
+    """The default values of ``cls``'s constructor arguments ``names`` (those it has): what a
+    checkpoint written before a setting existed (Adam's ``amsgrad``) trained with."""
+    params = inspect.signature(cls).parameters
+    return {
+        name: params[name].default
+        for name in names
+        if name in params and params[name].default is not inspect.Parameter.empty
+    }
 
 
 class CheckpointMismatch(ModelFileError):

@@ -384,22 +384,19 @@ class FlatParams:
         new buffer, and give every parameter its views of the state."""
         if updated is not self.buffer:
             self._point(updated)
-        stale = len(self.key_states) != len(self.keys) or len(self.slot_arrays) != len(self.state)
-        # new views where a per-entry slot is a new array; a new step count goes into the
-        # parameters' own dicts, which stay (a compiled step holds them)
-        if stale or any(
-            self.slot_arrays.get(k) is not v for k, v in self.state.items() if _per_entry(v)
-        ):
-            pieces = {k: self._pieces(v) if _per_entry(v) else None for k, v in self.state.items()}
-            self.key_states = [
-                {k: (pieces[k][i] if pieces[k] is not None else v) for k, v in self.state.items()}
-                for i in range(len(self.keys))
-            ]
-            self.slot_arrays = dict(self.state)
-        else:
-            shared = {k: v for k, v in self.state.items() if not _per_entry(v)}
-            for own in self.key_states:
-                own.update(shared)
+        if len(self.key_states) != len(self.keys):  # placed just now
+            self.key_states = [{} for _ in self.keys]
+        # new views where a per-entry slot is a new array (made by this step, or replaced each
+        # step, as amsgrad's V_max), and the step count, go into the parameters' own dicts,
+        # which stay (a compiled step holds them)
+        for slot, value in self.state.items():
+            if not _per_entry(value):
+                for own in self.key_states:
+                    own[slot] = value
+            elif self.slot_arrays.get(slot) is not value or slot not in self.key_states[0]:
+                for own, piece in zip(self.key_states, self._pieces(value)):
+                    own[slot] = piece
+        self.slot_arrays = dict(self.state)
         for key, own in zip(self.keys, self.key_states):
             states[key] = own
 
@@ -571,11 +568,17 @@ class Adam(Optimizer):
     """Adam (Kingma & Ba, 2015) with bias correction:
 
         M ← β₁M + (1 − β₁)g;   V ← β₂V + (1 − β₂)g²
-        W ← W − lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ) · M / (√V + ε̂)
+        W ← W − lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ) · M / (√V + ε̂),   ε̂ = ε·√(1 − β₂ᵗ)
 
     (the bias corrections folded into the step size, as in the paper's section 2).
     ``weight_decay`` is the L2 penalty added to g (PyTorch's Adam); for decay decoupled from the
     moments use `AdamW`.
+
+    ``amsgrad=True`` (Reddi et al., 2018; PyTorch's ``amsgrad``) also keeps the largest V so far,
+    V_max ← max(V_max, V) (from V_max = 0), and divides by it instead of V:
+    W ← W − lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ) · M / (√V_max + ε̂), so that no entry's step grows because
+    its V fell. V_max is one more array per parameter, in the state and in checkpoints
+    (docs/math.md §6).
     """
 
     def __init__(
@@ -585,12 +588,15 @@ class Adam(Optimizer):
         beta2: float = 0.999,
         eps: float = 1e-8,
         weight_decay: float = 0.0,
+        amsgrad: bool = False,
         *,
         groups: Sequence[dict[str, Any]] | None = None,
         clip_norm: float | None = None,
     ) -> None:
         super().__init__(lr, weight_decay, groups=groups, clip_norm=clip_norm)
         who = type(self).__name__
+        if not isinstance(amsgrad, bool):
+            raise TypeError(f"{who}: amsgrad must be True or False, received {amsgrad!r}")
         beta1, beta2 = number(beta1, "beta1", who), number(beta2, "beta2", who)
         eps = number(eps, "eps", who)
         for name, beta in (("beta1", beta1), ("beta2", beta2)):
@@ -601,12 +607,22 @@ class Adam(Optimizer):
         if not 0.0 <= eps < math.inf:  # as PyTorch: 0 is allowed
             raise ValueError(f"{type(self).__name__}: eps must be >= 0 and finite, received {eps}")
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+        self.amsgrad = amsgrad
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
+        return {
+            **super().get_config(),
+            "beta1": self.beta1,
+            "beta2": self.beta2,
+            "eps": self.eps,
+            "amsgrad": self.amsgrad,
+        }
 
     def initial_state(self, param: Any) -> dict[str, Any] | None:
-        return {"t": 0, "M": _zeros_like(param), "V": _zeros_like(param)}
+        state = {"t": 0, "M": _zeros_like(param), "V": _zeros_like(param)}
+        if self.amsgrad:
+            state["V_max"] = _zeros_like(param)
+        return state
 
     def update(
         self, param: Any, grad: Any, state: dict[str, Any], lr: float, weight_decay: float
@@ -625,6 +641,12 @@ class Adam(Optimizer):
             v += (1.0 - self.beta2) * (grad * grad)
             state["M"], state["V"] = m, v
         xp = array_api_compat.array_namespace(param)
+        v = state["V"]
+        if self.amsgrad:
+            # (no V_max yet: the first step from no state, or amsgrad turned on after some
+            # steps; max(0, V) is V, copied since V is updated in place)
+            v_max = state.get("V_max")
+            v = state["V_max"] = v * 1.0 if v_max is None else xp.maximum(v_max, v)
         if isinstance(t, int):
             root, rest = (
                 math.sqrt(_one_minus_power(math, self.beta2, t)),
@@ -636,13 +658,13 @@ class Adam(Optimizer):
             rest = _one_minus_power(xp, self.beta1, t)
         step = lr * root / rest
         eps_hat = self.eps * root
-        return backends.subtract_scaled(param, step, state["M"] / (xp.sqrt(state["V"]) + eps_hat))
+        return backends.subtract_scaled(param, step, state["M"] / (xp.sqrt(v) + eps_hat))
 
 
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter, 2019), in PyTorch's form:
 
-        W ← W − lr·λ·W,   then the `Adam` rule on the undecayed g.
+        W ← W − lr·λ·W,   then the `Adam` rule on the undecayed g (with ``amsgrad``, Adam's).
 
     Unlike L2 (λ·W added to g), the decay is not divided by √V, so every weight shrinks at the
     same rate. By default parameters with fewer than two axes (biases, BatchNorm's γ and β) are
@@ -659,12 +681,15 @@ class AdamW(Adam):
         beta2: float = 0.999,
         eps: float = 1e-8,
         weight_decay: float = 0.01,
+        amsgrad: bool = False,
         *,
         decay_vectors: bool = False,
         groups: Sequence[dict[str, Any]] | None = None,
         clip_norm: float | None = None,
     ) -> None:
-        super().__init__(lr, beta1, beta2, eps, weight_decay, groups=groups, clip_norm=clip_norm)
+        super().__init__(
+            lr, beta1, beta2, eps, weight_decay, amsgrad, groups=groups, clip_norm=clip_norm
+        )
         self.decay_vectors = bool(decay_vectors)
 
     def get_config(self) -> dict[str, Any]:

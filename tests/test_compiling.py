@@ -49,6 +49,8 @@ OPTIMIZERS = {
     "sgd": lambda: optimizers.SGD(0.1),
     "momentum": lambda: optimizers.SGD(0.1, momentum=0.9, weight_decay=1e-3),
     "adam": lambda: optimizers.Adam(0.01, clip_norm=1.0),
+    "amsgrad": lambda: optimizers.Adam(0.01, amsgrad=True, clip_norm=1.0),
+    "adamw-amsgrad": lambda: optimizers.AdamW(0.01, amsgrad=True, weight_decay=0.1),
 }
 
 
@@ -77,7 +79,9 @@ def _assert_compiled_with_the_same_weights(fast: Any, eager: Any) -> None:
             np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), rtol=1e-12)
 
 
-@pytest.mark.parametrize(("dtype", "name"), [("float64", "adam"), ("float32", "momentum")])
+@pytest.mark.parametrize(
+    ("dtype", "name"), [("float64", "adam"), ("float32", "momentum"), ("float32", "amsgrad")]
+)
 def test_compiled_steps_equal_uncompiled_steps(dtype: str, name: str) -> None:
     eager, eager_opt, eager_errors = _train(dtype, OPTIMIZERS[name], compiled=False)
     fast, fast_opt, fast_errors = _train(dtype, OPTIMIZERS[name], compiled=True)
@@ -119,6 +123,21 @@ def test_the_first_step_compiles_from_zeroed_optimizer_state(
     eager, _, eager_errors = _train("float64", make, compiled=False, steps=5, name=name)
     _assert_same_training("float64", fast, fast_errors, eager, eager_errors, grads=True)
     assert sorted(fast_opt.state[(fast.layers[0], "W")]) == ["V"]
+
+
+@pytest.mark.parametrize("name", ["numpy", "jax", "torch"])
+@pytest.mark.parametrize("kind", ["amsgrad", "adamw-amsgrad"])
+def test_amsgrad_steps_compile_to_the_uncompiled_steps(kind: str, name: str) -> None:
+    """Adam's and AdamW's amsgrad (V_max, a new array each step) in JAX's jit and the NumPy and
+    PyTorch replays: 20 compiled steps equal the uncompiled ones, V_max included."""
+    fast, fast_opt, fast_errors = _train("float64", OPTIMIZERS[kind], compiled=True, name=name)
+    eager, eager_opt, eager_errors = _train("float64", OPTIMIZERS[kind], compiled=False, name=name)
+    assert [s.off for _, _, s in compiling._STEPS[fast]] == [False]  # it did compile
+    _assert_same_training("float64", fast, fast_errors, eager, eager_errors, grads=True)
+    for key, state in eager_opt.state.items():
+        mine = fast_opt.state[(fast.layers[eager.layers.index(key[0])], key[1])]
+        assert sorted(mine) == ["M", "V", "V_max", "t"] and mine["t"] == state["t"] == 20
+        np.testing.assert_allclose(host(mine["V_max"]), host(state["V_max"]), rtol=1e-12)
 
 
 def _graph_capture_problem() -> str | None:
@@ -393,6 +412,38 @@ def test_a_replay_is_checked_on_the_batch_itself(name: str) -> None:
     for a, b in zip(fast.layers, eager.layers):
         for key in a.params:
             np.testing.assert_allclose(host(a.params[key]), host(b.params[key]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["numpy", "jax", "torch"])
+def test_a_cnn_with_same_padding_and_ceil_mode_pooling_compiles_to_the_uncompiled_steps(
+    name: str,
+) -> None:
+    """Conv2D(padding="same") with an even kernel (asymmetric edges) and pools with ceil_mode
+    (a last window past the input): the compiled steps (JAX's jit, the NumPy and PyTorch
+    replays) equal the uncompiled ones."""
+    be = _jax(name)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((16, 2, 7, 6)), rng.integers(0, 3, 16)
+    runs = []
+    for compiled in (None, False):
+        model = ailib.Sequential(
+            [
+                ailib.layers.Conv2D(2, 3, (2, 3), padding="same"),
+                ailib.layers.MaxPool2D(2, ceil_mode=True),  # 7 x 6 -> 4 x 3
+                ailib.layers.AvgPool2D(3, 2, 1, count_include_pad=False, ceil_mode=True),  # 3 x 2
+                Flatten(),
+                Dense(18, 3),
+            ],
+            backend=be,
+            dtype="float64",
+            seed=0,
+        )
+        model.compile_steps = compiled
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # (the replay's check warns where it differs)
+            model.fit(x, y, optimizer=optimizers.Adam(0.01), batch_size=4, epochs=2, verbose=0)
+        runs.append(model)
+    _assert_compiled_with_the_same_weights(*runs)
 
 
 def test_a_jax_step_that_fails_after_taking_its_inputs_says_so() -> None:

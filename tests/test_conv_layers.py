@@ -240,7 +240,7 @@ def test_pool_errors_name_the_layer_and_the_shapes(
         layer.forward(backend.asarray(np.zeros((1, 2, 1, 8), dtype=np.float32)))
     with pytest.raises(ValueError, match=f"{name}: kernel_size"):
         POOLS[op](0)
-    expected = {"kernel_size": [2, 2], "stride": [2, 2], "padding": [0, 0]}
+    expected = {"kernel_size": [2, 2], "stride": [2, 2], "padding": [0, 0], "ceil_mode": False}
     if op == "avg":
         expected["count_include_pad"] = True
     assert POOLS[op](**layer.get_config()).get_config() == expected

@@ -942,7 +942,12 @@ def _assert_same(models: list[Any], errors: list[Any], dtype: str) -> None:
 
 @pytest.mark.parametrize(
     ("name", "dtype", "norm"),
-    [("adam", "float64", False), ("momentum", "float32", False), ("adam", "float64", True)],
+    [
+        ("adam", "float64", False),
+        ("momentum", "float32", False),
+        ("adam", "float64", True),
+        ("amsgrad", "float64", False),
+    ],
 )
 def test_compiled_steps_on_cupy14_are_cuda_graphs_whose_products_call_cublas_directly(
     monkeypatch: pytest.MonkeyPatch, name: str, dtype: str, norm: bool
@@ -970,9 +975,11 @@ def test_compiled_steps_on_cupy14_are_cuda_graphs_whose_products_call_cublas_dir
         ],
         x,
         y,
-        (lambda: ailib.optimizers.Adam(0.01))
-        if name == "adam"
-        else (lambda: ailib.optimizers.SGD(0.05, 0.9)),
+        {
+            "adam": lambda: ailib.optimizers.Adam(0.01),
+            "amsgrad": lambda: ailib.optimizers.Adam(0.01, amsgrad=True),
+            "momentum": lambda: ailib.optimizers.SGD(0.05, 0.9),
+        }[name],
         dtype,
         steps=6,
     )

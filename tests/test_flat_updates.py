@@ -25,6 +25,8 @@ RULES = {
     "rmsprop-centered": lambda: RMSprop(0.01, momentum=0.5, centered=True),
     "adam-clip": lambda: Adam(0.01, clip_norm=0.5),
     "adamw-decay-all": lambda: AdamW(0.01, decay_vectors=True),
+    "adam-amsgrad-clip": lambda: Adam(0.01, amsgrad=True, clip_norm=0.5),
+    "adamw-amsgrad-decay-all": lambda: AdamW(0.01, amsgrad=True, decay_vectors=True),
 }
 
 

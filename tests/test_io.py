@@ -59,9 +59,9 @@ def every_layer() -> list[ailib.layers.Layer]:
         Conv2D(1, 2, 3, padding=2, dilation=2),
         BatchNorm2D(2),
         ReLU(),
-        Conv2D(2, 4, 3, padding=1, groups=2),
-        MaxPool2D(3, 2, padding=1),
-        AvgPool2D(3, 2, padding=1, count_include_pad=False),
+        Conv2D(2, 4, 3, padding="same", groups=2),
+        MaxPool2D(3, 2, padding=1, ceil_mode=True),  # 8 x 8 -> 5 x 5 (4 x 4 without)
+        AvgPool2D(2, 2, count_include_pad=False, ceil_mode=True),  # a last window past X
         GlobalAvgPool2D(),
         Flatten(),
         Dense(4, 6),
@@ -611,6 +611,8 @@ OPTIMIZERS = {
     "adam": lambda: Adam(lr=0.01),
     "adamw-clipped": lambda: AdamW(lr=0.01, clip_norm=0.5),
     "rmsprop-centered-momentum": lambda: RMSprop(lr=0.01, momentum=0.5, centered=True),
+    "adam-amsgrad": lambda: Adam(lr=0.01, amsgrad=True),
+    "adamw-amsgrad-clipped": lambda: AdamW(lr=0.01, amsgrad=True, clip_norm=0.5),
 }
 
 
@@ -684,6 +686,45 @@ def test_resume_refuses_another_architecture_or_optimizer(tmp_path: Path) -> Non
     _model().save(plain)
     with pytest.raises(ailib.ModelFileError, match="not a checkpoint"):
         _fit(_model(), Adam(lr=0.01), plain, resume=True)
+
+
+def test_an_amsgrad_checkpoint_holds_v_max_and_resumes_only_with_amsgrad(tmp_path: Path) -> None:
+    path = tmp_path / "ckpt.npz"
+    model, opt = _model(), Adam(lr=0.01, amsgrad=True)
+    with pytest.raises(Interrupt):
+        _fit(model, opt, path, stop_at=3)
+    with np.load(path) as npz:
+        saved = {key: npz[key] for key in npz.files if key.endswith(".V_max")}
+        config = json.loads(npz["config.json"].tobytes())["checkpoint"]["optimizer"]
+    assert sorted(saved) == [f"optimizer.{i}.{k}.V_max" for i in (0, 3) for k in ("W", "b")]
+    assert config["settings"]["amsgrad"] is True
+    for i, k in ((0, "W"), (3, "b")):
+        v_max = saved[f"optimizer.{i}.{k}.V_max"]
+        assert (v_max > 0).any() and (v_max >= np.load(path)[f"optimizer.{i}.{k}.V"]).all()
+    with pytest.raises(
+        ailib.CheckpointMismatch, match=r"amsgrad True \(checkpoint\) vs False \(now\)"
+    ):
+        _fit(_model(), Adam(lr=0.01), path, resume=True)
+
+
+def test_a_checkpoint_from_before_amsgrad_resumes_with_its_default(tmp_path: Path) -> None:
+    """Checkpoints written before Adam had ``amsgrad`` have no such setting: it was False."""
+    path = tmp_path / "ckpt.npz"
+    with pytest.raises(Interrupt):
+        _fit(_model(), Adam(lr=0.01), path, stop_at=3)
+    _rewrite(
+        path,
+        lambda config, arrays: [
+            config["checkpoint"]["optimizer"][entry].pop("amsgrad")
+            for entry in ("settings", "config")
+        ],
+    )
+    with pytest.raises(
+        ailib.CheckpointMismatch, match=r"amsgrad False \(checkpoint\) vs True \(now\)"
+    ):
+        _fit(_model(), Adam(lr=0.01, amsgrad=True), path, resume=True)
+    history = _fit(_model(), Adam(lr=0.01), path, resume=True)
+    assert history["loss"] == _fit(_model(), Adam(lr=0.01))["loss"]
 
 
 def test_resume_refuses_a_graph_of_the_same_layers_wired_otherwise(tmp_path: Path) -> None:

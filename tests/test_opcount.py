@@ -88,3 +88,18 @@ def test_count_step_takes_a_list_of_layers_and_fit_keywords() -> None:
         zoo.mlp(6, (5,), 3), optimizers.SGD(0.1), features=6, classes=3, batch_size=4
     )
     assert counter_free["ops"]["gather"] == 2  # x and y, taken by the shuffled index
+
+
+def test_amsgrad_adds_one_operation_on_the_flat_buffer_and_adam_keeps_its_count() -> None:
+    """amsgrad's max(V_max, V) is one `maximum` per step on the flat buffer (per parameter on
+    the per-parameter path); Adam without it is counted as before (CEILING["adam"])."""
+    counts = {
+        amsgrad: opcount.count_step(
+            lambda be: zoo.mlp(backend=be), optimizers.Adam(amsgrad=amsgrad)
+        )
+        for amsgrad in (False, True)
+    }
+    assert counts[False]["total"] <= CEILING["adam"]
+    assert "maximum" not in counts[False]["names"]["update"]
+    assert counts[True]["names"]["update"] == {**counts[False]["names"]["update"], "maximum": 1}
+    assert counts[True]["total"] == counts[False]["total"] + 1

@@ -22,6 +22,7 @@ def _reference(kind: str, w: np.ndarray, grads: list[np.ndarray], **kw: float) -
     v = np.zeros_like(w)
     m = np.zeros_like(w)
     s = np.zeros_like(w)
+    s_max = np.zeros_like(w)
     for t, g in enumerate(grads, 1):
         if kind == "sgd":
             w = w - kw["lr"] * g
@@ -31,10 +32,15 @@ def _reference(kind: str, w: np.ndarray, grads: list[np.ndarray], **kw: float) -
         elif kind == "nesterov":
             v = kw["mu"] * v + g
             w = w - kw["lr"] * (g + kw["mu"] * v)
-        else:  # adam, in the paper's form
+        elif kind == "adam":  # in the paper's form
             m = 0.9 * m + 0.1 * g
             s = 0.999 * s + 0.001 * g * g
             w = w - kw["lr"] * (m / (1 - 0.9**t)) / (np.sqrt(s / (1 - 0.999**t)) + 1e-8)
+        else:  # amsgrad, in PyTorch's form: the largest second moment so far, bias-corrected
+            m = 0.9 * m + 0.1 * g
+            s = 0.999 * s + 0.001 * g * g
+            s_max = np.maximum(s_max, s)
+            w = w - kw["lr"] * (m / (1 - 0.9**t)) / (np.sqrt(s_max) / np.sqrt(1 - 0.999**t) + 1e-8)
     return w
 
 
@@ -43,6 +49,7 @@ CASES = {
     "momentum": (lambda: SGD(lr=0.1, momentum=0.9), {"lr": 0.1, "mu": 0.9}),
     "nesterov": (lambda: SGD(lr=0.1, momentum=0.9, nesterov=True), {"lr": 0.1, "mu": 0.9}),
     "adam": (lambda: Adam(lr=0.01), {"lr": 0.01}),
+    "amsgrad": (lambda: Adam(lr=0.01, amsgrad=True), {"lr": 0.01}),
 }
 
 
@@ -53,7 +60,8 @@ def test_update_rule_matches_reference(
     make, kw = CASES[kind]
     layer = Dense(3, 2, bias=False, backend=backend, dtype="float64", seed=0)
     w0 = host(layer.params["W"]).copy()
-    grads = [rng.standard_normal((2, 3)) for _ in range(4)]
+    # large then small gradients: V falls, and amsgrad's max(V_max, V) keeps the large one
+    grads = [rng.standard_normal((2, 3)) * scale for scale in (3.0, 0.1, 0.1, 0.1)]
     opt = make()
     for g in grads:
         layer.grads["W"] = backend.asarray(g)
@@ -74,15 +82,17 @@ def test_updates_are_in_place_where_the_backend_allows(backend: ailib.backends.B
     assert layer.params["W"].dtype == backend.xp.float32
 
 
-def test_optimizer_state_stays_float32(backend: ailib.backends.Backend) -> None:
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_optimizer_state_stays_float32(backend: ailib.backends.Backend, amsgrad: bool) -> None:
     layer = Dense(3, 2, backend=backend, seed=0)
-    opt = Adam()
+    opt = Adam(amsgrad=amsgrad)
     for _ in range(2):
         layer.forward(backend.asarray(np.ones((4, 3), dtype=np.float32)))
         layer.backward(backend.asarray(np.ones((4, 2), dtype=np.float32)))
         opt.step([layer])
     for state in opt.state.values():
-        for key in ("M", "V"):
+        assert sorted(state) == sorted(["M", "V", "t"] + ["V_max"] * amsgrad)
+        for key in ("M", "V", "V_max")[: 2 + amsgrad]:
             assert state[key].dtype == backend.xp.float32
 
 
@@ -145,6 +155,16 @@ def test_every_setting_that_is_not_a_number_is_refused_by_name(make: Any, fault:
     """Not the raw TypeError of a comparison such as ``0.0 <= None``."""
     with pytest.raises(TypeError, match=fault):
         make()
+
+
+@pytest.mark.parametrize("cls", [Adam, AdamW])
+@pytest.mark.parametrize("bad", ["yes", 1, 0, None, np.bool_(True)])
+def test_amsgrad_that_is_not_a_bool_is_refused_by_name(cls: type, bad: Any) -> None:
+    with pytest.raises(
+        TypeError, match=rf"{cls.__name__}: amsgrad must be True or False, received {bad!r}"
+    ):
+        cls(amsgrad=bad)
+    assert cls().amsgrad is False and cls(amsgrad=True).get_config()["amsgrad"] is True
 
 
 @pytest.mark.parametrize(
@@ -335,6 +355,8 @@ ZEROED = {
     "rmsprop-centered-momentum": lambda: RMSprop(lr=0.01, centered=True, momentum=0.5),
     "adam": lambda: Adam(lr=0.01),
     "adamw-beta1-0": lambda: AdamW(lr=0.01, beta1=0.0, weight_decay=0.1),
+    "adam-amsgrad": lambda: Adam(lr=0.01, amsgrad=True),
+    "adamw-amsgrad": lambda: AdamW(lr=0.01, weight_decay=0.1, amsgrad=True),
 }
 
 

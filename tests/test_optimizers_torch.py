@@ -1,6 +1,7 @@
 """Every optimizer against torch.optim in float64, on randomized settings: momentum, Nesterov,
-L2 and decoupled weight decay, RMSprop's momentum and centering, parameter groups, global-norm
-clipping (torch.nn.utils.clip_grad_norm_) and a learning rate changed mid-run."""
+L2 and decoupled weight decay, RMSprop's momentum and centering, Adam's and AdamW's amsgrad,
+parameter groups, global-norm clipping (torch.nn.utils.clip_grad_norm_) and a learning rate
+changed mid-run."""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ def _settings(kind: str, seed: int) -> dict[str, Any]:
         s["decay_vectors"] = bool(r.random() < 0.5)
         if kind == "adamw":
             s["weight_decay"] = float(r.uniform(1e-3, 0.2))
+        s["amsgrad"] = bool(r.random() < 0.5)
     else:
         s["alpha"] = float(r.uniform(0.8, 0.99))
         s["eps"] = float(10 ** r.uniform(-9, -6))
@@ -59,9 +61,16 @@ def _ailib_optimizer(kind: str, s: dict[str, Any], layers: list[Any]) -> Any:
     if kind == "sgd":
         return SGD(s["lr"], momentum=s["momentum"], nesterov=s["nesterov"], **common)
     if kind == "adam":
-        return Adam(s["lr"], *s["betas"], eps=s["eps"], **common)
+        return Adam(s["lr"], *s["betas"], eps=s["eps"], amsgrad=s["amsgrad"], **common)
     if kind == "adamw":
-        return AdamW(s["lr"], *s["betas"], eps=s["eps"], decay_vectors=s["decay_vectors"], **common)
+        return AdamW(
+            s["lr"],
+            *s["betas"],
+            eps=s["eps"],
+            amsgrad=s["amsgrad"],
+            decay_vectors=s["decay_vectors"],
+            **common,
+        )
     return RMSprop(s["lr"], s["alpha"], s["eps"], s["momentum"], s["centered"], **common)
 
 
@@ -79,9 +88,13 @@ def _torch_optimizer(kind: str, s: dict[str, Any], params: list[tuple[Any, Any, 
     if kind == "sgd":
         return torch.optim.SGD(groups, lr=s["lr"], momentum=s["momentum"], nesterov=s["nesterov"])
     if kind == "adam":
-        return torch.optim.Adam(groups, lr=s["lr"], betas=s["betas"], eps=s["eps"])
+        return torch.optim.Adam(
+            groups, lr=s["lr"], betas=s["betas"], eps=s["eps"], amsgrad=s["amsgrad"]
+        )
     if kind == "adamw":
-        return torch.optim.AdamW(groups, lr=s["lr"], betas=s["betas"], eps=s["eps"])
+        return torch.optim.AdamW(
+            groups, lr=s["lr"], betas=s["betas"], eps=s["eps"], amsgrad=s["amsgrad"]
+        )
     return torch.optim.RMSprop(
         groups,
         lr=s["lr"],
@@ -97,7 +110,35 @@ def _torch_optimizer(kind: str, s: dict[str, Any], params: list[tuple[Any, Any, 
 def test_optimizer_matches_torch_optim(
     kind: str, seed: int, backend: ailib.backends.Backend
 ) -> None:
-    s = _settings(kind, seed)
+    _compare_with_torch(kind, _settings(kind, seed), seed, backend, STEPS)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("kind", ["adam", "adamw"])
+def test_amsgrad_matches_torch_over_many_steps(
+    kind: str, seed: int, backend: ailib.backends.Backend
+) -> None:
+    """amsgrad=True over 24 steps whose gradients are large every sixth step and small in
+    between, so that V falls and max(V_max, V) keeps the larger V_max (checked: the comparison
+    would not see an amsgrad that did nothing)."""
+    s = {**_settings(kind, seed), "amsgrad": True}
+    ours = _compare_with_torch(
+        kind, s, seed, backend, 24, lambda step: 4.0 if step % 6 == 1 else 0.3
+    )
+    held = [host(state["V_max"]) - host(state["V"]) for state in ours.state.values()]
+    assert all((d >= 0).all() for d in held) and any((d > 0).any() for d in held)
+
+
+def _compare_with_torch(
+    kind: str,
+    s: dict[str, Any],
+    seed: int,
+    backend: ailib.backends.Backend,
+    steps: int,
+    scale: Any = lambda step: 2.0,
+) -> Any:
+    """``steps`` steps of ailib's and torch's optimizer for ``s`` on the same gradients (N(0, 1)
+    times ``scale(step)``): the parameters agree to float64 1e-9; returns ailib's optimizer."""
     layers = [
         Dense(4, 3, backend=backend, dtype="float64", seed=seed),
         BatchNorm1D(3, backend=backend, dtype="float64"),
@@ -114,13 +155,13 @@ def test_optimizer_matches_torch_optim(
     )
     initial_lrs = [g["lr"] for g in reference.param_groups]
     ours = _ailib_optimizer(kind, s, layers)
-    for step in range(1, STEPS + 1):
+    for step in range(1, steps + 1):
         if step == 4:  # a schedule's change: every group scales alike
             ours.lr *= s["lr_factor"]
             for group, lr in zip(reference.param_groups, initial_lrs):
                 group["lr"] = lr * s["lr_factor"]
         for (layer, name), tensor in zip(keys, tensors):
-            g = rng.standard_normal(tuple(tensor.shape)) * 2.0
+            g = rng.standard_normal(tuple(tensor.shape)) * scale(step)
             layer.grads[name] = backend.asarray(g)
             tensor.grad = torch.tensor(g)
         if s["clip_norm"] is not None:
@@ -135,6 +176,7 @@ def test_optimizer_matches_torch_optim(
             atol=1e-12,
             err_msg=f"{name} of {layer.name}, settings {s}",
         )
+    return ours
 
 
 def test_clipping_really_happens_in_the_randomized_settings() -> None:
@@ -146,3 +188,4 @@ def test_clipping_really_happens_in_the_randomized_settings() -> None:
     assert sum(s["weight_decay"] > 0 for s in settings) >= 8
     assert any(s.get("centered") and s.get("momentum") for s in settings)
     assert any(s.get("nesterov") for s in settings)
+    assert sum(bool(s.get("amsgrad")) for s in settings) >= 3

@@ -31,10 +31,25 @@ def pair(value: int | Sequence[int], what: str, who: str, minimum: int = 1) -> t
     return ints[0], ints[1]  # type: ignore[return-value]
 
 
-def output_size(size: int, kernel: int, stride: int, padding: int = 0, dilation: int = 1) -> int:
+def output_size(
+    size: int,
+    kernel: int,
+    stride: int,
+    padding: int = 0,
+    dilation: int = 1,
+    ceil_mode: bool = False,
+) -> int:
     """Number of window positions along one axis: ⌊(size + 2·padding − span) / stride⌋ + 1, with
-    span = dilation·(kernel − 1) + 1 the extent of a dilated window."""
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+    span = dilation·(kernel − 1) + 1 the extent of a dilated window.
+
+    ``ceil_mode`` (PyTorch's pooling rule): ⌈…⌉ instead of ⌊…⌋, so a last window that overhangs
+    the padded input is kept, except where it would start in the right padding
+    ((out − 1)·stride >= size + padding): then there is one window fewer."""
+    span = dilation * (kernel - 1) + 1
+    if not ceil_mode:
+        return (size + 2 * padding - span) // stride + 1
+    out = -(-(size + 2 * padding - span) // stride) + 1
+    return out - 1 if (out - 1) * stride >= size + padding else out
 
 
 def pad_edges(

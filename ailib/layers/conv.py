@@ -19,6 +19,11 @@ class Conv2D(Layer):
     default); W (C_out, C_in/g, k_h, k_w) for g groups (1 by default); B (C_out,).
     Stored as ``params["W"]`` and ``params["b"]``.
 
+    ``padding="same"`` (stride 1 only, as in PyTorch) pads each axis by d·(k − 1) in all, so
+    that H_out = H and W_out = W: ⌊d·(k − 1)/2⌋ rows on top and the rest (one more when
+    d·(k − 1) is odd) at the bottom, likewise left and right (PyTorch's split, docs/math.md
+    §7.5); ``padding="valid"`` is no padding.
+
     im2col (docs/math.md §7): the zero-padded input, laid out channels-first (C, N, H, W), is cut
     into its k_h·k_w strided windows (`ailib.layers._windows.windows`); stacking them gives the
     column matrix X̂ of shape (C_in·k_h·k_w, N·H_out·W_out), and then, with Ŵ = W reshaped to
@@ -37,8 +42,9 @@ class Conv2D(Layer):
 
     Args:
         in_channels, out_channels: C_in and C_out.
-        kernel_size, stride, padding, dilation: an int or a (rows, cols) pair; padding adds zeros
-            on every side.
+        kernel_size, stride, dilation: an int or a (rows, cols) pair.
+        padding: zeros added on every side, an int or a (rows, cols) pair; or "same" (the
+            output as large as the input; stride 1 only) or "valid" (0), as in PyTorch.
         groups: g, which must divide C_in and C_out.
         init: initialiser of W by name (fan_in = C_in/g·k_h·k_w, fan_out = C_out·k_h·k_w, as
             PyTorch counts them).
@@ -59,7 +65,7 @@ class Conv2D(Layer):
         out_channels: int | None = None,
         kernel_size: int | Sequence[int] | None = None,
         stride: int | Sequence[int] = 1,
-        padding: int | Sequence[int] = 0,
+        padding: int | Sequence[int] | str = 0,
         dilation: int | Sequence[int] = 1,
         groups: int = 1,
         *,
@@ -79,8 +85,14 @@ class Conv2D(Layer):
         self.out_channels = int(size_or_none(out_channels, "out_channels", self.name) or 0)
         self.kernel_size = pair(kernel_size, "kernel_size", self.name)
         self.stride = pair(stride, "stride", self.name)
-        self.padding = pair(padding, "padding", self.name, minimum=0)
         self.dilation = pair(dilation, "dilation", self.name)
+        #: as given: a (rows, cols) pair, or "same" or "valid"
+        self.padding: tuple[int, int] | str = _padding(padding, self.name)
+        if self.padding == "same" and self.stride != (1, 1):
+            raise ValueError(
+                f"{self.name}: padding='same' needs stride 1 (as in PyTorch), received stride "
+                f"{self.stride}; give the padding as an int or a pair for a strided convolution"
+            )
         self.groups = int(size_or_none(groups, "groups", self.name) or 0)
         self._check_groups("out_channels", self.out_channels)
         if self.in_channels is not None:
@@ -94,7 +106,7 @@ class Conv2D(Layer):
             "out_channels": self.out_channels,
             "kernel_size": list(self.kernel_size),
             "stride": list(self.stride),
-            "padding": list(self.padding),
+            "padding": self.padding if isinstance(self.padding, str) else list(self.padding),
             "dilation": list(self.dilation),
             "groups": self.groups,
             "init": self.init,
@@ -149,13 +161,12 @@ class Conv2D(Layer):
 
     def output_shape(self, height: int, width: int) -> tuple[int, int]:
         """(H_out, W_out) for an input of height × width."""
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            self.dilation,
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        top, bottom, left, right = self._pads()
+        return (
+            output_size(height + top + bottom, kh, sh, 0, dh),
+            output_size(width + left + right, kw, sw, 0, dw),
         )
-        return output_size(height, kh, sh, ph, dh), output_size(width, kw, sw, pw, dw)
 
     def call(self, x: Any) -> tuple[Any, Backprop]:
         """Ŷ = Ŵ·X̂ + B (per group); backprop: dE/dW = dE/dŶ·X̂ᵀ, dE/dB = Σ_columns dE/dŶ, and
@@ -164,13 +175,13 @@ class Conv2D(Layer):
         xp, w, device = self.xp, self.params["W"], self.backend.device
         n, c, h, wd = x.shape
         oh, ow = self.output_shape(h, wd)
-        (ph, pw), k = self.padding, self.kernel_size[0] * self.kernel_size[1]
+        (top, bottom, left, right), k = self._pads(), self.kernel_size[0] * self.kernel_size[1]
         out, g, cols_n = self.out_channels, self.groups, n * oh * ow
         # Ŵ and X̂ as (g, rows, cols) stacks: one product per group (g = 1: a plain matmul)
         w_hat = xp.reshape(w, (out, c * k) if g == 1 else (g, out // g, c // g * k))
         # NOTE: channels first, so that the stacked windows are already X̂'s (C·k, N·H·W) layout
         # and no transpose of the large column matrix is needed.
-        image = pad_edges(xp, device, xp.permute_dims(x, (1, 0, 2, 3)), ph, ph, pw, pw)
+        image = pad_edges(xp, device, xp.permute_dims(x, (1, 0, 2, 3)), top, bottom, left, right)
         pieces = windows(image, self.kernel_size, self.stride, (oh, ow), self.dilation)
         cols = xp.reshape(
             xp.stack(pieces, axis=1),
@@ -197,9 +208,9 @@ class Conv2D(Layer):
             grad_cols = matmul(xp.matrix_transpose(w_hat), grad_hat)
             grad_cols = xp.reshape(grad_cols, (c, k, n, oh, ow))
             pieces = [grad_cols[:, i, ...] for i in range(k)]
-            size = (h + 2 * ph, wd + 2 * pw)
+            size = (top + h + bottom, left + wd + right)
             image = fold(xp, device, pieces, self.kernel_size, self.stride, size, self.dilation)
-            return xp.permute_dims(image[..., ph : ph + h, pw : pw + wd], (1, 0, 2, 3))
+            return xp.permute_dims(image[..., top : top + h, left : left + wd], (1, 0, 2, 3))
 
         return y, backprop
 
@@ -214,12 +225,16 @@ class Conv2D(Layer):
         self._check_size(tuple(x.shape[2:]))
 
     def _check_size(self, size: tuple[int, ...]) -> None:
-        (kh, kw), (ph, pw), (dh, dw) = self.kernel_size, self.padding, self.dilation
+        (kh, kw), (dh, dw), (top, bottom, left, right) = (
+            self.kernel_size,
+            self.dilation,
+            self._pads(),
+        )
         span = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
-        if size[0] + 2 * ph < span[0] or size[1] + 2 * pw < span[1]:
+        if size[0] + top + bottom < span[0] or size[1] + left + right < span[1]:
             raise ValueError(
                 f"{self.name}: the input's spatial size {size} plus padding "
-                f"{self.padding} is smaller than the kernel {self.kernel_size}"
+                f"{self.padding!r} is smaller than the kernel {self.kernel_size}"
                 + (
                     f" dilated by {self.dilation} (spans {span})"
                     if span != self.kernel_size
@@ -227,8 +242,36 @@ class Conv2D(Layer):
                 )
             )
 
+    def _pads(self) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right): the zero rows and columns added around X. "same":
+        d·(k − 1) per axis, the odd one at the bottom or right (PyTorch's split); "valid":
+        none."""
+        if self.padding == "valid":
+            return (0, 0, 0, 0)
+        if self.padding == "same":
+            th, tw = (d * (k - 1) for d, k in zip(self.dilation, self.kernel_size))
+            return (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+        ph, pw = self.padding
+        return (ph, ph, pw, pw)
+
     def _check_groups(self, what: str, channels: int) -> None:
         if channels % self.groups:
             raise ValueError(
                 f"{self.name}: groups={self.groups} must divide {what}, received {what}={channels}"
             )
+
+
+def _padding(value: Any, who: str) -> tuple[int, int] | str:
+    """Conv2D's ``padding``: "same" or "valid" as given, else a (rows, cols) pair of ints >= 0;
+    a ValueError naming the layer for anything else."""
+    if isinstance(value, str):
+        if value in ("same", "valid"):
+            return value
+    else:
+        try:
+            return pair(value, "padding", who, minimum=0)
+        except ValueError:
+            pass
+    raise ValueError(
+        f"{who}: padding must be 'same', 'valid', an int >= 0 or a pair of them, received {value!r}"
+    )

@@ -15,7 +15,12 @@ class _Pool2D(Layer):
     non-overlapping) over X with p rows and columns of `pad_value` added on every side (none by
     default); H_out = ⌊(H + 2·p_h − k_h) / s_h⌋ + 1, likewise W_out. As in PyTorch, p <= k/2, so
     every window holds an entry of X. Rows and columns no window reaches (when the stride does
-    not divide H + 2·p_h − k_h) get zero gradient."""
+    not divide H + 2·p_h − k_h) get zero gradient.
+
+    ``ceil_mode=True`` (PyTorch's): H_out = ⌈(H + 2·p_h − k_h) / s_h⌉ + 1, minus 1 where the last
+    window would start in the bottom padding ((H_out − 1)·s_h >= H + p_h), so every window
+    still holds an entry of X; a last window that runs past the padded input reads
+    `pad_value` there (docs/math.md §8)."""
 
     #: what the padding holds (the subclass says)
     pad_value = 0.0
@@ -26,6 +31,7 @@ class _Pool2D(Layer):
         stride: int | Sequence[int] | None = None,
         padding: int | Sequence[int] = 0,
         *,
+        ceil_mode: bool = False,
         backend: str | Backend | None = None,
         dtype: Any = None,
     ) -> None:
@@ -38,18 +44,37 @@ class _Pool2D(Layer):
                 f"{self.name}: padding must be at most half the kernel size, received padding "
                 f"{self.padding} for kernel {self.kernel_size}"
             )
+        if not isinstance(ceil_mode, bool):
+            raise ValueError(
+                f"{self.name}: ceil_mode must be True or False, received {ceil_mode!r}"
+            )
+        self.ceil_mode = ceil_mode
 
     def get_config(self) -> dict[str, Any]:
         return {
             "kernel_size": list(self.kernel_size),
             "stride": list(self.stride),
             "padding": list(self.padding),
+            "ceil_mode": self.ceil_mode,
         }
 
     def output_shape(self, height: int, width: int) -> tuple[int, int]:
         """(H_out, W_out) for an input of height × width."""
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        return output_size(height, kh, sh, ph), output_size(width, kw, sw, pw)
+        return (
+            output_size(height, kh, sh, ph, ceil_mode=self.ceil_mode),
+            output_size(width, kw, sw, pw, ceil_mode=self.ceil_mode),
+        )
+
+    def _edges(self, x_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right): the rows and columns of `pad_value` around X: p on each
+        side, and at the bottom and right also what the last window (``ceil_mode``) runs past
+        the padded input."""
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        (_, _, h, w), (oh, ow) = x_shape, self.output_shape(*x_shape[2:])
+        over_h = max(0, (oh - 1) * sh + kh - (h + 2 * ph))
+        over_w = max(0, (ow - 1) * sw + kw - (w + 2 * pw))
+        return ph, ph + over_h, pw, pw + over_w
 
     def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         shape = tuple(input_shape)
@@ -76,8 +101,10 @@ class _Pool2D(Layer):
                 f"{tuple(x.shape)} ({x.ndim}-d)"
             )
         self._check_size(tuple(x.shape[2:]))
-        (ph, pw), device = self.padding, self.backend.device
-        return pad_edges(self.xp, device, x, ph, ph, pw, pw, self.pad_value) if ph or pw else x
+        edges = self._edges(tuple(x.shape))
+        if not any(edges):
+            return x
+        return pad_edges(self.xp, self.backend.device, x, *edges, self.pad_value)
 
     def _windows(self, image: Any, x_shape: tuple[int, ...]) -> list[Any]:
         """The k_h·k_w pieces of the padded image of an input of shape ``x_shape``."""
@@ -85,10 +112,10 @@ class _Pool2D(Layer):
 
     def _fold(self, pieces: list[Any], x_shape: tuple[int, ...]) -> Any:
         """dE/dX from per-offset pieces: folded into the padded image, the padding cropped."""
-        (_, _, h, w), (ph, pw) = x_shape, self.padding
-        size = (h + 2 * ph, w + 2 * pw)
+        (_, _, h, w), (top, bottom, left, right) = x_shape, self._edges(x_shape)
+        size = (top + h + bottom, left + w + right)
         image = fold(self.xp, self.backend.device, pieces, self.kernel_size, self.stride, size)
-        return image[..., ph : ph + h, pw : pw + w] if ph or pw else image
+        return image[..., top : top + h, left : left + w] if size != (h, w) else image
 
 
 class MaxPool2D(_Pool2D):
@@ -103,8 +130,9 @@ class MaxPool2D(_Pool2D):
     split, so the rule is the same on every backend. It is found with comparisons only: offset k
     receives dE/dY where X at k equals Y and no earlier offset did.
 
-    Padding holds −∞ (as PyTorch's) and never takes gradient: where the window's maximum is −∞
-    itself (an input of −∞, e.g. a mask), the first entry of X that holds it does, as in PyTorch.
+    Padding (and, with ``ceil_mode``, what a last window runs past it) holds −∞ (as PyTorch's)
+    and never takes gradient: where the window's maximum is −∞ itself (an input of −∞, e.g. a
+    mask), the first entry of X that holds it does, as in PyTorch.
     A window holding a NaN gives Y = NaN and passes no gradient (PyTorch sends it to a NaN
     entry; the same rule as `ReLU`'s at NaN, and no extra work per window for it).
     """
@@ -146,21 +174,23 @@ class MaxPool2D(_Pool2D):
         """Per window offset (i, j), a boolean (H_out, W_out) mask of the windows whose entry
         there lies in X, not in the padding; None where every window's does (without padding,
         at every offset), which the shapes alone tell."""
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
         (_, _, h, w), (oh, ow) = x_shape, self.output_shape(*x_shape[2:])
+        edges = self._edges(x_shape)
+        top, _, left, _ = edges
 
         def clear(i: int, pad: int, stride: int, out: int, size: int) -> bool:
             return pad <= i and i + stride * (out - 1) < pad + size
 
         masks: list[Any] = [None] * (kh * kw)
-        if not (ph or pw):
+        if not any(edges):
             return masks
         xp, device = self.xp, self.backend.device
         ones = xp.ones((h, w), dtype=xp.bool, device=device)
-        pieces = self._windows(pad_edges(xp, device, ones, ph, ph, pw, pw), x_shape)
+        pieces = self._windows(pad_edges(xp, device, ones, *edges), x_shape)
         for i in range(kh):
             for j in range(kw):
-                if not (clear(i, ph, sh, oh, h) and clear(j, pw, sw, ow, w)):
+                if not (clear(i, top, sh, oh, h) and clear(j, left, sw, ow, w)):
                     masks[i * kw + j] = pieces[i * kw + j]
         return masks
 
@@ -172,7 +202,10 @@ class AvgPool2D(_Pool2D):
 
     n_ab = k_h·k_w when ``count_include_pad`` is True (the default, PyTorch's: the padding's zeros
     count), else the number of the window's entries that lie inside X (without padding the two
-    agree).
+    agree). With ``ceil_mode``, a last window that runs past the padded input counts, as
+    PyTorch's does, only its entries inside the padded input when ``count_include_pad`` is True:
+    n_ab = (min(h₀ + k_h, H + p_h) − h₀)·(min(w₀ + k_w, W + p_w) − w₀) for the window at
+    (h₀, w₀) = (s_h·a − p_h, s_w·b − p_w) in X's coordinates.
 
     Backward (docs/math.md §8): every entry of a window receives dE/dY[a, b] / n_ab; with
     overlapping windows the shares add up.
@@ -185,29 +218,35 @@ class AvgPool2D(_Pool2D):
         padding: int | Sequence[int] = 0,
         count_include_pad: bool = True,
         *,
+        ceil_mode: bool = False,
         backend: str | Backend | None = None,
         dtype: Any = None,
     ) -> None:
-        super().__init__(kernel_size, stride, padding, backend=backend, dtype=dtype)
+        super().__init__(
+            kernel_size, stride, padding, ceil_mode=ceil_mode, backend=backend, dtype=dtype
+        )
         self.count_include_pad = bool(count_include_pad)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "count_include_pad": self.count_include_pad}
 
     def _counts(self, x_shape: tuple[int, ...], dtype: Any) -> Any:
-        """n_ab: k_h·k_w as a float, or, without the padding counted, an (H_out, W_out) array:
-        the rows of window a inside X times its columns inside X."""
+        """n_ab: the rows of window a that count times its columns that count (inside X, or,
+        with ``count_include_pad``, inside the padded X); k_h·k_w as a float where every
+        window's all count, else an (H_out, W_out) array."""
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        if self.count_include_pad or not (ph or pw):
-            return float(kh * kw)
         oh, ow = self.output_shape(*x_shape[2:])
+        include = self.count_include_pad
 
         def inside(size: int, kernel: int, stride: int, pad: int, count: int) -> list[float]:
+            low, high = (-pad, size + pad) if include else (0, size)
             starts = [a * stride - pad for a in range(count)]
-            return [float(min(s + kernel, size) - max(s, 0)) for s in starts]
+            return [float(min(s + kernel, high) - max(s, low)) for s in starts]
 
         rows = inside(x_shape[2], kh, sh, ph, oh)
         cols = inside(x_shape[3], kw, sw, pw, ow)
+        if all(r == kh for r in rows) and all(c == kw for c in cols):
+            return float(kh * kw)
         xp, device = self.xp, self.backend.device
         row_counts = xp.reshape(xp.asarray(rows, dtype=dtype, device=device), (oh, 1))
         return row_counts * xp.asarray(cols, dtype=dtype, device=device)
