@@ -24,7 +24,7 @@ from typing import Any, Iterable, Sequence
 import array_api_compat
 
 from . import backends
-from ._checks import number
+from ._checks import flag, number
 from .layers.base import Layer
 from .schedules import cosine_schedule
 
@@ -456,9 +456,10 @@ class SGD(Optimizer):
         momentum = number(momentum, "momentum", "SGD")
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"SGD: momentum must lie in [0, 1), received {momentum}")
+        nesterov = flag(nesterov, "nesterov", "SGD")
         if nesterov and momentum == 0.0:
             raise ValueError("SGD: nesterov=True needs a momentum > 0")
-        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+        self.momentum, self.nesterov = float(momentum), nesterov
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
@@ -515,7 +516,7 @@ class RMSprop(Optimizer):
                 f"alpha={alpha}, momentum={momentum}, eps={eps}"
             )
         self.alpha, self.eps = float(alpha), float(eps)
-        self.momentum, self.centered = float(momentum), bool(centered)
+        self.momentum, self.centered = float(momentum), flag(centered, "centered", "RMSprop")
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -690,7 +691,7 @@ class AdamW(Adam):
         super().__init__(
             lr, beta1, beta2, eps, weight_decay, amsgrad, groups=groups, clip_norm=clip_norm
         )
-        self.decay_vectors = bool(decay_vectors)
+        self.decay_vectors = decay_vectors  # checked by the setter
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "decay_vectors": self.decay_vectors}
@@ -701,7 +702,7 @@ class AdamW(Adam):
 
     @decay_vectors.setter
     def decay_vectors(self, value: bool) -> None:
-        self._decay_vectors = bool(value)
+        self._decay_vectors = flag(value, "decay_vectors", type(self).__name__)
         self._membership = {}  # each parameter's decay, looked up again at its next step
 
     def default_decay(self, key: ParamKey, param: Any) -> float | None:

@@ -181,6 +181,14 @@ def test_hyperparameters_that_are_not_numbers_are_refused_by_name(make: object, 
     assert ailib.layers.BatchNorm1D(3, momentum=np.float32(0.5)).momentum == 0.5  # NumPy: fine
 
 
+def test_a_bias_flag_that_is_not_a_bool_is_refused_by_name() -> None:
+    """``bool("no")`` is True: ``Dense(4, 2, bias="no")`` made a bias, and kept "no" in its
+    config."""
+    with pytest.raises(TypeError, match="Dense: bias must be True or False, received 'no'"):
+        Dense(4, 2, bias="no")
+    assert Dense(4, 2, bias=np.bool_(False)).get_config()["bias"] is False
+
+
 def test_unknown_initialiser_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown initialiser 'ones'"):
         Dense(2, 2, init="ones")

@@ -168,6 +168,23 @@ def test_amsgrad_that_is_not_a_bool_is_refused_by_name(cls: type, bad: Any) -> N
 
 
 @pytest.mark.parametrize(
+    "make, fault",
+    [
+        (lambda: SGD(momentum=0.9, nesterov="no"), "SGD: nesterov must be True or False"),
+        (lambda: RMSprop(centered="false"), "RMSprop: centered must be True or False"),
+        (lambda: AdamW(decay_vectors="no"), "AdamW: decay_vectors must be True or False"),
+    ],
+)
+def test_flags_that_are_not_bools_are_refused_by_name(make: Any, fault: str) -> None:
+    """``bool("no")`` is True: a string passed as a flag once turned the setting on."""
+    with pytest.raises(TypeError, match=fault):
+        make()
+    opt = AdamW()
+    with pytest.raises(TypeError, match="decay_vectors must be True or False"):
+        opt.decay_vectors = "yes"
+
+
+@pytest.mark.parametrize(
     "schedule",
     [S.step_schedule(0.1, 2, 0.5), S.cosine_schedule(0.1, 4), S.warmup_schedule(0.1, 3)],
     ids=["step", "cosine", "warmup"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import backends
+from .._checks import flag
 from ..backends import Backend, Random
 from . import init as initializers
 from .base import Backprop, Layer, config_flag, config_size, size_or_none
@@ -52,7 +53,7 @@ class Dense(Layer):
             raise ValueError("Dense: give the output size, e.g. Dense(128) or Dense(784, 128)")
         self.in_features = size_or_none(in_features, "in_features", self.name)
         self.out_features = int(size_or_none(out_features, "out_features", self.name) or 0)
-        self.init, self.bias = init, bias
+        self.init, self.bias = init, flag(bias, "bias", self.name)
         initializers.get(init)  # fail early on an unknown name
 
     def get_config(self) -> dict[str, Any]:
