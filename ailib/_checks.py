@@ -25,6 +25,15 @@ def positive_int(value: Any, what: str, who: str) -> int:
     return size
 
 
+def count(value: Any, what: str, who: str) -> int:
+    """``value`` as a Python int >= 0 (`whole`), else a ValueError naming ``who`` and ``what``
+    (a patience of 2.5 is not quietly 2, nor "3" a comparison's TypeError)."""
+    n = whole(value)
+    if n is None or n < 0:
+        raise ValueError(f"{who}: {what} must be an int >= 0, received {value!r}")
+    return n
+
+
 def seed(value: Any, who: str) -> int | None:
     """A seed: None, or ``value`` as a Python int >= 0; else a ValueError naming ``who``."""
     if value is None:

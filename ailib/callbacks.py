@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from . import io
+from ._checks import count, flag, number
 
 Logs = dict[str, Any]
 
@@ -117,8 +118,11 @@ class _Monitor:
     than ``min_delta``; NaN never improves."""
 
     def __init__(self, who: str, monitor: str, mode: str, min_delta: float) -> None:
+        if not isinstance(monitor, str):
+            raise TypeError(f"{who}: monitor must be the name of a log entry, received {monitor!r}")
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"{who}: mode must be 'auto', 'min' or 'max', received {mode!r}")
+        min_delta = number(min_delta, "min_delta", who)
         if not min_delta >= 0:
             raise ValueError(f"{who}: min_delta must be >= 0, received {min_delta}")
         self.who, self.monitor, self.min_delta = who, monitor, float(min_delta)
@@ -179,10 +183,11 @@ class EarlyStopping(Callback):
         mode: str = "auto",
         restore_best_weights: bool = False,
     ) -> None:
-        if patience < 0:
-            raise ValueError(f"EarlyStopping: patience must be >= 0, received {patience}")
+        self.patience = count(patience, "patience", "EarlyStopping")
         self.tracker = _Monitor("EarlyStopping", monitor, mode, min_delta)
-        self.patience, self.restore_best_weights = int(patience), bool(restore_best_weights)
+        self.restore_best_weights = flag(
+            restore_best_weights, "restore_best_weights", "EarlyStopping"
+        )
         self.best_weights: list[tuple[dict[str, Any], dict[str, Any]]] | None = None
         self.best_epoch: int | None = None
         self.stopped_epoch: int | None = None
@@ -277,7 +282,9 @@ class ModelCheckpoint(Callback):
         stream: TextIO | None = None,
     ) -> None:
         self.path = str(path)
-        self.verbose, self.stream = bool(verbose), stream
+        self.verbose, self.stream = flag(verbose, "verbose", "ModelCheckpoint"), stream
+        save_best_only = flag(save_best_only, "save_best_only", "ModelCheckpoint")
+        resume = flag(resume, "resume", "ModelCheckpoint")
         self.restored: int | None = None
         self.settings: dict[str, Any] | None = None
         if resume and (save_best_only or "{" in self.path):
@@ -307,7 +314,7 @@ class ModelCheckpoint(Callback):
                 f"ModelCheckpoint: {self.path} exists and is not a regular file; give the name "
                 f"of a file to write"
             )
-        self.save_best_only, self.resume = bool(save_best_only), bool(resume)
+        self.save_best_only, self.resume = save_best_only, resume
         self.tracker = _Monitor("ModelCheckpoint", monitor, mode, min_delta)
         self.saved: list[tuple[int, Path]] = []
 
@@ -401,16 +408,18 @@ class ReduceLROnPlateau(Callback):
         cooldown: int = 0,
         min_lr: float = 0.0,
     ) -> None:
+        who = "ReduceLROnPlateau"
+        factor, min_lr = number(factor, "factor", who), number(min_lr, "min_lr", who)
         if not 0.0 < factor < 1.0:
-            raise ValueError(f"ReduceLROnPlateau: factor must lie in (0, 1), received {factor}")
-        if patience < 0 or cooldown < 0 or min_lr < 0:
-            raise ValueError(
-                f"ReduceLROnPlateau: patience, cooldown and min_lr must be >= 0, received "
-                f"{patience}, {cooldown}, {min_lr}"
-            )
-        self.tracker = _Monitor("ReduceLROnPlateau", monitor, mode, min_delta)
-        self.factor, self.patience, self.cooldown = float(factor), int(patience), int(cooldown)
-        self.min_lr = float(min_lr)
+            raise ValueError(f"{who}: factor must lie in (0, 1), received {factor}")
+        if not 0.0 <= min_lr < math.inf:
+            raise ValueError(f"{who}: min_lr must be >= 0 and finite, received {min_lr}")
+        self.patience, self.cooldown = (
+            count(patience, "patience", who),
+            count(cooldown, "cooldown", who),
+        )
+        self.tracker = _Monitor(who, monitor, mode, min_delta)
+        self.factor, self.min_lr = factor, min_lr
         self.wait = self.cooling = 0
 
     def on_train_begin(self, logs: Logs) -> None:

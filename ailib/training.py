@@ -765,7 +765,7 @@ def fit(
     if lr_schedule is not None:
         every.insert(0, LearningRateScheduler(lr_schedule))
     if checkpoint is not None:
-        every.append(ModelCheckpoint(checkpoint, resume=resume, verbose=show is not None))
+        every.append(ModelCheckpoint(checkpoint, resume=bool(resume), verbose=show is not None))
     if progress is not None:
         every.append(ProgressEvents(progress))
     if show is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io as text_io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -360,3 +361,38 @@ def test_the_old_keywords_are_callbacks(capsys: pytest.CaptureFixture[str]) -> N
     assert [e["event"] for e in events] == ["step", "epoch_end"] * 2
     with pytest.raises(ValueError, match="resume=True needs checkpoint="):
         _model().fit(x, y, resume=True)
+
+
+@pytest.mark.parametrize(
+    "make, error, fault",
+    [
+        # bool("no") is True: resume="no" resumed from an old checkpoint
+        (lambda: ModelCheckpoint("c.npz", resume="no"), TypeError, "resume must be True or"),
+        (
+            lambda: ModelCheckpoint("c.npz", save_best_only="false"),
+            TypeError,
+            "ModelCheckpoint: save_best_only must be True or False, received 'false'",
+        ),
+        (
+            lambda: EarlyStopping(restore_best_weights="yes"),
+            TypeError,
+            "EarlyStopping: restore_best_weights must be True or False",
+        ),
+        # int(2.5) was a quiet 2; "3" a comparison's own TypeError
+        (lambda: EarlyStopping(patience=2.5), ValueError, "patience must be an int >= 0, recei"),
+        (lambda: EarlyStopping(patience="3"), ValueError, "EarlyStopping: patience must be an"),
+        (lambda: EarlyStopping(patience=-1), ValueError, "patience must be an int >= 0"),
+        (lambda: ReduceLROnPlateau(cooldown=1.5), ValueError, "cooldown must be an int >= 0"),
+        (lambda: ReduceLROnPlateau(factor="0.5"), TypeError, "factor must be a number"),
+        (lambda: ReduceLROnPlateau(min_lr=None), TypeError, "min_lr must be a number"),
+        (lambda: ReduceLROnPlateau(min_lr=math.inf), ValueError, "min_lr must be >= 0 and fin"),
+        (lambda: EarlyStopping(min_delta="0.1"), TypeError, "min_delta must be a number"),
+        (lambda: EarlyStopping(monitor=None), TypeError, "monitor must be the name of a log"),
+    ],
+)
+def test_callback_settings_of_the_wrong_kind_are_refused_by_name(
+    make: Any, error: type, fault: str
+) -> None:
+    with pytest.raises(error, match=fault):
+        make()
+    assert EarlyStopping(patience=np.int64(2)).patience == 2  # a NumPy integer is an int
