@@ -193,8 +193,12 @@ class BinaryCrossEntropy(Loss):
         eps = number(eps, "eps", "BinaryCrossEntropy")
         if not 0.0 < eps < 0.5:
             raise ValueError(f"BinaryCrossEntropy: eps must lie in (0, 0.5), received {eps}")
+        if not isinstance(from_logits, bool):  # bool("no") is True
+            raise TypeError(
+                f"BinaryCrossEntropy: from_logits must be True or False, received {from_logits!r}"
+            )
         self.eps = float(eps)
-        self.from_logits = bool(from_logits)
+        self.from_logits = from_logits
 
     def __repr__(self) -> str:
         settings = [f"eps={self.eps!r}"] * (self.eps != 1e-7) + ["from_logits=True"] * (

@@ -350,6 +350,13 @@ def test_settings_that_are_not_numbers_are_refused_by_name(make: Any, fault: str
         make()
 
 
+@pytest.mark.parametrize("flag", ["no", 0, None])
+def test_bce_from_logits_that_is_not_a_bool_is_refused(flag: Any) -> None:
+    """from_logits="no" (or "False") was truthy: the loss read probabilities as logits."""
+    with pytest.raises(TypeError, match=rf"from_logits must be True or False, received {flag!r}"):
+        BinaryCrossEntropy(from_logits=flag)
+
+
 @pytest.mark.parametrize("shape", [(6,), (2, 3, 4)])
 def test_labels_for_predictions_that_are_not_rows_name_the_prediction_shape(
     shape: tuple[int, ...],

@@ -50,6 +50,8 @@ class Dense(Layer):
             in_features, out_features = None, in_features
         if out_features is None:
             raise ValueError("Dense: give the output size, e.g. Dense(128) or Dense(784, 128)")
+        if not isinstance(bias, bool):  # bias="no" learned a bias; save refused bias=0 later
+            raise TypeError(f"Dense: bias must be True or False, received {bias!r}")
         self.in_features = size_or_none(in_features, "in_features", self.name)
         self.out_features = int(size_or_none(out_features, "out_features", self.name) or 0)
         self.init, self.bias = init, bias
