@@ -79,9 +79,15 @@ class Loss:
         if labels is not None:
             return one_hot(xp, labels, y_pred.shape[1], y_pred.dtype)
         if tuple(y_true.shape) != tuple(y_pred.shape):
+            hint = ""
+            if self.accepts_labels and tuple(y_true.shape) == tuple(y_pred.shape[:1]):
+                hint = (
+                    f" of dtype {y_true.dtype}; class labels must be integers: cast them, e.g. "
+                    f"xp.astype(y_true, xp.int64)"
+                )
             raise ValueError(
                 f"{self.name}: y_true must have y_pred's shape {tuple(y_pred.shape)}, received "
-                f"{tuple(y_true.shape)}"
+                f"{tuple(y_true.shape)}{hint}"
             )
         if y_true.dtype != y_pred.dtype:
             y_true = xp.astype(y_true, y_pred.dtype)
@@ -102,14 +108,18 @@ class Loss:
                 f"({type(y_pred).__module__}, {array_api_compat.device(y_pred)!r}), received "
                 f"{type(y_true).__module__}.{type(y_true).__name__}"
             )
-        if _isdtype(xp, y_true.dtype, "integral"):
-            if not self.accepts_labels:
-                raise TypeError(f"{self.name}: y_true must be floating, received {y_true.dtype}")
-            if y_pred.ndim != 2:
-                raise ValueError(
-                    f"{self.name}: integer labels need y_pred of shape (N, classes), received "
-                    f"y_pred of shape {tuple(y_pred.shape)}"
-                )
+        integral = _isdtype(xp, y_true.dtype, "integral")
+        if integral and not self.accepts_labels:
+            raise TypeError(f"{self.name}: y_true must be floating, received {y_true.dtype}")
+        if self.accepts_labels and (y_pred.ndim != 2 or y_pred.shape[1] < 1):
+            # NOTE: E is a mean over the N rows of y_pred (N, C): a row (C,), or (N, T, C), was
+            # divided by C, or by N, without an error, and a 0-d y_pred raised an IndexError
+            targets = "integer labels" if integral else "one-hot or probability rows"
+            raise ValueError(
+                f"{self.name}: {targets} need y_pred of shape (N, classes), received y_pred of "
+                f"shape {tuple(y_pred.shape)}" + ("; it has no classes" if y_pred.ndim == 2 else "")
+            )
+        if integral:
             if tuple(y_true.shape) != (y_pred.shape[0],):
                 raise ValueError(
                     f"{self.name}: integer labels must have shape ({y_pred.shape[0]},) for "

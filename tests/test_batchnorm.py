@@ -115,6 +115,44 @@ def test_batchnorm_float32_agrees_with_numpy(
         assert_close(got, ref, "float32", scale=10)
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_a_constant_feature_normalises_to_exactly_beta_in_float32(
+    case: str, backend: ailib.backends.Backend, rng: np.random.Generator
+) -> None:
+    """x̂ = 0 where every value of a feature is the same, as the math says (and PyTorch gives):
+    the batch mean must not be off by an ulp of |μ|, which 1/√(0 + ε) then magnified (a
+    feature of 1234.567 over 100 rows gave x̂ = 0.39 in float32 on NumPy)."""
+    cls, shape, _ = CASES[case]
+    big = (100, *shape[1:])
+    values = np.array([1234.567, -0.4242, 3.1, -9876.5], np.float32)[: shape[1]]
+    x = np.broadcast_to(_bcast(values, len(big)), big).astype(np.float32)
+    layer = cls(shape[1], backend=backend, dtype="float32")
+    gamma, beta = (rng.uniform(0.5, 2.0, shape[1]).astype(np.float32) for _ in range(2))
+    layer.params["gamma"], layer.params["beta"] = backend.asarray(gamma), backend.asarray(beta)
+    y = host(layer.forward(backend.asarray(x)))
+    np.testing.assert_array_equal(y, np.broadcast_to(_bcast(beta, len(big)), big))
+    assert_close(layer.buffers["running_mean"], 0.1 * values, "float32")
+    assert_close(layer.buffers["running_var"], np.full(shape[1], 0.9), "float32")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_small_spread_around_a_large_mean_keeps_float32_accuracy(
+    case: str, backend: ailib.backends.Backend, rng: np.random.Generator
+) -> None:
+    """X = 1000 + 0.01·noise in float32: x̂ to float32 accuracy against the float64 reference
+    of the same float32 input (the mean's rounding error had scaled with |μ| = 1000, not with
+    the spread: 2e-2 off on NumPy, 3e-3 on PyTorch)."""
+    cls, shape, axes = CASES[case]
+    big = (256, *shape[1:])
+    x = (1000.0 + 0.01 * rng.standard_normal(big)).astype(np.float32)
+    exact = x.astype(np.float64)
+    mean, var = exact.mean(axis=axes, keepdims=True), exact.var(axis=axes, keepdims=True)
+    layer = cls(shape[1], backend=backend, dtype="float32")
+    y = layer.forward(backend.asarray(x))
+    assert_close(y, (exact - mean) / np.sqrt(var + 1e-5), "float32", scale=10)
+    assert_close(layer.buffers["running_mean"], 0.1 * mean.ravel(), "float32")
+
+
 def test_batchnorm_errors_name_the_layer_and_the_shapes(backend: ailib.backends.Backend) -> None:
     bn1, bn2 = BatchNorm1D(4, backend=backend), BatchNorm2D(3, backend=backend)
     with pytest.raises(

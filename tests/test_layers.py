@@ -189,6 +189,14 @@ def test_a_bias_flag_that_is_not_a_bool_is_refused_by_name() -> None:
     assert Dense(4, 2, bias=np.bool_(False)).get_config()["bias"] is False
 
 
+@pytest.mark.parametrize("bias", [0, "no", None])
+def test_dense_bias_that_is_not_a_bool_is_refused(bias: object) -> None:
+    """bias="no" was truthy and learned a bias; bias=0 built a layer without one that
+    ``save`` then refused to write (its config is checked for a bool there)."""
+    with pytest.raises(TypeError, match=f"Dense: bias must be True or False, received {bias!r}"):
+        Dense(3, 2, bias=bias)  # type: ignore[arg-type]
+
+
 def test_unknown_initialiser_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown initialiser 'ones'"):
         Dense(2, 2, init="ones")

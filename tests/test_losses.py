@@ -358,6 +358,13 @@ def test_settings_that_are_not_numbers_are_refused_by_name(make: Any, fault: str
         make()
 
 
+@pytest.mark.parametrize("flag", ["no", 0, None])
+def test_bce_from_logits_that_is_not_a_bool_is_refused(flag: Any) -> None:
+    """from_logits="no" (or "False") was truthy: the loss read probabilities as logits."""
+    with pytest.raises(TypeError, match=rf"from_logits must be True or False, received {flag!r}"):
+        BinaryCrossEntropy(from_logits=flag)
+
+
 @pytest.mark.parametrize("shape", [(6,), (2, 3, 4)])
 def test_labels_for_predictions_that_are_not_rows_name_the_prediction_shape(
     shape: tuple[int, ...],
@@ -366,6 +373,39 @@ def test_labels_for_predictions_that_are_not_rows_name_the_prediction_shape(
     z, labels = be.asarray(np.ones(shape, np.float32)), be.asarray(np.zeros(shape[0], np.int64))
     for loss in (SoftmaxCrossEntropy(), CategoricalCrossEntropy()):
         fault = rf"integer labels need y_pred of shape \(N, classes\), received y_pred of shape {re.escape(str(shape))}"
+        with pytest.raises(ValueError, match=fault):
+            loss(z, labels)
+
+
+@pytest.mark.parametrize("shape", [(3,), (2, 3, 4), (), (2, 0)])
+def test_rows_losses_refuse_predictions_that_are_not_rows_of_classes(
+    shape: tuple[int, ...],
+) -> None:
+    """With one-hot or probability targets too: a row (3,) was divided by its 3 classes (PyTorch
+    reads it as one unbatched sample), (2, 3, 4) summed over its middle axis and divided by 2,
+    a 0-d y_pred raised an IndexError, and (2, 0) a reduction's error."""
+    be = ailib.backends.get("numpy")
+    z = be.asarray(np.full(shape, 0.25))
+    for loss in (SoftmaxCrossEntropy(), SoftmaxCrossEntropy(0.1), CategoricalCrossEntropy()):
+        fault = (
+            r"one-hot or probability rows need y_pred of shape \(N, classes\), received y_pred "
+            rf"of shape {re.escape(str(shape))}"
+            + ("; it has no classes" if len(shape) == 2 else "")
+        )
+        with pytest.raises(ValueError, match=fault):
+            loss(z, be.asarray(np.full(shape, 0.25)))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.bool_])
+def test_labels_that_are_not_integers_are_refused_with_the_cast_to_make(dtype: Any) -> None:
+    be = ailib.backends.get("numpy")
+    z, labels = be.asarray(np.zeros((4, 3))), be.asarray(np.array([0, 1, 1, 0], dtype=dtype))
+    for loss in (SoftmaxCrossEntropy(), CategoricalCrossEntropy()):
+        fault = (
+            rf"{loss.name}: y_true must have y_pred's shape \(4, 3\), received \(4,\) of dtype "
+            rf"{np.dtype(dtype).name}; class labels must be integers: cast them, e.g. "
+            r"xp.astype\(y_true, xp.int64\)"
+        )
         with pytest.raises(ValueError, match=fault):
             loss(z, labels)
 

@@ -136,8 +136,15 @@ class _BatchNorm(Layer):
                     f"{self.name}: training needs more than one value per feature "
                     f"to estimate a variance, received shape {tuple(x.shape)}"
                 )
-            mean = xp.mean(x, axis=self.axes, keepdims=True)
-            centred = x - mean
+            # NOTE: the mean is taken of X − K, K the first sample's entry of each feature, and
+            # μ = K + mean(X − K): the same μ, but its rounding error scales with the spread of
+            # X, not with |μ|; a constant feature gives X − μ = 0 exactly (x̂ = 0, Y = β), where
+            # mean(X) rounded off by one ulp of |μ| was then divided by √ε (0.39 in float32)
+            shift = x[(slice(0, 1), slice(None)) + (slice(0, 1),) * (self.ndim - 2)]
+            offset = x - shift
+            mean_offset = xp.mean(offset, axis=self.axes, keepdims=True)
+            centred = offset - mean_offset
+            mean = shift + mean_offset
             var = xp.mean(centred * centred, axis=self.axes, keepdims=True)
             m = self.momentum
             self.buffers["running_mean"] = (1.0 - m) * self.buffers[
@@ -308,8 +315,11 @@ class LayerNorm(Layer):
         k = len(self.normalized_shape)
         axes = tuple(range(x.ndim - k, x.ndim))
         lead = tuple(range(x.ndim - k))
-        mean = xp.mean(x, axis=axes, keepdims=True)
-        centred = x - mean
+        # NOTE: centred on the sample's first entry first, as in `_BatchNorm.call`: a constant
+        # sample gives X − μ = 0 exactly, and the rounding error of μ scales with the spread
+        shift = x[(..., *(slice(0, 1),) * k)]
+        offset = x - shift
+        centred = offset - xp.mean(offset, axis=axes, keepdims=True)
         inv_std = 1.0 / xp.sqrt(xp.mean(centred * centred, axis=axes, keepdims=True) + self.eps)
         x_hat = centred * inv_std
         y = gamma * x_hat + self.params["beta"]
