@@ -391,7 +391,8 @@ class Model:
         feed input, forward, error, backward, update); returns E (0-d).
 
         An optimizer given by name is made once and kept (``self.optimizer``) while the same
-        name is given, so its state (momenta, moments) carries over from call to call."""
+        name is given, so its state (momenta, moments) carries over from call to call. The
+        labels are not checked, as in `training.train_step` (`fit` checks them once)."""
         loss = self.loss_for(loss)
         if isinstance(optimizer, str):
             keep = self.optimizer

@@ -78,7 +78,12 @@ def train_step(
     error (0-d, on the device) and the model's output. ``update=False`` stops after backward,
     leaving dE/dW in the layers' grads (gradient accumulation). Where the backend compiles
     (JAX), the same four steps run as one compiled call (`ailib.compiling`; off with
-    ``model.compile_steps = False``, or for this call with ``compiled=False``)."""
+    ``model.compile_steps = False``, or for this call with ``compiled=False``).
+
+    The labels are not checked here (that would read them back from the device at every step):
+    `fit` and `evaluate` check them once, against the model's classes. Integer labels out of
+    range give an IndexError on some backends and, on JAX, whose gathers clamp, a wrong loss
+    and gradient without an error."""
     compiled = compiling.step_for(model, loss, optimizer) if update and compiled else None
     if compiled is not None:
         return compiled(x, y)

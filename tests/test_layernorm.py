@@ -158,3 +158,10 @@ def test_errors_name_the_layer_and_the_shapes(backend: ailib.backends.Backend) -
             LayerNorm(bad)
     with pytest.raises(ValueError, match="LayerNorm: eps must be positive"):
         LayerNorm(eps=0.0)
+    with pytest.raises(
+        ValueError, match="LayerNorm: eps must be positive and finite, received inf"
+    ):
+        LayerNorm(eps=float("inf"))  # every output β, every gradient 0
+    for norm in (ailib.layers.BatchNorm1D, ailib.layers.BatchNorm2D):
+        with pytest.raises(ValueError, match="a finite eps > 0, received momentum=0.1, eps=inf"):
+            norm(3, eps=float("inf"))

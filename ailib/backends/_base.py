@@ -19,7 +19,20 @@ import numpy as np
 
 from . import _counter
 
-DTYPE_NAMES = ("float32", "float64", "int32", "int64", "uint8", "bool")
+#: the array API standard's real dtypes, by name (what `Backend.dtype` takes as a string)
+DTYPE_NAMES = (
+    "float32",
+    "float64",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "bool",
+)
 #: the array API standard version ailib is written against: Python scalars in `maximum`,
 #: `minimum` and friends (layers use ``xp.maximum(x, 0.0)``) arrived in 2024.12
 API_VERSION = "2024.12"
@@ -283,7 +296,13 @@ class Backend:
         elif isinstance(spec, np.dtype) or (
             isinstance(spec, type) and issubclass(spec, np.generic)
         ):
-            dtype = getattr(self.xp, np.dtype(spec).name)
+            name = np.dtype(spec).name
+            dtype = getattr(self.xp, name, None)
+            if dtype is None:
+                raise ValueError(
+                    f"dtype {name!r} (NumPy's) has no counterpart on backend {self.name}; "
+                    f"expected one of {', '.join(DTYPE_NAMES)}"
+                )
         else:
             dtype = spec
         if self._wide_dtype_hook is not None and dtype in (self.xp.float64, self.xp.int64):
@@ -291,8 +310,9 @@ class Backend:
         return dtype
 
     def dtype_name(self, dtype: Any) -> str:
-        """The standard name of a dtype of this namespace ("float32", ...)."""
-        for name in DTYPE_NAMES:
+        """The standard name of a dtype of this namespace ("float32", ...; also "float16" and
+        the complex ones, which some libraries have beside the standard's)."""
+        for name in (*DTYPE_NAMES, "float16", "complex64", "complex128"):
             if dtype == getattr(self.xp, name, None):
                 return name
         return str(dtype)

@@ -49,9 +49,9 @@ class _BatchNorm(Layer):
         hint = "; PyTorch's momentum=None (a cumulative average) is not offered"
         momentum = number(momentum, "momentum", self.name, hint if momentum is None else "")
         eps = number(eps, "eps", self.name)
-        if not 0.0 <= momentum <= 1.0 or not eps > 0.0:
+        if not 0.0 <= momentum <= 1.0 or not 0.0 < eps < math.inf:
             raise ValueError(
-                f"{self.name}: need 0 <= momentum <= 1 and eps > 0, received "
+                f"{self.name}: need 0 <= momentum <= 1 and a finite eps > 0, received "
                 f"momentum={momentum}, eps={eps}"
             )
         self.momentum, self.eps = float(momentum), float(eps)
@@ -262,8 +262,8 @@ class LayerNorm(Layer):
         super().__init__(backend=backend, dtype=dtype)
         self.normalized_shape = _trailing_shape(normalized_shape, self.name)
         eps = number(eps, "eps", self.name)
-        if not eps > 0.0:
-            raise ValueError(f"{self.name}: eps must be positive, received {eps}")
+        if not 0.0 < eps < math.inf:  # eps = inf: every output β, every gradient 0
+            raise ValueError(f"{self.name}: eps must be positive and finite, received {eps}")
         self.eps = float(eps)
 
     def get_config(self) -> dict[str, Any]:
