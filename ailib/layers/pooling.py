@@ -114,8 +114,8 @@ class _Pool2D(Layer):
         """dE/dX from per-offset pieces: folded into the padded image, the padding cropped."""
         (_, _, h, w), (top, bottom, left, right) = x_shape, self._edges(x_shape)
         size = (top + h + bottom, left + w + right)
-        image = fold(self.xp, self.backend.device, pieces, self.kernel_size, self.stride, size)
-        return image[..., top : top + h, left : left + w] if size != (h, w) else image
+        xp, device, crop = self.xp, self.backend.device, (top, bottom, left, right)
+        return fold(xp, device, pieces, self.kernel_size, self.stride, size, crop=crop)
 
 
 class MaxPool2D(_Pool2D):
