@@ -95,7 +95,10 @@ def accuracy_run(name: str, epochs: int, batch: int, lr: float, backend: str) ->
 
 
 def torch_twin(model: ailib.Sequential) -> Any:
-    """The same network in torch.nn, with ailib's current weights copied in."""
+    """The same network in torch.nn, with ailib's current weights copied in: every setting of
+    each layer is carried over (Conv2d's stride, padding, its "same"/"valid" strings included,
+    dilation, groups and bias; the pools' stride, padding and ceil_mode, AvgPool2d's
+    count_include_pad; Linear's bias), so that the twin computes what the model computes."""
     import torch
     from torch import nn
 
@@ -110,16 +113,33 @@ def torch_twin(model: ailib.Sequential) -> Any:
                     layer.in_channels,
                     layer.out_channels,
                     layer.kernel_size,
-                    layer.stride,
-                    layer.padding,
+                    stride=layer.stride,
+                    padding=layer.padding,
+                    dilation=layer.dilation,
+                    groups=layer.groups,
+                    bias=layer.bias,
                 )
             )
         elif name == "Dense":
-            modules.append(nn.Linear(layer.in_features, layer.out_features))
+            modules.append(nn.Linear(layer.in_features, layer.out_features, bias=layer.bias))
         elif name == "ReLU":
             modules.append(nn.ReLU())
         elif name == "MaxPool2D":
-            modules.append(nn.MaxPool2d(layer.kernel_size, layer.stride))
+            modules.append(
+                nn.MaxPool2d(
+                    layer.kernel_size, layer.stride, layer.padding, ceil_mode=layer.ceil_mode
+                )
+            )
+        elif name == "AvgPool2D":
+            modules.append(
+                nn.AvgPool2d(
+                    layer.kernel_size,
+                    layer.stride,
+                    layer.padding,
+                    ceil_mode=layer.ceil_mode,
+                    count_include_pad=layer.count_include_pad,
+                )
+            )
         elif name == "Flatten":
             modules.append(nn.Flatten())
         elif name == "Dropout":
@@ -129,9 +149,10 @@ def torch_twin(model: ailib.Sequential) -> Any:
     net = nn.Sequential(*modules)
     with torch.no_grad():
         for layer, module in zip(model.layers, net):
-            if "W" in layer.params:
-                module.weight.copy_(torch.from_numpy(model.backend.to_host(layer.params["W"])))
-                module.bias.copy_(torch.from_numpy(model.backend.to_host(layer.params["b"])))
+            for key, tensor in (("W", "weight"), ("b", "bias")):
+                if key in layer.params:
+                    value = model.backend.to_host(layer.params[key])
+                    getattr(module, tensor).copy_(torch.from_numpy(value))
     return net
 
 

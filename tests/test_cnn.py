@@ -101,3 +101,29 @@ def test_cnn_beats_97_5_percent_on_real_digits() -> None:
     model.fit(x[train], y[train], optimizer=ailib.optimizers.Adam(1e-3), epochs=3, batch_size=32)
     accuracy = model.evaluate(x[test], y[test])["accuracy"]
     assert accuracy >= 0.975, f"test accuracy {accuracy:.4f} < 0.975"
+
+
+def test_the_benchmarks_torch_twin_copies_every_layer_setting() -> None:
+    """benchmarks/cnn.py compares ailib with a torch twin of the same network: the twin must
+    carry over padding (strings too), dilation, groups, bias, ceil_mode and count_include_pad,
+    or it computes another function (before, only kernel, stride and padding were copied, and
+    AvgPool2D had no twin)."""
+    pytest.importorskip("torch")
+    from ailib.layers import AvgPool2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Reshape
+    from benchmarks.cnn import check_same_function, torch_twin
+
+    layers = [
+        Reshape((2, 9, 9)),
+        Conv2D(2, 4, 3, padding="same", dilation=2, groups=2, bias=False),
+        MaxPool2D(3, 2, 1, ceil_mode=True),  # 9 -> 5
+        ReLU(),
+        AvgPool2D(2, 2, 1, count_include_pad=False, ceil_mode=True),  # 5 -> 3
+        Conv2D(4, 6, (2, 3), stride=(1, 2), padding="valid"),  # 3x3 -> 2x1
+        Flatten(),
+        Dense(12, 5, bias=False),
+        Dropout(0.5),
+        Dense(5, 3),
+    ]
+    model = ailib.Sequential(layers, backend="numpy", seed=0)
+    x = np.random.default_rng(0).standard_normal((4, 162)).astype(np.float32)
+    assert check_same_function(model, torch_twin(model), x) < 1e-5

@@ -211,6 +211,52 @@ def test_maxpool_ties_send_the_gradient_to_the_first_maximum(
     assert_close(dx, [[[[0.0, 10.0, 0.0, 0.0], [0.0, 0.0, 20.0, 0.0]]]], "float64")
 
 
+#: kernels whose windows tile a (3, 2, 6, 6) input: MaxPool2D(k) takes its tiled path there
+TILED_KERNELS = {"k2": 2, "k2x3": (2, 3), "k1x2": (1, 2), "k3": 3, "k6x1": (6, 1)}
+
+
+@pytest.mark.parametrize("kernel", TILED_KERNELS)
+def test_maxpool_tiled_path_equals_the_general_path_value_by_value(
+    kernel: str, backend: ailib.backends.Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows that tile X (stride = kernel, no padding, kernel divides H and W) are pooled
+    through views of X reshaped; Y and dE/dX equal the general path's (strided pieces and fold)
+    bit for bit in float64: ties (small integers: first maximum in row-major order), windows of
+    −∞, +∞, a NaN (Y NaN, no gradient), −0 from negative dE/dY and NaN from an infinite one."""
+    data = np.random.default_rng(5)
+    x = data.integers(-2, 3, (3, 2, 6, 6)).astype(np.float64)
+    x[0, 0, :3, :3] = -np.inf
+    x[0, 1, 0, 1], x[1, 0, 4, 4], x[2, 1, 2, :] = np.nan, np.inf, 0.0
+    x[2, 1, 3, :] = -0.0
+    layers = [MaxPool2D(TILED_KERNELS[kernel], backend=backend, dtype="float64") for _ in "ab"]
+    assert layers[0].tiled(x.shape)
+    monkeypatch.setattr(layers[1], "tiled", lambda shape: False)  # the general path
+    results = []
+    for layer in layers:
+        y = layer.forward(backend.asarray(x))
+        g = np.random.default_rng(6).standard_normal(tuple(y.shape))
+        g.flat[:3] = (-1.0, np.inf, -np.inf)
+        with np.errstate(invalid="ignore"):  # inf · 0 on NumPy
+            dx = layer.backward(backend.asarray(g))
+        results.append((host(y), host(dx)))
+    (y_tiled, dx_tiled), (y_general, dx_general) = results
+    np.testing.assert_array_equal(y_tiled, y_general)
+    np.testing.assert_array_equal(dx_tiled, dx_general)
+    signed = ~np.isnan(dx_general)  # −0 where dE/dY < 0 is not taken
+    np.testing.assert_array_equal(np.signbit(dx_tiled[signed]), np.signbit(dx_general[signed]))
+    assert np.isnan(y_tiled).any() and np.isnan(dx_tiled).any() and np.signbit(dx_tiled).any()
+
+
+def test_maxpool_takes_the_tiled_path_only_where_the_windows_tile_x() -> None:
+    shape = (1, 1, 6, 8)
+    assert MaxPool2D(2).tiled(shape) and MaxPool2D((3, 4)).tiled(shape)
+    assert AvgPool2D(2).tiled(shape)  # the same geometry (AvgPool2D pools the general way)
+    assert not MaxPool2D(4).tiled(shape)  # 4 does not divide 6
+    assert not MaxPool2D(2, 1).tiled(shape)  # overlapping windows
+    assert not MaxPool2D(2, 2, 1).tiled(shape)  # padding
+    assert not MaxPool2D(4, ceil_mode=True).tiled(shape)  # a last window past X
+
+
 @pytest.mark.parametrize("op", POOLS)
 def test_pool_float32_agrees_with_numpy(
     op: str, other_backend: ailib.backends.Backend, rng: np.random.Generator

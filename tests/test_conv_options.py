@@ -13,6 +13,7 @@ import pytest
 
 import ailib
 from ailib.layers import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
+from ailib.layers._windows import fold, output_size, pad_edges, windows
 
 from .helpers import assert_close, host, layer_gradcheck
 
@@ -574,3 +575,39 @@ def test_the_random_ceil_mode_configurations_reach_every_case() -> None:
             dropped += math.ceil((n + 2 * pp - kk) / ss) + 1 > out
             parities.add(n % 2)
     assert overhang >= 8 and overhang_padded >= 3 and dropped >= 1 and parities == {0, 1}
+
+
+#: (kernel, stride, dilation, crop) of `fold` cases: overlapping, strided, dilated, non-covering
+FOLD_CASES = [
+    ((3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
+    ((3, 2), (1, 1), (2, 1), (2, 2, 0, 1)),
+    ((2, 3), (2, 1), (1, 1), (1, 0, 1, 1)),
+    ((3, 3), (2, 2), (1, 2), (1, 1, 2, 2)),
+    ((2, 2), (2, 2), (1, 1), (0, 0, 0, 0)),
+    ((2, 2), (3, 3), (1, 1), (1, 1, 0, 0)),
+    ((1, 3), (1, 3), (1, 1), (0, 0, 1, 1)),
+]
+
+
+@pytest.mark.parametrize("case", range(len(FOLD_CASES)))
+def test_fold_is_the_adjoint_of_windows_with_the_padding_cropped(
+    case: int, backend: ailib.backends.Backend
+) -> None:
+    """<windows(X̃), P> = <X, fold(P)> for X̃ = X with ``crop`` rows and columns of zeros around
+    it: `fold` places the pieces and cuts the padding in one (the conv and pool gradients)."""
+    kernel, stride, dilation, crop = FOLD_CASES[case]
+    top, bottom, left, right = crop
+    data = np.random.default_rng(case)
+    x = data.standard_normal((2, 3, 7, 8))
+    size = (7 + top + bottom, 8 + left + right)
+    out = tuple(output_size(n, k, s, 0, d) for n, k, s, d in zip(size, kernel, stride, dilation))
+    pieces = [data.standard_normal((2, 3, *out)) for _ in range(kernel[0] * kernel[1])]
+    xp, device = backend.xp, backend.device
+    image = pad_edges(xp, device, backend.asarray(x), *crop)
+    cut = windows(image, kernel, stride, out, dilation)
+    lhs = sum(float(np.sum(host(a) * p)) for a, p in zip(cut, pieces))
+    folded = fold(
+        xp, device, [backend.asarray(p) for p in pieces], kernel, stride, size, dilation, crop
+    )
+    assert tuple(folded.shape) == x.shape
+    assert lhs == pytest.approx(float(np.sum(x * host(folded))), rel=1e-12, abs=1e-12)

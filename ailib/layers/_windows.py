@@ -111,6 +111,46 @@ def windows(
     ]
 
 
+def place(
+    xp: Any, device: Any, parts: Sequence[Any], offsets: Sequence[int], size: int, axis: int
+) -> Any:
+    """Σₖ partsₖ shifted along ``axis`` (-1 or -2) to start at ``offsets[k]``, in an axis of
+    ``size``: out[t] = Σₖ partsₖ[t − offsetsₖ] over the k where that index exists, 0 where none
+    does (offsets may be negative, and parts may run past ``size``: what falls outside is cut).
+
+    Built segment by segment: [0, size) is cut wherever a part starts or ends, each segment is
+    the sum of the slices of the parts that cover it (in the parts' order; zeros where none
+    does), and the segments are concatenated. Each part is read once and no shifted copy of
+    it is made."""
+    length = [part.shape[axis] for part in parts]
+    cuts = sorted(
+        {0, size}
+        | {min(max(o, 0), size) for o in offsets}
+        | {min(max(o + n, 0), size) for o, n in zip(offsets, length)}
+    )
+
+    def cut(part: Any, start: int, stop: int) -> Any:
+        return part[..., start:stop, :] if axis == -2 else part[..., start:stop]
+
+    segments = []
+    for start, stop in zip(cuts[:-1], cuts[1:]):
+        views = [
+            cut(part, start - o, stop - o)
+            for part, o, n in zip(parts, offsets, length)
+            if o <= start and stop <= o + n
+        ]
+        if not views:
+            shape = list(parts[0].shape)
+            shape[axis] = stop - start
+            segments.append(xp.zeros(tuple(shape), dtype=parts[0].dtype, device=device))
+            continue
+        total = views[0] if len(views) == 1 else views[0] + views[1]
+        for view in views[2:]:
+            total += view  # NOTE: ours since the line above (JAX rebinds the name)
+        segments.append(total)
+    return segments[0] if len(segments) == 1 else xp.concat(segments, axis=axis)
+
+
 def fold(
     xp: Any,
     device: Any,
@@ -119,40 +159,43 @@ def fold(
     stride: tuple[int, int],
     size: tuple[int, int],
     dilation: tuple[int, int] = (1, 1),
+    crop: tuple[int, int, int, int] = (0, 0, 0, 0),
 ) -> Any:
-    """The adjoint of `windows`: Σᵢⱼ Pᵢⱼ placed at rows d_h·i + s_h·a and columns d_w·j + s_w·b.
+    """The adjoint of `windows`: Σᵢⱼ Pᵢⱼ placed at rows d_h·i + s_h·a and columns d_w·j + s_w·b
+    of an image of shape (..., H, W) = (..., *size), less ``crop`` = (top, bottom, left, right)
+    rows and columns at its edges (the padding of the image the windows were cut from).
 
-    Returns an array of shape (..., H, W) = (..., *size); positions no window covers are 0.
+    Returns (..., H − top − bottom, W − left − right); positions no window covers are 0.
 
     Without scatter, the sum is built by phases (docs/math.md §7): a row h = o + s·a read at
     offset o = d·i = q·s + r lands at coarse row c = a + q of phase r = h mod s. Within a phase,
-    the pieces are shifted by q on the coarse grid (zero-padding by concatenation) and added; the
-    s_h·s_w phase images are then interleaved by stacking on a new last axis and reshaping.
-    Stride 1 is one phase (a plain sum of shifted pieces); non-overlapping windows (kernel <=
-    stride, no dilation) are one piece per phase (a pure interleave).
+    the pieces are shifted by q on the coarse grid and added (`place`: first the pieces of
+    each column offset j down the rows, whole rows at a time, then those sums across the
+    columns); the s_h·s_w phase images are then interleaved by stacking on a new last axis and
+    reshaping. Stride 1 is one phase (a plain sum of shifted pieces, the crop taken by `place`
+    itself); non-overlapping windows (kernel <= stride, no dilation) are one piece per phase (a
+    pure interleave).
     """
     (kh, kw), (sh, sw), (height, width), (dh, dw) = kernel, stride, size, dilation
+    top, bottom, left, right = crop
     oh, ow = pieces[0].shape[-2:]
     qh, qw = dh * (kh - 1) // sh + 1, dw * (kw - 1) // sw + 1  # shifts per phase
-    ch, cw = oh + qh - 1, ow + qw - 1  # the coarse grid
+    # the grid of a phase: coarse (cropped after the interleave) or, at stride 1, the result
+    row_shift, rows_out = (top, height - top - bottom) if sh == 1 else (0, oh + qh - 1)
+    col_shift, cols_out = (left, width - left - right) if sw == 1 else (0, ow + qw - 1)
     lead = tuple(pieces[0].shape[:-2])
 
     def phase(rh: int, rw: int) -> Any:
-        total = None
-        for i in (i for i in range(kh) if dh * i % sh == rh):
-            row = None
-            for j in (j for j in range(kw) if dw * j % sw == rw):
-                q = dw * j // sw
-                shifted = pad_edges(xp, device, pieces[i * kw + j], 0, 0, q, qw - 1 - q)
-                row = shifted if row is None else row + shifted
-            if row is None:
-                continue
-            q = dh * i // sh
-            shifted = pad_edges(xp, device, row, q, qh - 1 - q, 0, 0)
-            total = shifted if total is None else total + shifted
-        if total is None:  # no window offset falls in this phase
-            total = xp.zeros((*lead, ch, cw), dtype=pieces[0].dtype, device=device)
-        return total
+        rows = [i for i in range(kh) if dh * i % sh == rh]
+        cols = [j for j in range(kw) if dw * j % sw == rw]
+        if not (rows and cols):  # no window offset falls in this phase
+            return xp.zeros((*lead, rows_out, cols_out), dtype=pieces[0].dtype, device=device)
+        shifts = [dh * i // sh - row_shift for i in rows]
+        columns = [
+            place(xp, device, [pieces[i * kw + j] for i in rows], shifts, rows_out, -2)
+            for j in cols
+        ]
+        return place(xp, device, columns, [dw * j // sw - col_shift for j in cols], cols_out, -1)
 
     def interleave(parts: list[Any], axis: int) -> Any:
         if len(parts) == 1:
@@ -162,8 +205,17 @@ def fold(
         shape[axis] *= len(parts)
         return xp.reshape(stacked, tuple(shape))
 
-    rows = [interleave([phase(rh, rw) for rw in range(sw)], -1) for rh in range(sh)]
-    image = interleave(rows, -2)
+    image = interleave(
+        [interleave([phase(rh, rw) for rw in range(sw)], -1) for rh in range(sh)], -2
+    )
+    # the strided axes: the coarse grid interleaved may end short of the image or past it
     # NOTE: crop only when too large: a slice stop beyond the axis is outside the standard
-    image = image[..., : min(height, image.shape[-2]), : min(width, image.shape[-1])]
-    return pad_edges(xp, device, image, 0, height - image.shape[-2], 0, width - image.shape[-1])
+    if sh > 1:
+        image = image[..., : min(height, image.shape[-2]), :]
+        image = pad_edges(xp, device, image, 0, height - image.shape[-2], 0, 0)
+        image = image[..., top : height - bottom, :] if top or bottom else image
+    if sw > 1:
+        image = image[..., : min(width, image.shape[-1])]
+        image = pad_edges(xp, device, image, 0, 0, 0, width - image.shape[-1])
+        image = image[..., left : width - right] if left or right else image
+    return image

@@ -208,9 +208,11 @@ class Conv2D(Layer):
             grad_cols = matmul(xp.matrix_transpose(w_hat), grad_hat)
             grad_cols = xp.reshape(grad_cols, (c, k, n, oh, ow))
             pieces = [grad_cols[:, i, ...] for i in range(k)]
-            size = (top + h + bottom, left + wd + right)
-            image = fold(xp, device, pieces, self.kernel_size, self.stride, size, self.dilation)
-            return xp.permute_dims(image[..., top : top + h, left : left + wd], (1, 0, 2, 3))
+            size, crop = (top + h + bottom, left + wd + right), (top, bottom, left, right)
+            image = fold(
+                xp, device, pieces, self.kernel_size, self.stride, size, self.dilation, crop
+            )
+            return xp.permute_dims(image, (1, 0, 2, 3))
 
         return y, backprop
 

@@ -92,8 +92,8 @@ class _Pool2D(Layer):
                 + f" is smaller than the kernel {self.kernel_size}"
             )
 
-    def _padded(self, x: Any) -> Any:
-        """X checked, with its padding added (X itself without padding)."""
+    def _checked(self, x: Any) -> tuple[int, ...]:
+        """X's shape, once X is checked to be a batch of images the windows fit."""
         self.check_input(x, dtype=None)
         if x.ndim != 4:
             raise ValueError(
@@ -101,10 +101,29 @@ class _Pool2D(Layer):
                 f"{tuple(x.shape)} ({x.ndim}-d)"
             )
         self._check_size(tuple(x.shape[2:]))
-        edges = self._edges(tuple(x.shape))
+        return tuple(x.shape)
+
+    def _padded(self, x: Any, x_shape: tuple[int, ...]) -> Any:
+        """X (checked, of shape ``x_shape``) with its padding added (X itself without padding)."""
+        edges = self._edges(x_shape)
         if not any(edges):
             return x
         return pad_edges(self.xp, self.backend.device, x, *edges, self.pad_value)
+
+    def tiled(self, x_shape: tuple[int, ...]) -> bool:
+        """Whether the windows tile an input of shape ``x_shape`` exactly: stride = kernel, no
+        padding, and the kernel divides H and W (so ``ceil_mode`` changes nothing). Then
+        every entry of X lies in exactly one window, and X reshaped to
+        (N, C, H/k_h, k_h, W/k_w, k_w) holds window (a, b)'s entry (i, j) at [:, :, a, i, b, j];
+        `MaxPool2D` pools such an input through views of that reshape instead of the general
+        strided pieces and fold (the same math, less copying)."""
+        (kh, kw), (_, _, h, w) = self.kernel_size, x_shape
+        return (
+            self.stride == self.kernel_size
+            and self.padding == (0, 0)
+            and h % kh == 0
+            and w % kw == 0
+        )
 
     def _windows(self, image: Any, x_shape: tuple[int, ...]) -> list[Any]:
         """The k_h·k_w pieces of the padded image of an input of shape ``x_shape``."""
@@ -114,8 +133,8 @@ class _Pool2D(Layer):
         """dE/dX from per-offset pieces: folded into the padded image, the padding cropped."""
         (_, _, h, w), (top, bottom, left, right) = x_shape, self._edges(x_shape)
         size = (top + h + bottom, left + w + right)
-        image = fold(self.xp, self.backend.device, pieces, self.kernel_size, self.stride, size)
-        return image[..., top : top + h, left : left + w] if size != (h, w) else image
+        xp, device, crop = self.xp, self.backend.device, (top, bottom, left, right)
+        return fold(xp, device, pieces, self.kernel_size, self.stride, size, crop=crop)
 
 
 class MaxPool2D(_Pool2D):
@@ -140,7 +159,10 @@ class MaxPool2D(_Pool2D):
     pad_value = -math.inf
 
     def call(self, x: Any) -> tuple[Any, Backprop]:
-        image, x_shape = self._padded(x), tuple(x.shape)
+        x_shape = self._checked(x)
+        if self.tiled(x_shape):
+            return self._call_tiled(x)
+        image = self._padded(x, x_shape)
         pieces = self._windows(image, x_shape)
         y = pieces[0]
         for piece in pieces[1:]:
@@ -169,6 +191,41 @@ class MaxPool2D(_Pool2D):
             return self._fold(grads, x_shape)
 
         return y, backprop
+
+    def _call_tiled(self, x: Any) -> tuple[Any, Backprop]:
+        """Windows that tile X (`tiled`): the max over a window is the max over its rows of
+        each row's max, M[n, c, h, b] = max_j X[n, c, h, k_w·b + j] and
+        Y[n, c, a, b] = max_i M[n, c, k_h·a + i, b], formed from views of X reshaped.
+
+        Backward: the first maximum of a window in row-major order lies in its first row i
+        with M = Y, at the first column j of that row with X = M (a row holds Y exactly where
+        its max equals Y). So dE/dM = dE/dY at that row, 0 at the others, and
+        dE/dX = dE/dM at that column, 0 at the others: the general path's T_k, as the product
+        of a row mask and a column mask, and the same values, −0 and NaN included (a NaN
+        window has no M = Y)."""
+        xp, (kh, kw) = self.xp, self.kernel_size
+        # NOTE: pooled channels-first, (C, N, H, W), the order in which Conv2D's output lies in
+        # memory: N and C are alike to pooling, so Y and dE/dX keep that layout, and Conv2D's
+        # backward then reads dE/dY as its (C_out, N·H·W) matrix without a copy
+        x_cn = xp.permute_dims(x, (1, 0, 2, 3))
+        c, n, h, w = x_cn.shape
+        columns = xp.reshape(x_cn, (c, n, h, w // kw, kw))  # [..., j]: column j of the windows
+        m = _maximum(xp, [columns[..., j] for j in range(kw)])  # (C, N, H, W/k_w)
+        rows = xp.reshape(m, (c, n, h // kh, kh, w // kw))  # [:, :, :, i, :]: their row i
+        y = _maximum(xp, [rows[:, :, :, i, :] for i in range(kh)])
+
+        def backprop(grad_out: Any, input_grad: bool = True) -> Any:
+            self.check_grad(grad_out, (n, c, h // kh, w // kw))
+            if not input_grad:
+                return None
+            grad = xp.permute_dims(grad_out, (1, 0, 2, 3))
+            d_m = _to_first_max(xp, [rows[:, :, :, i, :] for i in range(kh)], y, grad)
+            d_m = xp.reshape(xp.stack(d_m, axis=3), (c, n, h, w // kw))
+            d_x = _to_first_max(xp, [columns[..., j] for j in range(kw)], m, d_m)
+            d_x = xp.reshape(xp.stack(d_x, axis=-1), (c, n, h, w))
+            return xp.permute_dims(d_x, (1, 0, 2, 3))
+
+        return xp.permute_dims(y, (1, 0, 2, 3)), backprop
 
     def _inside(self, x_shape: tuple[int, ...]) -> list[Any]:
         """Per window offset (i, j), a boolean (H_out, W_out) mask of the windows whose entry
@@ -252,11 +309,13 @@ class AvgPool2D(_Pool2D):
         return row_counts * xp.asarray(cols, dtype=dtype, device=device)
 
     def call(self, x: Any) -> tuple[Any, Backprop]:
-        x_shape = tuple(x.shape)
-        pieces = self._windows(self._padded(x), x_shape)
-        total = pieces[0]
-        for piece in pieces[1:]:
-            total = total + piece
+        x_shape = self._checked(x)
+        pieces = self._windows(self._padded(x, x_shape), x_shape)
+        # NOTE: the sum accumulates in place in its first partial sum: one new array, not
+        # k_h·k_w − 1 (the same additions in the same order)
+        total = pieces[0] if len(pieces) == 1 else pieces[0] + pieces[1]
+        for piece in pieces[2:]:
+            total += piece
         count = self._counts(x_shape, x.dtype)
         y = total / count
 
@@ -268,6 +327,40 @@ class AvgPool2D(_Pool2D):
             return self._fold([share] * len(pieces), x_shape)
 
         return y, backprop
+
+
+def _maximum(xp: Any, parts: list[Any]) -> Any:
+    """The elementwise max of ``parts`` (NaN wherever one is NaN: ``maximum`` propagates it)."""
+    top = parts[0]
+    for part in parts[1:]:
+        top = xp.maximum(top, part)
+    return top
+
+
+def _to_first_max(xp: Any, parts: list[Any], top: Any, grad: Any) -> list[Any]:
+    """``grad`` ∘ T_k per part, for ``top`` the elementwise max of ``parts``: T_k is 1 where part
+    k is the first to equal ``top`` and 0 elsewhere (all 0 where ``top`` is NaN), as
+    `MaxPool2D`'s general path routes dE/dY (the same products, so the same values)."""
+    routed = []
+    for hit in _first_max(xp, parts, top):
+        share = xp.astype(hit, grad.dtype)
+        share *= grad
+        routed.append(share)
+    return routed
+
+
+def _first_max(xp: Any, parts: list[Any], top: Any) -> list[Any]:
+    """T_k = [part k = top] ∧ no earlier part equals top, for ``top`` the elementwise max of
+    ``parts``. The last part holds ``top`` wherever no earlier one does, unless ``top`` is NaN;
+    so with two parts, T_1 = [part 0 < top]."""
+    if len(parts) == 2:
+        return [parts[0] == top, parts[0] < top]
+    free, hits = None, []
+    for part in parts:
+        hit = part == top if free is None else xp.logical_and(part == top, free)
+        free = xp.logical_not(hit) if free is None else xp.logical_and(free, xp.logical_not(hit))
+        hits.append(hit)
+    return hits
 
 
 class GlobalAvgPool2D(Layer):
