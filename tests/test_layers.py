@@ -197,6 +197,15 @@ def test_dense_bias_that_is_not_a_bool_is_refused(bias: object) -> None:
         Dense(3, 2, bias=bias)  # type: ignore[arg-type]
 
 
+def test_conv_and_pool_flags_that_are_not_bools_are_refused_by_name() -> None:
+    """``AvgPool2D(2, count_include_pad="no")`` counted the padding; ``Conv2D(bias="no")``
+    learned a bias."""
+    with pytest.raises(TypeError, match="Conv2D: bias must be True or False, received 'no'"):
+        ailib.layers.Conv2D(1, 2, 3, bias="no")
+    with pytest.raises(TypeError, match="AvgPool2D: count_include_pad must be True or False"):
+        ailib.layers.AvgPool2D(2, count_include_pad="no")
+
+
 def test_unknown_initialiser_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown initialiser 'ones'"):
         Dense(2, 2, init="ones")

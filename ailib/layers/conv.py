@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from .._checks import positive_int
+from .._checks import flag, positive_int
 from ..backends import Backend, Random, matmul
 from . import init as initializers
 from ._windows import fold, output_size, pad_edges, pair, windows
@@ -97,7 +97,7 @@ class Conv2D(Layer):
         self._check_groups("out_channels", self.out_channels)
         if self.in_channels is not None:
             self._check_groups("in_channels", self.in_channels)
-        self.init, self.bias = init, bias
+        self.init, self.bias = init, flag(bias, "bias", self.name)
         initializers.get(init)  # fail early on an unknown name
 
     def get_config(self) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+from .._checks import flag
 from ..backends import Backend
 from ._windows import fold, output_size, pad_edges, pair, windows
 from .base import Backprop, Layer
@@ -282,7 +283,7 @@ class AvgPool2D(_Pool2D):
         super().__init__(
             kernel_size, stride, padding, ceil_mode=ceil_mode, backend=backend, dtype=dtype
         )
-        self.count_include_pad = bool(count_include_pad)
+        self.count_include_pad = flag(count_include_pad, "count_include_pad", self.name)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "count_include_pad": self.count_include_pad}
