@@ -45,6 +45,8 @@ import inspect
 import json
 import math
 import os
+import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -202,6 +204,15 @@ def _model_entries(model: Model) -> tuple[dict[str, Any], dict[str, np.ndarray]]
     return config, arrays
 
 
+def _outside_ailib() -> int:
+    """The ``stacklevel`` of the first caller outside ailib (for a warning to name the user's
+    line, however deep inside ailib it is raised: `save`, a checkpoint callback, ...)."""
+    frame, level = sys._getframe(2), 2  # the caller of the function that asks
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("ailib."):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def _loss_entries(loss: Any) -> list[dict[str, Any]] | None:
     """The ``losses`` entry for a model's loss: one ``{"class", "config"}`` per loss (per output
     for several outputs); None for no loss, or for a loss of a class of one's own, which a file
@@ -211,7 +222,16 @@ def _loss_entries(loss: Any) -> list[dict[str, Any]] | None:
     if loss is None:
         return None
     items = loss.items if isinstance(loss, OutputLosses) else [loss]
-    if not all(LOSS_CLASSES.get(type(item).__name__) is type(item) for item in items):
+    own = sorted(
+        {type(i).__name__ for i in items if LOSS_CLASSES.get(type(i).__name__) is not type(i)}
+    )
+    if own:
+        warnings.warn(  # once per call site and loss (checkpoints save every epoch)
+            f"save: the loss {', '.join(own)} is a class of your own, which a model file cannot "
+            f"name: the file keeps no loss (give loss= to fit or evaluate after ailib.load)",
+            UserWarning,
+            stacklevel=_outside_ailib(),
+        )
         return None
     entries = []
     for item in items:
