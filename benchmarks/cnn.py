@@ -124,20 +124,19 @@ def torch_twin(model: ailib.Sequential) -> Any:
             modules.append(nn.Linear(layer.in_features, layer.out_features, bias=layer.bias))
         elif name == "ReLU":
             modules.append(nn.ReLU())
-        elif name == "MaxPool2D":
-            modules.append(
-                nn.MaxPool2d(
-                    layer.kernel_size, layer.stride, layer.padding, ceil_mode=layer.ceil_mode
-                )
+        elif name in ("MaxPool2D", "AvgPool2D"):
+            pool, extra = (
+                (nn.MaxPool2d, {})
+                if name == "MaxPool2D"
+                else (nn.AvgPool2d, {"count_include_pad": layer.count_include_pad})
             )
-        elif name == "AvgPool2D":
             modules.append(
-                nn.AvgPool2d(
+                pool(
                     layer.kernel_size,
                     layer.stride,
                     layer.padding,
                     ceil_mode=layer.ceil_mode,
-                    count_include_pad=layer.count_include_pad,
+                    **extra,
                 )
             )
         elif name == "Flatten":

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -132,6 +133,37 @@ def test_conv_dilation_groups_gradcheck_float64(
     layer_gradcheck(layer, rng.standard_normal((1, CONV_CASES[case][0], 5, 5)))
 
 
+def _assert_conv_equals_torch(
+    torch: Any, rng: np.random.Generator, layer: Conv2D, x: np.ndarray
+) -> tuple[Any, tuple[Any, ...]]:
+    """``layer`` (float64, NumPy; given a random bias) against torch.nn.functional.conv2d with
+    the layer's settings: forward, dE/dX for a random dE/dY, dE/dW and dE/dB. Returns the
+    layer's Y and torch's (X, W, b, Y), detached."""
+    be = layer.backend
+    bias = rng.standard_normal(layer.out_channels)
+    layer.params["b"] = be.asarray(bias)
+    tx = torch.tensor(x, requires_grad=True)
+    tw = torch.tensor(host(layer.params["W"]), requires_grad=True)
+    tb = torch.tensor(bias, requires_grad=True)
+    ty = torch.nn.functional.conv2d(
+        tx,
+        tw,
+        tb,
+        stride=layer.stride,
+        padding=layer.padding,
+        dilation=layer.dilation,
+        groups=layer.groups,
+    )
+    grad = rng.standard_normal(tuple(ty.shape))
+    ty.backward(torch.tensor(grad))
+    y = layer.forward(be.asarray(x))
+    assert_close(y, ty.detach().numpy(), "float64")
+    assert_close(layer.backward(be.asarray(grad)), tx.grad.numpy(), "float64")
+    assert_close(layer.grads["W"], tw.grad.numpy(), "float64")
+    assert_close(layer.grads["b"], tb.grad.numpy(), "float64")
+    return y, (tx.detach(), tw.detach(), tb.detach(), ty.detach())
+
+
 @pytest.mark.parametrize("config", range(10))
 def test_conv_matches_torch_conv2d_on_random_configurations(config: int) -> None:
     """Forward, dE/dX, dE/dW and dE/dB against torch.nn.functional.conv2d in float64 for random
@@ -151,18 +183,7 @@ def test_conv_matches_torch_conv2d_on_random_configurations(config: int) -> None
     x = rng.standard_normal((int(rng.integers(1, 4)), c, *size))
     be = ailib.backends.get("numpy")
     layer = Conv2D(c, o, k, s, p, d, g, backend=be, dtype="float64", seed=config)
-    bias = rng.standard_normal(o)
-    layer.params["b"] = be.asarray(bias)
-    tx = torch.tensor(x, requires_grad=True)
-    tw = torch.tensor(host(layer.params["W"]), requires_grad=True)
-    tb = torch.tensor(bias, requires_grad=True)
-    ty = torch.nn.functional.conv2d(tx, tw, tb, stride=s, padding=p, dilation=d, groups=g)
-    grad = rng.standard_normal(tuple(ty.shape))
-    ty.backward(torch.tensor(grad))
-    assert_close(layer.forward(be.asarray(x)), ty.detach().numpy(), "float64")
-    assert_close(layer.backward(be.asarray(grad)), tx.grad.numpy(), "float64")
-    assert_close(layer.grads["W"], tw.grad.numpy(), "float64")
-    assert_close(layer.grads["b"], tb.grad.numpy(), "float64")
+    _assert_conv_equals_torch(torch, rng, layer, x)
 
 
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
@@ -183,27 +204,15 @@ def test_conv_padding_same_and_valid_match_torch_on_random_configurations(config
     x = rng.standard_normal((int(rng.integers(1, 3)), c, *size))
     be = ailib.backends.get("numpy")
     layer = Conv2D(c, o, k, s, padding, d, g, backend=be, dtype="float64", seed=config)
-    bias = rng.standard_normal(o)
-    layer.params["b"] = be.asarray(bias)
-    tx = torch.tensor(x, requires_grad=True)
-    tw = torch.tensor(host(layer.params["W"]), requires_grad=True)
-    tb = torch.tensor(bias, requires_grad=True)
-    ty = torch.nn.functional.conv2d(tx, tw, tb, stride=s, padding=padding, dilation=d, groups=g)
+    y, (tx, tw, tb, ty) = _assert_conv_equals_torch(torch, rng, layer, x)
     module = torch.nn.Conv2d(c, o, k, s, padding, d, g, dtype=torch.float64)
     with torch.no_grad():
         module.weight.copy_(tw)
         module.bias.copy_(tb)
-        np.testing.assert_allclose(module(tx).numpy(), ty.detach().numpy(), rtol=1e-12)
-    grad = rng.standard_normal(tuple(ty.shape))
-    ty.backward(torch.tensor(grad))
-    y = layer.forward(be.asarray(x))
+        np.testing.assert_allclose(module(tx).numpy(), ty.numpy(), rtol=1e-12)
     if padding == "same":
         assert tuple(y.shape[2:]) == size
     assert layer.output_shape(*size) == tuple(ty.shape[2:])
-    assert_close(y, ty.detach().numpy(), "float64")
-    assert_close(layer.backward(be.asarray(grad)), tx.grad.numpy(), "float64")
-    assert_close(layer.grads["W"], tw.grad.numpy(), "float64")
-    assert_close(layer.grads["b"], tb.grad.numpy(), "float64")
 
 
 def test_conv_random_padding_configurations_include_odd_and_even_totals() -> None:

@@ -849,14 +849,10 @@ def test_the_loss_cases_cover_every_loss_class() -> None:
     assert classes == set(ailib.losses.LOSSES.values())
 
 
-@pytest.mark.parametrize("case", list(LOSS_CASES))
-def test_a_loaded_model_computes_the_losses_it_was_saved_with(tmp_path: Path, case: str) -> None:
-    """Every setting of every loss, and one loss per output, survive save and load: evaluate
-    gives the same value to the bit (float64), and training on with the loaded loss the same
-    weights. Before, a file kept the class name (and BCE's from_logits) only: eps and
-    label_smoothing came back as defaults, and a model of several outputs came back with no
-    loss (evaluate: 'no loss to report')."""
-    items, n = LOSS_CASES[case], 12
+def _fit_and_reload(items: list[Any], tmp_path: Path) -> tuple[Any, Any, np.ndarray, Any]:
+    """(model, its saved-and-loaded copy, x, targets): a graph model with one output per loss
+    of ``items`` (12 rows, float64), fit one epoch with them before saving."""
+    n = 12
     x = ailib.Input((5,))
     h = Tanh()(Dense(4)(x))
     heads = [_head(loss, h, n, seed=k) for k, loss in enumerate(items)]
@@ -865,7 +861,17 @@ def test_a_loaded_model_computes_the_losses_it_was_saved_with(tmp_path: Path, ca
     model = ailib.Model(x, outputs, backend="numpy", dtype="float64", seed=0)
     xs = np.random.default_rng(9).standard_normal((n, 5))
     model.fit(xs, targets, loss=items if len(items) > 1 else items[0], epochs=1, verbose=0)
-    loaded = ailib.load(model.save(tmp_path / "m.npz"))
+    return model, ailib.load(model.save(tmp_path / "m.npz")), xs, targets
+
+
+@pytest.mark.parametrize("case", list(LOSS_CASES))
+def test_a_loaded_model_computes_the_losses_it_was_saved_with(tmp_path: Path, case: str) -> None:
+    """Every setting of every loss, and one loss per output, survive save and load: evaluate
+    gives the same value to the bit (float64), and training on with the loaded loss the same
+    weights. Before, a file kept the class name (and BCE's from_logits) only: eps and
+    label_smoothing came back as defaults, and a model of several outputs came back with no
+    loss (evaluate: 'no loss to report')."""
+    model, loaded, xs, targets = _fit_and_reload(LOSS_CASES[case], tmp_path)
     assert repr(loaded.loss) == repr(model.loss)
     assert loaded.evaluate(xs, targets)["loss"] == model.evaluate(xs, targets)["loss"]
     for m in (model, loaded):
@@ -879,16 +885,8 @@ def test_fit_without_a_loss_trains_on_with_the_models_own(tmp_path: Path, case: 
     a loaded MSE model trains on with MSE, not with the softmax cross-entropy that was fit's
     fixed default (which, for regression targets, was a silent change of the objective, and
     for two outputs an error)."""
-    items, n = LOSS_CASES[case], 12
-    x = ailib.Input((5,))
-    h = Tanh()(Dense(4)(x))
-    heads = [_head(loss, h, n, seed=k) for k, loss in enumerate(items)]
-    outputs = heads[0][0] if len(items) == 1 else [out for out, _ in heads]
-    targets = heads[0][1] if len(items) == 1 else [y for _, y in heads]
-    model = ailib.Model(x, outputs, backend="numpy", dtype="float64", seed=0)
-    xs = np.random.default_rng(9).standard_normal((n, 5))
-    model.fit(xs, targets, loss=items if len(items) > 1 else items[0], epochs=1, verbose=0)
-    loaded = ailib.load(model.save(tmp_path / "m.npz"))
+    model, loaded, xs, targets = _fit_and_reload(LOSS_CASES[case], tmp_path)
+    items = LOSS_CASES[case]
     model.fit(xs, targets, loss=items if len(items) > 1 else items[0], shuffle=False, verbose=0)
     loaded.fit(xs, targets, shuffle=False, verbose=0)  # no loss: the file's
     assert repr(loaded.loss) == repr(model.loss)
